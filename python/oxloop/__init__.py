@@ -1,0 +1,15 @@
+"""oxloop: a drop-in replacement for asyncio's event loop, written in Rust.
+
+Public API (mirrors uvloop where users know it already):
+- ``new_event_loop()`` / ``Loop``: the loop;
+- ``run(main, *, debug=None, **kwargs)``: ``asyncio.run`` on an oxloop loop;
+- ``install()`` / ``EventLoopPolicy``: for code that still uses policies.
+"""
+
+from __future__ import annotations
+
+from ._api import EventLoopPolicy, install, new_event_loop, run
+from ._loop import Loop
+
+__all__ = ["EventLoopPolicy", "Loop", "install", "new_event_loop", "run"]
+__version__ = "0.1.0"

@@ -1,0 +1,54 @@
+"""Shared fixtures: every behaviour runs on oxloop and on stock asyncio.
+
+`loop_factory` is parametrized over both loops; `loop` is a fresh loop from it, set as the
+current event loop for the test and closed afterwards. Test ids end in [asyncio] / [oxloop].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+
+import pytest
+
+import oxloop
+
+FACTORIES = {
+    "asyncio": asyncio.new_event_loop
+    if sys.platform == "win32"
+    else (lambda: asyncio.SelectorEventLoop()),
+    "oxloop": oxloop.new_event_loop,
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def loop_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def loop_factory(loop_kind):
+    return FACTORIES[loop_kind]
+
+
+@pytest.fixture
+def loop(loop_factory):
+    lp = loop_factory()
+    asyncio.set_event_loop(lp)
+    try:
+        yield lp
+    finally:
+        if lp.is_running():  # pragma: no cover - a test bug
+            lp.stop()
+        if not lp.is_closed():
+            lp.run_until_complete(lp.shutdown_asyncgens())
+            lp.close()
+        asyncio.set_event_loop(None)
+        gc.collect()
+
+
+@pytest.fixture
+def run(loop):
+    """run(coro) -> result, on the test's loop."""
+    return loop.run_until_complete
