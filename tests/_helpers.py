@@ -1,0 +1,43 @@
+"""Helpers shared by the loop-core tests (not fixtures: plain functions)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import subprocess
+import sys
+from asyncio import format_helpers
+
+PY = sys.version_info[:2]
+
+
+def callback_source(func, args=(), *, debug: bool = False) -> str:
+    """How the running asyncio formats a callback in 'Exception in callback ...' messages."""
+    params = inspect.signature(format_helpers._format_callback_source).parameters
+    if "debug" in params:
+        return format_helpers._format_callback_source(func, args, debug=debug)
+    return format_helpers._format_callback_source(func, args)
+
+
+def collect_errors(loop: asyncio.AbstractEventLoop) -> list[dict]:
+    """Install an exception handler that records every context dict it receives."""
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    return errors
+
+
+def run_briefly(loop: asyncio.AbstractEventLoop, iterations: int = 1) -> None:
+    """Run exactly `iterations` loop iterations' worth of callbacks scheduled now."""
+    for _ in range(iterations):
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+
+def python_subprocess(code: str, *args: str, env: dict | None = None, **kw):
+    """Start `python [args] -c code` with the running interpreter and this environment."""
+    full_env = dict(os.environ)
+    full_env.pop("PYTHONASYNCIODEBUG", None)
+    if env:
+        full_env.update(env)
+    return subprocess.Popen([sys.executable, *args, "-c", code], env=full_env, text=True, **kw)
