@@ -1,8 +1,16 @@
 //! `oxloop._oxloop`: module registration only. The loop lives in `loop_core`.
 use pyo3::prelude::*;
 
+mod errors;
+mod handles;
+mod io;
+mod loop_core;
+mod sys;
+mod time;
+
 #[pymodule]
 fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<loop_core::LoopCore>()?;
     Ok(())
 }

@@ -1,0 +1,255 @@
+"""The oxloop event loop class: a Rust core under asyncio's own cold paths.
+
+``Loop`` inherits from ``_oxloop.LoopCore`` (Rust: scheduling, timers, the poller, fd watching,
+the run loop) and from ``asyncio.BaseEventLoop``, whose Python methods supply the parts that run
+once per task or per call and must behave exactly as the running version's asyncio does: task
+factories and ``create_task``, exception handlers, executors, async generator hooks,
+``run_until_complete``, debug checks. Every method of the core overrides its ``BaseEventLoop``
+namesake (the MRO puts ``LoopCore`` first), so ``BaseEventLoop``'s ``_ready`` and ``_scheduled``
+containers exist but stay empty.
+
+This module adds what lives in neither: ``run_forever`` around the Rust run loop, ``close``,
+signal handling as ``unix_events`` does it, and the debug-mode and error-reporting paths the
+core calls back into.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import sys
+import threading
+import warnings
+from asyncio import base_events, coroutines, events, format_helpers
+from asyncio.log import logger
+from typing import Any
+
+from . import _oxloop
+
+__all__ = ["Loop", "new_event_loop"]
+
+_PY313 = sys.version_info >= (3, 13)
+
+
+def _sighandler_noop(signum: int, frame: Any) -> None:
+    """Installed for signals with an add_signal_handler callback: Python writes the signal
+    number to the wakeup fd, and the loop reads it from there."""
+
+
+if _PY313:
+
+    def _format_callback_source(loop: Loop, callback: Any, args: Any) -> str:
+        return format_helpers._format_callback_source(callback, args, debug=loop.get_debug())
+else:
+
+    def _format_callback_source(loop: Loop, callback: Any, args: Any) -> str:
+        return format_helpers._format_callback_source(callback, args)
+
+
+class Loop(_oxloop.LoopCore, base_events.BaseEventLoop):
+    """An asyncio event loop whose core is written in Rust."""
+
+    def __init__(self) -> None:
+        base_events.BaseEventLoop.__init__(self)
+        self._signal_handlers: dict[int, events.Handle] = {}
+
+    # -- running ---------------------------------------------------------------------------
+
+    if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):
+        # 3.13+: asyncio exposes the setup and cleanup steps; use them as they are.
+        def run_forever(self) -> None:
+            """Run until stop() is called."""
+            try:
+                self._run_forever_setup()
+                self._run()
+            finally:
+                self._run_forever_cleanup()
+
+    else:
+
+        def run_forever(self) -> None:
+            """Run until stop() is called."""
+            # The steps of BaseEventLoop.run_forever on 3.10-3.12, around the Rust run loop.
+            self._check_closed()
+            self._check_running()
+            self._set_coroutine_origin_tracking(self._debug)
+            self._thread_id = threading.get_ident()
+            old_agen_hooks = sys.get_asyncgen_hooks()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,
+                finalizer=self._asyncgen_finalizer_hook,
+            )
+            try:
+                events._set_running_loop(self)
+                self._run()
+            finally:
+                self._stopping = False
+                self._thread_id = None
+                events._set_running_loop(None)
+                self._set_coroutine_origin_tracking(False)
+                sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self) -> None:
+        """Close the loop: remove its signal handlers, shut the default executor down
+        without waiting, and release the poller. The loop must not be running."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        elif self._signal_handlers:
+            # As unix_events: the signal module may be half torn down at this point.
+            warnings.warn(
+                f"Closing the loop {self!r} on interpreter shutdown "
+                f"stage, skipping signal handlers removal",
+                ResourceWarning,
+                source=self,
+            )
+            self._signal_handlers.clear()
+        base_events.BaseEventLoop.close(self)
+        self._close_core()
+
+    # -- paths the Rust core calls back into --------------------------------------------------
+
+    def _report_callback_error(self, handle: events.Handle, exc: BaseException) -> None:
+        """What Handle._run does when its callback raises (the core ran the callback)."""
+        cb = _format_callback_source(self, handle._callback, handle._args)
+        context = {
+            "message": f"Exception in callback {cb}",
+            "exception": exc,
+            "handle": handle,
+        }
+        if handle._source_traceback:
+            context["source_traceback"] = handle._source_traceback
+        self.call_exception_handler(context)
+
+    def _call_soon_debug(
+        self, callback: Any, args: tuple[Any, ...], context: Any, method: str
+    ) -> events.Handle:
+        """call_soon / call_soon_threadsafe in debug mode, with asyncio's checks."""
+        threadsafe = method == "call_soon_threadsafe"
+        if not threadsafe:
+            self._check_thread()
+        self._check_callback(callback, method)
+        handle = events.Handle(callback, args, self, context)
+        if handle._source_traceback:
+            # Drop this helper's frame so the traceback ends at the caller, as in asyncio.
+            del handle._source_traceback[-1]
+        self._add_callback(handle)
+        if threadsafe:
+            self._write_to_self()
+        return handle
+
+    def _call_at_debug(
+        self, when: Any, callback: Any, args: tuple[Any, ...], context: Any
+    ) -> events.TimerHandle:
+        """call_at / call_later in debug mode, with asyncio's checks."""
+        self._check_thread()
+        self._check_callback(callback, "call_at")
+        timer = events.TimerHandle(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        self._add_timer(timer)
+        return timer
+
+    def _run_handle_debug(self, handle: events.Handle) -> None:
+        """Runs one handle in debug mode, warning about slow callbacks as asyncio does."""
+        self._current_handle = handle
+        try:
+            t0 = self.time()
+            handle._run()
+            dt = self.time() - t0
+            if dt >= self.slow_callback_duration:
+                logger.warning(
+                    "Executing %s took %.3f seconds", base_events._format_handle(handle), dt
+                )
+        finally:
+            self._current_handle = None
+
+    # -- signals (unix_events semantics) -----------------------------------------------------
+
+    def _check_signal(self, sig: Any) -> None:
+        if not isinstance(sig, int):
+            raise TypeError(f"sig must be an int, not {sig!r}")
+        if sig not in signal.valid_signals():
+            raise ValueError(f"invalid signal number {sig}")
+
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+        """Add a handler for a signal. UNIX only.
+
+        Raise ValueError if the signal number is invalid or uncatchable.
+        Raise RuntimeError if there is a problem setting up the handler.
+        """
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        try:
+            # Raises ValueError outside the main thread, so a loop running in another thread
+            # cannot take over signals.
+            signal.set_wakeup_fd(self._signal_wakeup_fd())
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc)) from None
+        handle = events.Handle(callback, args, self, None)
+        self._signal_handlers[sig] = handle
+        try:
+            # Python's C-level handler writes the signal number to the wakeup fd; the Python
+            # handler itself has nothing to do.
+            signal.signal(sig, _sighandler_noop)
+            # SA_RESTART, as asyncio sets it, to limit EINTR in other code.
+            signal.siginterrupt(sig, False)
+        except OSError as exc:
+            del self._signal_handlers[sig]
+            if not self._signal_handlers:
+                self._clear_wakeup_fd()
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig} cannot be caught") from None
+            raise
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        """Remove a handler for a signal. UNIX only.
+
+        Return True if a signal handler was removed, False if not.
+        """
+        self._check_signal(sig)
+        if self._signal_handlers.pop(sig, None) is None:
+            return False
+        # asyncio restores the default disposition, not whatever was there before.
+        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig} cannot be caught") from None
+            raise
+        if not self._signal_handlers:
+            self._clear_wakeup_fd()
+        return True
+
+    def _clear_wakeup_fd(self) -> None:
+        try:
+            signal.set_wakeup_fd(-1)
+        except (ValueError, OSError) as exc:
+            logger.info("set_wakeup_fd(-1) failed: %s", exc)
+
+    def _handle_signal(self, sig: int) -> None:
+        handle = self._signal_handlers.get(sig)
+        if handle is None:
+            return  # removed meanwhile
+        if handle._cancelled:
+            self.remove_signal_handler(sig)
+        else:
+            self._add_callback_signalsafe(handle)
+
+    def _process_signals(self, data: bytes) -> None:
+        """Signal numbers read from the wakeup socket by the core."""
+        for signum in data:
+            if signum:
+                self._handle_signal(signum)
+
+
+def new_event_loop() -> Loop:
+    """A new oxloop event loop (the loop factory for asyncio.Runner, uvicorn, anyio, ...)."""
+    return Loop()

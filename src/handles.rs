@@ -1,0 +1,230 @@
+//! Handles: oxloop schedules asyncio's own `Handle` and `TimerHandle` objects.
+//!
+//! `call_soon` returns a genuine `asyncio.Handle` (so `isinstance`, `repr`, `cancel`,
+//! `cancelled`, `get_context`, ordering and pickling-by-reference all are CPython's), but builds
+//! it without running `Handle.__init__` in Python: the object is allocated with the class's own
+//! `tp_alloc` and its `__slots__` are written directly at the offsets the slot descriptors
+//! report. The result is field-for-field what `Handle.__init__` produces with debug off.
+//! Debug mode goes through the real constructor (it captures `_source_traceback`).
+//!
+//! Invariants: every slot of a handle built here is set (never NULL); readers still treat a
+//! NULL slot (a user `del h._callback`) as "take the slow path", never as a crash.
+use pyo3::exceptions::PyImportError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyTuple, PyType};
+
+/// CPython's `PyMemberDescrObject` (Include/cpython/descrobject.h), identical on 3.10-3.13.
+#[repr(C)]
+struct MemberDescr {
+    d_common: ffi::PyDescrObject,
+    d_member: *mut ffi::PyMemberDef,
+}
+
+pub struct Layout {
+    pub handle_type: Py<PyType>,
+    pub timer_type: Py<PyType>,
+    callback: isize,
+    args: isize,
+    cancelled: isize,
+    loop_: isize,
+    source_tb: isize,
+    repr: isize,
+    context: isize,
+    scheduled: isize,
+    when: isize,
+}
+
+static LAYOUT: PyOnceLock<Layout> = PyOnceLock::new();
+
+fn slot_offset(tp: &Bound<'_, PyType>, name: &str) -> PyResult<isize> {
+    let descr = tp.getattr(name)?;
+    let member_type = tp.py().import("types")?.getattr("MemberDescriptorType")?;
+    if !descr.is_instance(&member_type)? {
+        return Err(PyImportError::new_err(format!(
+            "asyncio.{}.{name} is not a slot; oxloop cannot build handles",
+            tp.name()?
+        )));
+    }
+    // SAFETY: `descr` is a live member_descriptor (checked above), whose C layout is
+    // MemberDescr; d_member points at the PyMemberDef owned by the class.
+    let offset = unsafe { (*(*(descr.as_ptr() as *mut MemberDescr)).d_member).offset };
+    // SAFETY: `tp` is a live type object.
+    let basic = unsafe { (*tp.as_type_ptr()).tp_basicsize };
+    let head = std::mem::size_of::<ffi::PyObject>() as isize;
+    if offset < head || offset + std::mem::size_of::<usize>() as isize > basic {
+        return Err(PyImportError::new_err(format!("unexpected slot offset for {name}")));
+    }
+    Ok(offset)
+}
+
+pub fn layout(py: Python<'_>) -> PyResult<&Layout> {
+    LAYOUT.get_or_try_init(py, || {
+        let events = py.import("asyncio.events")?;
+        let handle = events.getattr("Handle")?.cast_into::<PyType>()?;
+        let timer = events.getattr("TimerHandle")?.cast_into::<PyType>()?;
+        Ok(Layout {
+            callback: slot_offset(&handle, "_callback")?,
+            args: slot_offset(&handle, "_args")?,
+            cancelled: slot_offset(&handle, "_cancelled")?,
+            loop_: slot_offset(&handle, "_loop")?,
+            source_tb: slot_offset(&handle, "_source_traceback")?,
+            repr: slot_offset(&handle, "_repr")?,
+            context: slot_offset(&handle, "_context")?,
+            scheduled: slot_offset(&timer, "_scheduled")?,
+            when: slot_offset(&timer, "_when")?,
+            handle_type: handle.unbind(),
+            timer_type: timer.unbind(),
+        })
+    })
+}
+
+/// Reads a slot as a borrowed pointer (NULL when unset).
+///
+/// # Safety
+/// `obj` must be a live instance of `Handle` (or a subclass) and `off` one of its slot offsets.
+#[inline]
+unsafe fn get(obj: *mut ffi::PyObject, off: isize) -> *mut ffi::PyObject {
+    // SAFETY: per the contract, obj+off is the slot's PyObject* field.
+    unsafe { *((obj as *mut u8).offset(off) as *mut *mut ffi::PyObject) }
+}
+
+/// Stores a new strong reference into a slot, releasing the old value afterwards.
+///
+/// # Safety
+/// As for [`get`]; `val` must be a strong reference whose ownership passes to the slot.
+#[inline]
+unsafe fn set(obj: *mut ffi::PyObject, off: isize, val: *mut ffi::PyObject) {
+    // SAFETY: per the contract, obj+off is the slot's PyObject* field.
+    unsafe {
+        let p = (obj as *mut u8).offset(off) as *mut *mut ffi::PyObject;
+        let old = *p;
+        *p = val;
+        ffi::Py_XDECREF(old);
+    }
+}
+
+fn new_ref(o: &Bound<'_, PyAny>) -> *mut ffi::PyObject {
+    o.clone().into_ptr()
+}
+
+/// A new strong reference to `True`, `False` or `None`.
+fn singleton(p: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: p is one of the interpreter's singletons, alive for the whole process.
+    unsafe { ffi::Py_INCREF(p) };
+    p
+}
+
+fn py_bool(on: bool) -> *mut ffi::PyObject {
+    // SAFETY: reading the addresses of the interpreter's bool singletons.
+    singleton(unsafe { if on { ffi::Py_True() } else { ffi::Py_False() } })
+}
+
+fn is_true(v: *mut ffi::PyObject) -> bool {
+    // SAFETY: reading the address of the True singleton.
+    v == unsafe { ffi::Py_True() }
+}
+
+impl Layout {
+    /// Builds `Handle(callback, args, loop, context)` (or a `TimerHandle` when `when` is set)
+    /// exactly as `__init__` would with debug off.
+    pub fn build<'py>(
+        &self,
+        py: Python<'py>,
+        when: Option<&Bound<'py, PyAny>>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        loop_: &Bound<'py, PyAny>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let tp = if when.is_some() { &self.timer_type } else { &self.handle_type };
+        let tp = tp.as_ptr() as *mut ffi::PyTypeObject;
+        // SAFETY: tp is a live heap type; tp_alloc is always set for Python classes and
+        // returns a zeroed, GC-tracked instance (or NULL with an exception set).
+        let obj = unsafe {
+            match (*tp).tp_alloc {
+                Some(alloc) => alloc(tp, 0),
+                None => std::ptr::null_mut(),
+            }
+        };
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        // SAFETY: obj is a fresh strong reference; wrapping it transfers that reference.
+        let handle = unsafe { Bound::from_owned_ptr(py, obj) };
+        let ctx = match context {
+            Some(c) if !c.is_none() => new_ref(c),
+            // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an error set.
+            _ => unsafe { ffi::PyContext_CopyCurrent() },
+        };
+        if ctx.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        // SAFETY: obj is an instance of Handle/TimerHandle whose slots we located at init;
+        // every value stored is a new strong reference.
+        unsafe {
+            set(obj, self.context, ctx);
+            set(obj, self.loop_, new_ref(loop_));
+            set(obj, self.callback, new_ref(callback));
+            set(obj, self.args, new_ref(args.as_any()));
+            set(obj, self.cancelled, py_bool(false));
+            set(obj, self.repr, singleton(ffi::Py_None()));
+            set(obj, self.source_tb, singleton(ffi::Py_None()));
+            if let Some(w) = when {
+                set(obj, self.when, new_ref(w));
+                set(obj, self.scheduled, py_bool(false));
+            }
+        }
+        Ok(handle)
+    }
+
+    #[inline]
+    pub fn is_cancelled(&self, _py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
+        // SAFETY: h is a Handle (the loop only queues handles); the slot may be NULL.
+        let v = unsafe { get(h.as_ptr(), self.cancelled) };
+        is_true(v)
+    }
+
+    #[inline]
+    pub fn is_scheduled(&self, _py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
+        // SAFETY: h is a TimerHandle (only timers reach the heap); the slot may be NULL.
+        let v = unsafe { get(h.as_ptr(), self.scheduled) };
+        is_true(v)
+    }
+
+    #[inline]
+    pub fn set_scheduled(&self, _py: Python<'_>, h: &Bound<'_, PyAny>, on: bool) {
+        // SAFETY: h is a TimerHandle; a new reference to the bool passes to the slot, and
+        // releasing the old bool runs no Python code.
+        unsafe { set(h.as_ptr(), self.scheduled, py_bool(on)) };
+    }
+
+    /// The callback, args and context of a handle, as new references; `None` when any slot
+    /// is unset or not of the type the fast path needs (the caller then uses `Handle._run`).
+    #[inline]
+    pub fn parts<'py>(
+        &self,
+        py: Python<'py>,
+        h: &Bound<'py, PyAny>,
+    ) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        // SAFETY: h is a Handle; NULL slots are checked before use, and each pointer is
+        // turned into a new strong reference so the callback may mutate the handle freely.
+        unsafe {
+            let cb = get(h.as_ptr(), self.callback);
+            let args = get(h.as_ptr(), self.args);
+            let ctx = get(h.as_ptr(), self.context);
+            if cb.is_null() || args.is_null() || ctx.is_null() {
+                return None;
+            }
+            if ffi::PyTuple_CheckExact(args) == 0 || ffi::PyContext_CheckExact(ctx) == 0 {
+                return None;
+            }
+            Some((
+                Bound::from_borrowed_ptr(py, cb),
+                Bound::from_borrowed_ptr(py, args),
+                Bound::from_borrowed_ptr(py, ctx),
+            ))
+        }
+    }
+}

@@ -1,0 +1,820 @@
+//! The loop core: `LoopCore`, the Rust base class of `oxloop.Loop`.
+//!
+//! It owns the ready queue, the timer heap, the poller and the fd registry, and runs
+//! iterations in CPython's order (`BaseEventLoop._run_once`): drop cancelled timers, compute the
+//! poll timeout from the ready queue and the nearest timer, poll (GIL released when the timeout
+//! is not zero), queue I/O callbacks, then due timers, then run exactly the callbacks that were
+//! ready when the run began. Cold paths (task factories, exception handlers, executors, async
+//! generator hooks, debug mode) live in Python in `oxloop/_loop.py`, mostly inherited from
+//! `asyncio.BaseEventLoop` so they behave as the running version's asyncio does.
+//!
+//! Invariants:
+//! - loop state is only touched with the GIL held, through `GilCell`; no borrow is alive while
+//!   Python code runs or a Python object is dropped (objects to drop go to a local `trash`);
+//! - `polling` is true exactly while the loop thread waits in the poller; `call_soon_threadsafe`
+//!   writes the waker only then, and `close` refuses to close the poller under a waiting thread;
+//! - every callback runs inside its `contextvars.Context`.
+mod cell;
+pub mod counters;
+
+use std::collections::VecDeque;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use pyo3::exceptions::{
+    PyAssertionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError,
+    PyValueError,
+};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+
+use self::cell::GilCell;
+use self::counters::{Counters, Sequence};
+use crate::errors::{closed_error, os_error};
+use crate::handles::{self, Layout};
+use crate::io::{FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
+use crate::sys::clock;
+use crate::sys::epoll::{self, Epoll, READABLE, WRITABLE};
+use crate::sys::waker::{read_available, Waker};
+use crate::time::{Clock, TimerHeap};
+
+/// asyncio's MAXIMUM_SELECT_TIMEOUT (base_events.py): one day.
+const MAX_TIMEOUT_SECS: f64 = 24.0 * 3600.0;
+const EVENTS_CAPACITY: usize = 1024;
+
+struct State {
+    ready: VecDeque<Py<PyAny>>,
+    timers: TimerHeap,
+    fds: FdTable,
+    poller: Option<Epoll>,
+    waker: Option<Waker>,
+    /// The socket pair handed to `signal.set_wakeup_fd` (write end) and polled (read end).
+    sig_read: Option<UnixStream>,
+    sig_write: Option<UnixStream>,
+    events: Vec<epoll::Event>,
+    polling: bool,
+    wake_pending: bool,
+    counters: Counters,
+}
+
+#[pyclass(subclass, frozen, module = "oxloop._oxloop", name = "LoopCore")]
+pub struct LoopCore {
+    state: GilCell<State>,
+    closed: AtomicBool,
+    stopping: AtomicBool,
+    debug: AtomicBool,
+    running: AtomicBool,
+    seq: Sequence,
+    clock: Clock,
+    resolution: f64,
+}
+
+/// `selectors._fileobj_to_fd`: an int, or an object whose `fileno()` gives one.
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let fd: i64 = if obj.is_instance_of::<PyInt>() {
+        obj.extract()?
+    } else {
+        let r = obj.call_method0("fileno").and_then(|f| {
+            let as_int = f.py().get_type::<PyInt>().call1((f,))?;
+            as_int.extract::<i64>()
+        });
+        match r {
+            Ok(fd) => fd,
+            Err(e)
+                if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py())
+                    || e.is_instance_of::<PyTypeError>(obj.py())
+                    || e.is_instance_of::<PyValueError>(obj.py()) =>
+            {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    obj.repr()?
+                )));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if fd < 0 {
+        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+    }
+    i32::try_from(fd).map_err(|_| {
+        pyo3::exceptions::PyOverflowError::new_err("file descriptor is too large")
+    })
+}
+
+fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+impl LoopCore {
+    fn check_open(&self) -> PyResult<()> {
+        if self.closed.load(Relaxed) {
+            Err(closed_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn is_debug(&self) -> bool {
+        self.debug.load(Relaxed)
+    }
+
+    /// Wakes the loop thread if (and only if) it waits in the poller.
+    fn wake(st: &mut State) {
+        if st.polling && !st.wake_pending {
+            if let Some(w) = &st.waker {
+                st.wake_pending = true;
+                w.wake();
+            }
+        }
+    }
+
+    fn push_ready(&self, py: Python<'_>, handle: Py<PyAny>, wake: bool) -> PyResult<()> {
+        let mut st = self.state.borrow(py)?;
+        st.ready.push_back(handle);
+        if wake {
+            Self::wake(&mut st);
+        }
+        Ok(())
+    }
+
+    fn push_timer(&self, py: Python<'_>, lay: &Layout, timer: &Bound<'_, PyAny>) -> PyResult<()> {
+        let when: f64 = timer.getattr("_when")?.extract()?;
+        self.state.borrow(py)?.timers.push(when, timer.clone().unbind());
+        lay.set_scheduled(py, timer, true);
+        Ok(())
+    }
+
+    fn schedule_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+        threadsafe: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        if this.is_debug() {
+            let method = if threadsafe { "call_soon_threadsafe" } else { "call_soon" };
+            return slf.call_method1("_call_soon_debug", (callback, args, context, method));
+        }
+        let lay = handles::layout(py)?;
+        let h = lay.build(py, None, callback, args, slf.as_any(), context)?;
+        this.push_ready(py, h.clone().unbind(), threadsafe)?;
+        Ok(h)
+    }
+
+    fn schedule_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if when.is_none() && py.version_info() >= (3, 11) {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        this.check_open()?;
+        if this.is_debug() {
+            return slf.call_method1("_call_at_debug", (when, callback, args, context));
+        }
+        if when.is_none() {
+            // 3.10: TimerHandle.__init__ asserts `when is not None`.
+            return Err(PyAssertionError::new_err(()));
+        }
+        let key: f64 = when.extract()?;
+        let lay = handles::layout(py)?;
+        let h = lay.build(py, Some(when), callback, args, slf.as_any(), context)?;
+        this.state.borrow(py)?.timers.push(key, h.clone().unbind());
+        lay.set_scheduled(py, &h, true);
+        Ok(h)
+    }
+
+    /// Registers `callback` for `fd` readiness (`mask` is READABLE or WRITABLE).
+    fn add_io<'py>(
+        slf: &Bound<'py, Self>,
+        fd: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        mask: u32,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let fd = fileobj_to_fd(fd)?;
+        this.check_open()?;
+        let handle = if this.is_debug() {
+            let lay = handles::layout(py)?;
+            lay.handle_type.bind(py).call1((callback, args, slf, py.None()))?
+        } else {
+            handles::layout(py)?.build(py, None, callback, args, slf.as_any(), None)?
+        };
+        let old = {
+            let mut st = this.state.borrow(py)?;
+            let st = &mut *st;
+            let poller = st.poller.as_ref().ok_or_else(closed_error)?;
+            let existed = st.fds.get(fd).is_some();
+            let entry = st.fds.entry(fd);
+            let old_mask = entry.mask();
+            let new_mask = old_mask | mask;
+            let res = if !existed || old_mask == 0 {
+                poller.add(fd, new_mask, fd as u64)
+            } else if new_mask != old_mask {
+                poller.modify(fd, new_mask, fd as u64)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = res {
+                if !existed {
+                    st.fds.remove(fd);
+                }
+                return Err(os_error(e));
+            }
+            let slot = if mask == READABLE { &mut entry.reader } else { &mut entry.writer };
+            slot.replace(handle.unbind())
+        };
+        if let Some(old) = old {
+            old.bind(py).call_method0("cancel")?;
+        }
+        Ok(())
+    }
+
+    fn remove_io(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, mask: u32) -> PyResult<bool> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.closed.load(Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fd)?;
+        let old = this.state.borrow(py)?.remove_interest(fd, mask);
+        match old {
+            Some(h) => {
+                h.bind(py).call_method0("cancel")?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Runs one handle; only SystemExit and KeyboardInterrupt escape (as from Handle._run).
+    #[inline]
+    fn run_handle(
+        slf: &Bound<'_, Self>,
+        lay: &Layout,
+        h: &Bound<'_, PyAny>,
+        debug: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if lay.is_cancelled(py, h) {
+            return Ok(());
+        }
+        slf.get().seq.bump();
+        if debug {
+            slf.call_method1("_run_handle_debug", (h,))?;
+            return Ok(());
+        }
+        let Some((cb, args, ctx)) = lay.parts(py, h) else {
+            h.call_method0("_run")?;
+            return Ok(());
+        };
+        // SAFETY: ctx is a live contextvars.Context (checked by `parts`); Enter/Exit are
+        // paired below, and the callback and its args are strong references.
+        let result = unsafe {
+            if ffi::PyContext_Enter(ctx.as_ptr()) < 0 {
+                Err(PyErr::fetch(py))
+            } else {
+                let res = ffi::PyObject_Call(cb.as_ptr(), args.as_ptr(), std::ptr::null_mut());
+                let out = if res.is_null() {
+                    Err(PyErr::fetch(py))
+                } else {
+                    ffi::Py_DECREF(res);
+                    Ok(())
+                };
+                if ffi::PyContext_Exit(ctx.as_ptr()) < 0 {
+                    // Only fails if the callback left the context in a foreign state; report
+                    // it as the callback's error, as Context.run would raise it.
+                    let exit_err = PyErr::fetch(py);
+                    out.and(Err(exit_err))
+                } else {
+                    out
+                }
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_fatal(py, &e) => Err(e),
+            Err(e) => {
+                slf.call_method1("_report_callback_error", (h, e.value(py)))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn run_once_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let lay = handles::layout(py)?;
+        let mut trash: Vec<Py<PyAny>> = Vec::new();
+
+        // 1. Drop cancelled timers and compute the poll timeout (CPython's order).
+        let (timeout_ms, epfd, mut events) = {
+            let mut st = this.state.borrow(py)?;
+            let st = &mut *st;
+            let epfd = st.poller.as_ref().ok_or_else(closed_error)?.raw();
+            if st.timers.wants_compaction() {
+                let gone = st.timers.take_cancelled(|t| lay.is_cancelled(py, t.handle.bind(py)));
+                trash.extend(gone.into_iter().map(|t| t.handle));
+            } else {
+                while let Some(t) = st.timers.peek() {
+                    if !lay.is_cancelled(py, t.handle.bind(py)) {
+                        break;
+                    }
+                    if let Some(t) = st.timers.pop() {
+                        st.timers.cancelled = st.timers.cancelled.saturating_sub(1);
+                        trash.push(t.handle);
+                    }
+                }
+            }
+            let timeout_ms = if !st.ready.is_empty() || this.stopping.load(Relaxed) {
+                0
+            } else if let Some(t) = st.timers.peek() {
+                let secs = (t.when() - this.clock.now()).clamp(0.0, MAX_TIMEOUT_SECS);
+                // Round up as selectors does, so we never wake before the deadline.
+                (secs * 1e3).ceil() as i32
+            } else {
+                -1
+            };
+            st.polling = timeout_ms != 0;
+            (timeout_ms, epfd, std::mem::take(&mut st.events))
+        };
+        for t in &trash {
+            lay.set_scheduled(py, t.bind(py), false);
+        }
+        drop(trash);
+
+        // 2. Poll, with the GIL released when we may block.
+        if events.len() < EVENTS_CAPACITY {
+            events.resize(EVENTS_CAPACITY, epoll::empty_event());
+        }
+        let t0 = clock::monotonic_ns();
+        let polled = if timeout_ms == 0 {
+            Epoll::wait_raw(epfd, &mut events, 0)
+        } else {
+            py.detach(|| Epoll::wait_raw(epfd, &mut events, timeout_ms))
+        };
+
+        // 3. Queue I/O callbacks, then due timers.
+        let mut interrupted = false;
+        let mut signal_ready = false;
+        let mut cancelled_readers: Vec<(i32, u32)> = Vec::new();
+        let (ntodo, sig_fd, gone) = {
+            let mut st = this.state.borrow(py)?;
+            let st = &mut *st;
+            st.polling = false;
+            let n = match polled {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    interrupted = true;
+                    0
+                }
+                Err(e) => {
+                    st.events = events;
+                    return Err(os_error(e));
+                }
+            };
+            for ev in &events[..n] {
+                let token = ev.u64;
+                let flags = ev.events;
+                if token == WAKER_TOKEN {
+                    st.wake_pending = false;
+                    if let Some(w) = &st.waker {
+                        w.drain();
+                    }
+                    continue;
+                }
+                if token == SIGNAL_TOKEN {
+                    signal_ready = true;
+                    continue;
+                }
+                let fd = token as i32;
+                let Some(entry) = st.fds.get(fd) else { continue };
+                // selectors.EpollSelector: anything but EPOLLOUT counts as readable, anything
+                // but EPOLLIN as writable (so errors and hangups wake both sides).
+                if flags & !WRITABLE != 0 {
+                    if let Some(r) = &entry.reader {
+                        if lay.is_cancelled(py, r.bind(py)) {
+                            cancelled_readers.push((fd, READABLE));
+                        } else {
+                            st.ready.push_back(r.clone_ref(py));
+                        }
+                    }
+                }
+                if flags & !READABLE != 0 {
+                    if let Some(w) = &entry.writer {
+                        if lay.is_cancelled(py, w.bind(py)) {
+                            cancelled_readers.push((fd, WRITABLE));
+                        } else {
+                            st.ready.push_back(w.clone_ref(py));
+                        }
+                    }
+                }
+            }
+            st.events = events;
+            let mut gone = Vec::new();
+            for (fd, mask) in cancelled_readers {
+                if let Some(h) = st.remove_interest(fd, mask) {
+                    gone.push(h);
+                }
+            }
+
+            let now_ns = clock::monotonic_ns();
+            let end_time = this.clock.now() + this.resolution;
+            let mut fired = 0u64;
+            while let Some(t) = st.timers.peek() {
+                if t.when() >= end_time {
+                    break;
+                }
+                if let Some(t) = st.timers.pop() {
+                    // CPython clears `_scheduled` as it pops a timer. Storing a bool into the
+                    // slot runs no Python code, so it is safe under the borrow.
+                    lay.set_scheduled(py, t.handle.bind(py), false);
+                    st.ready.push_back(t.handle);
+                    fired += 1;
+                }
+            }
+            st.counters.poll_started(t0);
+            st.counters.poll_ended(t0, now_ns, n, fired);
+            let sig_fd = st.sig_read.as_ref().map(|s| s.as_raw_fd());
+            (st.ready.len(), sig_fd, gone)
+        };
+        drop(gone);
+
+        // 4. Signals: run Python-level handlers (the default SIGINT handler raises
+        // KeyboardInterrupt here), then hand the received numbers to add_signal_handler.
+        if interrupted || signal_ready {
+            let mut bytes = Vec::new();
+            if signal_ready {
+                if let Some(fd) = sig_fd {
+                    read_available(fd, &mut bytes).map_err(os_error)?;
+                }
+            }
+            // SAFETY: called with the GIL held on the loop thread.
+            if unsafe { ffi::PyErr_CheckSignals() } < 0 {
+                return Err(PyErr::fetch(py));
+            }
+            if !bytes.is_empty() {
+                slf.call_method1("_process_signals", (PyBytes::new(py, &bytes),))?;
+            }
+        }
+
+        // 5. Run exactly the callbacks that were ready when this run began.
+        let debug = this.is_debug();
+        for _ in 0..ntodo {
+            let h = match this.state.borrow(py)?.ready.pop_front() {
+                Some(h) => h,
+                None => break,
+            };
+            Self::run_handle(slf, lay, h.bind(py), debug)?;
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Drops `mask` interest for `fd`; returns the handle that was registered for it.
+    fn remove_interest(&mut self, fd: i32, mask: u32) -> Option<Py<PyAny>> {
+        let entry = self.fds.get_mut(fd)?;
+        let old = if mask == READABLE { entry.reader.take() } else { entry.writer.take() };
+        let new_mask = entry.mask();
+        if let Some(p) = &self.poller {
+            if new_mask == 0 {
+                p.delete(fd);
+            } else {
+                let _ = p.modify(fd, new_mask, fd as u64);
+            }
+        }
+        if new_mask == 0 {
+            self.fds.remove(fd);
+        }
+        old
+    }
+}
+
+#[pymethods]
+impl LoopCore {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        handles::layout(py)?;
+        let poller = Epoll::new().map_err(os_error)?;
+        let waker = Waker::new().map_err(os_error)?;
+        poller.add(waker.raw(), READABLE, WAKER_TOKEN).map_err(os_error)?;
+        let (sig_read, sig_write) = UnixStream::pair().map_err(os_error)?;
+        sig_read.set_nonblocking(true).map_err(os_error)?;
+        sig_write.set_nonblocking(true).map_err(os_error)?;
+        poller.add(sig_read.as_raw_fd(), READABLE, SIGNAL_TOKEN).map_err(os_error)?;
+        Ok(LoopCore {
+            state: GilCell::new(State {
+                ready: VecDeque::with_capacity(1024),
+                timers: TimerHeap::default(),
+                fds: FdTable::default(),
+                poller: Some(poller),
+                waker: Some(waker),
+                sig_read: Some(sig_read),
+                sig_write: Some(sig_write),
+                events: Vec::new(),
+                polling: false,
+                wake_pending: false,
+                counters: Counters::default(),
+            }),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            seq: Sequence::default(),
+            clock: Clock::Real,
+            resolution: clock::resolution(),
+        })
+    }
+
+    /// `time.monotonic()`, read live.
+    fn time(&self) -> f64 {
+        self.clock.now()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::schedule_soon(slf, callback, args, context, false)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::schedule_soon(slf, callback, args, context, true)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later<'py>(
+        slf: &Bound<'py, Self>,
+        delay: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if delay.is_none() && py.version_info() >= (3, 12) {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let now = slf.get().clock.now();
+        // `self.time() + delay` as CPython computes it: floats and ints directly, anything
+        // else through Python's own addition (so its TypeError/OverflowError is the same).
+        let when = if delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>()
+        {
+            PyFloat::new(py, now + delay.extract::<f64>()?).into_any()
+        } else {
+            PyFloat::new(py, now).add(delay)?
+        };
+        Self::schedule_at(slf, &when, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at<'py>(
+        slf: &Bound<'py, Self>,
+        when: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::schedule_at(slf, when, callback, args, context)
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Relaxed);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.is_debug()
+    }
+
+    #[getter(_closed)]
+    fn get_closed_flag(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    #[setter(_closed)]
+    fn set_closed_flag(&self, v: bool) {
+        self.closed.store(v, Relaxed);
+    }
+
+    #[getter(_stopping)]
+    fn get_stopping(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping(&self, v: bool) {
+        self.stopping.store(v, Relaxed);
+    }
+
+    #[getter(_debug)]
+    fn get_debug_flag(&self) -> bool {
+        self.is_debug()
+    }
+
+    #[setter(_debug)]
+    fn set_debug_flag(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.debug.store(v.is_truthy()?, Relaxed);
+        Ok(())
+    }
+
+    /// Runs iterations until `stop()`; the Python `run_forever` does setup and cleanup.
+    fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        if this.running.swap(true, Relaxed) {
+            return Err(PyRuntimeError::new_err("This event loop is already running"));
+        }
+        let res = loop {
+            if let Err(e) = Self::run_once_impl(slf) {
+                break Err(e);
+            }
+            if this.stopping.load(Relaxed) {
+                break Ok(());
+            }
+        };
+        this.running.store(false, Relaxed);
+        res
+    }
+
+    /// One iteration, as `BaseEventLoop._run_once`.
+    fn _run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::run_once_impl(slf)
+    }
+
+    /// Queues a handle built elsewhere (signals, debug mode); cancelled handles are skipped
+    /// as `BaseEventLoop._add_callback` skips them.
+    fn _add_callback(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let lay = handles::layout(py)?;
+        if !handle.is_instance(lay.handle_type.bind(py))? {
+            return Err(PyTypeError::new_err("expected an asyncio.Handle"));
+        }
+        if !lay.is_cancelled(py, handle) {
+            slf.get().push_ready(py, handle.clone().unbind(), false)?;
+        }
+        Ok(())
+    }
+
+    /// `_add_callback` from a signal handler or another thread: also wakes the poller.
+    fn _add_callback_signalsafe(slf: &Bound<'_, Self>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        Self::_add_callback(slf, handle)?;
+        slf.get()._write_to_self(slf.py())
+    }
+
+    /// Schedules a TimerHandle built in Python (debug mode).
+    fn _add_timer(slf: &Bound<'_, Self>, timer: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let lay = handles::layout(py)?;
+        if !timer.is_instance(lay.timer_type.bind(py))? {
+            return Err(PyTypeError::new_err("expected an asyncio.TimerHandle"));
+        }
+        slf.get().push_timer(py, lay, timer)
+    }
+
+    /// Called by `TimerHandle.cancel()`; counts toward heap compaction.
+    fn _timer_handle_cancelled(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let lay = handles::layout(py)?;
+        if handle.is_instance(lay.timer_type.bind(py))? && lay.is_scheduled(py, handle) {
+            self.state.borrow(py)?.timers.cancelled += 1;
+        }
+        Ok(())
+    }
+
+    fn _write_to_self(&self, py: Python<'_>) -> PyResult<()> {
+        let mut st = self.state.borrow(py)?;
+        Self::wake(&mut st);
+        Ok(())
+    }
+
+    /// The fd for `signal.set_wakeup_fd` (None once closed).
+    fn _signal_wakeup_fd(&self, py: Python<'_>) -> PyResult<Option<i32>> {
+        Ok(self.state.borrow(py)?.sig_write.as_ref().map(|s| s.as_raw_fd()))
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_reader<'py>(
+        slf: &Bound<'py, Self>,
+        fd: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_io(slf, fd, callback, args, READABLE)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn add_writer<'py>(
+        slf: &Bound<'py, Self>,
+        fd: &Bound<'py, PyAny>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+    ) -> PyResult<()> {
+        Self::add_io(slf, fd, callback, args, WRITABLE)
+    }
+
+    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_io(slf, fd, READABLE)
+    }
+
+    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Self::remove_io(slf, fd, WRITABLE)
+    }
+
+    /// Releases the core's resources: queued handles, timers, fd registrations, the poller,
+    /// the waker and the signal socket. The Python `close` calls it after asyncio's steps.
+    fn _close_core(&self, py: Python<'_>) -> PyResult<()> {
+        let garbage = {
+            let mut st = self.state.borrow(py)?;
+            if st.polling || self.running.load(Relaxed) {
+                return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
+            }
+            self.closed.store(true, Relaxed);
+            let ready: Vec<Py<PyAny>> = st.ready.drain(..).collect();
+            let timers = st.timers.drain();
+            let fds = st.fds.drain();
+            // Drop the fds last so nothing writes to a closed (maybe reused) fd number.
+            let sys = (st.poller.take(), st.waker.take(), st.sig_read.take(), st.sig_write.take());
+            (ready, timers, fds, sys)
+        };
+        drop(garbage);
+        Ok(())
+    }
+
+    /// Raw counters for metrics: a dict of plain ints.
+    fn _counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let st = self.state.borrow(py)?;
+        let c = &st.counters;
+        d.set_item("iterations", c.iterations)?;
+        d.set_item("callbacks", self.seq.get())?;
+        d.set_item("io_events", c.io_events)?;
+        d.set_item("timers_fired", c.timers_fired)?;
+        d.set_item("poll_ns", c.poll_ns)?;
+        d.set_item("busy_ns", c.busy_ns)?;
+        d.set_item("ready", st.ready.len())?;
+        d.set_item("timers", st.timers.len())?;
+        d.set_item("fds", st.fds.len())?;
+        Ok(d)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // A state borrowed right now (GC triggered inside the loop) is simply not traversed:
+        // that can only delay collection, never free a live object.
+        if let Some(st) = self.state.try_peek() {
+            for h in st.ready.iter() {
+                visit.call(h)?;
+            }
+            for t in st.timers.iter() {
+                visit.call(&t.handle)?;
+            }
+            for e in st.fds.iter() {
+                if let Some(r) = &e.reader {
+                    visit.call(r)?;
+                }
+                if let Some(w) = &e.writer {
+                    visit.call(w)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let garbage = Python::attach(|py| {
+            self.state.borrow(py).ok().map(|mut st| {
+                let ready: Vec<Py<PyAny>> = st.ready.drain(..).collect();
+                (ready, st.timers.drain(), st.fds.drain())
+            })
+        });
+        drop(garbage);
+    }
+}

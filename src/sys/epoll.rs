@@ -1,0 +1,73 @@
+//! A thin level-triggered epoll wrapper.
+//!
+//! Why not mio: asyncio's `add_reader`/`add_writer` are level-triggered (a reader that does not
+//! drain its fd is called again on the next iteration, as `selectors.EpollSelector` behaves),
+//! while mio registers edge-triggered and would need an `epoll_ctl` per event to re-arm.
+//! Invariant: the registration's `data` is the caller's token, returned unchanged in events.
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+
+pub const READABLE: u32 = libc::EPOLLIN as u32;
+pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
+
+pub struct Epoll {
+    fd: OwnedFd,
+}
+
+pub type Event = libc::epoll_event;
+
+pub fn empty_event() -> Event {
+    libc::epoll_event { events: 0, u64: 0 }
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Self> {
+        // EPOLL_CLOEXEC: child processes must not inherit the loop's poller.
+        let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: epoll_create1 just returned this fd and nothing else owns it.
+        Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        let ptr: *mut libc::epoll_event = &mut ev;
+        // `ptr` points at a live epoll_event for the duration of the call.
+        syscall!(epoll_ctl(self.fd.as_raw_fd(), op, fd, ptr)).map(|_| ())
+    }
+
+    pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+    }
+
+    /// Changes the interest set; an fd that epoll dropped because it was closed and whose
+    /// number was reused (ENOENT) is registered afresh, which is what the caller meant.
+    pub fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+        match self.ctl(libc::EPOLL_CTL_MOD, fd, events, token) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.add(fd, events, token),
+            other => other,
+        }
+    }
+
+    /// Removes `fd`; errors are ignored as `selectors.EpollSelector.unregister` ignores them
+    /// (the fd may already be closed, which removed it from the epoll set).
+    pub fn delete(&self, fd: RawFd) {
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+    }
+
+    /// Waits for events; `timeout_ms < 0` blocks. Returns how many entries of `buf` are set.
+    /// EINTR is returned as an error so the caller can run Python's signal handlers.
+    /// Takes the raw epoll fd so the loop can wait with the GIL released without borrowing
+    /// loop state; the caller guarantees the fd stays open meanwhile (close refuses while the
+    /// loop polls).
+    pub fn wait_raw(epfd: RawFd, buf: &mut [Event], timeout_ms: i32) -> io::Result<usize> {
+        let cap = buf.len().min(i32::MAX as usize) as libc::c_int;
+        // `buf` is a live, writable slice of `cap` epoll_events.
+        let n = syscall!(epoll_wait(epfd, buf.as_mut_ptr(), cap, timeout_ms))?;
+        Ok(n as usize)
+    }
+}

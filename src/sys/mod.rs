@@ -1,0 +1,28 @@
+//! Platform calls: the only place that talks to the OS directly.
+//!
+//! Every system call goes through [`syscall!`], which turns `-1` into the thread's `errno` as an
+//! `io::Error`; callers convert that into the matching `OSError` subclass with
+//! `crate::errors::os_error`. Linux first: epoll for polling, eventfd for the cross-thread
+//! waker; a kqueue backend for macOS would sit beside `epoll` with the same shape.
+
+/// Calls `libc::$fn(args...)` and maps a `-1` return to `io::Error::last_os_error()`.
+///
+/// The macro itself is safe to invoke only with arguments that satisfy the called function's
+/// contract; each call site states why its arguments do.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        // SAFETY: the call site guarantees the arguments meet the libc function's contract
+        // (valid fds, pointers to live buffers of the stated length).
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+
+
+pub mod clock;
+pub mod epoll;
+pub mod waker;
