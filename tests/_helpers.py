@@ -41,3 +41,20 @@ def python_subprocess(code: str, *args: str, env: dict | None = None, **kw):
     if env:
         full_env.update(env)
     return subprocess.Popen([sys.executable, *args, "-c", code], env=full_env, text=True, **kw)
+
+
+def outcome(fn, lp):
+    """fn(lp) summarised: ('ok', result) or ('raise', type, errno)."""
+    try:
+        return ("ok", fn(lp))
+    except Exception as exc:
+        return ("raise", type(exc), getattr(exc, "errno", None))
+
+
+def stock_outcome(fn):
+    """outcome(fn, loop) on a fresh stock asyncio loop: what CPython does is the spec."""
+    ref = asyncio.SelectorEventLoop()
+    try:
+        return outcome(fn, ref)
+    finally:
+        ref.close()

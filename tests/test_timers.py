@@ -13,27 +13,9 @@ import math
 import time
 
 import pytest
-from _helpers import run_briefly
+from _helpers import outcome, run_briefly, stock_outcome
 
 RESOLUTION = time.get_clock_info("monotonic").resolution
-
-
-def stock_outcome(fn):
-    """Run fn(stock_loop) on a fresh stock asyncio loop: ('ok', result) or ('raise', type)."""
-    ref = asyncio.SelectorEventLoop()
-    try:
-        return ("ok", fn(ref))
-    except Exception as exc:
-        return ("raise", type(exc))
-    finally:
-        ref.close()
-
-
-def outcome(fn, loop):
-    try:
-        return ("ok", fn(loop))
-    except Exception as exc:
-        return ("raise", type(exc))
 
 
 # -- clock ------------------------------------------------------------------------------------
@@ -431,7 +413,7 @@ def test_call_at_none_matches_stock(loop):
 
 @pytest.mark.parametrize("bad", ["1", object(), [1]])
 def test_call_later_non_number_delay_is_type_error(loop, bad):
-    assert stock_outcome(lambda lp: lp.call_later(bad, lambda: None)) == ("raise", TypeError)
+    assert stock_outcome(lambda lp: lp.call_later(bad, lambda: None))[:2] == ("raise", TypeError)
     with pytest.raises(TypeError):
         loop.call_later(bad, lambda: None)
     # the loop is not corrupted

@@ -1,0 +1,538 @@
+"""Loop core: fd readiness callbacks.
+
+add_reader/remove_reader/add_writer/remove_writer on socketpair and pipe fds and on socket
+objects: level-triggered readiness, replacing a callback, return values of remove_*, reader and
+writer on the same fd, callback args and contexts, and bad input (negative fds, objects without
+fileno, closed fds, regular files) raising exactly what stock asyncio raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import socket
+import tempfile
+
+import pytest
+from _helpers import collect_errors, outcome, run_briefly, stock_outcome
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+@pytest.fixture
+def sockpair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
+def pipe():
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    fds = [r, w]
+    yield fds
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def test_reader_on_socketpair(loop, sockpair):
+    a, b = sockpair
+    got = []
+
+    def on_readable(tag):
+        got.append((tag, a.recv(100)))
+        loop.stop()
+
+    assert loop.add_reader(a.fileno(), on_readable, "tag") is None
+    loop.call_later(0.005, b.send, b"hello")
+    loop.call_later(10, loop.stop)
+    loop.run_forever()
+    assert got == [("tag", b"hello")]
+    assert loop.remove_reader(a.fileno()) is True
+
+
+def test_reader_with_socket_object(loop, sockpair):
+    a, b = sockpair
+    got = []
+
+    def on_readable():
+        got.append(a.recv(100))
+        loop.stop()
+
+    loop.add_reader(a, on_readable)
+    b.send(b"obj")
+    loop.call_later(10, loop.stop)
+    loop.run_forever()
+    assert got == [b"obj"]
+    assert loop.remove_reader(a) is True
+    assert loop.remove_reader(a.fileno()) is False
+
+
+def test_reader_and_writer_with_fileno_object(loop, sockpair):
+    a, b = sockpair
+
+    class FileLike:
+        def fileno(self):
+            return a.fileno()
+
+    calls = []
+    loop.add_writer(FileLike(), calls.append, "w")
+    run_briefly(loop, 2)
+    assert calls == ["w", "w"]
+    assert loop.remove_writer(FileLike()) is True
+    assert loop.remove_writer(a.fileno()) is False
+
+
+def test_reader_on_pipe(loop, pipe):
+    r, w = pipe
+    got = []
+
+    def on_readable():
+        got.append(os.read(r, 100))
+        loop.stop()
+
+    loop.add_reader(r, on_readable)
+    loop.call_soon(os.write, w, b"piped")
+    loop.call_later(10, loop.stop)
+    loop.run_forever()
+    assert got == [b"piped"]
+    assert loop.remove_reader(r) is True
+
+
+def test_writer_on_pipe(loop, pipe):
+    r, w = pipe
+    calls = []
+
+    def on_writable(x):
+        calls.append(x)
+        os.write(w, b"x")
+        loop.remove_writer(w)
+        loop.stop()
+
+    loop.add_writer(w, on_writable, 42)
+    loop.call_later(10, loop.stop)
+    loop.run_forever()
+    assert calls == [42]
+    assert os.read(r, 10) == b"x"
+    assert loop.remove_writer(w) is False
+
+
+def test_pipe_reader_sees_eof(loop, pipe):
+    r, w = pipe
+    got = []
+
+    def on_readable():
+        got.append(os.read(r, 100))
+        if got[-1] == b"":
+            loop.remove_reader(r)
+            loop.stop()
+
+    loop.add_reader(r, on_readable)
+    os.write(w, b"last")
+    os.close(w)
+    pipe.remove(w)
+    loop.call_later(10, loop.stop)
+    loop.run_forever()
+    assert got == [b"last", b""]
+
+
+def test_reader_is_level_triggered(loop, sockpair):
+    a, b = sockpair
+    calls = []
+    loop.add_reader(a, lambda: calls.append("readable"))
+    b.send(b"not drained")
+    run_briefly(loop)  # the first iteration may or may not see it yet; poll happens each time
+    run_briefly(loop, 5)
+    assert len(calls) >= 5
+    n = len(calls)
+    a.recv(100)  # drain: no more calls
+    run_briefly(loop, 3)
+    assert len(calls) == n
+    loop.remove_reader(a)
+
+
+def test_reader_called_once_per_iteration(loop, sockpair):
+    a, b = sockpair
+    calls = []
+    b.send(b"x")
+
+    def tick(i):
+        calls.append(("tick", i))
+
+    loop.add_reader(a, lambda: calls.append("reader"))
+    for i in range(3):
+        loop.call_soon(tick, i)
+        run_briefly(loop)
+    loop.remove_reader(a)
+    assert calls == [("tick", 0), "reader", ("tick", 1), "reader", ("tick", 2), "reader"]
+
+
+def test_writer_is_level_triggered(loop, sockpair):
+    a, _ = sockpair
+    calls = []
+    loop.add_writer(a, lambda: calls.append("writable"))
+    run_briefly(loop, 4)
+    assert calls == ["writable"] * 4
+    assert loop.remove_writer(a) is True
+    run_briefly(loop, 2)
+    assert calls == ["writable"] * 4
+
+
+def test_peer_closed_is_readable(loop, sockpair):
+    a, b = sockpair
+    got = []
+
+    def on_readable():
+        got.append(a.recv(100))
+        loop.remove_reader(a)
+        loop.stop()
+
+    loop.add_reader(a, on_readable)
+    b.close()
+    loop.call_later(10, loop.stop)
+    loop.run_forever()
+    assert got == [b""]
+
+
+def test_replacing_reader_replaces_callback(loop, sockpair):
+    a, b = sockpair
+    calls = []
+    loop.add_reader(a, calls.append, "old")
+    loop.add_reader(a, calls.append, "new")
+    b.send(b"x")
+    run_briefly(loop, 3)
+    assert calls and set(calls) == {"new"}
+    assert loop.remove_reader(a) is True
+    assert loop.remove_reader(a) is False
+
+
+def test_replacing_reader_cancels_old_handle_already_queued(loop):
+    """Two fds ready in one iteration; the first callback to run replaces the other's reader:
+    the old handle must not run after its replacement, even if it was queued already."""
+    (a1, b1), (a2, b2) = socket.socketpair(), socket.socketpair()
+    try:
+        b1.send(b"1")
+        b2.send(b"2")
+        log = []
+        replaced = []
+
+        def replace_other(me, other, other_old_tag):
+            log.append(me)
+            if not replaced:
+                replaced.append(other_old_tag)
+                loop.add_reader(other, log.append, "replacement")
+
+        loop.add_reader(a1, replace_other, "r1", a2, "r2")
+        loop.add_reader(a2, replace_other, "r2", a1, "r1")
+        run_briefly(loop, 2)
+        # whichever ran first replaced the other; the replaced callback never ran afterwards
+        first = log[0]
+        assert first in ("r1", "r2")
+        assert replaced == [{"r1": "r2", "r2": "r1"}[first]]
+        assert replaced[0] not in log
+        assert "replacement" in log
+        loop.remove_reader(a1)
+        loop.remove_reader(a2)
+    finally:
+        for s in (a1, b1, a2, b2):
+            s.close()
+
+
+def test_remove_reader_from_its_callback(loop, sockpair):
+    a, b = sockpair
+    calls = []
+
+    def on_readable():
+        calls.append(1)
+        assert loop.remove_reader(a) is True
+
+    loop.add_reader(a, on_readable)
+    b.send(b"x")
+    run_briefly(loop, 4)
+    assert calls == [1]
+
+
+def test_remove_writer_queued_in_same_iteration(loop, sockpair):
+    """A writer removed by an earlier callback of the same iteration does not run."""
+    a, b = sockpair
+    calls = []
+    b.send(b"x")  # a readable and writable
+
+    def on_readable():
+        calls.append("reader")
+        a.recv(10)
+        loop.remove_writer(b)
+        loop.remove_reader(a)
+
+    loop.add_reader(a, on_readable)
+    loop.add_writer(b, calls.append, "writer-b")
+    run_briefly(loop, 3)
+    loop.remove_writer(b)
+    # writer-b may run before the reader in the iteration, never after it removed it
+    assert "reader" in calls
+    assert "writer-b" not in calls[calls.index("reader") :]
+
+
+def test_remove_return_values(loop, sockpair, pipe):
+    a, _ = sockpair
+    r, w = pipe
+    assert loop.remove_reader(a) is False
+    assert loop.remove_writer(a) is False
+    assert loop.remove_reader(r) is False
+    loop.add_reader(a, lambda: None)
+    assert loop.remove_writer(a) is False  # only a reader
+    assert loop.remove_reader(a) is True
+    assert loop.remove_reader(a) is False
+    loop.add_writer(w, lambda: None)
+    assert loop.remove_reader(w) is False
+    assert loop.remove_writer(w) is True
+    assert loop.remove_writer(w) is False
+    # an fd number nobody ever registered
+    assert loop.remove_reader(1000) is False
+    assert loop.remove_writer(1000) is False
+
+
+def test_reader_and_writer_on_same_fd(loop, sockpair):
+    a, b = sockpair
+    calls = []
+
+    def on_writable():
+        calls.append("writer")
+
+    def on_readable():
+        calls.append(("reader", a.recv(10)))
+
+    loop.add_writer(a, on_writable)
+    loop.add_reader(a, on_readable)
+    run_briefly(loop, 2)
+    assert calls == ["writer", "writer"]  # nothing to read yet
+    calls.clear()
+    b.send(b"data")
+    run_briefly(loop, 2)
+    assert ("reader", b"data") in calls
+    assert calls.count("writer") == 2
+    # removing the writer keeps the reader and vice versa
+    assert loop.remove_writer(a) is True
+    calls.clear()
+    b.send(b"more")
+    run_briefly(loop, 2)
+    assert calls == [("reader", b"more")]
+    assert loop.add_writer(a, on_writable) is None
+    assert loop.remove_reader(a) is True
+    calls.clear()
+    b.send(b"ignored")
+    run_briefly(loop, 2)
+    assert calls == ["writer", "writer"]
+    assert loop.remove_writer(a) is True
+
+
+def test_many_fds(loop):
+    pairs = [socket.socketpair() for _ in range(50)]
+    try:
+        got = {}
+
+        def on_readable(i, s):
+            got[i] = s.recv(10)
+            loop.remove_reader(s)
+            if len(got) == len(pairs):
+                loop.stop()
+
+        for i, (a, _) in enumerate(pairs):
+            loop.add_reader(a, on_readable, i, a)
+        for i, (_, b) in enumerate(reversed(pairs)):
+            b.send(b"%d" % (len(pairs) - 1 - i))
+        loop.call_later(10, loop.stop)
+        loop.run_forever()
+        assert got == {i: b"%d" % i for i in range(len(pairs))}
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_reader_callback_exception_keeps_reader(loop, sockpair):
+    a, b = sockpair
+    errors = collect_errors(loop)
+    calls = []
+
+    def on_readable():
+        calls.append(1)
+        raise ValueError("in reader")
+
+    loop.add_reader(a, on_readable)
+    b.send(b"x")
+    run_briefly(loop, 3)
+    assert len(calls) >= 2
+    assert len(errors) == len(calls)
+    assert isinstance(errors[0]["exception"], ValueError)
+    assert isinstance(errors[0]["handle"], asyncio.Handle)
+    assert errors[0]["message"].startswith("Exception in callback ")
+    loop.remove_reader(a)
+
+
+def test_reader_context_is_captured_at_add_time(loop, sockpair):
+    """The reader's handle (and its context) is reused for every call, as in asyncio."""
+    a, b = sockpair
+    seen = []
+
+    def on_readable():
+        seen.append(VAR.get())
+        VAR.set("set-in-reader")
+
+    token = VAR.set("at-add")
+    try:
+        loop.add_reader(a, on_readable)
+    finally:
+        VAR.reset(token)
+    b.send(b"x")
+    run_briefly(loop, 3)
+    loop.remove_reader(a)
+    assert seen[0] == "at-add"
+    assert set(seen[1:]) == {"set-in-reader"}
+    assert VAR.get() == "unset"
+
+
+def test_io_while_waiting_on_timer(loop, sockpair):
+    """The poll timeout is bounded by the next timer; I/O during the wait wakes the loop."""
+    a, b = sockpair
+    got = []
+
+    def on_readable():
+        got.append(a.recv(10))
+        loop.stop()
+
+    loop.add_reader(a, on_readable)
+    loop.call_later(30, loop.stop)
+    import threading
+
+    threading.Timer(0.02, b.send, (b"wake",)).start()
+    loop.run_forever()
+    assert got == [b"wake"]
+    loop.remove_reader(a)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+BAD_OBJECTS = [-1, -100, object(), "3", 1.5, None]
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+@pytest.mark.parametrize("bad", BAD_OBJECTS, ids=repr)
+def test_add_bad_fd_object(loop, method, bad):
+    def scenario(lp):
+        return getattr(lp, method)(bad, lambda: None)
+
+    expected = stock_outcome(scenario)
+    assert expected[:2] == ("raise", ValueError)
+    assert outcome(scenario, loop) == expected
+    # nothing half-registered
+    assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
+
+
+@pytest.mark.parametrize("method", ["remove_reader", "remove_writer"])
+@pytest.mark.parametrize("bad", BAD_OBJECTS, ids=repr)
+def test_remove_bad_fd_object(loop, method, bad):
+    def scenario(lp):
+        return getattr(lp, method)(bad)
+
+    assert outcome(scenario, loop) == stock_outcome(scenario)
+
+
+def test_object_whose_fileno_raises(loop):
+    class Broken:
+        def fileno(self):
+            raise ValueError("no fileno here")
+
+    def scenario(lp):
+        return lp.add_reader(Broken(), lambda: None)
+
+    expected = stock_outcome(scenario)
+    assert expected[:2] == ("raise", ValueError)
+    assert outcome(scenario, loop) == expected
+
+
+def test_huge_fd_number(loop):
+    def scenario(lp):
+        return lp.add_reader(2**40, lambda: None)
+
+    expected = stock_outcome(scenario)
+    assert expected[0] == "raise"
+    assert outcome(scenario, loop) == expected
+    assert outcome(lambda lp: lp.remove_reader(2**40), loop) == stock_outcome(
+        lambda lp: lp.remove_reader(2**40)
+    )
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_closed_fd_number(loop, method):
+    ref = asyncio.SelectorEventLoop()
+    try:
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        # r is free again; nothing allocates fds between here and the calls below
+        expected = outcome(lambda lp: getattr(lp, method)(r, lambda: None), ref)
+        got = outcome(lambda lp: getattr(lp, method)(r, lambda: None), loop)
+    finally:
+        ref.close()
+    assert expected[:2] == ("raise", OSError)
+    assert got == expected
+    remover = method.replace("add", "remove")
+    assert getattr(loop, remover)(r) is False
+    # the loop still works and the fd number can be registered once it is valid again
+    a, b = socket.socketpair()
+    try:
+        calls = []
+        getattr(loop, method)(a, calls.append, 1)
+        if method == "add_reader":
+            b.send(b"x")
+        run_briefly(loop, 2)
+        assert calls
+        assert getattr(loop, remover)(a) is True
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_regular_file_fd(loop, method):
+    with tempfile.TemporaryFile() as f:
+
+        def scenario(lp):
+            return getattr(lp, method)(f.fileno(), lambda: None)
+
+        expected = stock_outcome(scenario)
+        assert expected[0] == "raise"
+        assert outcome(scenario, loop) == expected
+        assert outcome(lambda lp: getattr(lp, method)(f, lambda: None), loop) == expected
+        remover = method.replace("add", "remove")
+        assert getattr(loop, remover)(f.fileno()) is False
+    assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
+
+
+def test_io_methods_after_close(loop, sockpair):
+    a, _ = sockpair
+    loop.add_reader(a, lambda: None)
+    loop.close()
+
+    def scenario(lp, method):
+        if method.startswith("add"):
+            return getattr(lp, method)(a, lambda: None)
+        return getattr(lp, method)(a)
+
+    ref = asyncio.SelectorEventLoop()
+    ref.add_reader(a, lambda: None)
+    ref.close()
+    for method in ("add_reader", "add_writer", "remove_reader", "remove_writer"):
+        expected = outcome(lambda lp, m=method: scenario(lp, m), ref)
+        assert outcome(lambda lp, m=method: scenario(lp, m), loop) == expected, method

@@ -1,0 +1,356 @@
+"""Loop core: cross-thread entry points and executors.
+
+call_soon_threadsafe from many threads at once (wakes a sleeping loop promptly, keeps each
+thread's order), call_soon_threadsafe racing with close(), run_in_executor, asyncio.to_thread,
+set_default_executor and shutdown_default_executor (with its timeout where the version has it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import inspect
+import threading
+import time
+import warnings
+
+import pytest
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+def start_when_running(loop, target, *args) -> threading.Thread:
+    """Start a thread running target(*args) once the loop has begun running."""
+    t = threading.Thread(target=target, args=args, daemon=True)
+    loop.call_soon(t.start)
+    return t
+
+
+@pytest.mark.timeout(30)
+def test_threadsafe_wakes_sleeping_loop_promptly(loop):
+    """The loop sleeps on a 30 s timer; a call from a thread must wake it at once."""
+    loop.call_later(30, loop.stop)
+    running = threading.Event()
+    sent_at = []
+
+    def waker():
+        running.wait(5)
+        time.sleep(0.05)  # let the loop enter its long poll
+        sent_at.append(time.monotonic())
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.call_soon(running.set)
+    t = threading.Thread(target=waker)
+    t.start()
+    loop.run_forever()
+    woke_at = time.monotonic()
+    t.join()
+    assert woke_at - sent_at[0] < 1.0
+
+
+@pytest.mark.timeout(60)
+def test_many_threads_concurrently(loop):
+    n_threads, per_thread = 8, 500
+    total = n_threads * per_thread
+    received: dict[int, list[int]] = {i: [] for i in range(n_threads)}
+    count = [0]
+    go = threading.Event()
+
+    def on_item(tid, i):
+        received[tid].append(i)
+        count[0] += 1
+        if count[0] == total:
+            loop.stop()
+
+    def producer(tid):
+        go.wait(5)
+        for i in range(per_thread):
+            loop.call_soon_threadsafe(on_item, tid, i)
+
+    threads = [threading.Thread(target=producer, args=(tid,)) for tid in range(n_threads)]
+    for t in threads:
+        t.start()
+    loop.call_later(30, loop.stop)  # safety net; the loop sleeps on this timer otherwise
+    loop.call_soon(go.set)
+    t0 = time.monotonic()
+    loop.run_forever()
+    elapsed = time.monotonic() - t0
+    for t in threads:
+        t.join()
+    assert count[0] == total
+    for tid in range(n_threads):
+        assert received[tid] == list(range(per_thread))  # per-thread order is kept
+    assert elapsed < 20
+
+
+@pytest.mark.timeout(30)
+def test_threadsafe_wakes_loop_blocked_without_timers(loop):
+    """No timers at all: the poll blocks indefinitely until a thread calls in."""
+    results = []
+
+    def worker():
+        time.sleep(0.02)
+        loop.call_soon_threadsafe(results.append, "from-thread")
+        loop.call_soon_threadsafe(loop.stop)
+
+    start_when_running(loop, worker)
+    t0 = time.monotonic()
+    loop.run_forever()
+    assert results == ["from-thread"]
+    assert time.monotonic() - t0 < 5
+
+
+def test_threadsafe_returns_handle_and_can_be_cancelled(loop):
+    calls = []
+    h = loop.call_soon_threadsafe(calls.append, "cancelled")
+    assert isinstance(h, asyncio.Handle)
+    h.cancel()
+    assert h.cancelled()
+    loop.call_soon_threadsafe(calls.append, "ran")
+    loop.call_soon_threadsafe(loop.stop)
+    loop.run_forever()
+    assert calls == ["ran"]
+
+
+def test_threadsafe_from_loop_thread_keeps_fifo_with_call_soon(loop):
+    calls = []
+    loop.call_soon(calls.append, 1)
+    loop.call_soon_threadsafe(calls.append, 2)
+    loop.call_soon(calls.append, 3)
+    loop.call_soon_threadsafe(calls.append, 4)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert calls == [1, 2, 3, 4]
+
+
+def test_threadsafe_context(loop):
+    seen = []
+    ctx = contextvars.Context()
+    ctx.run(VAR.set, "ctx")
+
+    def worker():
+        VAR.set("thread-value")
+        loop.call_soon_threadsafe(lambda: seen.append(VAR.get()))
+        loop.call_soon_threadsafe(lambda: seen.append(VAR.get()), context=ctx)
+        loop.call_soon_threadsafe(loop.stop)
+
+    start_when_running(loop, worker)
+    loop.call_later(10, loop.stop)
+    loop.run_forever()
+    # default context: a copy of the calling thread's context
+    assert seen == ["thread-value", "ctx"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("round_", range(20))
+def test_threadsafe_racing_close(loop_factory, round_):
+    lp = loop_factory()
+    outcomes = {"ok": 0, "closed": 0}
+    errors = []
+    started = threading.Event()
+    stop_spam = threading.Event()
+
+    def spammer():
+        started.set()
+        while not stop_spam.is_set():
+            try:
+                lp.call_soon_threadsafe(lambda: None)
+                outcomes["ok"] += 1
+            except RuntimeError as exc:
+                if str(exc) != "Event loop is closed":
+                    errors.append(exc)
+                outcomes["closed"] += 1
+                if outcomes["closed"] > 100:
+                    return
+            except BaseException as exc:  # pragma: no cover - a bug
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=spammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    started.wait(5)
+    lp.run_until_complete(asyncio.sleep(0.001 * (round_ % 4)))
+    lp.close()
+    time.sleep(0.005)
+    stop_spam.set()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert outcomes["closed"] > 0
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        lp.call_soon_threadsafe(lambda: None)
+
+
+@pytest.mark.timeout(30)
+def test_threadsafe_during_run_until_complete_then_close(loop_factory):
+    lp = loop_factory()
+    done = threading.Event()
+    results = []
+
+    def worker():
+        for i in range(1000):
+            try:
+                lp.call_soon_threadsafe(results.append, i)
+            except RuntimeError:
+                break
+        done.set()
+
+    async def main():
+        t = threading.Thread(target=worker)
+        t.start()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+        t.join()
+
+    lp.run_until_complete(main())
+    lp.run_until_complete(asyncio.sleep(0))
+    lp.close()
+    assert results == list(range(1000))
+
+
+# -- executors --------------------------------------------------------------------------------
+
+
+def test_run_in_executor_default(loop):
+    main_thread = threading.get_ident()
+
+    def work(a, b):
+        return a + b, threading.get_ident()
+
+    result, tid = loop.run_until_complete(loop.run_in_executor(None, work, 2, 3))
+    assert result == 5
+    assert tid != main_thread
+
+
+def test_run_in_executor_exception(loop):
+    def work():
+        raise ValueError("in executor")
+
+    with pytest.raises(ValueError, match="in executor"):
+        loop.run_until_complete(loop.run_in_executor(None, work))
+
+
+def test_run_in_executor_custom_executor(loop):
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="custom") as ex:
+
+        def work():
+            return threading.current_thread().name
+
+        name = loop.run_until_complete(loop.run_in_executor(ex, work))
+    assert name.startswith("custom")
+
+
+def test_run_in_executor_returns_future(loop):
+    fut = loop.run_in_executor(None, lambda: 1)
+    assert isinstance(fut, asyncio.Future)
+    assert loop.run_until_complete(fut) == 1
+
+
+def test_run_in_executor_many(loop):
+    async def main():
+        return await asyncio.gather(*(loop.run_in_executor(None, pow, i, 2) for i in range(50)))
+
+    assert loop.run_until_complete(main()) == [i * i for i in range(50)]
+
+
+def test_to_thread_passes_context(loop):
+    def work(x):
+        return x, VAR.get(), threading.get_ident()
+
+    async def main():
+        VAR.set("in-task")
+        return await asyncio.to_thread(work, 1)
+
+    x, value, tid = loop.run_until_complete(main())
+    assert (x, value) == (1, "in-task")
+    assert tid != threading.get_ident()
+
+
+def test_run_in_executor_after_close(loop):
+    loop.close()
+    with pytest.raises(RuntimeError, match="Event loop is closed"):
+        loop.run_in_executor(None, lambda: None)
+
+
+def test_set_default_executor(loop):
+    ex = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="mine")
+    loop.set_default_executor(ex)
+    try:
+        name = loop.run_until_complete(
+            loop.run_in_executor(None, lambda: threading.current_thread().name)
+        )
+        assert name.startswith("mine")
+        name = loop.run_until_complete(asyncio.to_thread(lambda: threading.current_thread().name))
+        assert name.startswith("mine")
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+    assert ex._shutdown
+
+
+def _set_non_pool_executor(lp):
+    class NotAPool(concurrent.futures.Executor):
+        pass
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        try:
+            lp.set_default_executor(NotAPool())
+        except TypeError:
+            return "TypeError"
+    return [w.category for w in rec]
+
+
+def test_set_default_executor_non_thread_pool(loop):
+    """3.10 warns (DeprecationWarning), 3.11+ raise TypeError: follow stock asyncio."""
+    ref = asyncio.SelectorEventLoop()
+    try:
+        stock = _set_non_pool_executor(ref)
+    finally:
+        ref.close()
+    assert _set_non_pool_executor(loop) == stock
+
+
+def test_shutdown_default_executor(loop):
+    loop.run_until_complete(loop.run_in_executor(None, lambda: None))
+    loop.run_until_complete(loop.shutdown_default_executor())
+    with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+        loop.run_in_executor(None, lambda: None)
+
+
+def test_shutdown_default_executor_without_executor(loop):
+    loop.run_until_complete(loop.shutdown_default_executor())
+
+
+def test_shutdown_default_executor_waits_for_jobs(loop):
+    release = threading.Event()
+    finished = []
+
+    def job():
+        release.wait(10)
+        finished.append(True)
+
+    async def main():
+        fut = loop.run_in_executor(None, job)
+        loop.call_later(0.01, release.set)
+        await loop.shutdown_default_executor()
+        return fut
+
+    fut = loop.run_until_complete(main())
+    assert finished == [True]
+    assert loop.run_until_complete(fut) is None
+
+
+@pytest.mark.skipif(
+    "timeout" not in inspect.signature(asyncio.BaseEventLoop.shutdown_default_executor).parameters,
+    reason="shutdown_default_executor(timeout=) is 3.12+",
+)
+def test_shutdown_default_executor_timeout(loop):
+    loop.run_until_complete(loop.run_in_executor(None, lambda: None))
+    t0 = time.monotonic()
+    loop.run_until_complete(loop.shutdown_default_executor(timeout=5))
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+        loop.run_in_executor(None, lambda: None)
