@@ -8,8 +8,8 @@ Public API (mirrors uvloop where users know it already):
 
 from __future__ import annotations
 
-from ._api import EventLoopPolicy, install, new_event_loop, run
-from ._loop import Loop
+from ._api import EventLoopPolicy, install, run
+from ._loop import Loop, new_event_loop
 
 __all__ = ["EventLoopPolicy", "Loop", "install", "new_event_loop", "run"]
 __version__ = "0.1.0"

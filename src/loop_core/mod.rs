@@ -269,6 +269,7 @@ impl LoopCore {
         debug: bool,
     ) -> PyResult<()> {
         let py = slf.py();
+        lay.release(h);
         if lay.is_cancelled(py, h) {
             return Ok(());
         }
@@ -353,6 +354,7 @@ impl LoopCore {
         };
         for t in &trash {
             lay.set_scheduled(py, t.bind(py), false);
+            lay.release(t.bind(py));
         }
         drop(trash);
 
@@ -765,6 +767,10 @@ impl LoopCore {
             let sys = (st.poller.take(), st.waker.take(), st.sig_read.take(), st.sig_write.take());
             (ready, timers, fds, sys)
         };
+        let lay = handles::layout(py)?;
+        for h in garbage.0.iter().chain(garbage.1.iter().map(|t| &t.handle)) {
+            lay.release(h.bind(py));
+        }
         drop(garbage);
         Ok(())
     }
@@ -809,12 +815,17 @@ impl LoopCore {
     }
 
     fn __clear__(&self) {
-        let garbage = Python::attach(|py| {
-            self.state.borrow(py).ok().map(|mut st| {
+        Python::attach(|py| {
+            let garbage = self.state.borrow(py).ok().map(|mut st| {
                 let ready: Vec<Py<PyAny>> = st.ready.drain(..).collect();
                 (ready, st.timers.drain(), st.fds.drain())
-            })
+            });
+            if let (Some(g), Ok(lay)) = (&garbage, handles::layout(py)) {
+                for h in g.0.iter().chain(g.1.iter().map(|t| &t.handle)) {
+                    lay.release(h.bind(py));
+                }
+            }
+            drop(garbage);
         });
-        drop(garbage);
     }
 }
