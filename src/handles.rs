@@ -62,7 +62,9 @@ fn slot_offset(tp: &Bound<'_, PyType>, name: &str) -> PyResult<isize> {
     let basic = unsafe { (*tp.as_type_ptr()).tp_basicsize };
     let head = std::mem::size_of::<ffi::PyObject>() as isize;
     if offset < head || offset + std::mem::size_of::<usize>() as isize > basic {
-        return Err(PyImportError::new_err(format!("unexpected slot offset for {name}")));
+        return Err(PyImportError::new_err(format!(
+            "unexpected slot offset for {name}"
+        )));
     }
     Ok(offset)
 }
@@ -126,7 +128,13 @@ fn singleton(p: *mut ffi::PyObject) -> *mut ffi::PyObject {
 
 fn py_bool(on: bool) -> *mut ffi::PyObject {
     // SAFETY: reading the addresses of the interpreter's bool singletons.
-    singleton(unsafe { if on { ffi::Py_True() } else { ffi::Py_False() } })
+    singleton(unsafe {
+        if on {
+            ffi::Py_True()
+        } else {
+            ffi::Py_False()
+        }
+    })
 }
 
 fn is_true(v: *mut ffi::PyObject) -> bool {
@@ -146,7 +154,11 @@ impl Layout {
         loop_: &Bound<'py, PyAny>,
         context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let tp = if when.is_some() { &self.timer_type } else { &self.handle_type };
+        let tp = if when.is_some() {
+            &self.timer_type
+        } else {
+            &self.handle_type
+        };
         let tp = tp.as_ptr() as *mut ffi::PyTypeObject;
         // SAFETY: tp is a live heap type; tp_alloc is always set for Python classes and
         // returns a zeroed, GC-tracked instance (or NULL with an exception set).

@@ -105,6 +105,7 @@ class Loop(_oxloop.LoopCore, base_events.BaseEventLoop):
                 f"Closing the loop {self!r} on interpreter shutdown "
                 f"stage, skipping signal handlers removal",
                 ResourceWarning,
+                stacklevel=2,
                 source=self,
             )
             self._signal_handlers.clear()

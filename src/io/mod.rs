@@ -40,11 +40,17 @@ pub struct FdTable {
 
 impl FdTable {
     pub fn get(&self, fd: i32) -> Option<&FdEntry> {
-        usize::try_from(fd).ok().and_then(|i| self.entries.get(i)).and_then(|e| e.as_ref())
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .and_then(|e| e.as_ref())
     }
 
     pub fn get_mut(&mut self, fd: i32) -> Option<&mut FdEntry> {
-        usize::try_from(fd).ok().and_then(|i| self.entries.get_mut(i)).and_then(|e| e.as_mut())
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+            .and_then(|e| e.as_mut())
     }
 
     /// The entry for `fd`, created empty if absent; `fd` must be non-negative.
@@ -61,7 +67,10 @@ impl FdTable {
     }
 
     pub fn remove(&mut self, fd: i32) -> Option<FdEntry> {
-        let e = usize::try_from(fd).ok().and_then(|i| self.entries.get_mut(i)).and_then(|e| e.take());
+        let e = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+            .and_then(|e| e.take());
         if e.is_some() {
             self.count -= 1;
         }
@@ -74,7 +83,10 @@ impl FdTable {
 
     pub fn drain(&mut self) -> Vec<FdEntry> {
         self.count = 0;
-        std::mem::take(&mut self.entries).into_iter().flatten().collect()
+        std::mem::take(&mut self.entries)
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &FdEntry> {

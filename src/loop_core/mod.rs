@@ -23,8 +23,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use pyo3::exceptions::{
-    PyAssertionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError,
-    PyValueError,
+    PyAssertionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
 };
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -97,11 +96,12 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
         }
     };
     if fd < 0 {
-        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
     }
-    i32::try_from(fd).map_err(|_| {
-        pyo3::exceptions::PyOverflowError::new_err("file descriptor is too large")
-    })
+    i32::try_from(fd)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("file descriptor is too large"))
 }
 
 fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
@@ -142,7 +142,10 @@ impl LoopCore {
 
     fn push_timer(&self, py: Python<'_>, lay: &Layout, timer: &Bound<'_, PyAny>) -> PyResult<()> {
         let when: f64 = timer.getattr("_when")?.extract()?;
-        self.state.borrow(py)?.timers.push(when, timer.clone().unbind());
+        self.state
+            .borrow(py)?
+            .timers
+            .push(when, timer.clone().unbind());
         lay.set_scheduled(py, timer, true);
         Ok(())
     }
@@ -158,7 +161,11 @@ impl LoopCore {
         let this = slf.get();
         this.check_open()?;
         if this.is_debug() {
-            let method = if threadsafe { "call_soon_threadsafe" } else { "call_soon" };
+            let method = if threadsafe {
+                "call_soon_threadsafe"
+            } else {
+                "call_soon"
+            };
             return slf.call_method1("_call_soon_debug", (callback, args, context, method));
         }
         let lay = handles::layout(py)?;
@@ -209,7 +216,9 @@ impl LoopCore {
         this.check_open()?;
         let handle = if this.is_debug() {
             let lay = handles::layout(py)?;
-            lay.handle_type.bind(py).call1((callback, args, slf, py.None()))?
+            lay.handle_type
+                .bind(py)
+                .call1((callback, args, slf, py.None()))?
         } else {
             handles::layout(py)?.build(py, None, callback, args, slf.as_any(), None)?
         };
@@ -234,7 +243,11 @@ impl LoopCore {
                 }
                 return Err(os_error(e));
             }
-            let slot = if mask == READABLE { &mut entry.reader } else { &mut entry.writer };
+            let slot = if mask == READABLE {
+                &mut entry.reader
+            } else {
+                &mut entry.writer
+            };
             slot.replace(handle.unbind())
         };
         if let Some(old) = old {
@@ -327,7 +340,9 @@ impl LoopCore {
             let st = &mut *st;
             let epfd = st.poller.as_ref().ok_or_else(closed_error)?.raw();
             if st.timers.wants_compaction() {
-                let gone = st.timers.take_cancelled(|t| lay.is_cancelled(py, t.handle.bind(py)));
+                let gone = st
+                    .timers
+                    .take_cancelled(|t| lay.is_cancelled(py, t.handle.bind(py)));
                 trash.extend(gone.into_iter().map(|t| t.handle));
             } else {
                 while let Some(t) = st.timers.peek() {
@@ -403,7 +418,9 @@ impl LoopCore {
                     continue;
                 }
                 let fd = token as i32;
-                let Some(entry) = st.fds.get(fd) else { continue };
+                let Some(entry) = st.fds.get(fd) else {
+                    continue;
+                };
                 // selectors.EpollSelector: anything but EPOLLOUT counts as readable, anything
                 // but EPOLLIN as writable (so errors and hangups wake both sides).
                 if flags & !WRITABLE != 0 {
@@ -490,7 +507,11 @@ impl State {
     /// Drops `mask` interest for `fd`; returns the handle that was registered for it.
     fn remove_interest(&mut self, fd: i32, mask: u32) -> Option<Py<PyAny>> {
         let entry = self.fds.get_mut(fd)?;
-        let old = if mask == READABLE { entry.reader.take() } else { entry.writer.take() };
+        let old = if mask == READABLE {
+            entry.reader.take()
+        } else {
+            entry.writer.take()
+        };
         let new_mask = entry.mask();
         if let Some(p) = &self.poller {
             if new_mask == 0 {
@@ -518,11 +539,15 @@ impl LoopCore {
         handles::layout(py)?;
         let poller = Epoll::new().map_err(os_error)?;
         let waker = Waker::new().map_err(os_error)?;
-        poller.add(waker.raw(), READABLE, WAKER_TOKEN).map_err(os_error)?;
+        poller
+            .add(waker.raw(), READABLE, WAKER_TOKEN)
+            .map_err(os_error)?;
         let (sig_read, sig_write) = UnixStream::pair().map_err(os_error)?;
         sig_read.set_nonblocking(true).map_err(os_error)?;
         sig_write.set_nonblocking(true).map_err(os_error)?;
-        poller.add(sig_read.as_raw_fd(), READABLE, SIGNAL_TOKEN).map_err(os_error)?;
+        poller
+            .add(sig_read.as_raw_fd(), READABLE, SIGNAL_TOKEN)
+            .map_err(os_error)?;
         Ok(LoopCore {
             state: GilCell::new(State {
                 ready: VecDeque::with_capacity(1024),
@@ -587,12 +612,12 @@ impl LoopCore {
         let now = slf.get().clock.now();
         // `self.time() + delay` as CPython computes it: floats and ints directly, anything
         // else through Python's own addition (so its TypeError/OverflowError is the same).
-        let when = if delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>()
-        {
-            PyFloat::new(py, now + delay.extract::<f64>()?).into_any()
-        } else {
-            PyFloat::new(py, now).add(delay)?
-        };
+        let when =
+            if delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>() {
+                PyFloat::new(py, now + delay.extract::<f64>()?).into_any()
+            } else {
+                PyFloat::new(py, now).add(delay)?
+            };
         Self::schedule_at(slf, &when, callback, args, context)
     }
 
@@ -654,7 +679,9 @@ impl LoopCore {
     fn _run(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
         if this.running.swap(true, Relaxed) {
-            return Err(PyRuntimeError::new_err("This event loop is already running"));
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
         }
         let res = loop {
             if let Err(e) = Self::run_once_impl(slf) {
@@ -720,7 +747,12 @@ impl LoopCore {
 
     /// The fd for `signal.set_wakeup_fd` (None once closed).
     fn _signal_wakeup_fd(&self, py: Python<'_>) -> PyResult<Option<i32>> {
-        Ok(self.state.borrow(py)?.sig_write.as_ref().map(|s| s.as_raw_fd()))
+        Ok(self
+            .state
+            .borrow(py)?
+            .sig_write
+            .as_ref()
+            .map(|s| s.as_raw_fd()))
     }
 
     #[pyo3(signature = (fd, callback, *args))]
@@ -764,7 +796,12 @@ impl LoopCore {
             let timers = st.timers.drain();
             let fds = st.fds.drain();
             // Drop the fds last so nothing writes to a closed (maybe reused) fd number.
-            let sys = (st.poller.take(), st.waker.take(), st.sig_read.take(), st.sig_write.take());
+            let sys = (
+                st.poller.take(),
+                st.waker.take(),
+                st.sig_read.take(),
+                st.sig_write.take(),
+            );
             (ready, timers, fds, sys)
         };
         let lay = handles::layout(py)?;

@@ -21,7 +21,10 @@ fn read(clock: libc::clockid_t, getres: bool) -> i64 {
     if res.is_err() {
         return 0;
     }
-    (ts.tv_sec as i64) * 1_000_000_000 + ts.tv_nsec as i64
+    // time_t and c_long are i64 on the 64-bit Linux targets we build for.
+    #[allow(clippy::useless_conversion)]
+    let (sec, nsec) = (i64::from(ts.tv_sec), i64::from(ts.tv_nsec));
+    sec * 1_000_000_000 + nsec
 }
 
 /// Nanoseconds on the monotonic clock.

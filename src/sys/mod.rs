@@ -22,7 +22,6 @@ macro_rules! syscall {
     }};
 }
 
-
 pub mod clock;
 pub mod epoll;
 pub mod waker;

@@ -77,9 +77,17 @@ pub struct TimerHeap {
 
 impl TimerHeap {
     pub fn push(&mut self, when: f64, handle: Py<PyAny>) {
-        let key = if when.is_nan() { f64::NEG_INFINITY } else { when };
+        let key = if when.is_nan() {
+            f64::NEG_INFINITY
+        } else {
+            when
+        };
         self.seq = self.seq.wrapping_add(1);
-        self.heap.push(Timer { key, seq: self.seq, handle });
+        self.heap.push(Timer {
+            key,
+            seq: self.seq,
+            handle,
+        });
     }
 
     pub fn len(&self) -> usize {
