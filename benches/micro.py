@@ -140,6 +140,7 @@ def bench_call_later(loop: asyncio.AbstractEventLoop, n: int, seed: int) -> dict
     fired: list[int] = []
     fired_at: list[float] = []
     scheduled_at = 0.0
+    monotonic = time.monotonic
 
     def fire(i: int) -> None:
         # Record only; the checks run after the clock stops. time.monotonic(), not loop.time():
@@ -157,7 +158,6 @@ def bench_call_later(loop: asyncio.AbstractEventLoop, n: int, seed: int) -> dict
         for i, d in enumerate(delays):
             append(call_later(d, fire, i))
 
-    monotonic = time.monotonic
     loop.call_soon(start)
     with Stopwatch() as sw:
         loop.run_forever()
@@ -598,7 +598,7 @@ def print_report(
         typical = statistics.median(s for s, _, _ in spreads)
         print(
             f"noise: cpu (max-min)/median over rounds is {typical:.0%} typically, worst"
-            f" {worst[0]:.0%} ({worst[1]} on {worst[2]}); ratios within that are a tie"
+            f" {worst[0]:.0%} ({worst[1]} on {worst[2]});\n       a ratio within that is a tie"
         )
 
     notes = []
