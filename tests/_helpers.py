@@ -34,13 +34,19 @@ def run_briefly(loop: asyncio.AbstractEventLoop, iterations: int = 1) -> None:
         loop.run_forever()
 
 
-def python_subprocess(code: str, *args: str, env: dict | None = None, **kw):
-    """Start `python [args] -c code` with the running interpreter and this environment."""
+def python_subprocess(code: str, *argv: str, flags=(), env: dict | None = None, **kw):
+    """Start `python [flags] -c code [argv]` with the running interpreter and this environment
+    (PYTHONASYNCIODEBUG removed unless env sets it); stdout/stderr are text pipes."""
     full_env = dict(os.environ)
     full_env.pop("PYTHONASYNCIODEBUG", None)
+    full_env.pop("PYTHONDEVMODE", None)
     if env:
         full_env.update(env)
-    return subprocess.Popen([sys.executable, *args, "-c", code], env=full_env, text=True, **kw)
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, *flags, "-c", code, *argv], env=full_env, text=True, **kw
+    )
 
 
 def outcome(fn, lp):
