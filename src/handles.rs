@@ -69,6 +69,13 @@ fn slot_offset(tp: &Bound<'_, PyType>, name: &str) -> PyResult<isize> {
     Ok(offset)
 }
 
+/// The layout once `layout` has run (always, before any loop exists); for contexts without a
+/// Python token, such as the garbage collector's traverse.
+pub fn layout_if_ready() -> Option<&'static Layout> {
+    // SAFETY: only reads the once-cell, which is initialized before any loop is created.
+    LAYOUT.get(unsafe { Python::assume_attached() })
+}
+
 pub fn layout(py: Python<'_>) -> PyResult<&Layout> {
     LAYOUT.get_or_try_init(py, || {
         let events = py.import("asyncio.events")?;
@@ -226,6 +233,34 @@ impl Layout {
                 ffi::PyObject_GC_Track(ctx.cast());
             }
         }
+    }
+
+    /// For the loop's `__traverse__`: calls `f` with each object an untracked handle holds,
+    /// when the loop's queue is the handle's only owner. Such a handle is in effect part of the
+    /// loop, so its references count as the loop's and a dropped, unclosed loop with queued
+    /// callbacks is still collected. A handle that someone else also holds is visited as
+    /// itself (the GC ignores it while untracked, so it keeps the loop alive, as asyncio's
+    /// tracked handle would).
+    pub fn traverse_parts(
+        &self,
+        h: &Py<PyAny>,
+        mut f: impl FnMut(*mut ffi::PyObject) -> bool,
+    ) -> bool {
+        let obj = h.as_ptr();
+        // SAFETY: called during tp_traverse with the GIL held; obj is a live Handle owned by
+        // the loop, and slots are only read (NULLs skipped), never changed.
+        unsafe {
+            if ffi::PyObject_GC_IsTracked(obj) != 0 || ffi::Py_REFCNT(obj) != 1 {
+                return f(obj);
+            }
+            for off in [self.callback, self.args, self.loop_, self.context] {
+                let p = get(obj, off);
+                if !p.is_null() && !f(p) {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     #[inline]

@@ -832,23 +832,37 @@ impl LoopCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // A state borrowed right now (GC triggered inside the loop) is simply not traversed:
         // that can only delay collection, never free a live object.
-        if let Some(st) = self.state.try_peek() {
-            for h in st.ready.iter() {
-                visit.call(h)?;
-            }
-            for t in st.timers.iter() {
-                visit.call(&t.handle)?;
-            }
-            for e in st.fds.iter() {
-                if let Some(r) = &e.reader {
-                    visit.call(r)?;
-                }
-                if let Some(w) = &e.writer {
-                    visit.call(w)?;
-                }
+        let Some(st) = self.state.try_peek() else {
+            return Ok(());
+        };
+        let Some(lay) = handles::layout_if_ready() else {
+            return Ok(());
+        };
+        let mut result = Ok(());
+        let mut visit_ptr = |p: *mut ffi::PyObject| {
+            // SAFETY: p is a live object referenced by a queued handle; wrapping it without an
+            // incref and never dropping the wrapper leaves its refcount untouched.
+            let obj = std::mem::ManuallyDrop::new(unsafe {
+                Bound::<PyAny>::from_owned_ptr(Python::assume_attached(), p).unbind()
+            });
+            result = visit.call(&*obj);
+            result.is_ok()
+        };
+        for h in st.ready.iter().chain(st.timers.iter().map(|t| &t.handle)) {
+            if !lay.traverse_parts(h, &mut visit_ptr) {
+                return result;
             }
         }
-        Ok(())
+        drop(visit_ptr);
+        for e in st.fds.iter() {
+            if let Some(r) = &e.reader {
+                visit.call(r)?;
+            }
+            if let Some(w) = &e.writer {
+                visit.call(w)?;
+            }
+        }
+        result
     }
 
     fn __clear__(&self) {

@@ -1,0 +1,81 @@
+"""Garbage collection: handles and loops are collected as with asyncio.
+
+oxloop hides queued handles from the cyclic GC while the loop owns them (for speed); these
+tests pin down that nothing observable changes: dropped loops, cycles through handles users
+keep, and loops kept alive by a handle a user still holds.
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+import weakref
+
+import pytest
+
+
+class _Owner:
+    def __init__(self, loop):
+        # A cycle through the handle: self -> handle -> bound method -> self.
+        self.handle = loop.call_soon(self.callback)
+        self.timer = loop.call_later(3600, self.callback)
+
+    def callback(self):
+        pass
+
+
+def test_dropped_unclosed_loop_with_queued_callbacks_is_collected(loop_factory):
+    def make():
+        lp = loop_factory()
+        owner = _Owner(lp)
+        lp.call_soon(owner.callback)
+        return weakref.ref(lp)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # "unclosed event loop"
+        ref = make()
+        gc.collect()
+    assert ref() is None
+
+
+def test_cycle_through_a_kept_handle_is_collected_after_it_runs(loop):
+    owner = _Owner(loop)
+    owner.timer.cancel()
+    ref = weakref.ref(owner)
+    del owner
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert ref() is None
+
+
+def test_cycle_through_a_cancelled_timer_is_collected_after_close(loop_factory):
+    lp = loop_factory()
+    owner = _Owner(lp)
+    ref = weakref.ref(owner)
+    del owner
+    lp.close()
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_held_queued_handle_keeps_its_loop_alive(loop_factory):
+    lp = loop_factory()
+    handle = lp.call_soon(print)
+    ref = weakref.ref(lp)
+    del lp
+    gc.collect()
+    assert ref() is not None
+    assert not handle._loop.is_closed()
+    handle._loop.close()
+
+
+@pytest.mark.parametrize("n", [10_000])
+def test_many_queued_handles_run_after_collections(loop, n):
+    seen = []
+    for i in range(n):
+        loop.call_soon(seen.append, i)
+    gc.collect()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == list(range(n))
