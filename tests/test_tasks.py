@@ -1,0 +1,478 @@
+"""Futures and tasks on the loop.
+
+create_future, create_task (name, context, eager start where the version has it), task
+factories of every shape CPython accepts (set_task_factory/get_task_factory), TaskGroup, gather,
+wait_for, asyncio.timeout, cancellation, current_task/all_tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import sys
+
+import pytest
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+HAS_EAGER = hasattr(asyncio, "eager_task_factory")
+CREATE_TASK_PARAMS = inspect.signature(asyncio.BaseEventLoop.create_task).parameters
+HAS_CREATE_TASK_CONTEXT = "context" in CREATE_TASK_PARAMS
+HAS_CREATE_TASK_KWARGS = (
+    any(p.kind is inspect.Parameter.VAR_KEYWORD for p in CREATE_TASK_PARAMS.values())
+    or "eager_start" in CREATE_TASK_PARAMS
+)
+
+
+async def _value(x):
+    return x
+
+
+# -- futures ----------------------------------------------------------------------------------
+
+
+def test_create_future(loop):
+    fut = loop.create_future()
+    assert isinstance(fut, asyncio.Future)
+    assert fut.get_loop() is loop
+    assert not fut.done()
+    loop.call_soon(fut.set_result, 5)
+    assert loop.run_until_complete(fut) == 5
+
+
+def test_future_callbacks_run_via_loop(loop):
+    fut = loop.create_future()
+    calls = []
+    fut.add_done_callback(lambda f: calls.append(f.result()))
+    fut.set_result("r")
+    assert calls == []  # scheduled with call_soon, not run inline
+    loop.run_until_complete(asyncio.sleep(0))
+    assert calls == ["r"]
+
+
+def test_future_done_callback_context(loop):
+    fut = loop.create_future()
+    ctx = contextvars.Context()
+    ctx.run(VAR.set, "cb-ctx")
+    seen = []
+    fut.add_done_callback(lambda f: seen.append(VAR.get()), context=ctx)
+    fut.set_result(None)
+    loop.run_until_complete(asyncio.sleep(0))
+    assert seen == ["cb-ctx"]
+
+
+# -- create_task ------------------------------------------------------------------------------
+
+
+def test_create_task_returns_task(loop):
+    task = loop.create_task(_value(3))
+    assert isinstance(task, asyncio.Task)
+    assert task.get_loop() is loop
+    assert loop.run_until_complete(task) == 3
+
+
+def test_create_task_name(loop):
+    task = loop.create_task(_value(1), name="my-task")
+    assert task.get_name() == "my-task"
+    default = loop.create_task(_value(2))
+    assert default.get_name().startswith("Task-")
+    loop.run_until_complete(asyncio.gather(task, default))
+
+
+@pytest.mark.skipif(not HAS_CREATE_TASK_CONTEXT, reason="create_task(context=) is 3.11+")
+def test_create_task_context(loop):
+    ctx = contextvars.Context()
+    ctx.run(VAR.set, "task-ctx")
+
+    async def main():
+        return VAR.get()
+
+    task = loop.create_task(main(), context=ctx)
+    assert loop.run_until_complete(task) == "task-ctx"
+    if hasattr(task, "get_context"):
+        assert task.get_context() is ctx
+
+
+def test_task_runs_in_copy_of_context(loop):
+    async def child():
+        VAR.set("child")
+        return VAR.get()
+
+    async def main():
+        VAR.set("parent")
+        result = await loop.create_task(child())
+        return result, VAR.get()
+
+    assert loop.run_until_complete(main()) == ("child", "parent")
+
+
+def test_current_task_and_all_tasks(loop):
+    async def main():
+        me = asyncio.current_task()
+        other = loop.create_task(asyncio.sleep(0.01))
+        tasks = asyncio.all_tasks()
+        await other
+        return me, other, tasks
+
+    task = loop.create_task(main())
+    me, other, tasks = loop.run_until_complete(task)
+    assert me is task
+    assert {task, other} <= tasks
+    assert asyncio.current_task(loop) is None
+
+
+def test_tasks_interleave_in_fifo_order(loop):
+    log = []
+
+    async def worker(name):
+        for i in range(3):
+            log.append((name, i))
+            await asyncio.sleep(0)
+
+    async def main():
+        await asyncio.gather(*(worker(n) for n in "abc"))
+
+    loop.run_until_complete(main())
+    assert log == [(n, i) for i in range(3) for n in "abc"]
+
+
+# -- eager tasks ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_EAGER, reason="eager_task_factory is 3.12+")
+def test_eager_task_factory(loop):
+    loop.set_task_factory(asyncio.eager_task_factory)
+    assert loop.get_task_factory() is asyncio.eager_task_factory
+    log = []
+
+    async def eager_body():
+        log.append("body-ran")
+        return "eager"
+
+    async def main():
+        t = loop.create_task(eager_body())
+        log.append("after-create")
+        # completed synchronously inside create_task: no await needed
+        assert t.done()
+        return t.result()
+
+    assert loop.run_until_complete(main()) == "eager"
+    assert log == ["body-ran", "after-create"]
+
+
+@pytest.mark.skipif(not HAS_EAGER, reason="eager_task_factory is 3.12+")
+def test_eager_task_factory_suspending_task(loop):
+    loop.set_task_factory(asyncio.eager_task_factory)
+    log = []
+
+    async def body():
+        log.append("start")
+        await asyncio.sleep(0)
+        log.append("resumed")
+        return 1
+
+    async def main():
+        t = loop.create_task(body(), name="eager-named")
+        log.append("after-create")
+        assert not t.done()
+        assert t.get_name() == "eager-named"
+        return await t
+
+    assert loop.run_until_complete(main()) == 1
+    assert log == ["start", "after-create", "resumed"]
+
+
+@pytest.mark.skipif(not HAS_EAGER, reason="create_eager_task_factory is 3.12+")
+def test_create_eager_task_factory_with_subclass(loop):
+    class MyTask(asyncio.Task):
+        pass
+
+    loop.set_task_factory(asyncio.create_eager_task_factory(MyTask))
+
+    async def main():
+        t = loop.create_task(_value("sub"))
+        assert isinstance(t, MyTask)
+        assert t.done()
+        return t.result()
+
+    assert loop.run_until_complete(main()) == "sub"
+
+
+@pytest.mark.skipif(not HAS_CREATE_TASK_KWARGS, reason="create_task(eager_start=) is 3.14+")
+def test_create_task_eager_start_kwarg(loop):
+    async def main():
+        t = loop.create_task(_value("k"), eager_start=True)
+        assert t.done()
+        return t.result()
+
+    assert loop.run_until_complete(main()) == "k"
+
+
+# -- task factories ---------------------------------------------------------------------------
+
+
+def test_task_factory_default_is_none(loop):
+    assert loop.get_task_factory() is None
+
+
+def test_task_factory_plain_function(loop):
+    calls = []
+
+    def factory(lp, coro):
+        calls.append(lp)
+        return asyncio.Task(coro, loop=lp)
+
+    loop.set_task_factory(factory)
+    assert loop.get_task_factory() is factory
+    task = loop.create_task(_value(1), name="named")
+    assert task.get_name() == "named"
+    assert loop.run_until_complete(task) == 1
+    # run_until_complete(coroutine) goes through the factory as well
+    assert loop.run_until_complete(_value(2)) == 2
+    assert calls == [loop, loop]
+    loop.set_task_factory(None)
+    assert loop.get_task_factory() is None
+    assert loop.run_until_complete(_value(3)) == 3
+    assert len(calls) == 2
+
+
+def test_task_factory_with_kwargs(loop):
+    received = []
+
+    def factory(lp, coro, **kwargs):
+        received.append(kwargs)
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    loop.set_task_factory(factory)
+    assert loop.run_until_complete(loop.create_task(_value(1))) == 1
+    assert received[0] == {}
+    if HAS_CREATE_TASK_CONTEXT:
+        ctx = contextvars.Context()
+        ctx.run(VAR.set, "factory-ctx")
+
+        async def main():
+            return VAR.get()
+
+        assert loop.run_until_complete(loop.create_task(main(), context=ctx)) == "factory-ctx"
+        assert received[-1] == {"context": ctx}
+
+
+def _subclass_factory(cls, loop, coro, **kwargs):
+    return cls(coro, loop=loop, **kwargs)
+
+
+def test_task_factory_partial_task_subclass(loop):
+    class MyTask(asyncio.Task):
+        pass
+
+    loop.set_task_factory(functools.partial(_subclass_factory, MyTask))
+    task = loop.create_task(_value("p"), name="sub")
+    assert isinstance(task, MyTask)
+    assert task.get_name() == "sub"
+    assert loop.run_until_complete(task) == "p"
+
+
+@pytest.mark.parametrize("bad", [1, "factory", object()], ids=repr)
+def test_task_factory_not_callable(loop, bad):
+    with pytest.raises(TypeError, match="task factory must be a callable or None"):
+        loop.set_task_factory(bad)
+    assert loop.get_task_factory() is None
+
+
+# -- structured concurrency and timeouts -------------------------------------------------------
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup is 3.11+")
+def test_task_group(loop):
+    async def main():
+        async with asyncio.TaskGroup() as tg:
+            t1 = tg.create_task(_value(1))
+            t2 = tg.create_task(asyncio.sleep(0.001, 2))
+        return t1.result(), t2.result()
+
+    assert loop.run_until_complete(main()) == (1, 2)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="TaskGroup is 3.11+")
+def test_task_group_failure_cancels_siblings(loop):
+    cancelled = []
+
+    async def sleeper():
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def failer():
+        await asyncio.sleep(0.001)
+        raise ValueError("fail")
+
+    async def main():
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(sleeper())
+            tg.create_task(failer())
+
+    with pytest.raises(BaseExceptionGroup) as info:  # noqa: F821 - builtin on 3.11+
+        loop.run_until_complete(main())
+    assert [type(e) for e in info.value.exceptions] == [ValueError]
+    assert cancelled == [True]
+
+
+def test_gather(loop):
+    async def main():
+        return await asyncio.gather(_value(1), asyncio.sleep(0.002, 2), _value(3))
+
+    assert loop.run_until_complete(main()) == [1, 2, 3]
+
+
+def test_gather_return_exceptions(loop):
+    async def bad():
+        raise KeyError("x")
+
+    async def main():
+        return await asyncio.gather(_value(1), bad(), return_exceptions=True)
+
+    res = loop.run_until_complete(main())
+    assert res[0] == 1 and isinstance(res[1], KeyError)
+
+
+def test_wait_for_timeout(loop):
+    async def main():
+        t0 = loop.time()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.sleep(3600), 0.01)
+        return loop.time() - t0
+
+    elapsed = loop.run_until_complete(main())
+    assert 0.005 <= elapsed < 5
+
+
+def test_wait_for_completes(loop):
+    async def main():
+        return await asyncio.wait_for(asyncio.sleep(0.001, "in-time"), 10)
+
+    assert loop.run_until_complete(main()) == "in-time"
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "timeout"), reason="asyncio.timeout is 3.11+")
+def test_asyncio_timeout(loop):
+    async def main():
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01) as cm:
+                await asyncio.sleep(3600)
+        assert cm.expired()
+        async with asyncio.timeout(10):
+            await asyncio.sleep(0)
+        async with asyncio.timeout_at(loop.time() + 10) as cm2:
+            assert cm2.when() > loop.time()
+        return "ok"
+
+    assert loop.run_until_complete(main()) == "ok"
+
+
+def test_wait_first_completed(loop):
+    async def main():
+        fast = loop.create_task(asyncio.sleep(0.001, "fast"))
+        slow = loop.create_task(asyncio.sleep(3600))
+        done, pending = await asyncio.wait({fast, slow}, return_when=asyncio.FIRST_COMPLETED)
+        slow.cancel()
+        return done == {fast}, pending == {slow}
+
+    assert loop.run_until_complete(main()) == (True, True)
+
+
+# -- cancellation -----------------------------------------------------------------------------
+
+
+def test_cancel_sleeping_task(loop):
+    events = []
+
+    async def sleeper():
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+
+    async def main():
+        t = loop.create_task(sleeper())
+        await asyncio.sleep(0)
+        assert t.cancel() is True
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        return t.cancelled()
+
+    assert loop.run_until_complete(main()) is True
+    assert events == ["cancelled"]
+
+
+def test_cancel_with_message(loop):
+    async def main(lp):
+        t = lp.create_task(asyncio.sleep(3600))
+        await asyncio.sleep(0)
+        t.cancel("the reason")
+        try:
+            await t
+        except asyncio.CancelledError as exc:
+            return exc.args, t.cancelled()
+
+    ref = asyncio.SelectorEventLoop()
+    try:
+        expected = ref.run_until_complete(main(ref))
+    finally:
+        ref.close()
+    assert expected[1] is True
+    assert loop.run_until_complete(main(loop)) == expected
+
+
+def test_cancel_before_start(loop):
+    started = []
+
+    async def body():
+        started.append(True)
+
+    task = loop.create_task(body())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        loop.run_until_complete(task)
+    assert started == []
+
+
+def test_shield(loop):
+    async def main():
+        inner = loop.create_task(asyncio.sleep(0.005, "inner"))
+        outer = asyncio.ensure_future(asyncio.shield(inner))
+        await asyncio.sleep(0)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        return await inner
+
+    assert loop.run_until_complete(main()) == "inner"
+
+
+def test_run_until_complete_cancels_nothing_else(loop):
+    async def background():
+        await asyncio.sleep(3600)
+
+    bg = loop.create_task(background())
+    loop.run_until_complete(asyncio.sleep(0.001))
+    assert not bg.done()
+    bg.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        loop.run_until_complete(bg)
+
+
+def test_many_tasks(loop):
+    async def worker(i):
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.001)
+        return i
+
+    async def main():
+        return await asyncio.gather(*(worker(i) for i in range(2000)))
+
+    assert loop.run_until_complete(main()) == list(range(2000))
