@@ -7,11 +7,12 @@
 //! report. The result is field-for-field what `Handle.__init__` produces with debug off.
 //! Debug mode goes through the real constructor (it captures `_source_traceback`).
 //!
-//! Handles built here are untracked by the cyclic GC while the loop owns them (and so is the
-//! context copy made for them): a million queued handles otherwise cost a dozen full
+//! Handles built here are untracked by the cyclic GC while the loop owns them : a million queued handles otherwise cost a dozen full
 //! collections that walk every one of them (measured: 1.2 s of 1.3 s for 1M `call_soon`).
 //! An untracked object only hides its own references, which makes the GC keep, never free,
-//! what it points to; a queued handle is reachable from the loop anyway. `release` re-tracks a
+//! what it points to; a queued handle is reachable from the loop anyway. The loop's traverse
+//! visits the contents of the handles only it owns, and a GC hook re-tracks shared ones before
+//! each full collection, so garbage cycles through queued handles are still found. `release` re-tracks a
 //! handle when it leaves the loop's queues, so a cycle through a handle the user kept (say
 //! `self._timer = loop.call_later(60, self._expire)`) is collected as with asyncio.
 //!
@@ -22,6 +23,32 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
+
+/// A handle owned by the loop's ready queue or timer heap. `hidden_ctx` holds the context copy
+/// the loop made for it and hid from the GC with it; the entry keeps it alive until `release`.
+pub struct Queued {
+    pub handle: Py<PyAny>,
+    pub hidden_ctx: Option<Py<PyAny>>,
+}
+
+impl Queued {
+    pub fn plain(handle: Py<PyAny>) -> Self {
+        Self {
+            handle,
+            hidden_ctx: None,
+        }
+    }
+}
+
+/// Tracks a GC object if it is not tracked (tracking twice aborts the interpreter).
+fn track(obj: *mut ffi::PyObject) {
+    // SAFETY: obj is a live GC-capable object owned by a queue entry.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj) == 0 {
+            ffi::PyObject_GC_Track(obj.cast());
+        }
+    }
+}
 
 /// CPython's `PyMemberDescrObject` (Include/cpython/descrobject.h), identical on 3.10-3.13.
 #[repr(C)]
@@ -151,16 +178,19 @@ fn is_true(v: *mut ffi::PyObject) -> bool {
 
 impl Layout {
     /// Builds `Handle(callback, args, loop, context)` (or a `TimerHandle` when `when` is set)
-    /// exactly as `__init__` would with debug off.
+    /// exactly as `__init__` would with debug off. `untrack`: the handle goes into the ready
+    /// queue or the timer heap, whose every exit calls `release`.
+    #[allow(clippy::too_many_arguments)]
     pub fn build<'py>(
         &self,
         py: Python<'py>,
+        untrack: bool,
         when: Option<&Bound<'py, PyAny>>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
         loop_: &Bound<'py, PyAny>,
         context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<(Bound<'py, PyAny>, Option<Py<PyAny>>)> {
         let tp = if when.is_some() {
             &self.timer_type
         } else {
@@ -188,12 +218,19 @@ impl Layout {
         if ctx.is_null() {
             return Err(PyErr::fetch(py));
         }
-        // SAFETY: obj and ctx are live GC objects we just created; untracking is undone by
-        // `release` (see the module docs for why this is sound).
-        unsafe {
-            ffi::PyObject_GC_UnTrack(obj.cast());
-            if own_ctx {
-                ffi::PyObject_GC_UnTrack(ctx.cast());
+        let mut hidden_ctx = None;
+        if untrack {
+            // SAFETY: obj and ctx are live GC objects we just created; `Queued::release`
+            // re-tracks them when they leave the loop. The context copy is hidden only with a
+            // strong reference kept in the queue entry: context_tp_dealloc unlinks from the GC
+            // list unconditionally, so an untracked context must never be freed, even if user
+            // code replaces the handle's `_context` meanwhile.
+            unsafe {
+                ffi::PyObject_GC_UnTrack(obj.cast());
+                if own_ctx {
+                    ffi::PyObject_GC_UnTrack(ctx.cast());
+                    hidden_ctx = Some(Bound::from_borrowed_ptr(py, ctx).unbind());
+                }
             }
         }
         // SAFETY: obj is an instance of Handle/TimerHandle whose slots we located at init;
@@ -211,27 +248,24 @@ impl Layout {
                 set(obj, self.scheduled, py_bool(false));
             }
         }
-        Ok(handle)
+        Ok((handle, hidden_ctx))
     }
 
-    /// Gives a handle leaving the loop's queues back to the cyclic GC (and its context, which
-    /// the loop may have untracked with it).
+    /// Gives a queue entry's handle (and the context copy hidden with it) back to the GC.
     #[inline]
-    pub fn release(&self, h: &Bound<'_, PyAny>) {
-        let obj = h.as_ptr();
-        // SAFETY: obj is a live Handle; tracking state is checked first, because tracking an
-        // object twice aborts the interpreter. The context slot may be NULL or any object.
-        unsafe {
-            if ffi::PyObject_GC_IsTracked(obj) == 0 {
-                ffi::PyObject_GC_Track(obj.cast());
-            }
-            let ctx = get(obj, self.context);
-            if !ctx.is_null()
-                && ffi::PyObject_IS_GC(ctx) != 0
-                && ffi::PyObject_GC_IsTracked(ctx) == 0
-            {
-                ffi::PyObject_GC_Track(ctx.cast());
-            }
+    pub fn release(&self, q: &Queued) {
+        track(q.handle.as_ptr());
+        if let Some(c) = &q.hidden_ctx {
+            track(c.as_ptr());
+        }
+    }
+
+    /// Re-tracks a queued handle that has owners besides the loop. Tracking runs no Python
+    /// code, so this is safe under a state borrow.
+    pub fn track_if_shared(&self, q: &Queued) {
+        // SAFETY: reading the refcount of a live object.
+        if unsafe { ffi::Py_REFCNT(q.handle.as_ptr()) } > 1 {
+            self.release(q);
         }
     }
 
@@ -243,10 +277,10 @@ impl Layout {
     /// tracked handle would).
     pub fn traverse_parts(
         &self,
-        h: &Py<PyAny>,
+        q: &Queued,
         mut f: impl FnMut(*mut ffi::PyObject) -> bool,
     ) -> bool {
-        let obj = h.as_ptr();
+        let obj = q.handle.as_ptr();
         // SAFETY: called during tp_traverse with the GIL held; obj is a live Handle owned by
         // the loop, and slots are only read (NULLs skipped), never changed.
         unsafe {

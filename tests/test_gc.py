@@ -79,3 +79,20 @@ def test_many_queued_handles_run_after_collections(loop, n):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert seen == list(range(n))
+
+
+def test_replacing_a_queued_handles_context_is_safe(loop):
+    # The loop hides the context copy it makes for a handle from the GC; user code that swaps
+    # the handle's context while it is queued must neither crash nor change what runs.
+    import contextvars
+
+    seen = []
+    var = contextvars.ContextVar("var", default="unset")
+    handle = loop.call_soon(lambda: seen.append(var.get()))
+    other = contextvars.copy_context()
+    other.run(var.set, "other")
+    handle._context = other
+    gc.collect()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["other"]

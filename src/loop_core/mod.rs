@@ -33,7 +33,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use self::cell::GilCell;
 use self::counters::{Counters, Sequence};
 use crate::errors::{closed_error, os_error};
-use crate::handles::{self, Layout};
+use crate::handles::{self, Layout, Queued};
 use crate::io::{FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
 use crate::sys::clock;
 use crate::sys::epoll::{self, Epoll, READABLE, WRITABLE};
@@ -45,7 +45,7 @@ const MAX_TIMEOUT_SECS: f64 = 24.0 * 3600.0;
 const EVENTS_CAPACITY: usize = 1024;
 
 struct State {
-    ready: VecDeque<Py<PyAny>>,
+    ready: VecDeque<Queued>,
     timers: TimerHeap,
     fds: FdTable,
     poller: Option<Epoll>,
@@ -72,7 +72,7 @@ pub struct LoopCore {
 }
 
 /// `selectors._fileobj_to_fd`: an int, or an object whose `fileno()` gives one.
-fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     let fd: i64 = if obj.is_instance_of::<PyInt>() {
         obj.extract()?
     } else {
@@ -100,8 +100,7 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
             "Invalid file descriptor: {fd}"
         )));
     }
-    i32::try_from(fd)
-        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("file descriptor is too large"))
+    Ok(fd)
 }
 
 fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
@@ -131,9 +130,9 @@ impl LoopCore {
         }
     }
 
-    fn push_ready(&self, py: Python<'_>, handle: Py<PyAny>, wake: bool) -> PyResult<()> {
+    fn push_ready(&self, py: Python<'_>, entry: Queued, wake: bool) -> PyResult<()> {
         let mut st = self.state.borrow(py)?;
-        st.ready.push_back(handle);
+        st.ready.push_back(entry);
         if wake {
             Self::wake(&mut st);
         }
@@ -145,7 +144,7 @@ impl LoopCore {
         self.state
             .borrow(py)?
             .timers
-            .push(when, timer.clone().unbind());
+            .push(when, Queued::plain(timer.clone().unbind()));
         lay.set_scheduled(py, timer, true);
         Ok(())
     }
@@ -169,8 +168,12 @@ impl LoopCore {
             return slf.call_method1("_call_soon_debug", (callback, args, context, method));
         }
         let lay = handles::layout(py)?;
-        let h = lay.build(py, None, callback, args, slf.as_any(), context)?;
-        this.push_ready(py, h.clone().unbind(), threadsafe)?;
+        let (h, hidden_ctx) = lay.build(py, true, None, callback, args, slf.as_any(), context)?;
+        let entry = Queued {
+            handle: h.clone().unbind(),
+            hidden_ctx,
+        };
+        this.push_ready(py, entry, threadsafe)?;
         Ok(h)
     }
 
@@ -196,8 +199,13 @@ impl LoopCore {
         }
         let key: f64 = when.extract()?;
         let lay = handles::layout(py)?;
-        let h = lay.build(py, Some(when), callback, args, slf.as_any(), context)?;
-        this.state.borrow(py)?.timers.push(key, h.clone().unbind());
+        let (h, hidden_ctx) =
+            lay.build(py, true, Some(when), callback, args, slf.as_any(), context)?;
+        let entry = Queued {
+            handle: h.clone().unbind(),
+            hidden_ctx,
+        };
+        this.state.borrow(py)?.timers.push(key, entry);
         lay.set_scheduled(py, &h, true);
         Ok(h)
     }
@@ -213,6 +221,10 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         let fd = fileobj_to_fd(fd)?;
+        // epoll.register's error for an fd beyond a C int, as asyncio gets it.
+        let fd = i32::try_from(fd).map_err(|_| {
+            pyo3::exceptions::PyOverflowError::new_err("signed integer is greater than maximum")
+        })?;
         this.check_open()?;
         let handle = if this.is_debug() {
             let lay = handles::layout(py)?;
@@ -220,7 +232,9 @@ impl LoopCore {
                 .bind(py)
                 .call1((callback, args, slf, py.None()))?
         } else {
-            handles::layout(py)?.build(py, None, callback, args, slf.as_any(), None)?
+            handles::layout(py)?
+                .build(py, false, None, callback, args, slf.as_any(), None)?
+                .0
         };
         let old = {
             let mut st = this.state.borrow(py)?;
@@ -262,7 +276,10 @@ impl LoopCore {
         if this.closed.load(Relaxed) {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fd)?;
+        // An fd beyond a C int cannot be registered, so it is not (asyncio: a KeyError, False).
+        let Ok(fd) = i32::try_from(fileobj_to_fd(fd)?) else {
+            return Ok(false);
+        };
         let old = this.state.borrow(py)?.remove_interest(fd, mask);
         match old {
             Some(h) => {
@@ -275,14 +292,10 @@ impl LoopCore {
 
     /// Runs one handle; only SystemExit and KeyboardInterrupt escape (as from Handle._run).
     #[inline]
-    fn run_handle(
-        slf: &Bound<'_, Self>,
-        lay: &Layout,
-        h: &Bound<'_, PyAny>,
-        debug: bool,
-    ) -> PyResult<()> {
+    fn run_handle(slf: &Bound<'_, Self>, lay: &Layout, q: Queued, debug: bool) -> PyResult<()> {
         let py = slf.py();
-        lay.release(h);
+        lay.release(&q);
+        let h = q.handle.bind(py);
         if lay.is_cancelled(py, h) {
             return Ok(());
         }
@@ -332,7 +345,7 @@ impl LoopCore {
         let py = slf.py();
         let this = slf.get();
         let lay = handles::layout(py)?;
-        let mut trash: Vec<Py<PyAny>> = Vec::new();
+        let mut trash: Vec<Queued> = Vec::new();
 
         // 1. Drop cancelled timers and compute the poll timeout (CPython's order).
         let (timeout_ms, epfd, mut events) = {
@@ -342,16 +355,16 @@ impl LoopCore {
             if st.timers.wants_compaction() {
                 let gone = st
                     .timers
-                    .take_cancelled(|t| lay.is_cancelled(py, t.handle.bind(py)));
-                trash.extend(gone.into_iter().map(|t| t.handle));
+                    .take_cancelled(|t| lay.is_cancelled(py, t.entry.handle.bind(py)));
+                trash.extend(gone.into_iter().map(|t| t.entry));
             } else {
                 while let Some(t) = st.timers.peek() {
-                    if !lay.is_cancelled(py, t.handle.bind(py)) {
+                    if !lay.is_cancelled(py, t.entry.handle.bind(py)) {
                         break;
                     }
                     if let Some(t) = st.timers.pop() {
                         st.timers.cancelled = st.timers.cancelled.saturating_sub(1);
-                        trash.push(t.handle);
+                        trash.push(t.entry);
                     }
                 }
             }
@@ -368,8 +381,8 @@ impl LoopCore {
             (timeout_ms, epfd, std::mem::take(&mut st.events))
         };
         for t in &trash {
-            lay.set_scheduled(py, t.bind(py), false);
-            lay.release(t.bind(py));
+            lay.set_scheduled(py, t.handle.bind(py), false);
+            lay.release(t);
         }
         drop(trash);
 
@@ -428,7 +441,7 @@ impl LoopCore {
                         if lay.is_cancelled(py, r.bind(py)) {
                             cancelled_readers.push((fd, READABLE));
                         } else {
-                            st.ready.push_back(r.clone_ref(py));
+                            st.ready.push_back(Queued::plain(r.clone_ref(py)));
                         }
                     }
                 }
@@ -437,7 +450,7 @@ impl LoopCore {
                         if lay.is_cancelled(py, w.bind(py)) {
                             cancelled_readers.push((fd, WRITABLE));
                         } else {
-                            st.ready.push_back(w.clone_ref(py));
+                            st.ready.push_back(Queued::plain(w.clone_ref(py)));
                         }
                     }
                 }
@@ -460,8 +473,8 @@ impl LoopCore {
                 if let Some(t) = st.timers.pop() {
                     // CPython clears `_scheduled` as it pops a timer. Storing a bool into the
                     // slot runs no Python code, so it is safe under the borrow.
-                    lay.set_scheduled(py, t.handle.bind(py), false);
-                    st.ready.push_back(t.handle);
+                    lay.set_scheduled(py, t.entry.handle.bind(py), false);
+                    st.ready.push_back(t.entry);
                     fired += 1;
                 }
             }
@@ -497,9 +510,23 @@ impl LoopCore {
                 Some(h) => h,
                 None => break,
             };
-            Self::run_handle(slf, lay, h.bind(py), debug)?;
+            Self::run_handle(slf, lay, h, debug)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for LoopCore {
+    fn drop(&mut self) {
+        // Queued handles are untracked; give them back to the GC before they are released, so
+        // whatever frees them sees a normally tracked object.
+        if let Some(lay) = handles::layout_if_ready() {
+            if let Some(st) = self.state.try_peek() {
+                for h in st.ready.iter().chain(st.timers.iter().map(|t| &t.entry)) {
+                    lay.release(h);
+                }
+            }
+        }
     }
 }
 
@@ -709,7 +736,8 @@ impl LoopCore {
             return Err(PyTypeError::new_err("expected an asyncio.Handle"));
         }
         if !lay.is_cancelled(py, handle) {
-            slf.get().push_ready(py, handle.clone().unbind(), false)?;
+            slf.get()
+                .push_ready(py, Queued::plain(handle.clone().unbind()), false)?;
         }
         Ok(())
     }
@@ -792,7 +820,7 @@ impl LoopCore {
                 return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
             }
             self.closed.store(true, Relaxed);
-            let ready: Vec<Py<PyAny>> = st.ready.drain(..).collect();
+            let ready: Vec<Queued> = st.ready.drain(..).collect();
             let timers = st.timers.drain();
             let fds = st.fds.drain();
             // Drop the fds last so nothing writes to a closed (maybe reused) fd number.
@@ -805,27 +833,50 @@ impl LoopCore {
             (ready, timers, fds, sys)
         };
         let lay = handles::layout(py)?;
-        for h in garbage.0.iter().chain(garbage.1.iter().map(|t| &t.handle)) {
-            lay.release(h.bind(py));
+        for h in garbage.0.iter().chain(garbage.1.iter().map(|t| &t.entry)) {
+            lay.release(h);
         }
         drop(garbage);
         Ok(())
     }
 
+    /// Gives every queued handle that someone besides the loop holds back to the cyclic GC.
+    /// Called at the start of each full collection (see `_loop.py`), so a cycle through such a
+    /// handle is found as asyncio would find it.
+    fn _gc_track_shared(&self, py: Python<'_>) -> PyResult<()> {
+        let lay = handles::layout(py)?;
+        // A collection can start inside a borrow (an allocation in loop code); then the
+        // handles stay as they are until the next full collection.
+        if let Some(st) = self.state.try_peek() {
+            for h in st.ready.iter().chain(st.timers.iter().map(|t| &t.entry)) {
+                lay.track_if_shared(h);
+            }
+        }
+        Ok(())
+    }
+
     /// Raw counters for metrics: a dict of plain ints.
     fn _counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let values = {
+            let st = self.state.borrow(py)?;
+            let c = &st.counters;
+            [
+                ("iterations", c.iterations),
+                ("callbacks", self.seq.get()),
+                ("io_events", c.io_events),
+                ("timers_fired", c.timers_fired),
+                ("poll_ns", c.poll_ns),
+                ("busy_ns", c.busy_ns),
+                ("ready", st.ready.len() as u64),
+                ("timers", st.timers.len() as u64),
+                ("fds", st.fds.len() as u64),
+            ]
+        };
+        // Built after the borrow ends: allocating Python objects may start a collection.
         let d = PyDict::new(py);
-        let st = self.state.borrow(py)?;
-        let c = &st.counters;
-        d.set_item("iterations", c.iterations)?;
-        d.set_item("callbacks", self.seq.get())?;
-        d.set_item("io_events", c.io_events)?;
-        d.set_item("timers_fired", c.timers_fired)?;
-        d.set_item("poll_ns", c.poll_ns)?;
-        d.set_item("busy_ns", c.busy_ns)?;
-        d.set_item("ready", st.ready.len())?;
-        d.set_item("timers", st.timers.len())?;
-        d.set_item("fds", st.fds.len())?;
+        for (k, v) in values {
+            d.set_item(k, v)?;
+        }
         Ok(d)
     }
 
@@ -848,7 +899,7 @@ impl LoopCore {
             result = visit.call(&*obj);
             result.is_ok()
         };
-        for h in st.ready.iter().chain(st.timers.iter().map(|t| &t.handle)) {
+        for h in st.ready.iter().chain(st.timers.iter().map(|t| &t.entry)) {
             if !lay.traverse_parts(h, &mut visit_ptr) {
                 return result;
             }
@@ -868,12 +919,12 @@ impl LoopCore {
     fn __clear__(&self) {
         Python::attach(|py| {
             let garbage = self.state.borrow(py).ok().map(|mut st| {
-                let ready: Vec<Py<PyAny>> = st.ready.drain(..).collect();
+                let ready: Vec<Queued> = st.ready.drain(..).collect();
                 (ready, st.timers.drain(), st.fds.drain())
             });
             if let (Some(g), Ok(lay)) = (&garbage, handles::layout(py)) {
-                for h in g.0.iter().chain(g.1.iter().map(|t| &t.handle)) {
-                    lay.release(h.bind(py));
+                for h in g.0.iter().chain(g.1.iter().map(|t| &t.entry)) {
+                    lay.release(h);
                 }
             }
             drop(garbage);

@@ -9,8 +9,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use pyo3::prelude::*;
-
+use crate::handles::Queued;
 use crate::sys::clock;
 
 /// The loop's clock. Only the real clock exists today.
@@ -37,7 +36,7 @@ pub struct Timer {
     /// is never ">= now" and so is due at once.
     key: f64,
     seq: u64,
-    pub handle: Py<PyAny>,
+    pub entry: Queued,
 }
 
 impl Timer {
@@ -76,7 +75,7 @@ pub struct TimerHeap {
 }
 
 impl TimerHeap {
-    pub fn push(&mut self, when: f64, handle: Py<PyAny>) {
+    pub fn push(&mut self, when: f64, entry: Queued) {
         let key = if when.is_nan() {
             f64::NEG_INFINITY
         } else {
@@ -86,7 +85,7 @@ impl TimerHeap {
         self.heap.push(Timer {
             key,
             seq: self.seq,
-            handle,
+            entry,
         });
     }
 
