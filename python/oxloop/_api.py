@@ -111,7 +111,7 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
             )
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """asyncio's default event loop policy, creating oxloop loops.
 
     Prefer ``oxloop.run()`` or ``asyncio.Runner(loop_factory=oxloop.new_event_loop)``: CPython
@@ -123,7 +123,7 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,vali
     True
     """
 
-    def _loop_factory(self) -> Loop:  # type: ignore[override]
+    def _loop_factory(self) -> Loop:
         # BaseDefaultEventLoopPolicy.new_event_loop() calls self._loop_factory(); everything
         # else the policy does is asyncio's own.
         return new_event_loop()
