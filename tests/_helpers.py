@@ -64,3 +64,40 @@ def stock_outcome(fn):
         return outcome(fn, ref)
     finally:
         ref.close()
+
+
+CHILD_ENV = "OXLOOP_TESTS_ISOLATED"
+
+
+def isolate_oxloop(request, loop_kind: str) -> bool:
+    """Run this test's oxloop variant in a child pytest, so that a crash of the core fails the
+    test instead of killing the session. Returns True in the parent once the child passed
+    (the caller then returns); False where the test body should run (asyncio, or the child)."""
+    if loop_kind != "oxloop" or os.environ.get(CHILD_ENV):
+        return False
+    env = dict(os.environ, **{CHILD_ENV: "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:asyncio",
+            "-p",
+            "no:cacheprovider",
+            request.node.nodeid,
+        ],
+        cwd=str(request.config.rootpath),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).strip().splitlines()
+        signal_note = f" (killed by signal {-proc.returncode})" if proc.returncode < 0 else ""
+        raise AssertionError(
+            f"child pytest exited {proc.returncode}{signal_note}:\n" + "\n".join(out[-25:])
+        )
+    return True

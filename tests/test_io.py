@@ -15,7 +15,7 @@ import socket
 import tempfile
 
 import pytest
-from _helpers import collect_errors, outcome, run_briefly, stock_outcome
+from _helpers import collect_errors, isolate_oxloop, outcome, run_briefly, stock_outcome
 
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
@@ -203,7 +203,9 @@ def test_peer_closed_is_readable(loop, sockpair):
     assert got == [b""]
 
 
-def test_replacing_reader_replaces_callback(loop, sockpair):
+def test_replacing_reader_replaces_callback(request, loop_kind, loop, sockpair):
+    if isolate_oxloop(request, loop_kind):
+        return
     a, b = sockpair
     calls = []
     loop.add_reader(a, calls.append, "old")
@@ -215,9 +217,11 @@ def test_replacing_reader_replaces_callback(loop, sockpair):
     assert loop.remove_reader(a) is False
 
 
-def test_replacing_reader_cancels_old_handle_already_queued(loop):
+def test_replacing_reader_cancels_old_handle_already_queued(request, loop_kind, loop):
     """Two fds ready in one iteration; the first callback to run replaces the other's reader:
     the old handle must not run after its replacement, even if it was queued already."""
+    if isolate_oxloop(request, loop_kind):
+        return
     (a1, b1), (a2, b2) = socket.socketpair(), socket.socketpair()
     try:
         b1.send(b"1")
@@ -282,7 +286,9 @@ def test_remove_writer_queued_in_same_iteration(loop, sockpair):
     assert "writer-b" not in calls[calls.index("reader") :]
 
 
-def test_remove_return_values(loop, sockpair, pipe):
+def test_remove_return_values(request, loop_kind, loop, sockpair, pipe):
+    if isolate_oxloop(request, loop_kind):
+        return
     a, _ = sockpair
     r, w = pipe
     assert loop.remove_reader(a) is False
@@ -474,7 +480,9 @@ def test_huge_fd_number(loop):
 
 
 @pytest.mark.parametrize("method", ["add_reader", "add_writer"])
-def test_closed_fd_number(loop, method):
+def test_closed_fd_number(request, loop_kind, loop, method):
+    if isolate_oxloop(request, loop_kind):
+        return
     ref = asyncio.SelectorEventLoop()
     try:
         r, w = os.pipe()
@@ -505,7 +513,9 @@ def test_closed_fd_number(loop, method):
 
 
 @pytest.mark.parametrize("method", ["add_reader", "add_writer"])
-def test_regular_file_fd(loop, method):
+def test_regular_file_fd(request, loop_kind, loop, method):
+    if isolate_oxloop(request, loop_kind):
+        return
     with tempfile.TemporaryFile() as f:
 
         def scenario(lp):
@@ -520,7 +530,9 @@ def test_regular_file_fd(loop, method):
     assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
 
 
-def test_io_methods_after_close(loop, sockpair):
+def test_io_methods_after_close(request, loop_kind, loop, sockpair):
+    if isolate_oxloop(request, loop_kind):
+        return
     a, _ = sockpair
     loop.add_reader(a, lambda: None)
     loop.close()
