@@ -390,6 +390,11 @@ def probe(loop_name: str) -> dict[str, Any]:
         "micro.make_loop(sys.argv[2]).close()\n"
         "name = sys.argv[2]\n"
         "print('stdlib' if name == 'asyncio' else md.version(name))\n"
+        # A failed rebuild leaves the previous native module in place: say when it was built.
+        "if name == 'oxloop':\n"
+        "    import os, time, oxloop._oxloop as ext\n"
+        "    built = time.localtime(os.path.getmtime(ext.__file__))\n"
+        "    print(time.strftime('%Y-%m-%d %H:%M:%S', built))\n"
     )
     here = os.path.dirname(os.path.abspath(__file__))
     try:
@@ -404,7 +409,8 @@ def probe(loop_name: str) -> dict[str, Any]:
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
         return {"ok": False, "why": tail[0][:200]}
-    return {"ok": True, "version": proc.stdout.strip()}
+    version, _, built = proc.stdout.strip().partition("\n")
+    return {"ok": True, "version": version, "built": built}
 
 
 def machine_info() -> dict[str, Any]:
@@ -520,12 +526,15 @@ def print_report(
     for name in loops:
         p = meta["probes"][name]
         if name == "oxloop" and p["ok"]:
-            versions.append(f"oxloop {p['version']} (git {meta['git']})")
+            versions.append(f"oxloop {p['version']}")
         elif p["ok"]:
             versions.append(f"{name} {p['version']}")
         else:
             versions.append(f"{name} n/a")
     print(f"  loops   : {', '.join(versions)}")
+    if "oxloop" in loops and meta["probes"]["oxloop"]["ok"]:
+        built = meta["probes"]["oxloop"]["built"]
+        print(f"  oxloop  : git {meta['git']}, native module built {built}")
     print(
         f"  method  : median of {rounds} round{'s' if rounds != 1 else ''}, one fresh process per"
         " sample, loops interleaved per round; seed "
