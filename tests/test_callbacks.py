@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import socket
+import warnings
+import weakref
 
 import pytest
 from _helpers import callback_source, collect_errors, run_briefly
@@ -358,3 +361,74 @@ def test_fatal_exception_from_timer_propagates(loop, exc_type):
         loop.run_forever()
     assert not loop.is_running()
     run_briefly(loop)
+
+
+# -- garbage collection -----------------------------------------------------------------------
+
+
+class _Holder:
+    def method(self):
+        pass
+
+
+def test_cycle_through_run_handle_is_collected(loop):
+    """A callback object that references its own handle is freed once the handle ran."""
+    holder = _Holder()
+    holder.handle = loop.call_soon(holder.method)
+    ref = weakref.ref(holder)
+    del holder
+    run_briefly(loop)
+    gc.collect()
+    assert ref() is None
+
+
+def test_cycle_through_pending_timer_is_collected_after_cancel(loop):
+    holder = _Holder()
+    holder.handle = loop.call_later(3600, holder.method)
+    holder.handle.cancel()
+    ref = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert ref() is None
+    run_briefly(loop)
+
+
+def test_pending_callbacks_freed_by_close(loop_factory):
+    lp = loop_factory()
+    holders = [_Holder() for _ in range(3)]
+    refs = [weakref.ref(h) for h in holders]
+    lp.call_soon(holders[0].method)
+    lp.call_later(3600, holders[1].method)
+    lp.call_soon_threadsafe(holders[2].method)
+    del holders
+    lp.close()
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
+def test_loop_with_pending_callbacks_is_collected(loop_factory):
+    """An unclosed loop holding queued handles (which reference it) is still collectable."""
+    lp = loop_factory()
+    holder = _Holder()
+    holder.loop = lp
+    lp.call_soon(holder.method)
+    lp.call_later(3600, holder.method)
+    ref = weakref.ref(holder)
+    del holder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        lp.close()
+        del lp
+        gc.collect()
+    assert ref() is None
+
+
+def test_context_of_pending_handle_is_the_given_one_after_gc(loop):
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "kept")
+    seen = []
+    loop.call_soon(lambda: seen.append(VAR.get()), context=ctx)
+    del ctx
+    gc.collect()
+    run_briefly(loop)
+    assert seen == ["kept"]
