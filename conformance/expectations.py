@@ -48,12 +48,12 @@ class Entry:
         return test_id == self.pattern
 
 
-def _version_applies(spec: str, minor: int, lineno: int) -> bool:
+def _version_applies(spec: str, minor: int, where: str) -> bool:
     for part in spec.split(","):
         m = _VERSION.match(part.strip())
         if not m:
             raise ExpectationsError(
-                f"line {lineno}: bad version {part.strip()!r} (use 3.12, 3.12+ or 3.10-3.11)"
+                f"{where}: bad version {part.strip()!r} (use 3.12, 3.12+ or 3.10-3.11)"
             )
         lo = int(m.group(1))
         if m.group(2):
@@ -90,7 +90,7 @@ class Expectations:
                         f"{path}:{lineno}: expected '[versions] test.id  # reason', got {line!r}"
                     )
                 versions = (m.group("versions") or "").strip()
-                if versions and not _version_applies(versions, minor, lineno):
+                if versions and not _version_applies(versions, minor, f"{path}:{lineno}"):
                     continue
                 entries.append(Entry(m.group("pattern"), m.group("reason"), versions, lineno))
         return cls(entries)

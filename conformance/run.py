@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 
-from expectations import Expectations
+from expectations import Expectations, ExpectationsError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = "test.test_asyncio"  # --package replaces it, to test the runner itself
@@ -374,15 +374,10 @@ def summarize(results: list[ModuleResult], args) -> bool:
     print("-" * len(header))
     print(f"{'TOTAL':<{width}} " + " ".join(f"{totals[c]:>7}" for c in _COLUMNS))
 
-    bad = [
-        (mod, rec)
-        for mod in results
-        for rec in mod.tests.values()
-        if rec.verdict.startswith("unexpected")
-    ]
+    bad = [rec for mod in results for rec in mod.tests.values() if rec.verdict.startswith("unexp")]
     if bad:
         print(f"\n{len(bad)} unexpected outcome(s):")
-        for _mod, rec in bad:
+        for rec in bad:
             if rec.verdict == "unexpected-pass":
                 print(f"  UNEXPECTED PASS  {rec.id}  (listed: {rec.expected_reason})")
             else:
@@ -522,10 +517,17 @@ def main(argv=None) -> int:
         if unknown:
             print(f"not in Python {_pyver()}, skipped: {', '.join(unknown)}")
         wanted = [m for m in wanted if m in available]
+    if not wanted:
+        sys.exit(f"no test module selected (modules of {PACKAGE}: {', '.join(available)})")
 
-    expectations = Expectations.load(args.expectations)
+    try:
+        expectations = Expectations.load(args.expectations)
+    except (OSError, ExpectationsError) as exc:
+        sys.exit(f"error: {exc}")
 
     tag = f"py{sys.version_info[0]}.{sys.version_info[1]}-{args.loop}"
+    if PACKAGE != "test.test_asyncio":
+        tag += f"-{PACKAGE}"  # keep a self-test's logs apart from the real ones
     results_dir = args.results_dir or os.path.join(HERE, "results", tag)
     os.makedirs(results_dir, exist_ok=True)
 

@@ -1,0 +1,1 @@
+"""A fake test package that exercises every outcome the conformance runner must handle."""
