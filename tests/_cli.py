@@ -81,7 +81,7 @@ def normalize_stderr(text: str) -> str:
             if skipping is None:
                 out.append(line)
             continue
-        if skipping is not None and line.startswith(skipping + "    "):
+        if skipping is not None and line.startswith(skipping + "  "):
             continue  # the dropped frame's source line and its ^^^ markers
         skipping = None
         if not _SELECTOR.match(line):

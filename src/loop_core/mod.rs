@@ -331,6 +331,18 @@ impl LoopCore {
                 }
             }
         };
+        // A signal that arrived while a C callback ran (os.kill, say) is handled now, as the
+        // eval loop would handle it on returning to Handle._run's frame in asyncio; otherwise
+        // its Python handler would run inside whatever Python code comes next. Nothing pending
+        // costs one atomic load.
+        // SAFETY: called with the GIL held.
+        let result = result.and_then(|()| {
+            if unsafe { ffi::PyErr_CheckSignals() } < 0 {
+                Err(PyErr::fetch(py))
+            } else {
+                Ok(())
+            }
+        });
         match result {
             Ok(()) => Ok(()),
             Err(e) if is_fatal(py, &e) => Err(e),
