@@ -120,7 +120,6 @@ class ModuleRunner:
         t0 = time.monotonic()
         with open(self.log_path, "w"):
             pass  # truncate: one log per module per run
-        stalled = False
         while True:
             progress_before = len(self.result.tests)
             finished, stuck_where = self._run_child()
@@ -130,22 +129,30 @@ class ModuleRunner:
                 # A test hung or crashed; it is recorded, so the restart skips it.
                 self.result.restarts += 1
                 continue
-            # Stuck outside any test (import, setUpClass, tearDownModule...): record it once,
-            # retry once if that made progress, else give the rest up as not run.
-            made_progress = len(self.result.tests) > progress_before
-            if stalled or not made_progress or not self._remaining():
+            # Stuck outside any test (import, setUpClass, tearDownModule...): restart while that
+            # makes progress (each restart then records a new test, so this ends), else give
+            # the rest up as not run.
+            if len(self.result.tests) == progress_before or not self._remaining():
                 for test_id in self._remaining():
                     self._record(
                         TestRecord(test_id, "errored", f"not run: module stuck ({stuck_where})")
                     )
                 break
-            stalled = True
             self.result.restarts += 1
         self.result.seconds = time.monotonic() - t0
         return self.result
 
     def _remaining(self) -> list[str]:
-        return [t for t in self.collected or () if t not in self.result.tests]
+        # Tests not reported yet, except those unittest will not run because the setUpClass or
+        # setUpModule before them failed (that error is reported under the fixture's id).
+        done = self.result.tests
+        return [
+            t
+            for t in self.collected or ()
+            if t not in done
+            and f"{t.rpartition('.')[0]}.setUpClass" not in done
+            and f"{self.qualname}.setUpModule" not in done
+        ]
 
     def _record(self, rec: TestRecord) -> None:
         # A fixture error (e.g. tearDownClass) can arrive for an id already seen: keep the
