@@ -16,10 +16,12 @@ core calls back into.
 from __future__ import annotations
 
 import errno
+import gc
 import signal
 import sys
 import threading
 import warnings
+import weakref
 from asyncio import base_events, coroutines, events, format_helpers
 from asyncio.log import logger
 from typing import Any
@@ -46,12 +48,30 @@ else:
         return format_helpers._format_callback_source(callback, args)
 
 
+# Loops whose queued handles the GC hook below must expose.
+_live_loops: weakref.WeakSet[Loop] = weakref.WeakSet()
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    # The core hides queued handles from the cyclic GC (src/handles.rs). Before each full
+    # collection, the ones that someone besides the loop holds are tracked again, so a garbage
+    # cycle through such a handle is collected as asyncio's would be.
+    if phase == "start" and info.get("generation") == 2:
+        for loop in list(_live_loops):
+            if not loop.is_closed():
+                loop._gc_track_shared()
+
+
+gc.callbacks.append(_on_gc)
+
+
 class Loop(_oxloop.LoopCore, base_events.BaseEventLoop):
     """An asyncio event loop whose core is written in Rust."""
 
     def __init__(self) -> None:
         base_events.BaseEventLoop.__init__(self)
         self._signal_handlers: dict[int, events.Handle] = {}
+        _live_loops.add(self)
 
     # -- running ---------------------------------------------------------------------------
 
