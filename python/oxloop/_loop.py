@@ -188,6 +188,10 @@ class Loop(_oxloop.LoopCore, base_events.BaseEventLoop):
                 )
         finally:
             self._current_handle = None
+            # Break the cycle task -> exception -> traceback -> this frame -> handle -> task,
+            # as BaseEventLoop._run_once does, so a failed task is freed (and its unretrieved
+            # exception reported) at once rather than at the next collection.
+            handle = None  # noqa: F841
 
     # -- signals (unix_events semantics) -----------------------------------------------------
 
