@@ -23,7 +23,7 @@ venv() {
     ".venv/$v/bin/python" -m pip install -q -r requirements-dev.txt >&2
     touch ".venv/$v/.deps-ok"
   fi
-  echo ".venv/$v/bin/python"
+  echo "$PWD/.venv/$v/bin/python"
 }
 
 build() {
