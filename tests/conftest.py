@@ -10,9 +10,8 @@ import asyncio
 import gc
 import sys
 
-import pytest
-
 import oxloop
+import pytest
 
 FACTORIES = {
     "asyncio": asyncio.new_event_loop

@@ -916,7 +916,6 @@ impl LoopCore {
                 return result;
             }
         }
-        drop(visit_ptr);
         for e in st.fds.iter() {
             if let Some(r) = &e.reader {
                 visit.call(r)?;
