@@ -40,6 +40,33 @@ impl Queued {
     }
 }
 
+/// Untracks `args` when none of its items can be part of a cycle, which is exactly what
+/// CPython's collector does to such a tuple the first time it examines it
+/// (`_PyTuple_MaybeUntrack`); doing it at scheduling time saves that gen-0 traversal for the
+/// typical `call_soon(cb, some_int)`. A tuple is immutable, so the decision never goes stale.
+fn untrack_atomic_tuple(args: &Bound<'_, PyTuple>) {
+    let t = args.as_ptr();
+    // SAFETY: t is a live tuple; its items are live objects we only inspect.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(t) == 0 {
+            return;
+        }
+        let n = ffi::PyTuple_GET_SIZE(t);
+        for i in 0..n {
+            let item = ffi::PyTuple_GET_ITEM(t, i);
+            // CPython's _PyObject_GC_MAY_BE_TRACKED: any GC object but an untracked exact
+            // tuple may be tracked later (an untracked dict is re-tracked when it gains a
+            // container), so only those block nothing.
+            if ffi::PyObject_IS_GC(item) != 0
+                && (ffi::PyTuple_CheckExact(item) == 0 || ffi::PyObject_GC_IsTracked(item) != 0)
+            {
+                return;
+            }
+        }
+        ffi::PyObject_GC_UnTrack(t.cast());
+    }
+}
+
 /// Tracks a GC object if it is not tracked (tracking twice aborts the interpreter).
 fn track(obj: *mut ffi::PyObject) {
     // SAFETY: obj is a live GC-capable object owned by a queue entry.
@@ -184,6 +211,7 @@ impl Layout {
     pub fn build<'py>(
         &self,
         py: Python<'py>,
+        recycled: Option<Py<PyAny>>,
         untrack: bool,
         when: Option<&Bound<'py, PyAny>>,
         callback: &Bound<'py, PyAny>,
@@ -197,13 +225,18 @@ impl Layout {
             &self.handle_type
         };
         let tp = tp.as_ptr() as *mut ffi::PyTypeObject;
-        // SAFETY: tp is a live heap type; tp_alloc is always set for Python classes and
-        // returns a zeroed, GC-tracked instance (or NULL with an exception set).
-        let obj = unsafe {
-            match (*tp).tp_alloc {
-                Some(alloc) => alloc(tp, 0),
-                None => std::ptr::null_mut(),
-            }
+        let obj = match recycled {
+            // A handle from the loop's free list: exactly this type, owned by nobody else,
+            // every slot set (see `recycle`).
+            Some(h) => h.into_ptr(),
+            // SAFETY: tp is a live heap type; tp_alloc is always set for Python classes and
+            // returns a zeroed, GC-tracked instance (or NULL with an exception set).
+            None => unsafe {
+                match (*tp).tp_alloc {
+                    Some(alloc) => alloc(tp, 0),
+                    None => std::ptr::null_mut(),
+                }
+            },
         };
         if obj.is_null() {
             return Err(PyErr::fetch(py));
@@ -218,6 +251,7 @@ impl Layout {
         if ctx.is_null() {
             return Err(PyErr::fetch(py));
         }
+        untrack_atomic_tuple(args);
         let mut hidden_ctx = None;
         if untrack {
             // SAFETY: obj and ctx are live GC objects we just created; `Queued::release`
@@ -249,6 +283,70 @@ impl Layout {
             }
         }
         Ok((handle, hidden_ctx))
+    }
+
+    /// Takes a handle that has run (or was dropped cancelled) for reuse when nothing else can
+    /// see it: refcount 1 (the queue entry's), no weak references, exactly `Handle` or
+    /// `TimerHandle`, and not from debug mode. Its slots are reset to what `tp_alloc` + `build`
+    /// would overwrite anyway, which releases the callback, args and context now. Returns the
+    /// handle and whether it is a timer, or `None` when it must simply be dropped.
+    ///
+    /// Must be called with no loop state borrowed: releasing the old slot values can run
+    /// arbitrary Python code (`__del__`).
+    pub fn recycle(&self, py: Python<'_>, q: Queued) -> Option<(Py<PyAny>, bool)> {
+        let obj = q.handle.as_ptr();
+        // SAFETY: obj is a live object; we only read its type, refcount and weaklist slot.
+        let timer = unsafe {
+            let tp = ffi::Py_TYPE(obj);
+            let timer = tp == self.timer_type.as_ptr() as *mut ffi::PyTypeObject;
+            if !timer && tp != self.handle_type.as_ptr() as *mut ffi::PyTypeObject {
+                return None;
+            }
+            if ffi::Py_REFCNT(obj) != 1 {
+                return None;
+            }
+            let wl = (*tp).tp_weaklistoffset;
+            if wl > 0 && !(*((obj as *mut u8).offset(wl) as *mut *mut ffi::PyObject)).is_null() {
+                return None;
+            }
+            let tb = get(obj, self.source_tb);
+            if tb.is_null() || tb != ffi::Py_None() {
+                return None;
+            }
+            timer
+        };
+        // SAFETY: obj is exclusively ours (refcount 1, no weakrefs); each store passes a new
+        // reference to a singleton and releases the old value.
+        unsafe {
+            for off in [
+                self.callback,
+                self.args,
+                self.context,
+                self.loop_,
+                self.repr,
+            ] {
+                set(obj, off, singleton(ffi::Py_None()));
+            }
+            set(obj, self.cancelled, py_bool(false));
+            if timer {
+                set(obj, self.when, singleton(ffi::Py_None()));
+                set(obj, self.scheduled, py_bool(false));
+            }
+        }
+        let Queued { handle, hidden_ctx } = q;
+        drop(hidden_ctx);
+        // SAFETY: reading refcount and tracking state of a live object. A __del__ run above
+        // cannot have reached this handle (nothing referenced it), but check again anyway.
+        unsafe {
+            if ffi::Py_REFCNT(handle.as_ptr()) != 1 {
+                return None;
+            }
+            if ffi::PyObject_GC_IsTracked(obj) != 0 {
+                ffi::PyObject_GC_UnTrack(obj.cast());
+            }
+        }
+        let _ = py;
+        Some((handle, timer))
     }
 
     /// Gives a queue entry's handle (and the context copy hidden with it) back to the GC.

@@ -96,3 +96,42 @@ def test_replacing_a_queued_handles_context_is_safe(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert seen == ["other"]
+
+
+def test_a_kept_handle_keeps_its_state_after_it_ran(loop):
+    # oxloop reuses handles nobody else holds; one the caller kept must stay as asyncio leaves
+    # it, however many other callbacks run after it.
+    def f(x):
+        pass
+
+    kept = loop.call_soon(f, "kept")
+    for i in range(5000):
+        loop.call_soon(f, i)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    for i in range(5000):
+        loop.call_soon(f, -i)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert kept._callback is f
+    assert kept._args == ("kept",)
+    assert not kept.cancelled()
+    assert "kept" in repr(kept)
+
+
+def test_a_weakly_referenced_handle_dies_after_it_ran(loop):
+    ref = weakref.ref(loop.call_soon(lambda: None))
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    gc.collect()
+    assert ref() is None
+
+
+def test_handles_are_distinct_objects_while_queued(loop):
+    handles = [loop.call_soon(lambda: None) for _ in range(100)]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    handles += [loop.call_soon(lambda: None) for _ in range(100)]
+    assert len({id(h) for h in handles}) == len(handles)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
