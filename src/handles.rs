@@ -305,8 +305,11 @@ impl Layout {
             if ffi::Py_REFCNT(obj) != 1 {
                 return None;
             }
+            // The weakref list sits at a signed offset: positive for a `__weakref__` slot
+            // (3.10, 3.11), negative in the pre-header for managed weakrefs (3.12+), as
+            // CPython's _PyObject_GET_WEAKREFS_LISTPTR computes it.
             let wl = (*tp).tp_weaklistoffset;
-            if wl > 0 && !(*((obj as *mut u8).offset(wl) as *mut *mut ffi::PyObject)).is_null() {
+            if wl != 0 && !(*((obj as *mut u8).offset(wl) as *mut *mut ffi::PyObject)).is_null() {
                 return None;
             }
             let tb = get(obj, self.source_tb);
