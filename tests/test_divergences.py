@@ -1,0 +1,45 @@
+"""The divergences listed in docs/compatibility.md, each shown on both loops.
+
+Every test states what stock asyncio does and what oxloop does instead, so a change on either
+side (a fix in oxloop, a change in a new CPython) shows up here and in the doc together.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+
+def test_call_at_with_a_non_number(loop, loop_kind):
+    if loop_kind == "oxloop":
+        # oxloop: a TypeError where the mistake is made.
+        with pytest.raises(TypeError):
+            loop.call_at("soon", lambda: None)
+    else:
+        # asyncio: accepted; the TypeError comes later, from inside the loop, when the
+        # deadline is compared with the clock or another timer.
+        handle = loop.call_at("soon", lambda: None)
+        with pytest.raises(TypeError):
+            loop.run_until_complete(loop.create_future())
+        handle.cancel()
+
+
+def test_many_equal_deadlines_fire_in_scheduling_order_on_oxloop(loop, loop_kind):
+    order = []
+    when = loop.time() + 0.001
+    for i in range(50):
+        loop.call_at(when, order.append, i)
+    loop.call_at(when + 0.001, loop.stop)
+    loop.run_forever()
+    assert sorted(order) == list(range(50))
+    if loop_kind == "oxloop":
+        assert order == list(range(50))  # FIFO, one of the orders asyncio allows
+
+
+def test_queued_handles_are_not_gc_tracked_on_oxloop(loop, loop_kind):
+    handle = loop.call_soon(lambda: None)
+    assert gc.is_tracked(handle) is (loop_kind == "asyncio")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert gc.is_tracked(handle)  # tracked again once it left the queue
