@@ -18,21 +18,17 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// One iteration: the poll ran from `start_ns` to `end_ns` and queued `events` I/O
+    /// callbacks and `timers` due timers; the time since the previous poll ended was busy.
     #[inline]
-    pub fn poll_started(&mut self, now_ns: i64) {
+    pub fn record_poll(&mut self, start_ns: i64, end_ns: i64, events: usize, timers: u64) {
         if cfg!(not(feature = "no-metrics")) {
             self.iterations += 1;
             if self.last_poll_end != 0 {
-                self.busy_ns += (now_ns - self.last_poll_end).max(0) as u64;
+                self.busy_ns += (start_ns - self.last_poll_end).max(0) as u64;
             }
-        }
-    }
-
-    #[inline]
-    pub fn poll_ended(&mut self, started_ns: i64, now_ns: i64, events: usize, timers: u64) {
-        if cfg!(not(feature = "no-metrics")) {
-            self.poll_ns += (now_ns - started_ns).max(0) as u64;
-            self.last_poll_end = now_ns;
+            self.poll_ns += (end_ns - start_ns).max(0) as u64;
+            self.last_poll_end = end_ns;
             self.io_events += events as u64;
             self.timers_fired += timers;
         }

@@ -44,8 +44,9 @@ pub fn resolution() -> f64 {
     ns_to_secs(read(libc::CLOCK_MONOTONIC, true).max(1))
 }
 
+/// Monotonic nanoseconds as `time.monotonic()` would report them in seconds.
 #[inline]
-fn ns_to_secs(ns: i64) -> f64 {
+pub fn ns_to_secs(ns: i64) -> f64 {
     // CPython divides the double by 1e9 (Python/pytime.c, _PyTime_AsSecondsDouble); doing the
     // same keeps loop.time() and time.monotonic() equal to the last bit.
     if ns % 1_000_000_000 == 0 {

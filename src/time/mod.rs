@@ -24,6 +24,15 @@ impl Clock {
             Clock::Real => clock::monotonic(),
         }
     }
+
+    /// The loop time at the instant the real monotonic clock read `real_ns`: lets the run loop
+    /// read the clock once and use it both for its counters and for timers.
+    #[inline]
+    pub fn at(&self, real_ns: i64) -> f64 {
+        match self {
+            Clock::Real => clock::ns_to_secs(real_ns),
+        }
+    }
 }
 
 /// CPython's thresholds for rebuilding the heap (base_events.py: _MIN_SCHEDULED_TIMER_HANDLES,
