@@ -41,21 +41,6 @@ from expectations import Expectations, ExpectationsError
 HERE = os.path.dirname(os.path.abspath(__file__))
 PACKAGE = "test.test_asyncio"  # --package replaces it, to test the runner itself
 
-DEFAULT_MODULES = [
-    "test_tasks",
-    "test_futures",
-    "test_futures2",
-    "test_locks",
-    "test_queues",
-    "test_timeouts",
-    "test_taskgroups",
-    "test_runners",
-    "test_waitfor",
-    "test_context",
-    "test_pep492",
-    "test_threads",
-    "test_events",
-]
 # Started first so that the longest modules do not end up alone on one worker at the end.
 _SLOW_FIRST = ["test_events", "test_tasks", "test_subprocess", "test_streams", "test_ssl"]
 
@@ -482,10 +467,10 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         description="Run CPython's test.test_asyncio against oxloop (see conformance/README.md)."
     )
+    ap.add_argument("modules", nargs="*", help="test modules, e.g. test_tasks (default: all)")
     ap.add_argument(
-        "modules", nargs="*", help="test modules, e.g. test_tasks (default: a core set)"
+        "--all", action="store_true", help="every module of test.test_asyncio (the default)"
     )
-    ap.add_argument("--all", action="store_true", help="every module of test.test_asyncio")
     ap.add_argument(
         "--loop",
         choices=("oxloop", "asyncio"),
@@ -512,18 +497,15 @@ def main(argv=None) -> int:
     global PACKAGE
     PACKAGE = args.package
     available = discover_modules()
-    if args.all:
+    if args.all or not args.modules:
         wanted = available
     else:
         # Accept "tasks", "test_tasks" and "test.test_asyncio.test_tasks".
         wanted = [m.rpartition(".")[2] for m in args.modules]
-        wanted = [m if m.startswith("test_") else f"test_{m}" for m in wanted] or DEFAULT_MODULES
+        wanted = [m if m.startswith("test_") else f"test_{m}" for m in wanted]
         unknown = [m for m in wanted if m not in available]
-        if unknown and args.modules:
-            sys.exit(f"no such module in {PACKAGE} of Python {_pyver()}: {', '.join(unknown)}")
         if unknown:
-            print(f"not in Python {_pyver()}, skipped: {', '.join(unknown)}")
-        wanted = [m for m in wanted if m in available]
+            sys.exit(f"no such module in {PACKAGE} of Python {_pyver()}: {', '.join(unknown)}")
     if not wanted:
         sys.exit(f"no test module selected (modules of {PACKAGE}: {', '.join(available)})")
 

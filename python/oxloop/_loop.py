@@ -1,12 +1,18 @@
 """The oxloop event loop class: a Rust core under asyncio's own cold paths.
 
 ``Loop`` inherits from ``_oxloop.LoopCore`` (Rust: scheduling, timers, the poller, fd watching,
-the run loop) and from ``asyncio.BaseEventLoop``, whose Python methods supply the parts that run
-once per task or per call and must behave exactly as the running version's asyncio does: task
-factories and ``create_task``, exception handlers, executors, async generator hooks,
-``run_until_complete``, debug checks. Every method of the core overrides its ``BaseEventLoop``
-namesake (the MRO puts ``LoopCore`` first), so ``BaseEventLoop``'s ``_ready`` and ``_scheduled``
-containers exist but stay empty.
+the run loop) and from asyncio's Unix selector loop class (``unix_events._UnixSelectorEventLoop``,
+which is ``asyncio.SelectorEventLoop``), whose Python methods supply the parts that run once per
+task, per call or per connection and must behave exactly as the running version's asyncio does:
+task factories and ``create_task``, exception handlers, executors, async generator hooks,
+``run_until_complete``, debug checks, and the network layer (create_connection, create_server,
+the sock_* API, TLS through sslproto, Unix sockets, pipes) over the core's ``_add_reader`` family.
+Every method of the core overrides its Python namesake (the MRO puts ``LoopCore`` first), so
+``BaseEventLoop``'s ``_ready`` and ``_scheduled`` containers exist but stay empty.
+
+Invariants: the selector loop's ``__init__`` and ``close`` never run (they would build a
+selector and a self-pipe the core does not use); ``_selector`` is a read-only view of the core's
+fd table, for the transports' reprs and code that inspects registrations.
 
 This module adds what lives in neither: ``run_forever`` around the Rust run loop, ``close``,
 signal handling as ``unix_events`` does it, and the debug-mode and error-reporting paths the
@@ -17,13 +23,15 @@ from __future__ import annotations
 
 import errno
 import gc
+import selectors
 import signal
 import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, format_helpers
+from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from asyncio.log import logger
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from . import _oxloop
@@ -65,12 +73,89 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
 gc.callbacks.append(_on_gc)
 
 
-class Loop(_oxloop.LoopCore, base_events.BaseEventLoop):
+def _fileobj_to_fd(fileobj: Any) -> int:
+    return selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+
+
+class _FdMap(Mapping[int, selectors.SelectorKey]):
+    """``selector.get_map()`` of the view below: fd -> SelectorKey."""
+
+    def __init__(self, view: _SelectorView) -> None:
+        self._view = view
+
+    def __len__(self) -> int:
+        return len(self._view._core._fd_list())
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._view._core._fd_list())
+
+    def __getitem__(self, fd: int) -> selectors.SelectorKey:
+        key = self._view._key(fd)
+        if key is None:
+            raise KeyError(fd)
+        return key
+
+
+class _SelectorView:
+    """Read-only stand-in for the selector of asyncio's selector loop.
+
+    asyncio's transports read ``loop._selector`` for their repr ("polling" or "idle"), and
+    tests and tools look registrations up with ``get_key`` / ``get_map``. The core owns the
+    real poller (epoll), so this answers from its fd table; data is ``(reader, writer)``
+    handles, as the selector loop stores them. Registering through it is refused: use
+    ``add_reader`` / ``add_writer``.
+    """
+
+    def __init__(self, core: Loop) -> None:
+        self._core = core
+
+    def _key(self, fileobj: Any) -> selectors.SelectorKey | None:
+        fd = _fileobj_to_fd(fileobj)
+        if self._core.is_closed():
+            return None
+        found = self._core._fd_key(fd)
+        if found is None:
+            return None
+        events_, reader, writer = found
+        return selectors.SelectorKey(fileobj, fd, events_, (reader, writer))
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        key = self._key(fileobj)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        return key
+
+    def get_map(self) -> Mapping[int, selectors.SelectorKey]:
+        return _FdMap(self)
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            "oxloop's poller is not a selectors.BaseSelector: "
+            "use loop.add_reader() / loop.add_writer() to watch fds"
+        )
+
+    register = modify = unregister = select = _refuse
+
+    def close(self) -> None:
+        pass
+
+
+class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
     """An asyncio event loop whose core is written in Rust."""
 
     def __init__(self) -> None:
+        # BaseSelectorEventLoop.__init__ would make a selector and a self-pipe; the core has
+        # its own poller and waker, so only the state its Python methods use is set up here
+        # (selector_events.py and unix_events.py __init__ of 3.10-3.13).
         base_events.BaseEventLoop.__init__(self)
+        self._selector: _SelectorView | None = _SelectorView(self)
+        self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._signal_handlers: dict[int, events.Handle] = {}
+        self._unix_server_sockets: dict[Any, Any] = {}
+        # The selector loop counts its self-pipe here; the core's counterpart is its waker.
+        # There is no self-pipe socket pair (the core wakes through an eventfd).
+        self._internal_fds = 1
+        self._ssock = self._csock = None
         _live_loops.add(self)
 
     # -- running ---------------------------------------------------------------------------
@@ -131,6 +216,9 @@ class Loop(_oxloop.LoopCore, base_events.BaseEventLoop):
             self._signal_handlers.clear()
         base_events.BaseEventLoop.close(self)
         self._close_core()
+        self._internal_fds = 0
+        # As BaseSelectorEventLoop.close: transports' reprs say "open" once the loop is gone.
+        self._selector = None
 
     # -- paths the Rust core calls back into --------------------------------------------------
 

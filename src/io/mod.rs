@@ -89,6 +89,16 @@ impl FdTable {
             .collect()
     }
 
+    /// The registered fd numbers, ascending.
+    pub fn fds(&self) -> Vec<i32> {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_some())
+            .filter_map(|(i, _)| i32::try_from(i).ok())
+            .collect()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &FdEntry> {
         self.entries.iter().flatten()
     }

@@ -244,7 +244,7 @@ impl LoopCore {
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
         mask: u32,
-    ) -> PyResult<()> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
         let fd = fileobj_to_fd(fd)?;
@@ -289,12 +289,12 @@ impl LoopCore {
             } else {
                 &mut entry.writer
             };
-            slot.replace(handle.unbind())
+            slot.replace(handle.clone().unbind())
         };
         if let Some(old) = old {
             old.bind(py).call_method0("cancel")?;
         }
-        Ok(())
+        Ok(handle)
     }
 
     fn remove_io(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, mask: u32) -> PyResult<bool> {
@@ -837,32 +837,63 @@ impl LoopCore {
             .map(|s| s.as_raw_fd()))
     }
 
+    /// `BaseSelectorEventLoop._add_reader`: watch `fd` for reading and return the handle
+    /// (the public `add_reader` in `_loop.py` first checks that no transport owns the fd).
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_reader<'py>(
+    fn _add_reader<'py>(
         slf: &Bound<'py, Self>,
         fd: &Bound<'py, PyAny>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         Self::add_io(slf, fd, callback, args, READABLE)
     }
 
+    /// `BaseSelectorEventLoop._add_writer`, as `_add_reader`.
     #[pyo3(signature = (fd, callback, *args))]
-    fn add_writer<'py>(
+    fn _add_writer<'py>(
         slf: &Bound<'py, Self>,
         fd: &Bound<'py, PyAny>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         Self::add_io(slf, fd, callback, args, WRITABLE)
     }
 
-    fn remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         Self::remove_io(slf, fd, READABLE)
     }
 
-    fn remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
         Self::remove_io(slf, fd, WRITABLE)
+    }
+
+    #[allow(clippy::type_complexity)] // (events, reader, writer), the shape selectors use
+    /// What the poller watches for `fd`: `(events, reader_handle, writer_handle)` with
+    /// selectors' EVENT_READ = 1 / EVENT_WRITE = 2 bits, or None when it is not registered.
+    /// Backs the `_selector` view that asyncio's transports read for their repr.
+    fn _fd_key<'py>(
+        &self,
+        py: Python<'py>,
+        fd: i64,
+    ) -> PyResult<Option<(u32, Option<Py<PyAny>>, Option<Py<PyAny>>)>> {
+        let Ok(fd) = i32::try_from(fd) else {
+            return Ok(None);
+        };
+        let st = self.state.borrow(py)?;
+        Ok(st.fds.get(fd).map(|e| {
+            let events = u32::from(e.reader.is_some()) | (u32::from(e.writer.is_some()) << 1);
+            (
+                events,
+                e.reader.as_ref().map(|h| h.clone_ref(py)),
+                e.writer.as_ref().map(|h| h.clone_ref(py)),
+            )
+        }))
+    }
+
+    /// The fds the poller watches for users (not the loop's own waker and signal fds).
+    fn _fd_list(&self, py: Python<'_>) -> PyResult<Vec<i32>> {
+        Ok(self.state.borrow(py)?.fds.fds())
     }
 
     /// Releases the core's resources: queued handles, timers, fd registrations, the poller,
