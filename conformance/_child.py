@@ -86,6 +86,10 @@ class StreamingResult(unittest.TestResult):
         self.arm_stack_dump()
         super().stopTest(test)
         cur, self._current = self._current, None
+        if cur is None:
+            # 3.12.0-3.12.1 call stopTest without startTest for a test of a skipped class
+            # (unittest/case.py TestCase.run); addSkip has already reported it.
+            return
         self._reporter.send(
             ev="end",
             id=test.id(),
