@@ -1,0 +1,794 @@
+"""TCP stream transports on both loops: what asyncio's selector_events.py does, pinned.
+
+Covers create_connection and the transport a Protocol gets: write / writelines, flow control
+(pause_writing / resume_writing, set_write_buffer_limits, get_write_buffer_size / limits),
+pause_reading / resume_reading / is_reading, write_eof / can_write_eof and half-close,
+close / abort / is_closing, get_extra_info, TCP_NODELAY, BufferedProtocol, the contextvars
+context of protocol callbacks, errors raised by protocol callbacks, faults (refused connection,
+peer reset, a peer that never reads) and multi-megabyte transfers compared by hash. Each test
+runs on stock asyncio and on oxloop (conftest fixtures); where the result depends on the Python
+version the test compares with a stock loop at run time (``_net.same_as_stock``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextvars
+import logging
+import socket
+import struct
+import sys
+
+import pytest
+from _helpers import collect_errors
+from _net import (
+    Echo,
+    Recorder,
+    aoutcome,
+    close_all,
+    digest,
+    drain_loop,
+    fill,
+    payload,
+    same_as_stock,
+    tcp_pair,
+    tcp_server,
+    wait,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_echo_and_transport_identity(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        t = client.transport
+        assert isinstance(t, asyncio.Transport)
+        assert isinstance(t, asyncio.ReadTransport) and isinstance(t, asyncio.WriteTransport)
+        assert isinstance(peer.transport, asyncio.Transport)
+        assert t.get_protocol() is client
+        assert not t.is_closing() and t.is_reading()
+        t.write(b"ping")
+        assert await peer.until(4) == b"ping"
+        peer.transport.write(b"pong")
+        assert await client.until(4) == b"pong"
+        await close_all(srv, client)
+        assert client.events == ["made", ("lost", None)]
+
+    run(main())
+
+
+def test_get_extra_info(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        t = client.transport
+        sock = t.get_extra_info("socket")
+        assert isinstance(sock, asyncio.trsock.TransportSocket)
+        assert sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM
+        assert t.get_extra_info("sockname") == sock.getsockname()
+        assert t.get_extra_info("peername") == srv.server.sockets[0].getsockname()
+        assert peer.transport.get_extra_info("peername") == t.get_extra_info("sockname")
+        assert peer.transport.get_extra_info("sockname") == t.get_extra_info("peername")
+        assert isinstance(peer.transport.get_extra_info("socket"), asyncio.trsock.TransportSocket)
+        # Keys asyncio does not set for plain TCP, and the default argument.
+        assert t.get_extra_info("peercert") is None
+        assert t.get_extra_info("sslcontext") is None
+        assert t.get_extra_info("no such key", "dflt") == "dflt"
+        # TCP_NODELAY on both ends, as base_events._set_nodelay does for every TCP transport.
+        for tr in (t, peer.transport):
+            s = tr.get_extra_info("socket")
+            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        fd = sock.fileno()
+        assert fd >= 0
+        await close_all(srv, client)
+        # The TransportSocket outlives the transport and reports the closed socket.
+        assert sock.fileno() == -1
+
+    run(main())
+
+
+def test_write_accepts_bytes_like_and_rejects_others(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        t = client.transport
+        t.write(b"a")
+        t.write(bytearray(b"b"))
+        t.write(memoryview(b"xcx")[1:2])
+        t.write(b"")  # nothing, no error
+        t.writelines([b"d", bytearray(b"e"), memoryview(b"f")])
+        t.writelines(iter([b"g", b"h"]))  # any iterable
+        assert await peer.until(8) == b"abcdefgh"
+        with pytest.raises(TypeError, match="data argument must be a bytes-like object"):
+            t.write("str")
+        with pytest.raises(TypeError):
+            t.write(12)
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_default_write_buffer_limits_and_validation(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        t = client.transport
+        # asyncio's defaults: high 64 KiB, low a quarter of it.
+        assert t.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+        t.set_write_buffer_limits(high=1000)
+        assert t.get_write_buffer_limits() == (250, 1000)
+        t.set_write_buffer_limits(low=100)
+        assert t.get_write_buffer_limits() == (100, 400)
+        t.set_write_buffer_limits(high=30, low=10)
+        assert t.get_write_buffer_limits() == (10, 30)
+        t.set_write_buffer_limits(high=0)
+        assert t.get_write_buffer_limits() == (0, 0)
+        with pytest.raises(ValueError, match="high.*must be >= low"):
+            t.set_write_buffer_limits(high=10, low=20)
+        with pytest.raises(ValueError):
+            t.set_write_buffer_limits(high=-1)
+        assert t.get_write_buffer_size() == 0
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_flow_control_with_a_peer_that_does_not_read(loop, run):
+    """Writes queue while the peer stops reading: pause_writing once past the high-water mark,
+    resume_writing once the buffer drains below the low-water mark, no byte lost."""
+
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        t = client.transport
+        peer.transport.pause_reading()
+        assert not peer.transport.is_reading()
+        t.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+        data = payload(8 * 1024 * 1024, seed=1)
+        chunk = 64 * 1024
+        sent = 0
+        # Write until the kernel buffers are full and the transport queues past the mark.
+        while not client.paused.done():
+            t.write(data[sent : sent + chunk])
+            sent += chunk
+            assert sent < len(data), "pause_writing never came"
+        assert client.events == ["made", "pause"]
+        assert t.get_write_buffer_size() > 64 * 1024
+        # The peer reads again: everything arrives, the writer is resumed once.
+        peer.transport.resume_reading()
+        assert peer.transport.is_reading()
+        await wait(client.resumed)
+        assert t.get_write_buffer_size() <= 16 * 1024
+        t.write(data[sent:])
+        assert digest(await peer.until(len(data))) == digest(data)
+        # The last big write may pause and resume again; the calls always alternate.
+        flow = client.events[1:]
+        assert flow[:2] == ["pause", "resume"] and flow == ["pause", "resume"] * (len(flow) // 2)
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_memory_stays_bounded_with_drain(loop, run):
+    """A StreamWriter that awaits drain() against a peer that never reads: the transport's
+    buffer stays under the high-water mark plus one write, and drain() blocks."""
+
+    async def main():
+        srv, addr = await tcp_server(loop)
+        reader, writer = await asyncio.open_connection(*addr)
+        peer = await srv.accepted(0)
+        peer.transport.pause_reading()
+        writer.transport.set_write_buffer_limits(high=32 * 1024)
+        chunk = b"x" * 16 * 1024
+        blocked = False
+        for _ in range(4096):  # 64 MiB at most: far past what the kernel buffers hold
+            writer.write(chunk)
+            assert writer.transport.get_write_buffer_size() <= 32 * 1024 + len(chunk)
+            drain = asyncio.ensure_future(writer.drain())
+            await drain_loop(2)
+            if not drain.done():
+                blocked = True
+                break
+            await drain
+        assert blocked, "drain() never blocked on a peer that does not read"
+        size = writer.transport.get_write_buffer_size()
+        assert 32 * 1024 < size <= 32 * 1024 + len(chunk)
+        # Let the peer read; drain completes.
+        peer.transport.resume_reading()
+        await wait(drain)
+        writer.close()
+        await wait(writer.wait_closed())
+        await close_all(srv)
+
+    run(main())
+
+
+def test_pause_and_resume_reading(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        pt = peer.transport
+        assert pt.is_reading()
+        pt.pause_reading()
+        assert not pt.is_reading()
+        pt.pause_reading()  # idempotent since 3.7
+        client.transport.write(b"while paused")
+        # A round trip in the other direction proves the bytes reached the peer's socket.
+        pt.write(b"?")
+        await client.until(1)
+        await drain_loop()
+        assert peer.data == b""
+        pt.resume_reading()
+        assert pt.is_reading()
+        pt.resume_reading()  # idempotent
+        assert await peer.until(12) == b"while paused"
+        pt.close()
+        assert not pt.is_reading()
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_half_close_with_write_eof(loop, run):
+    """write_eof: the peer sees eof_received; returning True from it keeps the connection
+    half-open, so the peer can still answer; the writer cannot write any more."""
+
+    async def main():
+        srv, addr = await tcp_server(loop, eof_result=True)
+        _, client = await loop.create_connection(lambda: Recorder(loop), *addr)
+        peer = await srv.accepted(0)
+        t = client.transport
+        assert t.can_write_eof()
+        t.write(b"request")
+        t.write_eof()
+        await wait(peer.eof)
+        assert peer.data == b"request"
+        assert not peer.transport.is_closing()
+        with pytest.raises(RuntimeError, match="after write_eof"):
+            t.write(b"more")
+        t.write_eof()  # a second call is a no-op
+        peer.transport.write(b"answer after eof")
+        assert await client.until(16) == b"answer after eof"
+        peer.transport.close()
+        await wait(client.lost)
+        assert client.events == ["made", "eof", ("lost", None)]
+        assert peer.events == ["made", "eof", ("lost", None)]
+        await close_all(srv)
+
+    run(main())
+
+
+def test_eof_received_false_closes_the_transport(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)  # peer's eof_received returns None
+        client.transport.write_eof()
+        await wait(peer.lost)
+        assert peer.events == ["made", "eof", ("lost", None)]
+        await wait(client.lost)
+        assert client.events == ["made", "eof", ("lost", None)]
+        await close_all(srv)
+
+    run(main())
+
+
+def test_write_eof_flushes_queued_data_first(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        peer.transport.pause_reading()
+        data = fill(client.transport, seed=2)
+        client.transport.write_eof()
+        peer.transport.resume_reading()
+        await wait(peer.lost)
+        assert digest(peer.data) == digest(data)
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_close_flushes_and_abort_does_not(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        peer.transport.pause_reading()
+        data = fill(client.transport, seed=3)
+        client.transport.close()
+        assert client.transport.is_closing()
+        client.transport.close()  # twice is fine
+        assert not client.lost.done()  # waits for the buffer to flush
+        peer.transport.resume_reading()
+        await wait(client.lost)
+        assert client.events == ["made", ("lost", None)]
+        await wait(peer.lost)
+        assert digest(peer.data) == digest(data)
+
+        addr = srv.server.sockets[0].getsockname()
+        _, c2 = await loop.create_connection(lambda: Recorder(loop), *addr)
+        p2 = await srv.accepted(1)
+        p2.transport.pause_reading()
+        data = fill(c2.transport, seed=4)
+        c2.transport.abort()
+        assert c2.transport.is_closing()
+        assert c2.transport.get_write_buffer_size() == 0  # the queue is dropped
+        await wait(c2.lost)
+        assert c2.events == ["made", ("lost", None)]
+        p2.transport.resume_reading()
+        await wait(p2.lost)
+        assert len(p2.data) < len(data)
+        await close_all(srv)
+
+    run(main())
+
+
+def test_writes_after_close_are_dropped_and_logged(loop, run, caplog):
+    """selector_events: once the connection is lost, write() drops data silently, and from the
+    fifth such write on logs 'socket.send() raised exception.'
+    (constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES)."""
+
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        client.transport.close()
+        await wait(client.lost)
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            for _ in range(4):
+                client.transport.write(b"x")
+            assert not [r for r in caplog.records if "socket.send()" in r.getMessage()]
+            client.transport.write(b"x")
+            client.transport.write(b"x")
+        assert len([r for r in caplog.records if "socket.send() raised" in r.getMessage()]) == 2
+        await wait(peer.lost)
+        assert peer.data == b""
+        await close_all(srv)
+
+    run(main())
+
+
+def test_buffered_protocol(loop, run):
+    """BufferedProtocol: get_buffer(-1) (selector_events asks with -1), data written straight
+    into the buffer, buffer_updated(nbytes), then eof_received and connection_lost."""
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(4096)
+            self.got = bytearray()
+            self.hints: set[int] = set()
+            self.done = loop.create_future()
+
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            self.hints.add(sizehint)
+            return memoryview(self.buf)[:1000]
+
+        def buffer_updated(self, nbytes):
+            assert 0 < nbytes <= 1000
+            self.got += self.buf[:nbytes]
+
+        def eof_received(self):
+            self.got += b"<eof>"
+
+        def connection_lost(self, exc):
+            self.done.set_result(exc)
+
+    async def main():
+        proto = Buffered()
+        srv = await loop.create_server(lambda: proto, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        data = payload(300_000, seed=4)
+        w.write(data)
+        w.write_eof()
+        assert await wait(proto.done) is None
+        assert proto.hints == {-1}
+        assert digest(proto.got) == digest(data + b"<eof>")
+        assert isinstance(proto.transport, asyncio.Transport)
+        w.close()
+        await w.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+
+    run(main())
+
+
+@pytest.mark.parametrize("failure", ["raise", "empty"])
+def test_buffered_protocol_get_buffer_failure(loop, loop_kind, failure):
+    """get_buffer raising, or returning an empty buffer, is a fatal error of the transport:
+    the exception handler gets asyncio's message, connection_lost gets the exception."""
+
+    class Bad(asyncio.BufferedProtocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.lost = asyncio.get_running_loop().create_future()
+
+        def get_buffer(self, sizehint):
+            if failure == "raise":
+                raise ZeroDivisionError
+            return bytearray()
+
+        def buffer_updated(self, nbytes):
+            raise AssertionError("not reached")
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def scenario(lp):
+        errors = collect_errors(lp)
+        proto = Bad()
+        srv = await lp.create_server(lambda: proto, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        w.write(b"data")
+        exc = await wait(proto.lost)
+        w.close()
+        srv.close()
+        await srv.wait_closed()
+        return [
+            (e["message"], type(e["exception"]), e["transport"] is proto.transport) for e in errors
+        ], type(exc)
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    if failure == "raise":
+        assert got == (
+            [("Fatal error: protocol.get_buffer() call failed.", ZeroDivisionError, True)],
+            ZeroDivisionError,
+        )
+    else:
+        assert got[1] is RuntimeError
+
+
+def test_exception_in_data_received_reaches_the_handler(loop, loop_kind):
+    class Bad(Recorder):
+        def data_received(self, data):
+            raise ZeroDivisionError("boom")
+
+    async def scenario(lp):
+        errors = collect_errors(lp)
+        srv, addr = await tcp_server(lp, Bad)
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"x")
+        peer = await srv.accepted(0)
+        exc = await wait(peer.lost)
+        # The transport is closed for it: the client sees EOF.
+        assert await wait(r.read()) == b""
+        w.close()
+        srv.server.close()
+        await srv.server.wait_closed()
+        return [
+            (
+                e["message"],
+                type(e["exception"]),
+                e["protocol"] is peer,
+                e["transport"] is peer.transport,
+            )
+            for e in errors
+        ], type(exc)
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got == (
+        [("Fatal error: protocol.data_received() call failed.", ZeroDivisionError, True, True)],
+        ZeroDivisionError,
+    )
+
+
+def test_exception_in_connection_made_and_lost_reaches_the_handler(loop, loop_kind):
+    class Bad(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            raise ValueError("made")
+
+        def connection_lost(self, exc):
+            super().connection_lost(exc)
+            raise KeyError("lost")
+
+    async def scenario(lp):
+        errors = collect_errors(lp)
+        srv, addr = await tcp_server(lp, Bad)
+        r, w = await asyncio.open_connection(*addr)
+        peer = await srv.accepted(0)
+        w.close()
+        await wait(peer.lost)
+        await drain_loop()
+        srv.server.close()
+        await srv.server.wait_closed()
+        return [(e["message"].split(" ")[:3], type(e["exception"]), "handle" in e) for e in errors]
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert [g[1] for g in got] == [ValueError, KeyError]
+    assert all(g[0] == ["Exception", "in", "callback"] for g in got)
+
+
+def test_keyboard_interrupt_in_a_protocol_callback_propagates(loop, run):
+    class Interrupting(Recorder):
+        def data_received(self, data):
+            raise KeyboardInterrupt
+
+    async def setup():
+        srv, addr = await tcp_server(loop, Interrupting)
+        r, w = await asyncio.open_connection(*addr)
+        return srv, w
+
+    srv, w = run(setup())
+    w.write(b"x")
+
+    async def forever():
+        await loop.create_future()
+
+    task = loop.create_task(forever())
+    with pytest.raises(KeyboardInterrupt):
+        run(task)
+    task.cancel()
+
+    async def cleanup():
+        w.close()
+        await close_all(srv)
+
+    with pytest.raises(asyncio.CancelledError):
+        run(task)
+    run(cleanup())
+
+
+def test_protocol_callbacks_run_in_the_creation_context(loop, loop_kind):
+    """Protocol callbacks see the contextvars context of the code that created the transport
+    (selector_events registers the reader while that context is current), and what a callback
+    sets is visible to later callbacks as on stock asyncio."""
+    var = contextvars.ContextVar("var", default="unset")
+
+    class Seeing(Recorder):
+        def connection_made(self, transport):
+            self.seen = [("made", var.get())]
+            var.set("set in connection_made")
+            super().connection_made(transport)
+
+        def data_received(self, data):
+            self.seen.append(("data", var.get()))
+            var.set("set in data_received")
+            super().data_received(data)
+
+        def eof_received(self):
+            self.seen.append(("eof", var.get()))
+            return super().eof_received()
+
+        def connection_lost(self, exc):
+            self.seen.append(("lost", var.get()))
+            super().connection_lost(exc)
+
+    async def scenario(lp):
+        var.set("server creator")
+        srv, addr = await tcp_server(lp, Seeing)
+        var.set("client creator")
+        _, client = await lp.create_connection(lambda: Seeing(lp), *addr)
+        var.set("after create_connection")
+        peer = await srv.accepted(0)
+        client.transport.write(b"x")
+        await peer.until(1)
+        peer.transport.write(b"y")
+        await client.until(1)
+        client.transport.write_eof()
+        await wait(peer.lost)
+        await wait(client.lost)
+        srv.server.close()
+        await srv.server.wait_closed()
+        return client.seen, peer.seen, var.get()
+
+    def run_in_fresh_context(lp):
+        return contextvars.copy_context().run(lambda: scenario(lp))
+
+    client_seen, peer_seen, outer = same_as_stock(loop, loop_kind, run_in_fresh_context)
+    assert client_seen[0] == ("made", "client creator")
+    assert client_seen[1] == ("data", "client creator")
+    assert peer_seen[0] == ("made", "server creator")
+    assert peer_seen[1] == ("data", "server creator")
+    assert outer == "after create_connection"
+
+
+def test_connect_to_a_closed_port(loop, run):
+    async def main():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]  # bound, not listening: refused
+            with pytest.raises(ConnectionRefusedError) as info:
+                await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+            if sys.version_info >= (3, 12):
+                with pytest.raises(builtins.ExceptionGroup) as group:
+                    await loop.create_connection(
+                        asyncio.Protocol, "127.0.0.1", port, all_errors=True
+                    )
+                assert [type(e) for e in group.value.exceptions] == [ConnectionRefusedError]
+        return info.value.errno
+
+    import errno
+
+    assert run(main()) == errno.ECONNREFUSED
+
+
+def test_peer_reset_mid_write(loop, run):
+    """The peer closes with SO_LINGER 0 (an RST) while we write megabytes: connection_lost gets
+    a ConnectionError, once, and the exception handler is not called (asyncio logs OSErrors of
+    transports at debug level only)."""
+
+    async def main():
+        errors = collect_errors(loop)
+        srv, client, peer = await tcp_pair(loop)
+        peer.transport.pause_reading()
+        data = payload(1024 * 1024, seed=5)
+        for _ in range(8):
+            client.transport.write(data)
+        sock = peer.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.transport.abort()
+        exc = await wait(client.lost)
+        assert isinstance(exc, ConnectionError), exc
+        assert [e for e in client.events if isinstance(e, tuple)] == [("lost", type(exc))]
+        assert errors == []
+        # Writes after the reset are dropped, not raised.
+        client.transport.write(b"late")
+        await close_all(srv)
+
+    run(main())
+
+
+def test_reset_while_reading(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        sock = peer.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.transport.abort()
+        exc = await wait(client.lost)
+        assert isinstance(exc, ConnectionResetError)
+        assert client.events == ["made", ("lost", ConnectionResetError)]
+        await close_all(srv)
+
+    run(main())
+
+
+def test_invalid_arguments(loop, loop_kind):
+    """Bad input gets asyncio's exception types (compared with stock at run time)."""
+
+    async def scenario(lp):
+        P = asyncio.Protocol
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            cases = [
+                lp.create_connection(P),  # no host, no sock
+                lp.create_connection(P, "127.0.0.1", 1, sock=tcp),
+                lp.create_connection(P, sock=udp),
+                lp.create_connection(P, "127.0.0.1", 1, server_hostname="x"),
+                lp.create_connection(P, "127.0.0.1", 1, ssl_handshake_timeout=1),
+                lp.create_connection(P, "127.0.0.1", 70000),
+                lp.create_connection(P, "127.0.0.1", -1),
+                lp.create_connection(P, "127.0.0.1", "notaport"),
+                lp.create_connection(P, "::1", 1, family=socket.AF_INET),
+                lp.create_connection(P, "127.0.0.1", 1, local_addr=("127.0.0.1", 70000)),
+                lp.create_connection(P, "127.0.0.1", 1, happy_eyeballs_delay=0.1, sock=tcp),
+            ]
+            return [await aoutcome(c) for c in cases]
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got[:5] == [(ValueError, None)] * 5
+    assert got[5][0] is OverflowError
+    assert got[8][0] is socket.gaierror
+
+
+def test_create_connection_with_sock_and_local_addr(loop, run):
+    async def main():
+        srv, addr = await tcp_server(loop)
+        s = socket.socket()
+        s.setblocking(False)
+        await loop.sock_connect(s, addr)
+        _, c1 = await loop.create_connection(lambda: Recorder(loop), sock=s)
+        assert c1.transport.get_extra_info("socket").fileno() == s.fileno()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            local = probe.getsockname()
+        _, c2 = await loop.create_connection(
+            lambda: Recorder(loop), *addr, local_addr=local, happy_eyeballs_delay=0.05
+        )
+        assert c2.transport.get_extra_info("sockname") == local
+        p2 = await srv.accepted(1)
+        assert p2.transport.get_extra_info("peername") == local
+        await close_all(srv, c1, c2)
+
+    run(main())
+
+
+def test_connect_accepted_socket(loop, run):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        _, proto = await loop.connect_accepted_socket(lambda: Recorder(loop), a)
+        assert isinstance(proto.transport, asyncio.Transport)
+        b.sendall(b"hello")
+        assert await proto.until(5) == b"hello"
+        proto.transport.write(b"back")
+        b.setblocking(False)
+        assert await loop.sock_recv(b, 10) == b"back"
+        b.close()
+        await wait(proto.lost)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            with pytest.raises(ValueError, match="Stream Socket was expected"):
+                await loop.connect_accepted_socket(asyncio.Protocol, udp)
+
+    run(main())
+
+
+def test_many_concurrent_connections(loop, run):
+    async def main():
+        srv, addr = await tcp_server(loop, Echo)
+
+        async def one(i):
+            r, w = await asyncio.open_connection(*addr)
+            msg = payload(10_000 + i, seed=i)
+            w.write(msg)
+            got = await wait(r.readexactly(len(msg)))
+            w.close()
+            await w.wait_closed()
+            return got == msg
+
+        assert all(await asyncio.gather(*(one(i) for i in range(30))))
+        await close_all(srv)
+
+    run(main())
+
+
+def test_multi_megabyte_transfers_both_directions(loop, run):
+    """8 MiB through an echoing server, then 8 MiB each way at the same time (both ends write
+    everything at once and read while their writes drain): hashes must match."""
+
+    async def main():
+        srv, addr = await tcp_server(loop, Echo)
+        up = payload(8 * 1024 * 1024, seed=6)
+        _, client = await loop.create_connection(lambda: Recorder(loop), *addr)
+        client.transport.writelines([up[i : i + 100_000] for i in range(0, len(up), 100_000)])
+        assert digest(await client.until(len(up))) == digest(up)
+        await close_all(srv, client)
+
+        srv, client, peer = await tcp_pair(loop)
+        down = payload(8 * 1024 * 1024, seed=7)
+        peer.transport.write(down)
+        client.transport.write(up)
+        peer.transport.write_eof()
+        client.transport.write_eof()
+        await wait(client.lost)
+        await wait(peer.lost)
+        assert digest(client.data) == digest(down)
+        assert digest(peer.data) == digest(up)
+        await close_all(srv)
+
+    run(main())
+
+
+def test_streams_transfer_hashes(loop, run):
+    async def main():
+        async def handler(reader, writer):
+            data = await reader.read()
+            writer.write(digest(data).encode() + payload(5 * 1024 * 1024, seed=9))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+        up = payload(5 * 1024 * 1024, seed=8)
+        w.write(up)
+        await w.drain()
+        w.write_eof()
+        answer = await wait(r.read())
+        assert answer[:64].decode() == digest(up)
+        assert digest(answer[64:]) == digest(payload(5 * 1024 * 1024, seed=9))
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+@pytest.mark.skipif(not hasattr(socket, "AF_INET6"), reason="no IPv6")
+def test_ipv6_connection(loop, run):
+    from _net import HAS_IPV6
+
+    if not HAS_IPV6:
+        pytest.skip("IPv6 loopback unavailable")
+
+    async def main():
+        srv, addr = await tcp_server(loop, Echo, host="::1")
+        _, client = await loop.create_connection(lambda: Recorder(loop), "::1", addr[1])
+        assert client.transport.get_extra_info("socket").family == socket.AF_INET6
+        assert client.transport.get_extra_info("peername")[:2] == ("::1", addr[1])
+        client.transport.write(b"six")
+        assert await client.until(3) == b"six"
+        await close_all(srv, client)
+
+    run(main())
