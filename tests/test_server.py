@@ -1,0 +1,389 @@
+"""asyncio.Server on both loops: create_server's options and the Server object's lifecycle.
+
+Pins base_events.Server of the running version: sockets, is_serving, start_serving,
+serve_forever, close, wait_closed (whose semantics changed in 3.12.1), close_clients /
+abort_clients (3.13), async with, get_loop; create_server with several hosts, reuse_port,
+reuse_address, keep_alive (3.13), sock=, start_serving=False; bad arguments; a server closed
+while clients are connected; and accept failing with EMFILE (the server keeps running and
+retries after asyncio's ACCEPT_RETRY_DELAY without spinning).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import socket
+import sys
+
+import pytest
+from _helpers import python_subprocess
+from _net import (
+    HAS_IPV6,
+    Echo,
+    Recorder,
+    Server,
+    aoutcome,
+    close_all,
+    drain_loop,
+    same_as_stock,
+    tcp_server,
+    wait,
+)
+
+pytestmark = pytest.mark.timeout(60)
+PY313 = sys.version_info >= (3, 13)
+
+
+def test_server_object(loop, run):
+    async def main():
+        srv, addr = await tcp_server(loop)
+        server = srv.server
+        assert isinstance(server, asyncio.AbstractServer)
+        assert isinstance(server, asyncio.base_events.Server)
+        assert server.get_loop() is loop
+        assert server.is_serving()
+        socks = server.sockets
+        assert isinstance(socks, tuple) and len(socks) == 1
+        assert isinstance(socks[0], asyncio.trsock.TransportSocket)
+        assert socks[0].getsockname() == addr
+        # asyncio sets SO_REUSEADDR on Unix by default (base_events.create_server).
+        assert socks[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0
+        assert repr(server) == f"<Server sockets={socks!r}>"
+        server.close()
+        assert not server.is_serving()
+        assert server.sockets == ()
+        server.close()  # twice is fine
+        await wait(server.wait_closed())
+        with pytest.raises(ConnectionRefusedError):
+            await loop.create_connection(asyncio.Protocol, *addr)
+
+    run(main())
+
+
+def test_start_serving_false(loop, run):
+    async def main():
+        srv = Server(loop, Echo)
+        server = await loop.create_server(srv.factory, "127.0.0.1", 0, start_serving=False)
+        assert not server.is_serving()
+        addr = server.sockets[0].getsockname()
+        # Not listening yet: asyncio calls listen() in start_serving.
+        with pytest.raises(ConnectionRefusedError):
+            await loop.create_connection(asyncio.Protocol, *addr)
+        await server.start_serving()
+        assert server.is_serving()
+        await server.start_serving()  # again: no-op
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"hi")
+        assert await wait(r.readexactly(2)) == b"hi"
+        w.close()
+        await w.wait_closed()
+        srv.server = server
+        await close_all(srv)
+
+    run(main())
+
+
+def test_serve_forever_and_cancellation(loop, run):
+    async def main():
+        srv = Server(loop, Echo)
+        server = await loop.create_server(srv.factory, "127.0.0.1", 0, start_serving=False)
+        task = asyncio.ensure_future(server.serve_forever())
+        await drain_loop(2)
+        assert server.is_serving()
+        with pytest.raises(RuntimeError, match="already being awaited"):
+            await server.serve_forever()
+        r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+        w.write(b"x")
+        assert await wait(r.readexactly(1)) == b"x"
+        w.close()
+        await w.wait_closed()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await wait(task)
+        assert not server.is_serving()  # serve_forever closes the server when cancelled
+        with pytest.raises(RuntimeError, match="is closed"):
+            await server.serve_forever()
+
+    run(main())
+
+
+def test_serve_forever_ends_when_closed(loop, run):
+    async def main():
+        srv, _ = await tcp_server(loop)
+        task = asyncio.ensure_future(srv.server.serve_forever())
+        await drain_loop(2)
+        srv.server.close()
+        with pytest.raises(asyncio.CancelledError):
+            await wait(task)
+
+    run(main())
+
+
+def test_async_with_closes_the_server(loop, run):
+    async def main():
+        srv, addr = await tcp_server(loop)
+        async with srv.server as server:
+            assert server is srv.server
+            assert server.is_serving()
+        assert not srv.server.is_serving()
+        assert srv.server.sockets == ()
+        await wait(srv.server.wait_closed())
+
+    run(main())
+
+
+def test_wait_closed_semantics_of_the_running_version(loop, loop_kind):
+    """3.12.1+: wait_closed waits until the server is closed and every connection is gone.
+    3.10 / 3.11: it returns at once once the server is closed, live connections or not."""
+
+    async def scenario(lp):
+        srv, addr = await tcp_server(lp)
+        _, client = await lp.create_connection(lambda: Recorder(lp), *addr)
+        peer = await srv.accepted(0)
+        before = asyncio.ensure_future(srv.server.wait_closed())
+        await drain_loop()
+        states = [before.done()]
+        srv.server.close()
+        after = asyncio.ensure_future(srv.server.wait_closed())
+        await drain_loop()
+        states += [before.done(), after.done()]
+        # The server is closed, the connection is still alive and works.
+        client.transport.write(b"still here")
+        await peer.until(10)
+        peer.transport.close()
+        await wait(client.lost)
+        await wait(asyncio.gather(before, after))
+        return states
+
+    states = same_as_stock(loop, loop_kind, scenario)
+    if sys.version_info >= (3, 12, 1):
+        assert states == [False, False, False]
+    elif sys.version_info < (3, 12):
+        assert states == [False, False, True]
+
+
+def test_server_closed_while_clients_are_connected(loop, run):
+    """close() stops accepting; the established connections go on until their own close."""
+
+    async def main():
+        srv, addr = await tcp_server(loop, Echo)
+        clients = []
+        for _ in range(3):
+            _, c = await loop.create_connection(lambda: Recorder(loop), *addr)
+            clients.append(c)
+        for i in range(3):
+            await srv.accepted(i)
+        srv.server.close()
+        with pytest.raises(ConnectionRefusedError):
+            await loop.create_connection(asyncio.Protocol, *addr)
+        for i, c in enumerate(clients):
+            c.transport.write(b"%d" % i)
+        for i, c in enumerate(clients):
+            assert await c.until(1) == b"%d" % i
+        await close_all(srv, *clients)
+
+    run(main())
+
+
+@pytest.mark.skipif(not PY313, reason="close_clients / abort_clients are new in 3.13")
+@pytest.mark.parametrize("how", ["close_clients", "abort_clients"])
+def test_close_and_abort_clients(loop, run, how):
+    async def main():
+        srv, addr = await tcp_server(loop)
+        clients = []
+        for _ in range(2):
+            _, c = await loop.create_connection(lambda: Recorder(loop), *addr)
+            clients.append(c)
+        peers = [await srv.accepted(i) for i in range(2)]
+        closed = asyncio.ensure_future(srv.server.wait_closed())
+        srv.server.close()
+        getattr(srv.server, how)()
+        for p in peers:
+            assert p.transport.is_closing()
+            assert await wait(p.lost) is None
+        for c in clients:
+            await wait(c.lost)
+            # close flushes and sends FIN (eof); abort just drops the socket.
+            if how == "close_clients":
+                assert c.events == ["made", "eof", ("lost", None)]
+        await wait(closed)
+
+    run(main())
+
+
+def test_several_hosts(loop, run):
+    async def main():
+        hosts = ["127.0.0.1", "::1"] if HAS_IPV6 else ["127.0.0.1", "127.0.0.2"]
+        srv = Server(loop, Echo)
+        srv.server = await loop.create_server(srv.factory, hosts, 0)
+        socks = srv.server.sockets
+        assert len(socks) == 2
+        assert sorted(s.getsockname()[0] for s in socks) == sorted(hosts)
+        for s in socks:
+            r, w = await asyncio.open_connection(*s.getsockname()[:2])
+            w.write(b"ok")
+            assert await wait(r.readexactly(2)) == b"ok"
+            w.close()
+            await w.wait_closed()
+        await close_all(srv)
+
+    run(main())
+
+
+def test_host_none_binds_every_family(loop, loop_kind):
+    async def scenario(lp):
+        server = await lp.create_server(asyncio.Protocol, None, 0)
+        families = sorted(s.family for s in server.sockets)
+        server.close()
+        await server.wait_closed()
+        return families
+
+    assert socket.AF_INET in same_as_stock(loop, loop_kind, scenario)
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
+def test_reuse_port(loop, run):
+    async def main():
+        a = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0, reuse_port=True)
+        port = a.sockets[0].getsockname()[1]
+        b = await loop.create_server(asyncio.Protocol, "127.0.0.1", port, reuse_port=True)
+        for s in (*a.sockets, *b.sockets):
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) != 0
+        with pytest.raises(OSError) as info:
+            await loop.create_server(asyncio.Protocol, "127.0.0.1", port)
+        assert info.value.errno == errno.EADDRINUSE
+        assert "error while attempting to bind on address" in str(info.value)
+        for s in (a, b):
+            s.close()
+            await s.wait_closed()
+
+    run(main())
+
+
+@pytest.mark.skipif(not PY313, reason="keep_alive is new in 3.13")
+def test_keep_alive(loop, run):
+    async def main():
+        srv = Server(loop)
+        srv.server = await loop.create_server(srv.factory, "127.0.0.1", 0, keep_alive=True)
+        s = srv.server.sockets[0]
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+        _, c = await loop.create_connection(lambda: Recorder(loop), *s.getsockname())
+        p = await srv.accepted(0)
+        sock = p.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+        await close_all(srv, c)
+
+    run(main())
+
+
+def test_server_from_sock(loop, run):
+    async def main():
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        srv = Server(loop, Echo)
+        srv.server = await loop.create_server(srv.factory, sock=lsock, backlog=5)
+        assert srv.server.sockets[0].fileno() == lsock.fileno()
+        assert lsock.gettimeout() == 0  # asyncio makes it non-blocking
+        r, w = await asyncio.open_connection(*lsock.getsockname())
+        w.write(b"s")
+        assert await wait(r.readexactly(1)) == b"s"
+        w.close()
+        await w.wait_closed()
+        await close_all(srv)
+        assert lsock.fileno() == -1  # closing the server closes the socket it was given
+
+    run(main())
+
+
+def test_invalid_arguments(loop, loop_kind):
+    async def scenario(lp):
+        P = asyncio.Protocol
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            cases = [
+                lp.create_server(P),  # neither host/port nor sock
+                lp.create_server(P, "127.0.0.1", 0, sock=tcp),
+                lp.create_server(P, sock=udp),
+                lp.create_server(P, "127.0.0.1", 0, ssl=True),
+                lp.create_server(P, "127.0.0.1", 0, ssl_handshake_timeout=1),
+                lp.create_server(P, "127.0.0.1", 70000),
+                lp.create_server(P, "::1", 0, family=socket.AF_INET),
+                lp.create_server(P, "127.0.0.1", 0, reuse_address=True, family=socket.AF_UNIX),
+            ]
+            return [await aoutcome(c) for c in cases]
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got[0] == (ValueError, None)
+    assert got[1] == (ValueError, None)
+    assert got[2] == (ValueError, None)
+    assert got[3] == (TypeError, None)
+    assert got[4] == (ValueError, None)
+    assert got[5][0] is OverflowError
+
+
+EMFILE_CHILD = r"""
+import asyncio, json, resource, socket, sys, time
+import oxloop
+
+loop = oxloop.new_event_loop() if sys.argv[1] == "oxloop" else asyncio.SelectorEventLoop()
+
+async def main():
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    accepted = loop.create_future()
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport):
+            if not accepted.done():
+                accepted.set_result(transport)
+
+    server = await loop.create_server(P, "127.0.0.1", 0)
+    addr = server.sockets[0].getsockname()
+    # Use every descriptor the limit allows, so accept() fails with EMFILE.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    client = socket.socket()
+    client.connect(addr)  # the kernel completes the handshake; accept() is what fails
+    held = []
+    try:
+        while True:
+            held.append(open("/dev/null", "rb"))
+    except OSError:
+        pass
+    failed = loop.create_future()
+    loop.set_exception_handler(
+        lambda lp, ctx: (errors.append(ctx), failed.done() or failed.set_result(None)))
+    await asyncio.wait_for(failed, 10)
+    cpu0 = time.process_time()
+    wall0 = time.monotonic()
+    for f in held:
+        f.close()
+    transport = await asyncio.wait_for(accepted, 10)
+    # asyncio retries after constants.ACCEPT_RETRY_DELAY (1 s): no busy loop meanwhile.
+    out = {
+        "messages": sorted({e["message"] for e in errors}),
+        "errnos": sorted({getattr(e.get("exception"), "errno", None) for e in errors}),
+        "serving": server.is_serving(),
+        "cpu": time.process_time() - cpu0,
+        "waited": time.monotonic() - wall0,
+    }
+    transport.close()
+    client.close()
+    server.close()
+    await server.wait_closed()
+    print(json.dumps(out))
+
+loop.run_until_complete(main())
+loop.close()
+"""
+
+
+def test_accept_emfile_keeps_serving_without_spinning(loop_kind):
+    proc = python_subprocess(EMFILE_CHILD, loop_kind)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    got = json.loads(out)
+    assert got["messages"] == ["socket.accept() out of system resource"]
+    assert got["errnos"] == [errno.EMFILE]
+    assert got["serving"]
+    assert got["cpu"] < 0.5 * max(got["waited"], 0.2), got
