@@ -227,9 +227,11 @@ def outcome_of(exc: BaseException | None) -> tuple[Any, ...]:
     return (type(exc), getattr(exc, "errno", None))
 
 
-async def aoutcome(aw: Awaitable[Any]) -> tuple[Any, ...]:
+async def aoutcome(aw: Awaitable[Any] | Callable[[], Awaitable[Any]]) -> tuple[Any, ...]:
+    """Await aw (or call it and await the result, so a TypeError raised by the call itself is
+    caught too); return outcome_of its exception."""
     try:
-        await aw
+        await (aw() if callable(aw) else aw)
     except Exception as exc:
         return outcome_of(exc)
     return ("ok",)
