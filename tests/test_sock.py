@@ -1,0 +1,453 @@
+"""The sock_* API, sendfile and DNS on both loops (selector_events.py / base_events.py).
+
+Covers sock_connect / sock_accept / sock_sendall / sock_recv / sock_recv_into, sock_sendto /
+sock_recvfrom / sock_recvfrom_into (3.11+), sock_sendfile and loop.sendfile (native and
+fallback, offsets and counts, file position afterwards, argument checks), cancellation leaving
+no fd registration behind, a socket closed while an operation waits, a socket owned by a
+transport being refused, SSL sockets refused, the debug-mode non-blocking check, and
+getaddrinfo / getnameinfo giving what the socket module gives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import ssl
+import sys
+import tempfile
+
+import pytest
+from _net import (
+    Recorder,
+    aoutcome,
+    close_all,
+    digest,
+    drain_loop,
+    payload,
+    same_as_stock,
+    tcp_pair,
+    tcp_server,
+    wait,
+)
+
+pytestmark = pytest.mark.timeout(60)
+PY311 = sys.version_info >= (3, 11)
+
+
+def nb_socket(family=socket.AF_INET, type=socket.SOCK_STREAM) -> socket.socket:
+    s = socket.socket(family, type)
+    s.setblocking(False)
+    return s
+
+
+async def connected_pair(loop) -> tuple[socket.socket, socket.socket]:
+    """(client, server side) TCP sockets connected with sock_connect / sock_accept."""
+    with nb_socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = nb_socket()
+        accept = asyncio.ensure_future(loop.sock_accept(listener))
+        await wait(loop.sock_connect(client, listener.getsockname()))
+        conn, addr = await wait(accept)
+        assert addr == client.getsockname()
+        assert conn.gettimeout() == 0  # asyncio makes accepted sockets non-blocking
+        return client, conn
+
+
+def test_connect_accept_sendall_recv(loop, run):
+    async def main():
+        client, conn = await connected_pair(loop)
+        with client, conn:
+            data = payload(4 * 1024 * 1024, seed=30)
+            send = asyncio.ensure_future(loop.sock_sendall(client, data))
+            got = bytearray()
+            while len(got) < len(data):
+                chunk = await wait(loop.sock_recv(conn, 65536))
+                assert chunk
+                got += chunk
+            assert await wait(send) is None
+            assert digest(got) == digest(data)
+            buf = bytearray(10)
+            await loop.sock_sendall(conn, b"into")
+            n = await wait(loop.sock_recv_into(client, buf))
+            assert (n, bytes(buf[:n])) == (4, b"into")
+            await loop.sock_sendall(conn, b"")  # nothing to send: returns at once
+            conn.shutdown(socket.SHUT_WR)
+            assert await wait(loop.sock_recv(client, 10)) == b""
+
+    run(main())
+
+
+@pytest.mark.skipif(not PY311, reason="sock_recvfrom / sock_sendto are new in 3.11")
+def test_datagram_sock_methods(loop, run):
+    async def main():
+        with nb_socket(type=socket.SOCK_DGRAM) as a, nb_socket(type=socket.SOCK_DGRAM) as b:
+            a.bind(("127.0.0.1", 0))
+            b.bind(("127.0.0.1", 0))
+            recv = asyncio.ensure_future(loop.sock_recvfrom(a, 100))
+            await drain_loop(2)
+            assert not recv.done()  # waiting on readiness
+            assert await loop.sock_sendto(b, b"hello", a.getsockname()) == 5
+            assert await wait(recv) == (b"hello", b.getsockname())
+            buf = bytearray(3)
+            await loop.sock_sendto(b, b"truncated", a.getsockname())
+            n, addr = await wait(loop.sock_recvfrom_into(a, buf))
+            assert (n, bytes(buf), addr) == (3, b"tru", b.getsockname())
+            await loop.sock_sendto(b, b"abcdef", a.getsockname())
+            n, _ = await wait(loop.sock_recvfrom_into(a, bytearray(10), 2))
+            assert n == 2
+
+    run(main())
+
+
+@pytest.mark.parametrize("op", ["recv", "recv_into", "accept", "sendall", "recvfrom"])
+def test_cancellation_leaves_no_registration(loop, run, op):
+    if op == "recvfrom" and not PY311:
+        pytest.skip("sock_recvfrom is new in 3.11")
+
+    async def main():
+        client, conn = await connected_pair(loop)
+        listener = nb_socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        dgram = nb_socket(type=socket.SOCK_DGRAM)
+        with client, conn, listener, dgram:
+            if op == "recv":
+                sock, coro = conn, loop.sock_recv(conn, 10)
+            elif op == "recv_into":
+                sock, coro = conn, loop.sock_recv_into(conn, bytearray(10))
+            elif op == "accept":
+                sock, coro = listener, loop.sock_accept(listener)
+            elif op == "recvfrom":
+                dgram.bind(("127.0.0.1", 0))
+                sock, coro = dgram, loop.sock_recvfrom(dgram, 10)
+            else:
+                # The peer does not read: sendall fills the kernel buffers and waits.
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock, coro = client, loop.sock_sendall(client, b"x" * 64 * 1024 * 1024)
+            task = asyncio.ensure_future(coro)
+            await drain_loop(3)
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # Nothing left watching the fd: removing a reader or writer finds nothing.
+            assert loop.remove_reader(sock.fileno()) is False
+            assert loop.remove_writer(sock.fileno()) is False
+            # And the socket works for the next operation.
+            if op in ("recv", "recv_into"):
+                await loop.sock_sendall(client, b"after")
+                assert await wait(loop.sock_recv(conn, 10)) == b"after"
+
+    run(main())
+
+
+def test_socket_closed_while_recv_waits(loop, run):
+    """A socket closed under a pending sock_recv: the loop keeps running (no hang, no busy
+    loop), and cancelling the orphaned operation afterwards is clean."""
+
+    async def main():
+        errors = []
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        client, conn = await connected_pair(loop)
+        task = asyncio.ensure_future(loop.sock_recv(conn, 10))
+        await drain_loop(2)
+        conn.close()
+        await loop.sock_sendall(client, b"to a closed peer")
+        await drain_loop(5)
+        ticks = 0
+        for _ in range(20):
+            await asyncio.sleep(0)
+            ticks += 1
+        assert ticks == 20
+        task.cancel()
+        try:
+            await wait(task)
+        except (asyncio.CancelledError, OSError):
+            pass
+        client.close()
+        await drain_loop(2)
+        assert errors == []
+
+    run(main())
+
+
+def test_socket_owned_by_a_transport_is_refused(loop, run):
+    """sock_recv on the fd of a live transport raises RuntimeError once it would have to wait
+    (selector_events._ensure_fd_no_transport); after the transport closed it is allowed."""
+
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        fd = client.transport.get_extra_info("socket").fileno()
+        same_fd = socket.socket(fileno=fd)  # a second object on the transport's own fd
+        try:
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                await loop.sock_recv(same_fd, 10)
+            # add_reader / remove_reader refuse the fd too.
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                loop.remove_reader(fd)
+            with pytest.raises(RuntimeError, match="is used by transport"):
+                loop.add_writer(fd, lambda: None)
+        finally:
+            same_fd.detach()
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_ssl_sockets_and_blocking_sockets_are_refused(loop, run):
+    async def main():
+        ctx = ssl.create_default_context()
+        sock = socket.socket()
+        with ctx.wrap_socket(sock, server_hostname="x", do_handshake_on_connect=False) as ssock:
+            for call in (
+                lambda: loop.sock_recv(ssock, 1),
+                lambda: loop.sock_sendall(ssock, b"x"),
+                lambda: loop.sock_connect(ssock, ("127.0.0.1", 1)),
+                lambda: loop.sock_accept(ssock),
+            ):
+                with pytest.raises(TypeError, match="SSLSocket"):
+                    await call()
+        loop.set_debug(True)
+        try:
+            with socket.socket() as blocking:
+                with pytest.raises(ValueError, match="must be non-blocking"):
+                    await loop.sock_recv(blocking, 1)
+        finally:
+            loop.set_debug(False)
+
+    run(main())
+
+
+def test_sock_connect_errors(loop, loop_kind):
+    async def scenario(lp):
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            addr = closed.getsockname()
+            with nb_socket() as s:
+                refused = await aoutcome(lp.sock_connect(s, addr))
+            with nb_socket() as s:
+                overflow = await aoutcome(lp.sock_connect(s, ("127.0.0.1", 70000)))
+            with nb_socket() as s:
+                wrong_family = await aoutcome(lp.sock_connect(s, "/tmp/x"))
+        return refused, overflow[0], wrong_family[0]
+
+    refused, *_ = same_as_stock(loop, loop_kind, scenario)
+    assert refused == (ConnectionRefusedError, errno.ECONNREFUSED)
+
+
+@pytest.fixture
+def data_file():
+    data = payload(3 * 1024 * 1024 + 123, seed=31)
+    with tempfile.TemporaryFile() as f:
+        f.write(data)
+        f.flush()
+        f.seek(0)
+        yield f, data
+
+
+def test_sock_sendfile(loop, run, data_file):
+    f, data = data_file
+
+    async def main():
+        client, conn = await connected_pair(loop)
+        with client, conn:
+
+            async def read_all(n):
+                got = bytearray()
+                while len(got) < n:
+                    chunk = await wait(loop.sock_recv(conn, 1 << 20))
+                    assert chunk
+                    got += chunk
+                return bytes(got)
+
+            reader = asyncio.ensure_future(read_all(len(data)))
+            assert await wait(loop.sock_sendfile(client, f)) == len(data)
+            assert digest(await reader) == digest(data)
+            assert f.tell() == len(data)  # the file position follows what was sent
+
+            reader = asyncio.ensure_future(read_all(1000))
+            assert await wait(loop.sock_sendfile(client, f, 5000, 1000)) == 1000
+            assert await reader == data[5000:6000]
+            assert f.tell() == 6000
+
+            # Past the end: nothing sent.
+            assert await loop.sock_sendfile(client, f, len(data) + 10) == 0
+
+    run(main())
+
+
+def test_sock_sendfile_argument_checks(loop, loop_kind, data_file):
+    f, _ = data_file
+
+    async def scenario(lp):
+        with nb_socket(type=socket.SOCK_DGRAM) as udp, nb_socket() as tcp:
+            with open(__file__) as text:
+                cases = [
+                    lp.sock_sendfile(tcp, text),
+                    lp.sock_sendfile(udp, f),
+                    lp.sock_sendfile(tcp, f, -1),
+                    lp.sock_sendfile(tcp, f, "0"),
+                    lp.sock_sendfile(tcp, f, 0, 0),
+                    lp.sock_sendfile(tcp, f, 0, 1.5),
+                ]
+                return [await aoutcome(c) for c in cases]
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert [g[0] for g in got] == [
+        ValueError,
+        ValueError,
+        ValueError,
+        TypeError,
+        ValueError,
+        TypeError,
+    ]
+
+
+def test_loop_sendfile_on_a_transport(loop, run, data_file):
+    f, data = data_file
+
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        t = client.transport
+        t.write(b"head:")
+        sending = asyncio.ensure_future(loop.sendfile(t, f))
+        await asyncio.sleep(0)
+        if not sending.done():
+            # While sendfile runs the transport refuses writes (selector_events).
+            with pytest.raises(RuntimeError, match="sendfile is in progress"):
+                t.write(b"x")
+        assert await wait(sending) == len(data)
+        t.write(b":tail")
+        got = await peer.until(len(data) + 10)
+        assert digest(got) == digest(b"head:" + data + b":tail")
+        assert f.tell() == len(data)
+        # offset / count, and the transport still reads and writes afterwards.
+        assert await wait(loop.sendfile(t, f, 10, 20)) == 20
+        assert (await peer.until(len(data) + 30))[-20:] == data[10:30]
+        assert f.tell() == 30
+        peer.transport.write(b"back")
+        assert await client.until(4) == b"back"
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_loop_sendfile_fallback_false_and_bad_transports(loop, loop_kind, data_file):
+    f, _ = data_file
+
+    async def scenario(lp):
+        out = []
+        srv, client, peer = await tcp_pair(lp)
+        client.transport.close()
+        out.append(await aoutcome(lp.sendfile(client.transport, f)))
+        dt, _ = await lp.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        out.append(await aoutcome(lp.sendfile(dt, f)))
+        dt.close()
+        await close_all(srv, client)
+        return out
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert [g[0] for g in got] == [RuntimeError, RuntimeError]
+
+
+def test_streams_sendfile_over_unix_socket(loop, run, data_file):
+    f, data = data_file
+
+    async def main():
+        a, b = socket.socketpair()
+        ra, wa = await asyncio.open_connection(sock=a)
+        rb, wb = await asyncio.open_connection(sock=b)
+        # Read while sending: the StreamReader stops reading past twice its limit.
+        received = asyncio.ensure_future(rb.read())
+        assert await wait(loop.sendfile(wa.transport, f)) == len(data)
+        wa.write_eof()
+        assert digest(await wait(received)) == digest(data)
+        for w in (wa, wb):
+            w.close()
+            await w.wait_closed()
+
+    run(main())
+
+
+GAI_CASES = [
+    ("127.0.0.1", 80, {}),
+    ("127.0.0.1", "http", {"type": socket.SOCK_STREAM}),
+    ("localhost", 443, {"family": socket.AF_INET, "type": socket.SOCK_STREAM}),
+    ("::1", 53, {"type": socket.SOCK_DGRAM}),
+    (None, 8080, {"flags": socket.AI_PASSIVE, "type": socket.SOCK_STREAM}),
+    (b"127.0.0.1", b"80", {}),
+    ("127.0.0.1", None, {"proto": socket.IPPROTO_TCP}),
+]
+
+
+@pytest.mark.parametrize("host,port,kw", GAI_CASES)
+def test_getaddrinfo_matches_the_socket_module(loop, run, host, port, kw):
+    try:
+        expected = socket.getaddrinfo(host, port, **kw)
+    except socket.gaierror as exc:
+        with pytest.raises(socket.gaierror) as info:
+            run(loop.getaddrinfo(host, port, **kw))
+        assert info.value.errno == exc.errno
+        return
+    assert run(loop.getaddrinfo(host, port, **kw)) == expected
+
+
+def test_getaddrinfo_errors(loop, loop_kind):
+    async def scenario(lp):
+        return [
+            await aoutcome(lp.getaddrinfo(None, None)),
+            await aoutcome(lp.getaddrinfo("127.0.0.1", 70000)),
+            await aoutcome(lp.getaddrinfo("127.0.0.1", 80, family=12345)),
+            await aoutcome(lp.getaddrinfo("not-an-ip", 80, flags=socket.AI_NUMERICHOST)),
+        ]
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got[0][0] is socket.gaierror
+    assert got[3][0] is socket.gaierror
+
+
+@pytest.mark.parametrize(
+    "addr,flags",
+    [
+        (("127.0.0.1", 80), 0),
+        (("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV),
+        (("::1", 443, 0, 0), socket.NI_NUMERICHOST),
+        (("127.0.0.1", 53), socket.NI_DGRAM),
+    ],
+)
+def test_getnameinfo_matches_the_socket_module(loop, run, addr, flags):
+    assert run(loop.getnameinfo(addr, flags)) == socket.getnameinfo(addr, flags)
+
+
+def test_getnameinfo_errors(loop, loop_kind):
+    async def scenario(lp):
+        return [
+            await aoutcome(lp.getnameinfo(("127.0.0.1",))),
+            await aoutcome(lp.getnameinfo("127.0.0.1")),
+            await aoutcome(lp.getnameinfo(("127.0.0.1", 70000))),
+        ]
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got[1][0] is TypeError
+
+
+def test_create_server_and_connect_on_sockets_from_sock_api(loop, run):
+    """sock_accept'ed sockets handed to connect_accepted_socket, and transports created from
+    sockets that went through the sock_* API first."""
+
+    async def main():
+        srv, addr = await tcp_server(loop)
+        s = nb_socket()
+        await loop.sock_connect(s, addr)
+        await loop.sock_sendall(s, b"raw first, ")
+        _, proto = await loop.create_connection(lambda: Recorder(loop), sock=s)
+        proto.transport.write(b"then transport")
+        peer = await srv.accepted(0)
+        assert await peer.until(25) == b"raw first, then transport"
+        await close_all(srv, proto)
+
+    run(main())
