@@ -240,23 +240,26 @@ async def aoutcome(aw: Awaitable[Any] | Callable[[], Awaitable[Any]]) -> tuple[A
 # -- TLS ---------------------------------------------------------------------------------------
 
 _CA: Any = None
+_CONTEXTS: tuple[ssl.SSLContext, ssl.SSLContext] | None = None
 
 
 def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(server context, client context) for 'localhost' / 127.0.0.1, from a CA made by trustme
-    once per process; the client trusts only that CA."""
+    """(server context, client context) for 'localhost' / 127.0.0.1 / ::1, from a CA made by
+    trustme once per process (the same two objects on every call); the client trusts only
+    that CA."""
     import trustme
 
-    global _CA
-    if _CA is None:
+    global _CA, _CONTEXTS
+    if _CONTEXTS is None:
         ca = trustme.CA()
         _CA = (ca, ca.issue_cert("localhost", "127.0.0.1", "::1"))
-    ca, cert = _CA
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server)
-    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ca.configure_trust(client)
-    return server, client
+        cert = _CA[1]
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(server)
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        ca.configure_trust(client)
+        _CONTEXTS = (server, client)
+    return _CONTEXTS
 
 
 def tls_files(tmp_path: os.PathLike[str]) -> tuple[str, str, str]:
