@@ -34,7 +34,7 @@ from asyncio.log import logger
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import _oxloop
+from . import _oxloop, _subprocess
 
 __all__ = ["Loop", "new_event_loop"]
 
@@ -214,11 +214,33 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
                 source=self,
             )
             self._signal_handlers.clear()
+        # Children still running go to a reaper thread while their pidfds can be unregistered.
+        _subprocess.loop_closing(self)
         base_events.BaseEventLoop.close(self)
         self._close_core()
         self._internal_fds = 0
         # As BaseSelectorEventLoop.close: transports' reprs say "open" once the loop is gone.
         self._selector = None
+
+    # -- subprocesses ------------------------------------------------------------------------
+
+    async def _make_subprocess_transport(
+        self,
+        protocol: Any,
+        args: Any,
+        shell: bool,
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        bufsize: int,
+        extra: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """asyncio's subprocess transport with oxloop's child-exit watching (a pidfd in the
+        poller; no child watcher, no SIGCHLD handler): see _subprocess.py."""
+        return await _subprocess.make_subprocess_transport(
+            self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs
+        )
 
     # -- paths the Rust core calls back into --------------------------------------------------
 
