@@ -7,10 +7,13 @@ mod io;
 mod loop_core;
 mod sys;
 mod time;
+mod transport;
 
 #[pymodule]
 fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<loop_core::LoopCore>()?;
+    m.add_class::<transport::SocketReader>()?;
+    m.add_class::<transport::SocketWriter>()?;
     Ok(())
 }

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from . import _oxloop, _subprocess
+from ._transports import _SocketTransport
 
 __all__ = ["Loop", "new_event_loop"]
 
@@ -241,6 +242,23 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         return await _subprocess.make_subprocess_transport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs
         )
+
+    # -- transports ---------------------------------------------------------------------------
+
+    def _make_socket_transport(
+        self,
+        sock: Any,
+        protocol: Any,
+        waiter: Any = None,
+        *,
+        extra: Any = None,
+        server: Any = None,
+    ) -> Any:
+        """asyncio's stream socket transport with its read and write paths in Rust."""
+        if sys.version_info >= (3, 12):
+            # 3.12+ refuse a socket another transport already uses (selector_events.py).
+            self._ensure_fd_no_transport(sock)
+        return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
     # -- paths the Rust core calls back into --------------------------------------------------
 

@@ -3,13 +3,13 @@
 import asyncio
 import contextvars
 from collections.abc import Callable
-from typing import Any
+from typing import Any, final
 
 from typing_extensions import TypeVarTuple, Unpack, disjoint_base
 
 _Ts = TypeVarTuple("_Ts")
 
-__all__ = ["__version__", "LoopCore"]
+__all__ = ["__version__", "LoopCore", "SocketReader", "SocketWriter"]
 
 __version__: str
 
@@ -75,3 +75,17 @@ class LoopCore:
     def _close_core(self) -> None: ...
     def _gc_track_shared(self) -> None: ...
     def _counters(self) -> dict[str, int]: ...
+
+@final
+class SocketReader:
+    """The read-event callback of one stream socket transport."""
+
+    def __new__(cls, transport: asyncio.Transport) -> SocketReader: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> None: ...
+
+@final
+class SocketWriter:
+    """The fast ``write`` of one stream socket transport (held weakly)."""
+
+    def __new__(cls, transport: asyncio.Transport) -> SocketWriter: ...
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...

@@ -25,3 +25,17 @@ macro_rules! syscall {
 pub mod clock;
 pub mod epoll;
 pub mod waker;
+
+/// `recv(2)` into `len` bytes at `buf`; returns the byte count (0 at end of stream).
+pub fn recv(fd: i32, buf: *mut std::ffi::c_void, len: usize) -> std::io::Result<usize> {
+    // recv on a bad fd is an EBADF error, not UB; `buf` points to `len` writable bytes (the
+    // callers' contract: a fresh bytes object or a writable Py_buffer).
+    syscall!(recv(fd, buf, len, 0)).map(|n| n as usize)
+}
+
+/// `send(2)` of `len` bytes at `buf`. MSG_NOSIGNAL: a closed peer gives EPIPE, never SIGPIPE
+/// (CPython ignores SIGPIPE at startup; an embedding application may not).
+pub fn send(fd: i32, buf: *const std::ffi::c_void, len: usize) -> std::io::Result<usize> {
+    // `buf` points to `len` readable bytes (the caller holds the object alive).
+    syscall!(send(fd, buf, len, libc::MSG_NOSIGNAL)).map(|n| n as usize)
+}

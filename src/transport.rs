@@ -1,0 +1,268 @@
+//! Native fast paths of the stream socket transport (`python/oxloop/_transports.py`).
+//!
+//! The transport is asyncio's own `selector_events._SelectorSocketTransport` (subclassed), so
+//! its state, flow control, closing and error paths stay CPython's code of the running version.
+//! Two per-event paths run here instead of in Python: reading ([`SocketReader`]: recv, then
+//! `data_received`, or `get_buffer` / recv_into / `buffer_updated` for a BufferedProtocol) and
+//! the common case of `write` ([`SocketWriter`]: nothing queued, one `send`). The transport
+//! hands a `SocketReader` to `_add_reader` where asyncio hands its bound `_read_ready`, and
+//! installs the writer's bound `write` as an instance attribute, the way 3.13's transport
+//! itself installs `_write_ready`.
+//!
+//! Invariants:
+//! - Every step mirrors `_read_ready__data_received`, `_read_ready__get_buffer` and `write` of
+//!   selector_events.py, with the same messages to `_fatal_error`. Anything outside the common
+//!   case (a non-bytes argument, a queued buffer, write_eof called, a lost connection, a
+//!   sendfile in progress, a would-block or partial send) goes to the Python `write`, so the
+//!   exceptions, warnings and buffering are asyncio's.
+//! - References mirror asyncio's: the reader holds the transport strongly, as the bound
+//!   `_read_ready` in the loop's reader handle does (that handle is what keeps a transport
+//!   nobody else holds alive); the writer, stored on the transport itself, holds it weakly, so
+//!   it adds no reference cycle and an unclosed transport is still freed (and warned about) as
+//!   soon as its last reference goes.
+//! - The socket fd is read from the transport at each call and used only while `_conn_lost` is
+//!   0, i.e. while the transport's socket is open (asyncio closes it after counting the loss).
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::io;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyWeakrefReference};
+
+use crate::errors::os_error;
+
+/// `_SelectorSocketTransport.max_size`: the most one `recv` asks for (selector_events.py).
+const DEFAULT_MAX_SIZE: usize = 256 * 1024;
+
+/// The read-event callback of one transport (what the loop's reader handle calls).
+#[pyclass(module = "oxloop._oxloop", frozen)]
+pub struct SocketReader {
+    transport: Py<PyAny>,
+    max_size: usize,
+}
+
+/// The `write` of one transport, stored on it as an instance attribute.
+#[pyclass(module = "oxloop._oxloop", frozen)]
+pub struct SocketWriter {
+    transport: Py<PyWeakrefReference>,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// SystemExit and KeyboardInterrupt escape the transport, as asyncio re-raises them.
+fn escapes(py: Python<'_>, e: &PyErr) -> bool {
+    e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
+}
+
+/// `transport._fatal_error(exc, message)`; only SystemExit and KeyboardInterrupt propagate.
+fn fatal(t: &Bound<'_, PyAny>, err: PyErr, message: &str) -> PyResult<()> {
+    let py = t.py();
+    if escapes(py, &err) {
+        return Err(err);
+    }
+    t.call_method1(intern!(py, "_fatal_error"), (err.into_value(py), message))?;
+    Ok(())
+}
+
+fn sock_fd(t: &Bound<'_, PyAny>) -> PyResult<i32> {
+    t.getattr(intern!(t.py(), "_sock_fd"))?.extract()
+}
+
+thread_local! {
+    /// The receive buffer of the loop thread: one per thread, reused by every transport, as
+    /// libuv's loop-wide read buffer. Receiving straight into a fresh `max_size` bytes object
+    /// (what `socket.recv` does) costs an mmap, an mremap and an munmap per read once
+    /// `max_size` passes glibc's mmap threshold (256 KiB does); one copy of what arrived is
+    /// far cheaper.
+    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One `recv` of up to `max_size` bytes, returned as a bytes object of the size received.
+fn recv_bytes(py: Python<'_>, fd: i32, max_size: usize) -> Result<Bound<'_, PyBytes>, io::Error> {
+    RECV_BUF.with(|cell| {
+        // Held only for the syscall and the copy; no Python code runs in between, so a
+        // nested read on this thread cannot find it borrowed.
+        let mut buf = cell
+            .try_borrow_mut()
+            .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
+        if buf.len() < max_size {
+            buf.resize(max_size, 0);
+        }
+        let n = crate::sys::recv(fd, buf.as_mut_ptr().cast::<c_void>(), max_size)?;
+        Ok(PyBytes::new(py, &buf[..n]))
+    })
+}
+
+impl SocketReader {
+    fn data_received(&self, t: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = t.py();
+        let fd = sock_fd(t)?;
+        let data = match recv_bytes(py, fd, self.max_size) {
+            Ok(d) => d,
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) => return fatal(t, os_error(e), "Fatal read error on socket transport"),
+        };
+        if data.as_bytes().is_empty() {
+            t.call_method0(intern!(py, "_read_ready__on_eof"))?;
+            return Ok(());
+        }
+        let proto = t.getattr(intern!(py, "_protocol"))?;
+        if let Err(e) = proto.call_method1(intern!(py, "data_received"), (data,)) {
+            return fatal(t, e, "Fatal error: protocol.data_received() call failed.");
+        }
+        Ok(())
+    }
+
+    fn buffer_updated(&self, t: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = t.py();
+        let proto = t.getattr(intern!(py, "_protocol"))?;
+        let buf = match proto
+            .call_method1(intern!(py, "get_buffer"), (-1,))
+            .and_then(|b| match b.len() {
+                Ok(0) => Err(PyRuntimeError::new_err(
+                    "get_buffer() returned an empty buffer",
+                )),
+                Ok(_) => Ok(b),
+                Err(e) => Err(e),
+            }) {
+            Ok(b) => b,
+            Err(e) => return fatal(t, e, "Fatal error: protocol.get_buffer() call failed."),
+        };
+        let fd = sock_fd(t)?;
+        let nbytes = match recv_into(&buf, fd) {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if would_block(&e) => return Ok(()),
+            Ok(Err(e)) => return fatal(t, os_error(e), "Fatal read error on socket transport"),
+            // The object is not a writable buffer: socket.recv_into's TypeError.
+            Err(e) => return fatal(t, e, "Fatal read error on socket transport"),
+        };
+        if nbytes == 0 {
+            t.call_method0(intern!(py, "_read_ready__on_eof"))?;
+            return Ok(());
+        }
+        let proto = t.getattr(intern!(py, "_protocol"))?;
+        if let Err(e) = proto.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
+            return fatal(t, e, "Fatal error: protocol.buffer_updated() call failed.");
+        }
+        Ok(())
+    }
+}
+
+/// The Python `write` of asyncio's transport, for every case the fast path leaves alone.
+fn write_slow(t: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    t.call_method1(intern!(t.py(), "_write_slow"), (data,))?;
+    Ok(())
+}
+
+/// `socket.recv_into(buf)`: the outer error is the buffer request failing (a TypeError for
+/// an object that is not a writable contiguous buffer), the inner one the syscall's.
+fn recv_into(buf: &Bound<'_, PyAny>, fd: i32) -> PyResult<Result<usize, io::Error>> {
+    let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+    // SAFETY: buf is a live object; on success the view is filled and must be released.
+    let rc =
+        unsafe { ffi::PyObject_GetBuffer(buf.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_WRITABLE) };
+    if rc != 0 {
+        return Err(PyErr::fetch(buf.py()));
+    }
+    // SAFETY: PyObject_GetBuffer succeeded, so the view is initialised.
+    let mut view = unsafe { view.assume_init() };
+    let len = usize::try_from(view.len).unwrap_or(0);
+    let res = crate::sys::recv(fd, view.buf, len);
+    // SAFETY: the view came from a successful PyObject_GetBuffer and is released once.
+    unsafe { ffi::PyBuffer_Release(&mut view) };
+    Ok(res)
+}
+
+#[pymethods]
+impl SocketReader {
+    #[new]
+    fn new(transport: &Bound<'_, PyAny>) -> Self {
+        let py = transport.py();
+        let max_size = transport
+            .getattr(intern!(py, "max_size"))
+            .and_then(|v| v.extract::<usize>())
+            .unwrap_or(DEFAULT_MAX_SIZE);
+        Self {
+            transport: transport.clone().unbind(),
+            max_size: max_size.max(1),
+        }
+    }
+
+    /// `_read_ready`: one read event, for a Protocol or a BufferedProtocol (as the
+    /// transport's `_read_ready_cb` would choose).
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        let t = self.transport.bind(py);
+        if t.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
+            return Ok(());
+        }
+        if t.getattr(intern!(py, "_oxloop_buffered"))?.is_truthy()? {
+            self.buffer_updated(t)
+        } else {
+            self.data_received(t)
+        }
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "<SocketReader of {}>",
+            self.transport.bind(py).repr()?
+        ))
+    }
+}
+
+#[pymethods]
+impl SocketWriter {
+    #[new]
+    fn new(transport: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(Self {
+            transport: PyWeakrefReference::new(transport)?.unbind(),
+        })
+    }
+
+    /// `write(data)`: sends at once when nothing is queued; otherwise asyncio's `write`.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(t) = self.transport.bind(py).upgrade() else {
+            return Ok(());
+        };
+        let (ptr, len): (*const u8, usize) = if let Ok(b) = data.cast_exact::<PyBytes>() {
+            let s = b.as_bytes();
+            (s.as_ptr(), s.len())
+        } else if let Ok(b) = data.cast_exact::<PyByteArray>() {
+            // SAFETY: the pointer is used for one send below, with the GIL held and no
+            // Python code running in between, so the bytearray cannot be resized meanwhile.
+            let s = unsafe { b.as_bytes() };
+            (s.as_ptr(), s.len())
+        } else {
+            return write_slow(&t, data);
+        };
+        if len == 0
+            || t.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
+            || t.getattr(intern!(py, "_eof"))?.is_truthy()?
+            || !t.getattr(intern!(py, "_empty_waiter"))?.is_none()
+            || t.getattr(intern!(py, "_buffer"))?.len()? != 0
+        {
+            return write_slow(&t, data);
+        }
+        let fd = sock_fd(&t)?;
+        match crate::sys::send(fd, ptr.cast::<c_void>(), len) {
+            Ok(n) if n == len => Ok(()),
+            Ok(n) => {
+                // SAFETY: ptr/len still describe the caller's buffer (no Python ran since).
+                let rest = PyBytes::new(py, unsafe {
+                    std::slice::from_raw_parts(ptr.add(n), len - n)
+                });
+                write_slow(&t, rest.as_any())
+            }
+            Err(e) if would_block(&e) => write_slow(&t, data),
+            Err(e) => fatal(&t, os_error(e), "Fatal write error on socket transport"),
+        }
+    }
+}

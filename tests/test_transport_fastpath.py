@@ -1,0 +1,330 @@
+"""The stream transport's Rust read and write paths behave as asyncio's Python ones.
+
+oxloop's socket transport is asyncio's ``_SelectorSocketTransport`` with ``_read_ready`` and the
+common case of ``write`` in Rust (python/oxloop/_transports.py, src/transport.rs). Each test
+here drives one branch of those paths (what keeps a transport alive, the buffer shapes ``write``
+accepts, partial sends, the error messages of ``_fatal_error``, BufferedProtocol, switching
+protocols) and runs on stock asyncio too, where the expected result comes from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import socket
+import warnings
+
+import pytest
+from _helpers import collect_errors
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+class Recorder(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.eof = False
+        self.lost: asyncio.Future | None = None
+        self.paused = 0
+        self.resumed = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        assert type(data) is bytes
+        self.data += data
+
+    def eof_received(self):
+        self.eof = True
+
+    def pause_writing(self) -> None:
+        self.paused += 1
+
+    def resume_writing(self) -> None:
+        self.resumed += 1
+
+    def connection_lost(self, exc) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def _connect(loop, sock, proto):
+    transport, _ = await loop.connect_accepted_socket(lambda: proto, sock)
+    return transport
+
+
+def test_loop_alone_keeps_an_unreferenced_transport_alive(loop, run):
+    # Nothing but the loop's reader holds the transport (the protocol is only referenced by
+    # the transport): a collection must not free it and close the socket under the peer.
+    a, b = _pair()
+    received = []
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.t = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.t.write(data)
+
+    async def main():
+        await loop.connect_accepted_socket(Echo, a)
+        for i in range(5):
+            gc.collect()
+            await loop.sock_sendall(b, b"ping %d" % i)
+            received.append(await loop.sock_recv(b, 100))
+        b.close()
+
+    run(main())
+    assert received == [b"ping %d" % i for i in range(5)]
+
+
+def test_unclosed_transport_is_reported_when_dropped(loop, run):
+    a, b = _pair()
+
+    async def main():
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        transport.pause_reading()  # the reader no longer holds it
+        return [transport]
+
+    box = run(main())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del box[:]
+        gc.collect()
+    assert any(
+        issubclass(w.category, ResourceWarning) and "unclosed transport" in str(w.message)
+        for w in caught
+    ), [str(w.message) for w in caught]
+    b.close()
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview"])
+def test_write_accepts_bytes_like(loop, run, kind):
+    a, b = _pair()
+    payload = b"0123456789" * 100
+    data = {"bytes": payload, "bytearray": bytearray(payload), "memoryview": memoryview(payload)}
+
+    async def main():
+        transport = await _connect(loop, a, Recorder())
+        transport.write(data[kind])
+        got = b""
+        while len(got) < len(payload):
+            got += await loop.sock_recv(b, 65536)
+        transport.close()
+        return got
+
+    assert run(main()) == payload
+    b.close()
+
+
+@pytest.mark.parametrize("bad", ["text", 123, None])
+def test_write_rejects_non_bytes(loop, run, bad):
+    a, b = _pair()
+
+    async def main():
+        transport = await _connect(loop, a, Recorder())
+        try:
+            with pytest.raises(TypeError, match="data argument must be a bytes-like object"):
+                transport.write(bad)
+        finally:
+            transport.close()
+
+    run(main())
+    b.close()
+
+
+def test_write_after_write_eof_raises(loop, run):
+    a, b = _pair()
+
+    async def main():
+        transport = await _connect(loop, a, Recorder())
+        transport.write_eof()
+        with pytest.raises(RuntimeError, match="Cannot call write"):
+            transport.write(b"x")
+        with pytest.raises(RuntimeError, match="Cannot call write"):
+            transport.write(b"")  # checked before the empty-data shortcut, as asyncio does
+        transport.close()
+
+    run(main())
+    b.close()
+
+
+def test_writes_after_connection_lost_are_counted_and_dropped(loop, run):
+    a, b = _pair()
+
+    async def main():
+        proto = Recorder()
+        transport = await _connect(loop, a, proto)
+        transport.abort()
+        await proto.lost
+        for _ in range(3):
+            transport.write(b"dropped")
+        return transport._conn_lost
+
+    assert run(main()) == 4  # abort counts one loss, then one per write
+    b.close()
+
+
+def test_large_write_buffers_pauses_and_arrives_intact(loop, run):
+    # The peer does not read at first: the first send is partial, the rest is queued in
+    # asyncio's buffer, pause_writing fires; then the peer drains everything.
+    a, b = _pair()
+    payload = hashlib.sha256(b"seed").digest() * (8 * 1024 * 1024 // 32)
+
+    async def main():
+        proto = Recorder()
+        transport = await _connect(loop, a, proto)
+        transport.write(payload)
+        queued = transport.get_write_buffer_size()
+        paused = proto.paused
+        h = hashlib.sha256()
+        got = 0
+        while got < len(payload):
+            chunk = await loop.sock_recv(b, 1 << 20)
+            h.update(chunk)
+            got += len(chunk)
+        transport.close()
+        await proto.lost
+        return queued, paused, proto.resumed, h.hexdigest()
+
+    queued, paused, resumed, digest = run(main())
+    assert 0 < queued < len(payload)
+    assert (paused, resumed) == (1, 1)
+    assert digest == hashlib.sha256(payload).hexdigest()
+    b.close()
+
+
+def test_data_received_error_reaches_the_handler(loop, run):
+    a, b = _pair()
+    errors = collect_errors(loop)
+
+    class Boom(Recorder):
+        def data_received(self, data: bytes) -> None:
+            raise ZeroDivisionError("boom")
+
+    async def main():
+        proto = Boom()
+        await _connect(loop, a, proto)
+        await loop.sock_sendall(b, b"x")
+        return await proto.lost
+
+    exc = run(main())
+    assert isinstance(exc, ZeroDivisionError)
+    assert [e["message"] for e in errors] == ["Fatal error: protocol.data_received() call failed."]
+    assert isinstance(errors[0]["exception"], ZeroDivisionError)
+    b.close()
+
+
+def test_peer_closing_is_eof_then_connection_lost(loop, run):
+    a, b = _pair()
+    errors = collect_errors(loop)
+
+    async def main():
+        proto = Recorder()
+        await _connect(loop, a, proto)
+        return proto, await asyncio.wait_for(proto.lost, 5)
+
+    b.close()
+    proto, exc = run(main())
+    assert errors == []
+    assert proto.eof and exc is None
+
+
+class Buffered(asyncio.BufferedProtocol):
+    def __init__(self, size: int = 7) -> None:
+        self.size = size
+        self.data = bytearray()
+        self.lost: asyncio.Future | None = None
+        self.sizes: list[int] = []
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def get_buffer(self, sizehint: int):
+        self.sizes.append(sizehint)
+        self.buf = bytearray(self.size)
+        return self.buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data += self.buf[:nbytes]
+
+    def eof_received(self):
+        return None
+
+    def connection_lost(self, exc) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+def test_buffered_protocol_reads_through_its_buffer(loop, run):
+    a, b = _pair()
+
+    async def main():
+        proto = Buffered()
+        await _connect(loop, a, proto)
+        await loop.sock_sendall(b, b"abcdefghijklmnopqrstuvwxyz")
+        b.shutdown(socket.SHUT_WR)
+        await proto.lost
+        return proto
+
+    proto = run(main())
+    assert bytes(proto.data) == b"abcdefghijklmnopqrstuvwxyz"
+    assert set(proto.sizes) == {-1}
+    b.close()
+
+
+@pytest.mark.parametrize(
+    ("buffer", "message"),
+    [
+        (bytearray(), "Fatal error: protocol.get_buffer() call failed."),
+        (b"read-only", "Fatal read error on socket transport"),
+    ],
+)
+def test_bad_buffers_are_fatal_errors(loop, run, buffer, message):
+    a, b = _pair()
+    errors = collect_errors(loop)
+
+    class Bad(Buffered):
+        def get_buffer(self, sizehint: int):
+            return buffer
+
+    async def main():
+        proto = Bad()
+        await _connect(loop, a, proto)
+        await loop.sock_sendall(b, b"x")
+        return await proto.lost
+
+    exc = run(main())
+    assert [e["message"] for e in errors] == [message]
+    assert type(errors[0]["exception"]) is type(exc)
+    b.close()
+
+
+def test_set_protocol_switches_between_shapes(loop, run):
+    a, b = _pair()
+
+    async def main():
+        first = Recorder()
+        transport = await _connect(loop, a, first)
+        await loop.sock_sendall(b, b"one")
+        while not first.data:
+            await asyncio.sleep(0)
+        second = Buffered(size=4)
+        second.connection_made(transport)
+        transport.set_protocol(second)
+        await loop.sock_sendall(b, b"twothree")
+        b.shutdown(socket.SHUT_WR)
+        await second.lost
+        return bytes(first.data), bytes(second.data)
+
+    assert run(main()) == (b"one", b"twothree")
+    b.close()
