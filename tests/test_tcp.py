@@ -286,6 +286,7 @@ def test_close_flushes_and_abort_does_not(loop, run):
     async def main():
         srv, client, peer = await tcp_pair(loop)
         peer.transport.pause_reading()
+        client.transport.set_write_buffer_limits(high=1 << 30)  # no pause_writing here
         data = fill(client.transport, seed=3)
         client.transport.close()
         assert client.transport.is_closing()
@@ -301,6 +302,7 @@ def test_close_flushes_and_abort_does_not(loop, run):
         _, c2 = await loop.create_connection(lambda: Recorder(loop), *addr)
         p2 = await srv.accepted(1)
         p2.transport.pause_reading()
+        c2.transport.set_write_buffer_limits(high=1 << 30)
         data = fill(c2.transport, seed=4)
         c2.transport.abort()
         assert c2.transport.is_closing()
