@@ -18,9 +18,12 @@ venv() {
     py=$(find_python "$v") || { echo "python$v not found" >&2; return 1; }
     "$py" -m venv ".venv/$v" >&2
   fi
-  if [ ! -f ".venv/$v/.deps-ok" ] || [ requirements-dev.txt -nt ".venv/$v/.deps-ok" ]; then
+  if [ ! -f ".venv/$v/.deps-ok" ] || [ requirements-dev.txt -nt ".venv/$v/.deps-ok" ] \
+    || [ requirements-integration.txt -nt ".venv/$v/.deps-ok" ]; then
     ".venv/$v/bin/python" -m pip install -q --upgrade pip >&2
-    ".venv/$v/bin/python" -m pip install -q -r requirements-dev.txt >&2
+    # requirements-integration.txt: what tests/integration/ and the TLS tests talk to.
+    ".venv/$v/bin/python" -m pip install -q -r requirements-dev.txt \
+      -r requirements-integration.txt >&2
     touch ".venv/$v/.deps-ok"
   fi
   echo "$PWD/.venv/$v/bin/python"
