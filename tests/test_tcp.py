@@ -493,10 +493,14 @@ def test_exception_in_connection_made_and_lost_reaches_the_handler(loop, loop_ki
     assert all(g[0] == ["Exception", "in", "callback"] for g in got)
 
 
-def test_keyboard_interrupt_in_a_protocol_callback_propagates(loop, run):
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_keyboard_interrupt_in_a_protocol_callback_propagates(loop, run, exc):
+    """KeyboardInterrupt and SystemExit raised by data_received leave the loop (asyncio's
+    transports re-raise both instead of reporting them)."""
+
     class Interrupting(Recorder):
         def data_received(self, data):
-            raise KeyboardInterrupt
+            raise exc
 
     async def setup():
         srv, addr = await tcp_server(loop, Interrupting)
@@ -510,7 +514,7 @@ def test_keyboard_interrupt_in_a_protocol_callback_propagates(loop, run):
         await loop.create_future()
 
     task = loop.create_task(forever())
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(exc):
         run(task)
     task.cancel()
 
@@ -794,3 +798,111 @@ def test_ipv6_connection(loop, run):
         await close_all(srv, client)
 
     run(main())
+
+
+def test_set_protocol_switches_mid_stream(loop, run):
+    """set_protocol to a BufferedProtocol and back: each byte reaches the protocol current
+    when it is read, in order (asyncio picks the read path from the protocol's type)."""
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(64)
+            self.data = bytearray()
+            self.got = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.data += self.buf[:nbytes]
+            if self.data.endswith(b"|") and not self.got.done():
+                self.got.set_result(None)
+
+        def connection_lost(self, exc):
+            pass
+
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        client.transport.write(b"first|")
+        await peer.until(6)
+        buffered = Buffered()
+        peer.transport.set_protocol(buffered)
+        assert peer.transport.get_protocol() is buffered
+        client.transport.write(b"second" * 50 + b"|")
+        await wait(buffered.got)
+        assert buffered.data == b"second" * 50 + b"|"
+        peer.transport.set_protocol(peer)
+        client.transport.write(b"third")
+        assert await peer.until(11) == b"first|third"
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_pause_reading_and_close_inside_data_received(loop, run):
+    """A protocol that pauses reading in data_received gets nothing more until it resumes; one
+    that closes its transport there gets no further data_received, and connection_lost once."""
+
+    class PausesAtOnce(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.pause_reading()
+
+    class ClosesAtOnce(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.close()
+
+    async def main():
+        srv, addr = await tcp_server(loop, PausesAtOnce)
+        _, client = await loop.create_connection(lambda: Recorder(loop), *addr)
+        peer = await srv.accepted(0)
+        client.transport.write(b"a")
+        await peer.until(1)
+        client.transport.write(b"b")
+        peer.transport.write(b"?")  # a round trip: "b" has reached the peer's socket
+        await client.until(1)
+        await drain_loop()
+        assert peer.data == b"a"
+        peer.transport.resume_reading()
+        assert await peer.until(2) == b"ab"
+        await close_all(srv, client)
+
+        srv, addr = await tcp_server(loop, ClosesAtOnce)
+        _, client = await loop.create_connection(lambda: Recorder(loop), *addr)
+        peer = await srv.accepted(0)
+        client.transport.write(b"x" * 100_000)
+        await wait(peer.lost)
+        assert 0 < len(peer.data) <= 100_000
+        assert peer.events == ["made", ("lost", None)]
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_queued_writes_keep_the_callers_buffer_as_stock_does(loop, loop_kind):
+    """What reaches the peer when a caller mutates a bytearray after write() queued it:
+    3.10 / 3.11 copy queued data into one bytearray; 3.12+ queue the caller's object (and a
+    memoryview of it after a partial send). A faster transport must do what the running
+    version's asyncio does."""
+
+    async def scenario(lp):
+        srv, client, peer = await tcp_pair(lp)
+        peer.transport.pause_reading()
+        client.transport.set_write_buffer_limits(high=1 << 30)
+        before = fill(client.transport, seed=10)
+        mutable = bytearray(b"A" * 1000)
+        client.transport.write(mutable)  # queued behind the kernel-full buffer
+        mutable[:] = b"B" * 1000
+        client.transport.write_eof()
+        peer.transport.resume_reading()
+        await wait(peer.lost)
+        tail = bytes(peer.data[len(before) :])
+        await close_all(srv, client)
+        return len(peer.data) == len(before) + 1000, tail[:1], tail[-1:]
+
+    intact, first, last = same_as_stock(loop, loop_kind, scenario)
+    assert intact
+    # 3.12+ send what the bytearray holds when the bytes leave (selector_events appends the
+    # object itself to its deque); earlier versions what it held at write().
+    assert (first, last) == ((b"A", b"A") if sys.version_info < (3, 12) else (b"B", b"B"))
