@@ -14,7 +14,7 @@ pipelining. The default is a subset (DEFAULT_ROWS); `--full` runs the whole matr
 
 Invariants (the reasons the numbers can be trusted on a shared, noisy 2-core machine):
 - Server CPU time is the figure to trust: it is read from the server process's own CPU clock
-  (clock_getcpuclockid(2), all threads) while the server is idle, right before and right after
+  (clock_getcpuclockid(3), all threads) while the server is idle, right before and right after
   the measured phase, so start-up, imports, the warm-up and connection set-up and tear-down are
   outside it. It does not count time spent waiting for a CPU another process holds.
 - The client is the same process for every server of a row, and it validates the echo byte for
@@ -650,6 +650,8 @@ def print_report(
 ) -> None:
     m = meta["machine"]
     print(f"oxloop network benchmarks ({meta['mode']} run)")
+    if meta.get("oxloop_changed"):
+        print("  WARNING : oxloop's files changed during the run: its column mixes two builds")
     print(f"  machine : {m['cpu']}, {m['cores']} cores; {m['platform']}")
     print(f"            load average at start {m['load_avg']}")
     print(f"  python  : {m['python']} ({m['executable']})")
@@ -768,6 +770,25 @@ def print_report(
 # ---------------------------------------------------------------------------------------------
 
 
+def oxloop_fingerprint() -> float | None:
+    """Latest mtime of oxloop's installed files, found without importing oxloop.
+
+    The tree may be rebuilt while a long run goes on; comparing this before and after tells
+    whether the oxloop column mixes two builds.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("oxloop")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    mtimes = []
+    for where in spec.submodule_search_locations:
+        for entry in os.scandir(where):
+            if entry.is_file():
+                mtimes.append(entry.stat().st_mtime)
+    return max(mtimes, default=None)
+
+
 def probe(name: str) -> dict[str, Any]:
     if name == "floor":
         why = build_floor()
@@ -824,6 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         "probes": {name: probe(name) for name in loops},
     }
     live = [n for n in loops if meta["probes"][n]["ok"]]
+    fingerprint = oxloop_fingerprint() if "oxloop" in live else None
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {
         r.name: {n: [] for n in live} for r in rows
     }
@@ -855,6 +877,8 @@ def main(argv: list[str] | None = None) -> int:
         results[row.name] = {
             n: aggregate(samples[row.name][n]) if n in live else {"status": "n/a"} for n in loops
         }
+    if fingerprint is not None and oxloop_fingerprint() != fingerprint:
+        meta["oxloop_changed"] = True
     print_report(meta, loops, rows, results)
     print(f"({total} samples in {elapsed:.0f} s)")
     if args.json:
