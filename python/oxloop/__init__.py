@@ -3,13 +3,23 @@
 Public API (mirrors uvloop where users know it already):
 - ``new_event_loop()`` / ``Loop``: the loop;
 - ``run(main, *, debug=None, **kwargs)``: ``asyncio.run`` on an oxloop loop;
-- ``install()`` / ``EventLoopPolicy``: for code that still uses policies.
+- ``install()`` / ``EventLoopPolicy``: for code that still uses policies;
+- ``dump_tasks()`` / ``task_tree()``: the tree of a loop's live tasks and what they wait on.
 """
 
 from __future__ import annotations
 
 from ._api import EventLoopPolicy, install, run
 from ._loop import Loop, new_event_loop
+from ._tasks import dump_tasks, task_tree
 
-__all__ = ["EventLoopPolicy", "Loop", "install", "new_event_loop", "run"]
+__all__ = [
+    "EventLoopPolicy",
+    "Loop",
+    "dump_tasks",
+    "install",
+    "new_event_loop",
+    "run",
+    "task_tree",
+]
 __version__ = "0.1.0"
