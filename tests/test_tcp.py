@@ -387,23 +387,48 @@ def test_buffered_protocol(loop, run):
     run(main())
 
 
-@pytest.mark.parametrize("failure", ["raise", "empty"])
-def test_buffered_protocol_get_buffer_failure(loop, loop_kind, failure):
-    """get_buffer raising, or returning an empty buffer, is a fatal error of the transport:
+# oxloop's Rust reader (src/transport.rs recv_into) asks PyObject_GetBuffer for a writable
+# buffer and passes its BufferError on; socket.recv_into, which asyncio calls, raises TypeError
+# ("argument 1 must be read-write bytes-like object") for these buffers.
+RECV_INTO_TYPEERROR = "oxloop raises BufferError where socket.recv_into raises TypeError"
+
+
+@pytest.mark.parametrize(
+    "failure", ["raise", "empty", "readonly", "strided", "readonly-view", "updated", "eof"]
+)
+def test_buffered_protocol_failures(request, loop, loop_kind, failure):
+    """A BufferedProtocol that fails: get_buffer raising, returning an empty or a read-only
+    buffer, buffer_updated or eof_received raising. Each is a fatal error of the transport:
     the exception handler gets asyncio's message, connection_lost gets the exception."""
+    if loop_kind == "oxloop" and failure in ("readonly", "strided", "readonly-view"):
+        request.applymarker(pytest.mark.xfail(strict=True, reason=RECV_INTO_TYPEERROR))
 
     class Bad(asyncio.BufferedProtocol):
         def connection_made(self, transport):
             self.transport = transport
             self.lost = asyncio.get_running_loop().create_future()
+            self.buf = bytearray(100)
 
         def get_buffer(self, sizehint):
             if failure == "raise":
                 raise ZeroDivisionError
-            return bytearray()
+            if failure == "empty":
+                return bytearray()
+            if failure == "readonly":
+                return b"x" * 100
+            if failure == "strided":
+                return memoryview(self.buf)[::2]
+            if failure == "readonly-view":
+                return memoryview(self.buf).toreadonly()
+            return self.buf
 
         def buffer_updated(self, nbytes):
-            raise AssertionError("not reached")
+            if failure == "updated":
+                raise ZeroDivisionError
+
+        def eof_received(self):
+            if failure == "eof":
+                raise ZeroDivisionError
 
         def connection_lost(self, exc):
             self.lost.set_result(exc)
@@ -414,6 +439,8 @@ def test_buffered_protocol_get_buffer_failure(loop, loop_kind, failure):
         srv = await lp.create_server(lambda: proto, "127.0.0.1", 0)
         r, w = await asyncio.open_connection(*srv.sockets[0].getsockname())
         w.write(b"data")
+        if failure == "eof":
+            w.write_eof()
         exc = await wait(proto.lost)
         w.close()
         srv.close()
@@ -423,13 +450,72 @@ def test_buffered_protocol_get_buffer_failure(loop, loop_kind, failure):
         ], type(exc)
 
     got = same_as_stock(loop, loop_kind, scenario)
-    if failure == "raise":
-        assert got == (
-            [("Fatal error: protocol.get_buffer() call failed.", ZeroDivisionError, True)],
-            ZeroDivisionError,
-        )
-    else:
+    messages = {
+        "raise": "Fatal error: protocol.get_buffer() call failed.",
+        "updated": "Fatal error: protocol.buffer_updated() call failed.",
+        "eof": "Fatal error: protocol.eof_received() call failed.",
+    }
+    if failure in messages:
+        assert got == ([(messages[failure], ZeroDivisionError, True)], ZeroDivisionError)
+    elif failure == "empty":
         assert got[1] is RuntimeError
+    else:
+        # socket.recv_into refuses a read-only or non-contiguous buffer with TypeError.
+        assert got == ([("Fatal read error on socket transport", TypeError, True)], TypeError)
+
+
+@pytest.mark.parametrize("where", ["connection_made", "eof_received"])
+def test_stream_protocol_failures(loop, loop_kind, where):
+    """eof_received raising is a fatal transport error with asyncio's message; a protocol that
+    pauses reading in connection_made reads nothing until it resumes."""
+
+    class Proto(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            if where == "connection_made":
+                transport.pause_reading()
+
+        def eof_received(self):
+            super().eof_received()
+            if where == "eof_received":
+                raise ZeroDivisionError
+
+    async def scenario(lp):
+        errors = collect_errors(lp)
+        srv, addr = await tcp_server(lp, Proto)
+        _, client = await lp.create_connection(lambda: Recorder(lp), *addr)
+        peer = await srv.accepted(0)
+        client.transport.write(b"hello")
+        client.transport.write_eof()
+        if where == "connection_made":
+            await drain_loop(5)
+            assert not peer.transport.is_reading()
+            seen_paused = bytes(peer.data)
+            peer.transport.resume_reading()
+        else:
+            seen_paused = None
+        exc = await wait(peer.lost)
+        await close_all(srv, client)
+        return (
+            seen_paused,
+            bytes(peer.data),
+            type(exc),
+            [(e["message"], type(e["exception"])) for e in errors],
+        )
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    if where == "connection_made":
+        # 3.10's transport registers its reader in a callback queued after connection_made
+        # even if that paused reading (3.11 checks is_reading() first), so it reads anyway.
+        paused_saw = b"hello" if sys.version_info < (3, 11) else b""
+        assert got == (paused_saw, b"hello", type(None), [])
+    else:
+        assert got == (
+            None,
+            b"hello",
+            ZeroDivisionError,
+            [("Fatal error: protocol.eof_received() call failed.", ZeroDivisionError)],
+        )
 
 
 def test_exception_in_data_received_reaches_the_handler(loop, loop_kind):
