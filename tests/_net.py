@@ -62,6 +62,8 @@ class Recorder(asyncio.Protocol):
         self.transport: Any = None
         self.events: list[Any] = []
         self.data = bytearray()
+        self.chunks = 0  # data_received calls
+        self.max_chunk = 0  # the largest data_received argument
         self.made: asyncio.Future[Any] = loop.create_future()
         self.eof: asyncio.Future[None] = loop.create_future()
         self.lost: asyncio.Future[BaseException | None] = loop.create_future()
@@ -76,6 +78,8 @@ class Recorder(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert isinstance(data, bytes), type(data)
+        self.chunks += 1
+        self.max_chunk = max(self.max_chunk, len(data))
         self.data += data
         self._check()
 

@@ -837,6 +837,9 @@ def test_multi_megabyte_transfers_both_directions(loop, run):
         await wait(peer.lost)
         assert digest(client.data) == digest(down)
         assert digest(peer.data) == digest(up)
+        # selector_events reads at most max_size (256 KiB) per recv: one data_received each.
+        for p in (client, peer):
+            assert 0 < p.max_chunk <= 256 * 1024 and p.chunks >= len(up) // (256 * 1024)
         await close_all(srv)
 
     run(main())
@@ -992,3 +995,42 @@ def test_queued_writes_keep_the_callers_buffer_as_stock_does(loop, loop_kind):
     # 3.12+ send what the bytearray holds when the bytes leave (selector_events appends the
     # object itself to its deque); earlier versions what it held at write().
     assert (first, last) == ((b"A", b"A") if sys.version_info < (3, 12) else (b"B", b"B"))
+
+
+@pytest.mark.parametrize("kind", ["int-array", "strided", "readonly-view", "2d"])
+def test_write_of_unusual_buffers(loop, loop_kind, kind):
+    """write() of buffers whose item size is not 1, that are not contiguous, read-only or
+    multi-dimensional: what reaches the peer, or the error, is what asyncio gives."""
+    import array
+
+    def make():
+        if kind == "int-array":
+            return memoryview(array.array("i", range(1000)))
+        if kind == "strided":
+            return memoryview(bytearray(range(200)))[::2]
+        if kind == "readonly-view":
+            return memoryview(bytearray(b"ro" * 100)).toreadonly()
+        return memoryview(bytearray(range(64))).cast("B", (8, 8))
+
+    async def scenario(lp):
+        errors = collect_errors(lp)
+        srv, client, peer = await tcp_pair(lp)
+        try:
+            client.transport.write(make())
+            raised = None
+        except Exception as exc:  # noqa: BLE001 - compared with stock
+            raised = type(exc)
+        client.transport.write(b"|end")
+        if not client.transport.is_closing():
+            client.transport.write_eof()
+        await wait(peer.lost)
+        await close_all(srv, client)
+        return (
+            raised,
+            digest(peer.data),
+            len(peer.data),
+            [(e["message"], type(e["exception"])) for e in errors],
+            client.events,
+        )
+
+    same_as_stock(loop, loop_kind, scenario)
