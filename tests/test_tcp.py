@@ -541,13 +541,23 @@ def test_exception_in_data_received_reaches_the_handler(loop, loop_kind):
                 type(e["exception"]),
                 e["protocol"] is peer,
                 e["transport"] is peer.transport,
+                sorted(e),
             )
             for e in errors
         ], type(exc)
 
     got = same_as_stock(loop, loop_kind, scenario)
+    keys = ["exception", "message", "protocol", "transport"]
     assert got == (
-        [("Fatal error: protocol.data_received() call failed.", ZeroDivisionError, True, True)],
+        [
+            (
+                "Fatal error: protocol.data_received() call failed.",
+                ZeroDivisionError,
+                True,
+                True,
+                keys,
+            )
+        ],
         ZeroDivisionError,
     )
 
