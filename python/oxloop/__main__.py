@@ -3,6 +3,7 @@
     python -m oxloop script.py [args ...]
     python -m oxloop -m module [args ...]
     python -m oxloop -c "code" [args ...]
+    python -m oxloop dump PID | top PID   (see _monitor_cli.py)
 
 Role: make every loop the program gets from asyncio's defaults an oxloop loop, then run the
 program the way ``python`` itself would have run it.
@@ -55,6 +56,9 @@ and the default event loop policy all give oxloop loops.
   -V, --version
                print oxloop's version and exit
   args         passed to the program in sys.argv[1:]
+
+  dump PID     print the task tree of process PID (started with OXLOOP_MONITOR=1)
+  top PID      show the loop metrics of process PID every second, until Ctrl-C
 """
 
 
@@ -211,7 +215,13 @@ def _run_as_python_would(target: Callable[[], None]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m oxloop``; ``argv`` defaults to ``sys.argv[1:]``."""
-    mode, target, args = _parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) >= 2 and argv[0] in ("dump", "top") and argv[1].isdigit():
+        # Only with a PID after it: a program file named "dump" or "top" still runs.
+        from . import _monitor_cli
+
+        sys.exit(_monitor_cli.main(argv[0], int(argv[1]), argv[2:]))
+    mode, target, args = _parse(argv)
     _install_policy()
     if mode == "script":
         _run_as_python_would(lambda: _run_file(target, args))

@@ -36,6 +36,7 @@ from typing import Any
 
 from . import _oxloop, _subprocess
 from ._transports import _SocketTransport
+from .monitor import _autostart as _monitor_autostart
 
 __all__ = ["Loop", "new_event_loop"]
 
@@ -167,6 +168,7 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
             """Run until stop() is called."""
             try:
                 self._run_forever_setup()
+                _monitor_autostart(self)
                 self._run()
             finally:
                 self._run_forever_cleanup()
@@ -187,6 +189,7 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
             )
             try:
                 events._set_running_loop(self)
+                _monitor_autostart(self)
                 self._run()
             finally:
                 self._stopping = False
