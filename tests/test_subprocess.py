@@ -674,6 +674,7 @@ def test_loop_closed_with_a_child_running(loop, loop_kind):
     else:
         assert wait_state(proc.pid, {None}) is None
     assert proc.returncode is None  # the closed loop could not tell the Process
+    proc._transport.close()  # finds the child gone (Popen.poll): no kill, no ResourceWarning
 
 
 def test_closed_loop_does_not_leave_zombies_after_kill(loop, loop_kind):
@@ -687,6 +688,8 @@ def test_closed_loop_does_not_leave_zombies_after_kill(loop, loop_kind):
     for p in procs:
         os.kill(p.pid, signal.SIGKILL)
     assert [wait_state(p.pid, {None}) for p in procs] == [None] * 5
+    for p in procs:
+        p._transport.close()
 
 
 def watchers_while_running(loop) -> tuple[int, set[str]]:
