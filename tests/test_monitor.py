@@ -372,3 +372,22 @@ def test_cli_top_refreshes_until_ctrl_c(monitored, runtime_dir):
         assert fields[-5] == "3"  # tasks
     assert top.returncode == 0
     assert err == ""
+
+
+def test_forked_child_starts_without_monitor(loop, runtime_dir):
+    path = loop.run_until_complete(_enable())
+    pid = os.fork()
+    if pid == 0:  # the child: no server, the parent's socket untouched
+        os._exit(0 if monitor._server is None and os.path.exists(path) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert os.path.exists(path)
+
+    def info():
+        with monitor.Client(os.getpid()) as client:
+            return client.request("info")
+
+    async def ask():
+        return await in_thread(info)
+
+    assert loop.run_until_complete(ask())["ok"]

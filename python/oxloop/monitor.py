@@ -333,8 +333,19 @@ def _autostart(loop: AbstractEventLoop) -> None:
 
 
 def _reset_after_fork() -> None:
-    # The server thread does not exist in the child, and the socket is the parent's.
+    # The server thread does not exist in the child, and the socket is the parent's: the
+    # child closes its copies of the fds (the parent's stay open) and starts without a monitor.
     global _server, _server_lock
+    if _server is not None:
+        for close in (
+            _server.sock.close,
+            lambda: os.close(_server.wake_r),
+            lambda: os.close(_server.wake_w),
+        ):
+            try:
+                close()
+            except OSError:
+                pass
     _server = None
     _server_lock = threading.Lock()
 
