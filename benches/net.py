@@ -28,13 +28,23 @@ Invariants (the reasons the numbers can be trusted on a shared, noisy 2-core mac
 
 from __future__ import annotations
 
+# `python benches/net.py` puts benches/ first on sys.path, where a sibling script named like a
+# stdlib module (a benches/subprocess.py, say) would shadow that module here and in every server
+# child. So benches/ leaves sys.path before any other import, and micro.py is loaded by its path.
+# ruff: noqa: E402
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+
 import argparse
 import asyncio
 import ctypes
 import fnmatch
+import importlib.util
 import json
 import math
-import os
 import re
 import select
 import shutil
@@ -42,16 +52,25 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import micro  # noqa: E402  (formatting helpers, loop construction, machine info)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+def _load_micro() -> ModuleType:
+    """benches/micro.py, for its loop construction, machine info and formatting helpers."""
+    spec = importlib.util.spec_from_file_location("micro", os.path.join(HERE, "micro.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["micro"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+micro = _load_micro()
+
 FLOOR_DIR = os.path.join(HERE, "net", "floor")
 FLOOR_BIN = os.path.join(FLOOR_DIR, "target", "release", "netfloor")
 LOOPS = ("asyncio", "uvloop", "rloop", "oxloop", "floor")
@@ -776,8 +795,6 @@ def oxloop_fingerprint() -> float | None:
     The tree may be rebuilt while a long run goes on; comparing this before and after tells
     whether the oxloop column mixes two builds.
     """
-    import importlib.util
-
     spec = importlib.util.find_spec("oxloop")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -789,11 +806,39 @@ def oxloop_fingerprint() -> float | None:
     return max(mtimes, default=None)
 
 
+def run_probe(name: str) -> int:
+    """Probe child: construct the loop once; print its version (and oxloop's build time)."""
+    from importlib import metadata
+
+    micro.make_loop(name).close()
+    print("stdlib" if name == "asyncio" else metadata.version(name))
+    if name == "oxloop":
+        # A failed rebuild leaves the previous native module in place: say when it was built.
+        import oxloop._oxloop as ext
+
+        print(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(os.path.getmtime(ext.__file__))))
+    return 0
+
+
 def probe(name: str) -> dict[str, Any]:
+    """Whether a loop (or the floor) can run here: its version, or why not (micro.probe's form)."""
     if name == "floor":
         why = build_floor()
         return {"ok": why is None, "version": "mio", "why": why or ""}
-    return micro.probe(name)
+    try:
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--probe", name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "why": "import timed out"}
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return {"ok": False, "why": tail[0][:200]}
+    version, _, built = proc.stdout.strip().partition("\n")
+    return {"ok": True, "version": version, "built": built}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -809,10 +854,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="also write every sample and median here")
     ap.add_argument("--list", action="store_true", help="list the rows and exit")
     ap.add_argument("--server", nargs=3, metavar=("KIND", "LOOP", "ADDR"), help=argparse.SUPPRESS)
+    ap.add_argument("--probe", metavar="LOOP", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.server:
         return run_server(*args.server)
+    if args.probe:
+        return run_probe(args.probe)
     if args.list:
         for r in ROWS.values():
             mark = "*" if r.name in DEFAULT_ROWS else " "
