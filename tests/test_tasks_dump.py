@@ -366,3 +366,27 @@ def test_stopped_loop_can_be_dumped(loop):
     assert "Task 'idle' sleeper() pending" in text.getvalue()
     t.cancel()
     loop.run_until_complete(asyncio.gather(t, return_exceptions=True))
+
+
+def test_pure_python_tasks(loop):
+    # asyncio's Python Task class (tasks._PyTask), as a task factory may install it.
+    def factory(loop, coro, **kwargs):
+        return asyncio.tasks._PyTask(coro, loop=loop, **kwargs)
+
+    loop.set_task_factory(factory)
+
+    async def parent():
+        await asyncio.gather(sleeper(), asyncio.shield(loop.create_task(sleeper())))
+
+    async def main():
+        p = loop.create_task(parent(), name="parent")
+        return await tree_then_cancel(p)
+
+    node = find(loop.run_until_complete(main()), "parent")
+    assert node["kind"] == "task"
+    assert [c["via"] for c in node["children"]] == ["gather", "gather"]
+    first, second = node["children"]
+    assert_sleeping(first)
+    # gather wrapped shield's outer future, which the shielded task resolves.
+    assert (second["kind"], second["children"][0]["via"]) == ("future", "shield")
+    assert_sleeping(second["children"][0])

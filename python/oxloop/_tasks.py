@@ -44,6 +44,17 @@ _FUTURE_AWAIT_CODE = futures._PyFuture.__await__.__code__  # type: ignore[attr-d
 _MAX_CHAIN = 200  # await chains deeper than this are cut (recursion in user code).
 
 
+_TASK_TYPES = (asyncio.Task, getattr(tasks, "_PyTask", asyncio.Task))
+
+
+def _is_task(obj: Any) -> bool:
+    # asyncio.Task is the C class; its Python twin (tasks._PyTask) is not a subclass, and task
+    # factories may return other Future subclasses with the Task API.
+    return isinstance(obj, _TASK_TYPES) or (
+        futures.isfuture(obj) and callable(getattr(obj, "get_coro", None))
+    )
+
+
 def _resolve_loop(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
     if loop is not None:
         return loop
@@ -252,7 +263,7 @@ class _Builder:
                 elif name.endswith("_sock_write_done"):
                     fds.add((cb.args[0], "write"))
         found.extend({"kind": "fd", "fd": fd, "event": event} for fd, event in sorted(fds))
-        plain = not isinstance(waiter, asyncio.Task) and not (
+        plain = not _is_task(waiter) and not (
             _GatheringFuture is not None and isinstance(waiter, _GatheringFuture)
         )
         if not found and plain and not self.feeds.get(id(waiter)):
@@ -279,7 +290,7 @@ class _Builder:
         if id(fut) in self.visited:
             return {"kind": "ref", "id": id(fut), "name": _name(fut), "via": via}
         self.visited.add(id(fut))
-        if not isinstance(fut, asyncio.Task):
+        if not _is_task(fut):
             return self._future_node(fut, via)
         coro = fut.get_coro()
         frames = list(_await_chain(coro))
@@ -331,7 +342,7 @@ class _Builder:
             if _GatheringFuture is not None and isinstance(waiter, _GatheringFuture):
                 for child in getattr(waiter, "_children", ()) or ():
                     add(child, "gather")
-            elif isinstance(waiter, asyncio.Task):
+            elif _is_task(waiter):
                 add(waiter, "await")
             elif futures.isfuture(waiter):
                 for child, via in self.feeds.get(id(waiter), ()):
@@ -359,7 +370,7 @@ class _Builder:
                 if id(c) in reached:
                     continue
                 reached.add(id(c))
-                if not isinstance(c, asyncio.Task):
+                if not _is_task(c):
                     stack.extend(x for x, _ in self._children_of(c, c))
         ordered = sorted(self.tasks, key=_task_order)
         roots = [self.node(t, None) for t in ordered if id(t) not in reached]
