@@ -9,7 +9,17 @@ Public API (mirrors uvloop where users know it already):
 from __future__ import annotations
 
 from ._api import EventLoopPolicy, install, run
+from ._insight import SlowCallbackReport
 from ._loop import Loop, new_event_loop
+from ._metrics import LoopMetrics
 
-__all__ = ["EventLoopPolicy", "Loop", "install", "new_event_loop", "run"]
+__all__ = [
+    "EventLoopPolicy",
+    "Loop",
+    "LoopMetrics",
+    "SlowCallbackReport",
+    "install",
+    "new_event_loop",
+    "run",
+]
 __version__ = "0.1.0"
