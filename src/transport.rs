@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io;
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -170,7 +170,13 @@ fn recv_into(buf: &Bound<'_, PyAny>, fd: i32) -> PyResult<Result<usize, io::Erro
     let rc =
         unsafe { ffi::PyObject_GetBuffer(buf.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_WRITABLE) };
     if rc != 0 {
-        return Err(PyErr::fetch(buf.py()));
+        // socket.recv_into's "w*" converter turns any refusal (read-only, not contiguous, not
+        // a buffer) into this TypeError (Python/getargs.c), which asyncio reports.
+        drop(PyErr::fetch(buf.py()));
+        return Err(PyTypeError::new_err(format!(
+            "recv_into() argument 1 must be read-write bytes-like object, not {}",
+            buf.get_type().name()?
+        )));
     }
     // SAFETY: PyObject_GetBuffer succeeded, so the view is initialised.
     let mut view = unsafe { view.assume_init() };

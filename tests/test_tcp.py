@@ -387,12 +387,6 @@ def test_buffered_protocol(loop, run):
     run(main())
 
 
-# oxloop's Rust reader (src/transport.rs recv_into) asks PyObject_GetBuffer for a writable
-# buffer and passes its BufferError on; socket.recv_into, which asyncio calls, raises TypeError
-# ("argument 1 must be read-write bytes-like object") for these buffers.
-RECV_INTO_TYPEERROR = "oxloop raises BufferError where socket.recv_into raises TypeError"
-
-
 @pytest.mark.parametrize(
     "failure", ["raise", "empty", "readonly", "strided", "readonly-view", "updated", "eof"]
 )
@@ -400,8 +394,6 @@ def test_buffered_protocol_failures(request, loop, loop_kind, failure):
     """A BufferedProtocol that fails: get_buffer raising, returning an empty or a read-only
     buffer, buffer_updated or eof_received raising. Each is a fatal error of the transport:
     the exception handler gets asyncio's message, connection_lost gets the exception."""
-    if loop_kind == "oxloop" and failure in ("readonly", "strided", "readonly-view"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=RECV_INTO_TYPEERROR))
 
     class Bad(asyncio.BufferedProtocol):
         def connection_made(self, transport):

@@ -4,18 +4,24 @@ Public API (mirrors uvloop where users know it already):
 - ``new_event_loop()`` / ``Loop``: the loop;
 - ``run(main, *, debug=None, **kwargs)``: ``asyncio.run`` on an oxloop loop;
 - ``install()`` / ``EventLoopPolicy``: for code that still uses policies;
-- ``dump_tasks()`` / ``task_tree()``: the tree of a loop's live tasks and what they wait on.
+- ``dump_tasks()`` / ``task_tree()``: the tree of a loop's live tasks and what they wait on;
+- ``LoopMetrics`` (``loop.metrics()``) and ``SlowCallbackReport``
+  (``loop.enable_slow_callback_reports()``): always-on loop insight.
 """
 
 from __future__ import annotations
 
 from ._api import EventLoopPolicy, install, run
+from ._insight import SlowCallbackReport
 from ._loop import Loop, new_event_loop
+from ._metrics import LoopMetrics
 from ._tasks import dump_tasks, task_tree
 
 __all__ = [
     "EventLoopPolicy",
     "Loop",
+    "LoopMetrics",
+    "SlowCallbackReport",
     "dump_tasks",
     "install",
     "new_event_loop",

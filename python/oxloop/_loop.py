@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import os
 import selectors
 import signal
 import sys
@@ -31,10 +32,11 @@ import warnings
 import weakref
 from asyncio import base_events, coroutines, events, format_helpers, unix_events
 from asyncio.log import logger
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from . import _oxloop, _subprocess
+from . import _insight, _oxloop, _subprocess
+from ._metrics import LoopMetrics
 from ._transports import _SocketTransport
 from .monitor import _autostart as _monitor_autostart
 
@@ -158,7 +160,10 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         # There is no self-pipe socket pair (the core wakes through an eventfd).
         self._internal_fds = 1
         self._ssock = self._csock = None
+        self._slow_reporter: _insight.Reporter | None = None
         _live_loops.add(self)
+        if os.environ.get("OXLOOP_SLOW_CALLBACKS", "") not in ("", "0"):
+            self.enable_slow_callback_reports()
 
     # -- running ---------------------------------------------------------------------------
 
@@ -245,6 +250,54 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         return await _subprocess.make_subprocess_transport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs
         )
+
+    # -- insight ---------------------------------------------------------------------------
+
+    def metrics(self) -> LoopMetrics:
+        """An immutable snapshot of the loop's counters, as of its last poll (safe from any
+        thread). ``later - earlier`` gives the interval between two snapshots."""
+        return LoopMetrics._from_raw(self._metrics_raw())
+
+    def enable_slow_callback_reports(
+        self,
+        hook: Callable[[_insight.SlowCallbackReport], object] | None = None,
+        *,
+        min_interval: float = 1.0,
+    ) -> None:
+        """Report every callback that runs longer than ``slow_callback_duration``, with the
+        line that blocked, without debug mode: a watchdog thread samples the loop thread's
+        stack during the stall. Each report goes to the ``asyncio`` logger (a warning) and to
+        ``hook(report)`` on the loop thread; at most one per ``min_interval`` seconds."""
+        if hook is not None and not callable(hook):
+            raise TypeError(f"hook must be callable or None, not {type(hook).__name__}")
+        min_interval = float(min_interval)
+        if not min_interval >= 0.0:
+            raise ValueError(f"min_interval must be >= 0, not {min_interval!r}")
+        self._slow_reporter = _insight.Reporter(hook, min_interval)
+        self._start_watchdog()
+
+    def disable_slow_callback_reports(self) -> None:
+        """Stop reporting slow callbacks and join the watchdog thread."""
+        self._slow_reporter = None
+        self._stop_watchdog()
+
+    def _watchdog_sample(self, handle: events.Handle) -> Any:
+        # Watchdog thread, loop thread paused inside `handle`.
+        return _insight.sample(self, handle)
+
+    def _watchdog_report(self, sample: Any, duration: float, unsampled: bool) -> None:
+        # Watchdog thread: the stall is over; report from the loop thread.
+        if self._slow_reporter is None or self.is_closed():
+            return
+        try:
+            self.call_soon_threadsafe(self._deliver_slow_report, sample, duration, unsampled)
+        except RuntimeError:
+            pass  # closed meanwhile
+
+    def _deliver_slow_report(self, sample: Any, duration: float, unsampled: bool) -> None:
+        reporter = self._slow_reporter
+        if reporter is not None:
+            reporter.deliver(self, _insight.build_report(sample, duration, unsampled))
 
     # -- transports ---------------------------------------------------------------------------
 

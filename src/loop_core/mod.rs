@@ -16,11 +16,13 @@
 //! - every callback runs inside its `contextvars.Context`.
 mod cell;
 pub mod counters;
+mod watchdog;
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 
 use pyo3::exceptions::{
     PyAssertionError, PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
@@ -31,7 +33,7 @@ use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use self::cell::GilCell;
-use self::counters::{Counters, Sequence};
+use self::counters::{Activity, Counters, PollSample, Published};
 use crate::errors::{closed_error, os_error};
 use crate::handles::{self, Layout, Queued};
 use crate::io::{FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
@@ -57,6 +59,10 @@ struct State {
     polling: bool,
     wake_pending: bool,
     counters: Counters,
+    /// `slow_callback_duration` as the user set it (asyncio keeps any object there).
+    slow_duration: Py<PyAny>,
+    /// The slow-callback watchdog thread, while reports are enabled.
+    watchdog: Option<watchdog::Watchdog>,
     /// Handles and timer handles that ran and nobody else holds, ready for reuse: building a
     /// handle from here skips the allocation and the deallocation (see `Layout::recycle`).
     free_handles: Vec<Py<PyAny>>,
@@ -74,9 +80,28 @@ pub struct LoopCore {
     stopping: AtomicBool,
     debug: AtomicBool,
     running: AtomicBool,
-    seq: Sequence,
+    shared: Arc<Shared>,
     clock: Clock,
     resolution: f64,
+}
+
+/// What other threads read without the GIL or the loop state: the published counters and
+/// the activity word of the slow-callback watchdog (see counters.rs).
+#[derive(Default)]
+pub struct Shared {
+    pub activity: Activity,
+    pub published: Published,
+}
+
+/// `slow_callback_duration` (seconds, any object asyncio would accept) as a threshold in ns:
+/// what `dt >= slow_callback_duration` selects; a non-number never matches.
+fn slow_threshold_ns(v: &Bound<'_, PyAny>) -> u64 {
+    match v.extract::<f64>() {
+        Ok(secs) if secs.is_nan() => u64::MAX,
+        Ok(secs) if secs <= 0.0 => 0,
+        Ok(secs) => (secs * 1e9).min(u64::MAX as f64) as u64,
+        Err(_) => u64::MAX,
+    }
 }
 
 /// `selectors._fileobj_to_fd`: an int, or an object whose `fileno()` gives one.
@@ -149,10 +174,11 @@ impl LoopCore {
 
     fn push_timer(&self, py: Python<'_>, lay: &Layout, timer: &Bound<'_, PyAny>) -> PyResult<()> {
         let when: f64 = timer.getattr("_when")?.extract()?;
-        self.state
-            .borrow(py)?
-            .timers
-            .push(when, Queued::plain(timer.clone().unbind()));
+        {
+            let mut st = self.state.borrow(py)?;
+            st.timers.push(when, Queued::plain(timer.clone().unbind()));
+            st.counters.timer_scheduled();
+        }
         lay.set_scheduled(py, timer, true);
         Ok(())
     }
@@ -232,7 +258,11 @@ impl LoopCore {
             handle: h.clone().unbind(),
             hidden_ctx,
         };
-        this.state.borrow(py)?.timers.push(key, entry);
+        {
+            let mut st = this.state.borrow(py)?;
+            st.timers.push(key, entry);
+            st.counters.timer_scheduled();
+        }
         lay.set_scheduled(py, &h, true);
         Ok(h)
     }
@@ -326,7 +356,22 @@ impl LoopCore {
         if lay.is_cancelled(py, h) {
             return Ok(());
         }
-        slf.get().seq.bump();
+        let activity = &slf.get().shared.activity;
+        activity.enter(h.as_ptr());
+        let r = Self::run_live_handle(slf, lay, h, debug);
+        activity.exit();
+        r
+    }
+
+    /// The body of `run_handle` for a handle that is not cancelled.
+    #[inline]
+    fn run_live_handle(
+        slf: &Bound<'_, Self>,
+        lay: &Layout,
+        h: &Bound<'_, PyAny>,
+        debug: bool,
+    ) -> PyResult<()> {
+        let py = slf.py();
         if debug {
             slf.call_method1("_run_handle_debug", (h,))?;
             return Ok(());
@@ -391,7 +436,7 @@ impl LoopCore {
         let t0 = clock::monotonic_ns();
 
         // 1. Drop cancelled timers and compute the poll timeout (CPython's order).
-        let (timeout_ms, epfd, mut events) = {
+        let (timeout_ms, epfd, mut events, ready_before, timers_before) = {
             let mut st = this.state.borrow(py)?;
             let st = &mut *st;
             let epfd = st.poller.as_ref().ok_or_else(closed_error)?.raw();
@@ -421,7 +466,13 @@ impl LoopCore {
                 -1
             };
             st.polling = timeout_ms != 0;
-            (timeout_ms, epfd, std::mem::take(&mut st.events))
+            (
+                timeout_ms,
+                epfd,
+                std::mem::take(&mut st.events),
+                st.ready.len(),
+                st.timers.len(),
+            )
         };
         for t in &trash {
             lay.set_scheduled(py, t.handle.bind(py), false);
@@ -436,7 +487,11 @@ impl LoopCore {
         let polled = if timeout_ms == 0 {
             Epoll::wait_raw(epfd, &mut events, 0)
         } else {
-            py.detach(|| Epoll::wait_raw(epfd, &mut events, timeout_ms))
+            let activity = &this.shared.activity;
+            activity.polling.store(true, Relaxed);
+            let r = py.detach(|| Epoll::wait_raw(epfd, &mut events, timeout_ms));
+            activity.polling.store(false, Relaxed);
+            r
         };
 
         // 3. Queue I/O callbacks, then due timers.
@@ -520,7 +575,19 @@ impl LoopCore {
                     fired += 1;
                 }
             }
-            st.counters.record_poll(t0, t1, n, fired);
+            st.counters.record_poll(
+                &PollSample {
+                    start_ns: t0,
+                    end_ns: t1,
+                    io_events: n,
+                    timers_fired: fired,
+                    ready_at_poll: ready_before,
+                    timers_at_poll: timers_before,
+                    fds: st.fds.len(),
+                },
+                this.shared.activity.slow_ns.load(Relaxed),
+            );
+            this.shared.published.publish(&st.counters);
             let sig_fd = st.sig_read.as_ref().map(|s| s.as_raw_fd());
             (st.ready.len(), sig_fd, gone)
         };
@@ -640,6 +707,8 @@ impl LoopCore {
                 polling: false,
                 wake_pending: false,
                 counters: Counters::default(),
+                slow_duration: PyFloat::new(py, 0.1).into_any().unbind(),
+                watchdog: None,
                 free_handles: Vec::with_capacity(FREE_LIST_MAX),
                 free_timers: Vec::with_capacity(FREE_LIST_MAX),
             }),
@@ -647,7 +716,12 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             running: AtomicBool::new(false),
-            seq: Sequence::default(),
+            shared: {
+                let shared = Arc::new(Shared::default());
+                // asyncio's default slow_callback_duration, 0.1 s.
+                shared.activity.slow_ns.store(100_000_000, Relaxed);
+                shared
+            },
             clock: Clock::Real,
             resolution: clock::resolution(),
         })
@@ -816,7 +890,9 @@ impl LoopCore {
     fn _timer_handle_cancelled(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
         let lay = handles::layout(py)?;
         if handle.is_instance(lay.timer_type.bind(py))? && lay.is_scheduled(py, handle) {
-            self.state.borrow(py)?.timers.cancelled += 1;
+            let mut st = self.state.borrow(py)?;
+            st.timers.cancelled += 1;
+            st.counters.timer_cancelled();
         }
         Ok(())
     }
@@ -899,6 +975,9 @@ impl LoopCore {
     /// Releases the core's resources: queued handles, timers, fd registrations, the poller,
     /// the waker and the signal socket. The Python `close` calls it after asyncio's steps.
     fn _close_core(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.running.load(Relaxed) {
+            self._stop_watchdog(py)?;
+        }
         let garbage = {
             let mut st = self.state.borrow(py)?;
             if st.polling || self.running.load(Relaxed) {
@@ -944,6 +1023,75 @@ impl LoopCore {
         Ok(())
     }
 
+    /// The published counters as a flat tuple in the order of `_metrics.py`'s `_RAW_FIELDS`,
+    /// then the busy-time histogram. Reads no loop state: safe from any thread, any time.
+    fn _metrics_raw<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let a = &self.shared.activity;
+        let mut raw = vec![clock::monotonic_ns().max(0) as u64];
+        raw.extend(
+            self.shared
+                .published
+                .read()
+                .to_raw(a.callbacks(), a.slow_callbacks.load(Relaxed)),
+        );
+        PyTuple::new(py, raw)
+    }
+
+    /// asyncio's `slow_callback_duration`: also the threshold of slow iterations in the
+    /// metrics and of the slow-callback watchdog.
+    #[getter]
+    fn get_slow_callback_duration(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self.state.borrow(py)?.slow_duration.clone_ref(py))
+    }
+
+    #[setter]
+    fn set_slow_callback_duration(&self, value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let Some(value) = value else {
+            return Err(pyo3::exceptions::PyAttributeError::new_err(
+                "cannot delete slow_callback_duration",
+            ));
+        };
+        let py = value.py();
+        let ns = slow_threshold_ns(value);
+        let old = std::mem::replace(
+            &mut self.state.borrow(py)?.slow_duration,
+            value.clone().unbind(),
+        );
+        self.shared.activity.slow_ns.store(ns, Relaxed);
+        drop(old);
+        Ok(())
+    }
+
+    /// Starts the slow-callback watchdog thread (no-op if it runs). It calls back into
+    /// `_watchdog_sample` and `_watchdog_report`.
+    fn _start_watchdog(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_open()?;
+        let mut st = this.state.borrow(py)?;
+        if st.watchdog.is_none() {
+            let weak = pyo3::types::PyWeakrefReference::new(slf.as_any())?.unbind();
+            st.watchdog =
+                Some(watchdog::Watchdog::spawn(this.shared.clone(), weak).map_err(os_error)?);
+        }
+        Ok(())
+    }
+
+    /// Stops and joins the watchdog thread, if any.
+    fn _stop_watchdog(&self, py: Python<'_>) -> PyResult<()> {
+        let wd = self.state.borrow(py)?.watchdog.take();
+        if let Some(wd) = wd {
+            // The thread may be waiting for the GIL: release it while joining.
+            py.detach(|| wd.stop());
+        }
+        Ok(())
+    }
+
+    /// Whether the watchdog thread runs.
+    fn _watchdog_running(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.state.borrow(py)?.watchdog.is_some())
+    }
+
     /// Raw counters for metrics: a dict of plain ints.
     fn _counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let values = {
@@ -951,10 +1099,10 @@ impl LoopCore {
             let c = &st.counters;
             [
                 ("iterations", c.iterations),
-                ("callbacks", self.seq.get()),
+                ("callbacks", self.shared.activity.callbacks()),
                 ("io_events", c.io_events),
                 ("timers_fired", c.timers_fired),
-                ("poll_ns", c.poll_ns),
+                ("poll_ns", c.idle_ns),
                 ("busy_ns", c.busy_ns),
                 ("ready", st.ready.len() as u64),
                 ("timers", st.timers.len() as u64),
