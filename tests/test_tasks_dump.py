@@ -390,3 +390,25 @@ def test_pure_python_tasks(loop):
     # gather wrapped shield's outer future, which the shielded task resolves.
     assert (second["kind"], second["children"][0]["via"]) == ("future", "shield")
     assert_sleeping(second["children"][0])
+
+
+def test_waits_on_synchronisation_primitives(run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        event, queue, lock = asyncio.Event(), asyncio.Queue(), asyncio.Lock()
+        await lock.acquire()
+        waiting = [
+            loop.create_task(event.wait(), name="event"),
+            loop.create_task(queue.get(), name="queue"),
+            loop.create_task(lock.acquire(), name="lock"),
+        ]
+        tree = await tree_then_cancel(*waiting)
+        return tree, {"event": event, "queue": queue, "lock": lock}
+
+    tree, objects = run(main())
+    for name, obj in objects.items():
+        node = find(tree, name)
+        [wait] = node["waiting_on"]
+        assert wait["kind"] == "primitive"
+        assert wait["type"] == type(obj).__qualname__
+        assert type(obj).__name__ in wait["repr"] and hex(id(obj))[2:] in wait["repr"]

@@ -139,6 +139,23 @@ def _referents(cb: Any) -> Iterator[Any]:
                 pass
 
 
+def _holds_waiter(obj: Any, waiter: Any) -> bool:
+    """Whether ``obj`` is a synchronisation primitive queueing ``waiter``: asyncio's Lock,
+    Event, Condition and Semaphore keep waiting futures in ``_waiters``, Queue in ``_getters``
+    and ``_putters`` (locks.py, queues.py)."""
+    if obj is waiter or isinstance(obj, (type, types.ModuleType)):
+        return False
+    for attr in ("_waiters", "_getters", "_putters"):
+        queue = getattr(obj, attr, None)
+        if queue is not None and not isinstance(queue, (str, bytes, dict)):
+            try:
+                if any(w is waiter for w in queue):
+                    return True
+            except TypeError:  # not iterable
+                continue
+    return False
+
+
 def _via_of(cb: Any) -> str:
     name = _callback_name(cb)
     if name.endswith("_release_waiter"):
@@ -232,6 +249,16 @@ class _Builder:
                 ):
                     seen_handles.add(id(value))
                     found.append(self._timer(value, "local of " + frame.f_code.co_name))
+                elif waiter is not None and _holds_waiter(value, waiter):
+                    if id(value) not in seen_handles:
+                        seen_handles.add(id(value))
+                        found.append(
+                            {
+                                "kind": "primitive",
+                                "type": type(value).__qualname__,
+                                "repr": _short_repr(value),
+                            }
+                        )
                 elif waiter is not None and self._is_stream_waiter(value, waiter):
                     fd = self._transport_fd(value._transport)
                     if fd is not None:
@@ -414,8 +441,10 @@ def task_tree(loop: asyncio.AbstractEventLoop | None = None) -> dict[str, Any]:
     "children": [node]}``. ``via`` says how the parent waits on the node ("await", "gather",
     "taskgroup", "wait_for", "shield", "callback"; None for a root). ``waiting_on`` holds
     ``{"kind": "timer", "due_in": s, "callback", "why"}``, ``{"kind": "fd", "fd", "event":
-    "read"|"write"}`` or ``{"kind": "future", "repr"}``. A task reached a second time
-    is a ``ref`` node. ``loop`` defaults to the running loop; call on the loop's thread.
+    "read"|"write"}``, ``{"kind": "primitive", "type", "repr"}`` (an asyncio Lock, Event,
+    Condition, Semaphore or Queue queueing the task) or ``{"kind": "future", "repr"}``. A
+    task reached a second time is a ``ref`` node. ``loop`` defaults to the running loop; call
+    on the loop's thread.
     """
     return _Builder(_resolve_loop(loop)).build()
 
@@ -425,6 +454,8 @@ def _describe_wait(w: dict[str, Any]) -> str:
         return f"timer due in {w['due_in']:.3f} s ({w['callback']})"
     if w["kind"] == "fd":
         return f"fd {w['fd']} {'readable' if w['event'] == 'read' else 'writable'}"
+    if w["kind"] == "primitive":
+        return w["repr"]
     return f"future {w.get('repr', '?')}"
 
 
