@@ -548,3 +548,34 @@ def test_io_methods_after_close(request, loop_kind, loop, sockpair):
     for method in ("add_reader", "add_writer", "remove_reader", "remove_writer"):
         expected = outcome(lambda lp, m=method: scenario(lp, m), ref)
         assert outcome(lambda lp, m=method: scenario(lp, m), loop) == expected, method
+
+
+def test_selector_view_reports_registrations(loop, loop_kind):
+    # asyncio's transports and tools read loop._selector; oxloop's is a read-only view.
+    import selectors
+
+    a, b = socket.socketpair()
+    try:
+        sel = loop._selector
+        with pytest.raises(KeyError):
+            sel.get_key(a)
+        loop.add_reader(a, lambda: None)
+        loop.add_writer(a.fileno(), lambda: None)
+        key = sel.get_key(a)
+        assert key.fd == a.fileno()
+        assert key.events == selectors.EVENT_READ | selectors.EVENT_WRITE
+        reader, writer = key.data
+        assert isinstance(reader, asyncio.Handle) and isinstance(writer, asyncio.Handle)
+        assert a.fileno() in sel.get_map()
+        loop.remove_writer(a)
+        assert sel.get_key(a.fileno()).events == selectors.EVENT_READ
+        loop.remove_reader(a)
+        with pytest.raises(KeyError):
+            sel.get_key(a)
+        assert a.fileno() not in sel.get_map()
+        if loop_kind == "oxloop":
+            with pytest.raises(RuntimeError, match="add_reader"):
+                sel.register(b, selectors.EVENT_READ)
+    finally:
+        a.close()
+        b.close()
