@@ -8,7 +8,8 @@
 //!   so pipelined requests get one response each, in order.
 //!
 //! Invariants: mio is edge-triggered, so a connection is always driven until a read or a write
-//! returns `WouldBlock` (`Conn::pump`); reading stops while output is queued (back-pressure,
+//! returns `WouldBlock` or moves fewer bytes than asked (which epoll(7) allows as the same
+//! signal for stream sockets) (`Conn::pump`); reading stops while output is queued (back-pressure,
 //! like asyncio's pause_reading), and resumes when a writable event drains the queue. Memory per
 //! connection is bounded by one read's worth of queued output (echo) or by the responses to one
 //! read's worth of requests (HTTP).
@@ -49,12 +50,22 @@ enum State {
 
 impl Conn {
     /// Drives the connection until the socket would block or the peer is gone.
+    ///
+    /// A read or write that moves fewer bytes than asked for has emptied the receive buffer or
+    /// filled the send buffer, so the next edge is as good as `WouldBlock` and saves a syscall
+    /// (epoll(7), "for stream-oriented files ... returns a lower number of bytes").
     fn pump(&mut self, service: Service, scratch: &mut [u8]) -> State {
+        let mut drained = false;
         loop {
             // Flush queued output first; while any remains, do not read (back-pressure).
             while self.out_pos < self.out.len() {
+                let asked = self.out.len() - self.out_pos;
                 match self.stream.write(&self.out[self.out_pos..]) {
                     Ok(0) => return State::Closed,
+                    Ok(n) if n < asked => {
+                        self.out_pos += n;
+                        return State::Open; // send buffer full: a writable edge follows
+                    }
                     Ok(n) => self.out_pos += n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return State::Open,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -63,6 +74,9 @@ impl Conn {
             }
             self.out.clear();
             self.out_pos = 0;
+            if drained {
+                return State::Open;
+            }
             let n = match self.stream.read(scratch) {
                 Ok(0) => return State::Closed,
                 Ok(n) => n,
@@ -70,33 +84,39 @@ impl Conn {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return State::Closed,
             };
+            drained = n < scratch.len();
             match service {
-                Service::Echo => {
-                    if let Err(state) = self.write_or_queue(&scratch[..n]) {
-                        return state;
-                    }
-                }
+                Service::Echo => match self.write_or_queue(&scratch[..n]) {
+                    Ok(true) => {}
+                    Ok(false) => return State::Open, // rest queued; a writable edge follows
+                    Err(state) => return state,
+                },
                 Service::Http => self.answer_requests(&scratch[..n]),
             }
         }
     }
 
     /// Writes `data` directly; whatever the socket does not take is queued in `out`.
-    fn write_or_queue(&mut self, data: &[u8]) -> Result<(), State> {
+    /// Returns whether all of it went out (false: the send buffer is full).
+    fn write_or_queue(&mut self, data: &[u8]) -> Result<bool, State> {
         let mut done = 0;
         while done < data.len() {
             match self.stream.write(&data[done..]) {
                 Ok(0) => return Err(State::Closed),
+                Ok(k) if done + k < data.len() => {
+                    self.out.extend_from_slice(&data[done + k..]);
+                    return Ok(false);
+                }
                 Ok(k) => done += k,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.out.extend_from_slice(&data[done..]);
-                    return Ok(());
+                    return Ok(false);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return Err(State::Closed),
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Queues one response per complete request head in `partial + data`; keeps the tail.
