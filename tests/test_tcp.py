@@ -390,7 +390,7 @@ def test_buffered_protocol(loop, run):
 @pytest.mark.parametrize(
     "failure", ["raise", "empty", "readonly", "strided", "readonly-view", "updated", "eof"]
 )
-def test_buffered_protocol_failures(request, loop, loop_kind, failure):
+def test_buffered_protocol_failures(loop, loop_kind, failure):
     """A BufferedProtocol that fails: get_buffer raising, returning an empty or a read-only
     buffer, buffer_updated or eof_received raising. Each is a fatal error of the transport:
     the exception handler gets asyncio's message, connection_lost gets the exception."""
