@@ -1036,3 +1036,93 @@ def test_write_of_unusual_buffers(loop, loop_kind, kind):
         )
 
     same_as_stock(loop, loop_kind, scenario)
+
+
+def test_pause_resume_on_every_chunk_loses_nothing(loop, run):
+    """A receiver that pauses reading in each data_received and resumes from a later callback,
+    while 8 MiB flow in: every pause/resume re-registers the reader; no byte lost or reordered."""
+
+    class Toggling(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.pause_reading()
+            self.loop.call_soon(self.transport.resume_reading)
+
+    async def main():
+        srv, addr = await tcp_server(loop, Toggling)
+        _, client = await loop.create_connection(lambda: Recorder(loop), *addr)
+        peer = await srv.accepted(0)
+        data = payload(8 * 1024 * 1024, seed=11)
+        client.transport.write(data)
+        client.transport.write_eof()
+        await wait(peer.eof)
+        assert digest(peer.data) == digest(data)
+        assert peer.chunks > 1
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_extra_info_survives_close(loop, run):
+    async def main():
+        srv, client, peer = await tcp_pair(loop)
+        t = client.transport
+        before = {k: t.get_extra_info(k) for k in ("peername", "sockname")}
+        t.close()
+        await wait(client.lost)
+        # asyncio caches these when the transport is made.
+        assert {k: t.get_extra_info(k) for k in ("peername", "sockname")} == before
+        assert t.get_extra_info("socket").fileno() == -1
+        t.close()  # closing a closed transport is a no-op
+        t.abort()
+        await drain_loop()
+        assert client.events == ["made", ("lost", None)]
+        await close_all(srv)
+
+    run(main())
+
+
+def test_buffered_protocol_runs_in_the_creation_context(loop, loop_kind):
+    var = contextvars.ContextVar("var", default="unset")
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self, lp):
+            self.buf = bytearray(16)
+            self.seen = []
+            self.done = lp.create_future()
+
+        def connection_made(self, transport):
+            self.seen.append(("made", var.get()))
+
+        def get_buffer(self, sizehint):
+            self.seen.append(("get_buffer", var.get()))
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.seen.append(("updated", var.get()))
+            var.set("set in buffer_updated")
+
+        def eof_received(self):
+            self.seen.append(("eof", var.get()))
+
+        def connection_lost(self, exc):
+            self.seen.append(("lost", var.get()))
+            self.done.set_result(None)
+
+    async def scenario(lp):
+        var.set("creator")
+        proto = Buffered(lp)
+        a, b = socket.socketpair()
+        await lp.connect_accepted_socket(lambda: proto, a)
+        var.set("after")
+        b.sendall(b"1234")
+        b.shutdown(socket.SHUT_WR)
+        await wait(proto.done)
+        b.close()
+        return proto.seen
+
+    def run_in_fresh_context(lp):
+        return contextvars.copy_context().run(lambda: scenario(lp))
+
+    seen = same_as_stock(loop, loop_kind, run_in_fresh_context)
+    assert seen[:3] == [("made", "creator"), ("get_buffer", "creator"), ("updated", "creator")]

@@ -25,6 +25,7 @@ from _net import (
     aoutcome,
     close_all,
     digest,
+    fill,
     payload,
     same_as_stock,
     wait,
@@ -261,5 +262,57 @@ def test_socketpair_connect_accepted_socket(loop, run):
         pa.transport.close()
         await wait(pb.lost)
         await wait(pa.lost)
+
+    run(main())
+
+
+def test_flow_control(loop, run, sock_path):
+    """pause_writing past the high-water mark while the peer does not read, resume_writing
+    once it reads again, every byte delivered (the Unix transport shares TCP's code path)."""
+
+    async def main():
+        srv, client, peer = await unix_pair(loop, sock_path)
+        assert client.transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+        peer.transport.pause_reading()
+        data = fill(client.transport, beyond=64 * 1024, seed=22)
+        await wait(client.paused)
+        peer.transport.resume_reading()
+        await wait(client.resumed)
+        assert digest(await peer.until(len(data))) == digest(data)
+        assert client.events[1:3] == ["pause", "resume"]
+        await close_all(srv, client)
+
+    run(main())
+
+
+def test_buffered_protocol(loop, run, sock_path):
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(5000)
+            self.got = bytearray()
+            self.done = loop.create_future()
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            self.got += self.buf[:nbytes]
+
+        def connection_lost(self, exc):
+            self.done.set_result(exc)
+
+    async def main():
+        proto = Buffered()
+        server = await loop.create_unix_server(lambda: proto, sock_path)
+        r, w = await asyncio.open_unix_connection(sock_path)
+        data = payload(2 * 1024 * 1024, seed=23)
+        w.write(data)
+        await w.drain()
+        w.close()
+        await w.wait_closed()
+        assert await wait(proto.done) is None
+        assert digest(proto.got) == digest(data)
+        server.close()
+        await server.wait_closed()
 
     run(main())
