@@ -45,7 +45,9 @@ def find_postgres() -> str | None:
 class Postgres:
     def __init__(self, bindir: str) -> None:
         self.bindir = bindir
-        self.dir = tempfile.mkdtemp(prefix="oxloop-pg-")
+        # Under /tmp, whatever TMPDIR says: the unprivileged server user must reach it, and
+        # the Unix socket path inside must stay under sun_path's 108 bytes.
+        self.dir = tempfile.mkdtemp(prefix="oxloop-pg-", dir="/tmp")
         self.data = os.path.join(self.dir, "data")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
