@@ -1126,3 +1126,42 @@ def test_buffered_protocol_runs_in_the_creation_context(loop, loop_kind):
 
     seen = same_as_stock(loop, loop_kind, run_in_fresh_context)
     assert seen[:3] == [("made", "creator"), ("get_buffer", "creator"), ("updated", "creator")]
+
+
+@pytest.mark.parametrize("eyeballs", [None, 0.05])
+def test_connection_falls_through_the_resolved_addresses(loop, loop_kind, eyeballs):
+    """create_connection tries each address getaddrinfo gave, in order (with happy eyeballs
+    racing them, interleave=1 by default then); the first that accepts wins, the refused
+    ones are closed. The loop's getaddrinfo is replaced on the instance so that one name
+    resolves to a refusing and then a listening address without DNS."""
+
+    async def scenario(lp):
+        srv, addr = await tcp_server(lp)
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            refused = closed.getsockname()
+            infos = [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", refused),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", addr),
+            ]
+
+            async def fake_getaddrinfo(host, port, **kw):
+                return infos
+
+            lp.getaddrinfo = fake_getaddrinfo
+            try:
+                _, client = await lp.create_connection(
+                    lambda: Recorder(lp), "two-addresses.invalid", 1, happy_eyeballs_delay=eyeballs
+                )
+                infos.reverse()
+                infos[:] = [infos[1]]  # only the refusing one left
+                failure = await aoutcome(lp.create_connection(asyncio.Protocol, "one.invalid", 1))
+            finally:
+                del lp.getaddrinfo
+        peer = client.transport.get_extra_info("peername")
+        await close_all(srv, client)
+        return peer == addr, failure
+
+    connected, failure = same_as_stock(loop, loop_kind, scenario)
+    assert connected
+    assert failure[0] is ConnectionRefusedError
