@@ -11,6 +11,7 @@ multi-megabyte transfers in both directions compared by hash.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import sys
 import tempfile
@@ -337,3 +338,44 @@ def test_invalid_tls_arguments(loop, loop_kind):
     assert got[3] == (ValueError, None)
     assert got[4] == (TypeError, None)
     assert got[5:] in ([], [(ValueError, None)])
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ssl_shutdown_timeout is new in 3.11")
+def test_shutdown_timeout_with_a_peer_that_never_answers_close_notify(loop, loop_kind):
+    """The peer completes the handshake in a thread and then never reads: close() sends
+    close_notify, waits ssl_shutdown_timeout for the answer, then drops the connection."""
+    import threading
+
+    async def scenario(lp):
+        server_ctx, client_ctx = tls_contexts()
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        release = threading.Event()
+
+        def serve():
+            conn, _ = listener.accept()
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                release.wait(30)  # never reads: close_notify stays unanswered
+                del tls
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            _, client = await lp.create_connection(
+                lambda: Recorder(lp),
+                *listener.getsockname(),
+                ssl=client_ctx,
+                server_hostname="localhost",
+                ssl_shutdown_timeout=0.1,
+            )
+            client.transport.close()
+            exc = await wait(client.lost)
+        finally:
+            release.set()
+            thread.join(10)
+            listener.close()
+        return type(exc).__name__ if exc is not None else None, client.events[0]
+
+    # sslproto._check_shutdown_timeout force-closes the transport with a TimeoutError.
+    assert same_as_stock(loop, loop_kind, scenario) == ("TimeoutError", "made")
