@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import socket
 import sys
@@ -386,3 +387,32 @@ def test_closed_fd_is_rejected(loop, run):
             await loop.connect_read_pipe(asyncio.Protocol, rpipe)
 
     run(main())
+
+
+def test_read_size_per_event(loop, run, loop_kind, fds):
+    """How much one readiness event reads: asyncio asks for 256 KiB, oxloop for 64 KiB (the
+    default pipe capacity, libuv's read size; see python/oxloop/_pipes.py for the allocator
+    cost it avoids). Chunk sizes are not part of the Protocol contract; both deliver all data."""
+    r, w = os.pipe()
+    fds.append(w)
+    fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: room for 1 MiB, so big reads are possible
+    os.write(w, b"z" * (512 * 1024))
+    sizes: list[int] = []
+
+    class Sizes(Reader):
+        def data_received(self, data):
+            sizes.append(len(data))
+            super().data_received(data)
+
+    async def main():
+        transport, proto = await loop.connect_read_pipe(
+            lambda: Sizes(loop), open(r, "rb", buffering=0)
+        )
+        while len(proto.data) < 512 * 1024:
+            await asyncio.sleep(0)
+        transport.close()
+        await proto.done
+
+    run(main())
+    assert sum(sizes) == 512 * 1024
+    assert max(sizes) == (64 * 1024 if loop_kind == "oxloop" else 256 * 1024)

@@ -35,7 +35,7 @@ from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from . import _insight, _oxloop, _subprocess
+from . import _insight, _oxloop, _pipes, _subprocess
 from ._metrics import LoopMetrics
 from ._transports import _SocketTransport
 from .monitor import _autostart as _monitor_autostart
@@ -231,7 +231,13 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         # As BaseSelectorEventLoop.close: transports' reprs say "open" once the loop is gone.
         self._selector = None
 
-    # -- subprocesses ------------------------------------------------------------------------
+    # -- pipes and subprocesses --------------------------------------------------------------
+
+    def _make_read_pipe_transport(
+        self, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None
+    ) -> Any:
+        """asyncio's read pipe transport with 64 KiB reads: see _pipes.py."""
+        return _pipes._UnixReadPipeTransport(self, pipe, protocol, waiter, extra)
 
     async def _make_subprocess_transport(
         self,
