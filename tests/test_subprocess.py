@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import os
 import resource
 import signal
@@ -780,3 +781,27 @@ def test_someone_else_reaps_the_child(run, loop_kind, caplog):
     finally:
         os.close(w)
     assert any("returncode 255" in r.getMessage() for r in caplog.records)
+
+
+def test_loop_collected_without_close(loop_factory, loop_kind):
+    """A loop dropped without close() while its child runs. oxloop: the loop and the transport
+    are collected (the transport's __del__ kills the child, as asyncio's does) and the loop's
+    finalizer hands the child to the reaper."""
+    if loop_kind == "asyncio" and PY >= (3, 12):
+        pytest.skip("stock asyncio 3.12+ leaves a zombie here (see test_loop_closed_...)")
+    lp = loop_factory()
+    proc = lp.run_until_complete(asyncio.create_subprocess_exec("sleep", "60"))
+    pid = proc.pid
+    # Keep the Popen: its own __del__ would otherwise poll, and maybe reap, the killed child.
+    popen = proc._transport.get_extra_info("subprocess")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # unclosed loop and transport
+        del lp, proc
+        gc.collect()
+    if loop_kind == "asyncio":
+        # ThreadedChildWatcher's thread holds the transport (hence the loop): nothing was
+        # collected, the child still runs; once it exits, the thread reaps it.
+        assert proc_state(pid) not in (None, "Z")
+        os.kill(pid, signal.SIGKILL)
+    assert wait_state(pid, {None}) is None
+    assert popen.returncode == (-signal.SIGKILL if loop_kind == "oxloop" else None)

@@ -110,6 +110,9 @@ class _LoopChildren:
         self._children: dict[int, _Child] = {}
         self._closed = False
         self.finalizer = weakref.finalize(loop, self._orphan_all)
+        # Not at interpreter exit: no thread may start then, and children outliving the
+        # process are reparented to init(1), which reaps them.
+        self.finalizer.atexit = False
 
     def watch(self, loop: Any, transp: Any) -> None:
         pid = transp.get_pid()
