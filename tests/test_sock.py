@@ -16,6 +16,7 @@ import socket
 import ssl
 import sys
 import tempfile
+import time
 
 import pytest
 from _net import (
@@ -156,11 +157,11 @@ def test_socket_closed_while_recv_waits(loop, run):
         conn.close()
         await loop.sock_sendall(client, b"to a closed peer")
         await drain_loop(5)
-        ticks = 0
-        for _ in range(20):
-            await asyncio.sleep(0)
-            ticks += 1
-        assert ticks == 20
+        # The loop neither hangs nor spins on the dead registration: a timer still fires, and
+        # the wait costs little CPU. (A real wait: what is measured is the idle loop itself.)
+        cpu = time.process_time()
+        await asyncio.sleep(0.2)
+        assert time.process_time() - cpu < 0.15
         task.cancel()
         try:
             await wait(task)
