@@ -670,7 +670,11 @@ def print_report(
     m = meta["machine"]
     print(f"oxloop network benchmarks ({meta['mode']} run)")
     if meta.get("oxloop_changed"):
-        print("  WARNING : oxloop's files changed during the run: its column mixes two builds")
+        changed = ", ".join(meta["oxloop_changed"])
+        print(
+            "  WARNING : oxloop files changed during the run, its column may mix two builds:"
+            f" {changed}"
+        )
     print(f"  machine : {m['cpu']}, {m['cores']} cores; {m['platform']}")
     print(f"            load average at start {m['load_avg']}")
     print(f"  python  : {m['python']} ({m['executable']})")
@@ -789,21 +793,21 @@ def print_report(
 # ---------------------------------------------------------------------------------------------
 
 
-def oxloop_fingerprint() -> float | None:
-    """Latest mtime of oxloop's installed files, found without importing oxloop.
+def oxloop_fingerprint() -> dict[str, float]:
+    """The mtime of each of oxloop's installed files, found without importing oxloop.
 
     The tree may be rebuilt while a long run goes on; comparing this before and after tells
-    whether the oxloop column mixes two builds.
+    whether, and by which files, the oxloop column may mix two builds.
     """
     spec = importlib.util.find_spec("oxloop")
     if spec is None or not spec.submodule_search_locations:
-        return None
-    mtimes = []
-    for where in spec.submodule_search_locations:
-        for entry in os.scandir(where):
-            if entry.is_file():
-                mtimes.append(entry.stat().st_mtime)
-    return max(mtimes, default=None)
+        return {}
+    return {
+        entry.name: entry.stat().st_mtime
+        for where in spec.submodule_search_locations
+        for entry in os.scandir(where)
+        if entry.is_file()
+    }
 
 
 def run_probe(name: str) -> int:
@@ -893,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         "probes": {name: probe(name) for name in loops},
     }
     live = [n for n in loops if meta["probes"][n]["ok"]]
-    fingerprint = oxloop_fingerprint() if "oxloop" in live else None
+    fingerprint = oxloop_fingerprint() if "oxloop" in live else {}
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {
         r.name: {n: [] for n in live} for r in rows
     }
@@ -925,8 +929,13 @@ def main(argv: list[str] | None = None) -> int:
         results[row.name] = {
             n: aggregate(samples[row.name][n]) if n in live else {"status": "n/a"} for n in loops
         }
-    if fingerprint is not None and oxloop_fingerprint() != fingerprint:
-        meta["oxloop_changed"] = True
+    if fingerprint:
+        after = oxloop_fingerprint()
+        meta["oxloop_changed"] = sorted(
+            name
+            for name in fingerprint.keys() | after.keys()
+            if fingerprint.get(name) != after.get(name)
+        )
     print_report(meta, loops, rows, results)
     print(f"({total} samples in {elapsed:.0f} s)")
     if args.json:
