@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import shutil
 import signal
 import stat
@@ -395,3 +396,40 @@ def test_forked_child_starts_without_monitor(loop, runtime_dir):
         return await in_thread(info)
 
     assert loop.run_until_complete(ask())["ok"]
+
+
+@pytest.mark.skipif(not HAS_METRICS, reason="loop.metrics() is not built in")
+def test_cli_top_redraws_on_a_terminal(monitored, runtime_dir):
+    import pty
+
+    master, slave = pty.openpty()
+    env = child_env({"XDG_RUNTIME_DIR": runtime_dir})
+    top = subprocess.Popen(
+        [sys.executable, "-m", "oxloop", "top", str(monitored.pid), "--interval", "0.2"],
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(slave)
+    screen = b""
+    try:
+        # Two redraws: each starts with cursor-home + clear-screen and the title.
+        deadline = time.monotonic() + 30
+        while screen.count(b"\x1b[H\x1b[2J") < 2 or not screen.endswith(b"\n"):
+            ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"top printed no second screen: {screen!r}"
+            screen += os.read(master, 4096)
+        top.send_signal(signal.SIGINT)
+        _, err = top.communicate(timeout=30)
+    finally:
+        if top.poll() is None:
+            top.kill()
+        os.close(master)
+    assert top.returncode == 0
+    assert err == b""
+    frames = screen.decode().split("\x1b[H\x1b[2J")[1:]
+    for frame in frames:
+        lines = frame.splitlines()
+        assert lines[0] == f"oxloop top: process {monitored.pid}, every 0.2 s (Ctrl-C to quit)"
+        assert lines[1].split()[:3] == ["loop", "thread", "util"]
+        assert lines[2].split()[:2] == ["0", "MainThread"]
