@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import gc
+import inspect
 import os
 import resource
 import signal
@@ -804,4 +805,65 @@ def test_loop_collected_without_close(loop_factory, loop_kind):
         assert proc_state(pid) not in (None, "Z")
         os.kill(pid, signal.SIGKILL)
     assert wait_state(pid, {None}) is None
+    if loop_kind == "oxloop":
+        # The pid is gone from /proc as soon as waitpid returns; the reaper thread sets the
+        # Popen's returncode just after, then ends.
+        for t in threading.enumerate():
+            if t.name == "oxloop-reaper":
+                t.join(10)
     assert popen.returncode == (-signal.SIGKILL if loop_kind == "oxloop" else None)
+
+
+# Keywords asyncio itself takes or checks (subprocess_exec / _make_subprocess_transport).
+ASYNCIO_OWN = {
+    "self",
+    "args",
+    "bufsize",
+    "stdin",
+    "stdout",
+    "stderr",
+    "shell",
+    "universal_newlines",
+    "text",
+    "encoding",
+    "errors",
+}
+
+
+def test_every_popen_keyword_passes_through(run):
+    """Each keyword of this version's subprocess.Popen, given explicitly with its default,
+    reaches Popen (an unknown keyword would raise TypeError from there)."""
+    params = inspect.signature(subprocess.Popen.__init__).parameters
+    kwargs = {
+        name: p.default
+        for name, p in params.items()
+        if name not in ASYNCIO_OWN and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    assert {"cwd", "env", "pass_fds", "umask", "preexec_fn"} <= set(kwargs)
+    if PY >= (3, 11):
+        assert "process_group" in kwargs
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec("true", **kwargs)
+        return await proc.wait()
+
+    assert run(main()) == 0
+
+
+def test_executable_replaces_the_program(run):
+    async def main():
+        return await output_of("argv0-only", "via executable", executable="/bin/echo")
+
+    assert run(main()) == (b"via executable\n", 0)
+
+
+def test_debug_mode(run, loop, caplog):
+    loop.set_debug(True)
+
+    async def main():
+        return await output_of("echo", "debug")
+
+    with caplog.at_level("DEBUG", logger="asyncio"):
+        assert run(main()) == (b"debug\n", 0)
+    # base_subprocess logs the start; base_events logs the exec request.
+    assert any("process 'echo' created: pid" in r.getMessage() for r in caplog.records)
