@@ -23,7 +23,7 @@ from asyncio import unix_events
 __all__ = ["_UnixReadPipeTransport"]
 
 
-class _UnixReadPipeTransport(unix_events._UnixReadPipeTransport):
+class _UnixReadPipeTransport(unix_events._UnixReadPipeTransport):  # type: ignore[name-defined]
     """asyncio's read pipe transport, reading at most 64 KiB per readiness event.
 
     Named as its base so that its repr (built from the class name) reads as asyncio's.

@@ -55,10 +55,11 @@ _pidfd_ok: bool | None = None
 def _can_use_pidfd() -> bool:
     global _pidfd_ok
     if _pidfd_ok is None:
-        ok = _pidfd_open is not None
-        if ok:
+        opener = _pidfd_open
+        ok = opener is not None
+        if opener is not None:
             try:
-                os.close(_pidfd_open(os.getpid(), 0))
+                os.close(opener(os.getpid(), 0))
             except OSError:
                 ok = False
         _pidfd_ok = ok
@@ -118,9 +119,10 @@ class _LoopChildren:
         pid = transp.get_pid()
         proc = transp._proc
         child = _Child(pid, -1, proc)
-        if _can_use_pidfd():
+        opener = _pidfd_open
+        if opener is not None and _can_use_pidfd():
             try:
-                child.pidfd = _pidfd_open(pid, 0)
+                child.pidfd = opener(pid, 0)
             except OSError:
                 # ESRCH (already reaped: SIGCHLD ignored) or EMFILE/ENFILE: the thread's
                 # waitpid reports both as asyncio's threaded watcher would.
@@ -267,7 +269,7 @@ async def make_subprocess_transport(
     waiter = loop.create_future()
     # Popen errors (FileNotFoundError, PermissionError, bad arguments) propagate from here
     # exactly as in asyncio: the transport closes itself and re-raises.
-    transp = unix_events._UnixSubprocessTransport(
+    transp = unix_events._UnixSubprocessTransport(  # type: ignore[attr-defined]
         loop,
         protocol,
         args,
