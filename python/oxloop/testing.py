@@ -36,13 +36,23 @@ import asyncio
 import heapq
 import itertools
 import math
+import sys
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._loop import Loop
 
-__all__ = ["Deadlock", "EndOfVirtualTime", "VirtualClock", "virtual_loop_factory"]
+__all__ = [
+    "Deadlock",
+    "EndOfVirtualTime",
+    "LoopFactoryMixin",
+    "VirtualClock",
+    "VirtualLoopFactory",
+    "describe_tasks",
+    "virtual_loop_factory",
+]
 
 _U64 = (1 << 64) - 1
 
@@ -247,21 +257,83 @@ def describe_tasks(loop: asyncio.AbstractEventLoop) -> str:
     return "\n".join(lines)
 
 
+class VirtualLoopFactory:
+    """A loop factory (for ``asyncio.Runner``, ``asyncio.run(loop_factory=)``, anyio,
+    ``IsolatedAsyncioTestCase.loop_factory``) that makes an oxloop loop on a fresh
+    ``VirtualClock`` with the given settings at each call.
+
+    An object rather than a function so that it stays unbound when set as a class attribute
+    (``loop_factory = virtual_loop_factory()`` in a test case class).
+    """
+
+    def __init__(
+        self,
+        start: float = 0.0,
+        autojump_threshold: float | None = 0.0,
+        end: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        # Checked now, so a bad setting fails where it is written, not in each test.
+        VirtualClock(start, autojump_threshold, end, seed)
+        self._settings = (start, autojump_threshold, end, seed)
+
+    def __call__(self) -> Loop:
+        from ._loop import new_event_loop
+
+        return new_event_loop(clock=VirtualClock(*self._settings))
+
+    def __repr__(self) -> str:
+        start, threshold, end, seed = self._settings
+        return (
+            f"virtual_loop_factory(start={start!r}, autojump_threshold={threshold!r}, "
+            f"end={end!r}, seed={seed!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VirtualLoopFactory) and other._settings == self._settings
+
+    def __hash__(self) -> int:
+        return hash(self._settings)
+
+
 def virtual_loop_factory(
     start: float = 0.0,
     autojump_threshold: float | None = 0.0,
     end: float | None = None,
     seed: int | None = None,
-) -> Any:
-    """A loop factory (for ``asyncio.Runner``, ``asyncio.run(loop_factory=)``, anyio, unittest)
-    that makes an oxloop loop on a fresh ``VirtualClock`` with these settings each call."""
-    from ._loop import new_event_loop
+) -> VirtualLoopFactory:
+    """A loop factory making oxloop loops on virtual time with these settings (a fresh
+    ``VirtualClock`` per loop): ``asyncio.Runner(loop_factory=virtual_loop_factory())``."""
+    return VirtualLoopFactory(start, autojump_threshold, end, seed)
 
-    def factory() -> Loop:
-        return new_event_loop(
-            clock=VirtualClock(
-                start=start, autojump_threshold=autojump_threshold, end=end, seed=seed
-            )
-        )
 
-    return factory
+class LoopFactoryMixin:
+    """``IsolatedAsyncioTestCase.loop_factory`` (Python 3.13) for Python 3.10 to 3.12.
+
+    ``class T(LoopFactoryMixin, unittest.IsolatedAsyncioTestCase): loop_factory = ...``
+    runs each test on a loop from ``loop_factory`` (None: asyncio's default), exactly as 3.13
+    does; on 3.13 and later the mixin adds nothing.
+    """
+
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+
+    if (3, 11) <= sys.version_info < (3, 13):
+
+        def _setupAsyncioRunner(self) -> None:
+            # unittest/async_case.py of 3.13, which passes loop_factory to the Runner.
+            assert self._asyncioRunner is None, "asyncio runner is already initialized"  # type: ignore[has-type]
+            runner = asyncio.Runner(debug=True, loop_factory=self.loop_factory)
+            self._asyncioRunner = runner
+
+    elif sys.version_info < (3, 11):
+
+        def _setupAsyncioLoop(self) -> None:
+            # unittest/async_case.py of 3.10 with the loop made by loop_factory.
+            assert self._asyncioTestLoop is None, "asyncio test loop already initialized"  # type: ignore[has-type]
+            loop = (self.loop_factory or asyncio.new_event_loop)()
+            asyncio.set_event_loop(loop)
+            loop.set_debug(True)
+            self._asyncioTestLoop = loop
+            fut = loop.create_future()
+            self._asyncioCallsTask = loop.create_task(self._asyncioLoopRunner(fut))  # type: ignore[attr-defined]
+            loop.run_until_complete(fut)
