@@ -106,13 +106,14 @@ def _settings(item: pytest.Item) -> dict[str, Any] | None:
     ):
         return None
     if marker is not None and marker.args:
-        raise pytest.UsageError(f"{item.nodeid}: mark.oxloop takes keyword arguments only")
+        pytest.fail(f"{item.nodeid}: mark.oxloop takes keyword arguments only", pytrace=False)
     kwargs = dict(marker.kwargs) if marker is not None else {}
     unknown = set(kwargs) - set(_DEFAULTS)
     if unknown:
-        raise pytest.UsageError(
+        pytest.fail(
             f"{item.nodeid}: mark.oxloop got unexpected arguments {sorted(unknown)}; "
-            f"it takes {', '.join(_DEFAULTS)}"
+            f"it takes {', '.join(_DEFAULTS)}",
+            pytrace=False,
         )
     settings = {**_DEFAULTS, **kwargs}
     if marker is None:
