@@ -15,11 +15,13 @@ Who runs the test:
 - pytest-asyncio with the ``pytest_asyncio_loop_factories`` hook (1.x): the hook below answers
   ``{"oxloop": factory}`` for an oxloop test and, for any other test, the loop asyncio's policy
   makes (what pytest-asyncio does without a hook, so other tests are untouched). It is
-  ``trylast``: a project's own hook wins. The test still needs pytest-asyncio's marker (or
-  ``asyncio_mode = auto``), as every pytest-asyncio test does.
-- otherwise (no pytest-asyncio, or a version without the hook, or a test it does not handle)
+  ``trylast``: a project's own hook wins.
+- otherwise (no pytest-asyncio, or a test it does not handle: strict mode without its marker)
   an ``async def`` test carrying the oxloop marker, or any ``async def`` test under the flags,
-  is run here with ``asyncio.Runner`` semantics on the oxloop loop (sync fixtures only).
+  is run here by ``oxloop.run`` on the oxloop loop (sync fixtures only).
+- a pytest-asyncio older than the hook (before 1.4) runs its tests on loops the plugin cannot
+  choose: such a test marked for oxloop fails at setup with a message saying so, rather than
+  silently running on asyncio.
 
 Invariants: a loop scope wider than a function (pytest-asyncio's ``loop_scope="module"``) gets
 one loop and so one clock, whose time never goes back; equal settings share one factory object,
@@ -179,6 +181,32 @@ def _handled_elsewhere(item: pytest.Function) -> bool:
 
         return is_async_test(item)
     return False
+
+
+def _old_pytest_asyncio_item(item: pytest.Item) -> bool:
+    """A test that a pytest-asyncio without the loop-factory hook (before 1.4) would run on
+    its own loop: the plugin cannot choose that loop, so it says so instead of silently
+    running the test on asyncio."""
+    pm = item.config.pluginmanager
+    if not pm.has_plugin("asyncio") or pm.has_plugin("oxloop-asyncio-loop-factories"):
+        return False
+    try:
+        from pytest_asyncio import is_async_test
+    except ImportError:  # before 0.22
+        return item.get_closest_marker("asyncio") is not None
+    return is_async_test(item)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _old_pytest_asyncio_item(item) and loop_factory_for(item) is not None:
+        pytest.fail(
+            f"{item.nodeid}: this pytest-asyncio has no pytest_asyncio_loop_factories hook "
+            "(added in 1.4), so oxloop cannot choose the loop of a pytest-asyncio test: "
+            "upgrade pytest-asyncio, or drop @pytest.mark.asyncio from this test so the oxloop "
+            "plugin runs it itself",
+            pytrace=False,
+        )
 
 
 @pytest.hookimpl(tryfirst=True)
