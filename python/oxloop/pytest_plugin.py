@@ -19,9 +19,9 @@ Who runs the test:
 - otherwise (no pytest-asyncio, or a test it does not handle: strict mode without its marker)
   an ``async def`` test carrying the oxloop marker, or any ``async def`` test under the flags,
   is run here by ``oxloop.run`` on the oxloop loop (sync fixtures only).
-- a pytest-asyncio older than the hook (before 1.4) runs its tests on loops the plugin cannot
-  choose: such a test marked for oxloop fails at setup with a message saying so, rather than
-  silently running on asyncio.
+- pytest-asyncio before 1.4 (no hook) makes every loop through its ``event_loop_policy``
+  fixture: the plugin wraps that policy so that its ``new_event_loop()`` makes the oxloop loop
+  while an oxloop test is being set up.
 
 Invariants: a loop scope wider than a function (pytest-asyncio's ``loop_scope="module"``) gets
 one loop and so one clock, whose time never goes back; equal settings share one factory object,
@@ -172,41 +172,84 @@ def _register_factories_hook(config: pytest.Config) -> None:
 
 
 def _handled_elsewhere(item: pytest.Function) -> bool:
-    """Whether another plugin (pytest-asyncio with the hook, anyio) runs this async test."""
-    config = item.config
+    """Whether another plugin (pytest-asyncio, anyio) runs this async test."""
     if item.get_closest_marker("anyio") is not None:
         return True
-    if config.pluginmanager.has_plugin("oxloop-asyncio-loop-factories"):
-        from pytest_asyncio import is_async_test  # only imported when the hook exists
-
-        return is_async_test(item)
+    if item.config.pluginmanager.has_plugin("asyncio"):
+        try:
+            from pytest_asyncio import is_async_test
+        except ImportError:  # before 0.22
+            return item.get_closest_marker("asyncio") is not None
+        return bool(is_async_test(item))
     return False
 
 
-def _old_pytest_asyncio_item(item: pytest.Item) -> bool:
-    """A test that a pytest-asyncio without the loop-factory hook (before 1.4) would run on
-    its own loop: the plugin cannot choose that loop, so it says so instead of silently
-    running the test on asyncio."""
-    pm = item.config.pluginmanager
-    if not pm.has_plugin("asyncio") or pm.has_plugin("oxloop-asyncio-loop-factories"):
-        return False
-    try:
-        from pytest_asyncio import is_async_test
-    except ImportError:  # before 0.22
-        return item.get_closest_marker("asyncio") is not None
-    return is_async_test(item)
+# -- pytest-asyncio before 1.4 (no loop-factory hook): wrap its event loop policy ---------------
+
+_current_item: pytest.Item | None = None
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _old_pytest_asyncio_item(item) and loop_factory_for(item) is not None:
-        pytest.fail(
-            f"{item.nodeid}: this pytest-asyncio has no pytest_asyncio_loop_factories hook "
-            "(added in 1.4), so oxloop cannot choose the loop of a pytest-asyncio test: "
-            "upgrade pytest-asyncio, or drop @pytest.mark.asyncio from this test so the oxloop "
-            "plugin runs it itself",
-            pytrace=False,
-        )
+class _ItemPolicy(asyncio.AbstractEventLoopPolicy):
+    """The session's event loop policy, wrapped: pytest-asyncio before 1.4 makes every loop
+    through ``event_loop_policy``'s ``new_event_loop()`` (its ``event_loop`` fixture, its
+    scoped loops, its runners), so this makes the oxloop loop for an oxloop test and leaves
+    every other call to the wrapped policy."""
+
+    def __init__(self, inner: asyncio.AbstractEventLoopPolicy) -> None:
+        self._inner = inner
+
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        factory = None if _current_item is None else loop_factory_for(_current_item)
+        return self._inner.new_event_loop() if factory is None else factory()
+
+    def get_event_loop(self) -> asyncio.AbstractEventLoop:
+        return self._inner.get_event_loop()
+
+    def set_event_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._inner.set_event_loop(loop)
+
+    # Child watchers exist on the policies of 3.10-3.13.
+    def get_child_watcher(self) -> Any:
+        return self._inner.get_child_watcher()  # type: ignore[attr-defined]
+
+    def set_child_watcher(self, watcher: Any) -> None:
+        self._inner.set_child_watcher(watcher)  # type: ignore[attr-defined]
+
+
+def _wraps_policy(config: pytest.Config) -> bool:
+    pm = config.pluginmanager
+    return pm.has_plugin("asyncio") and not pm.has_plugin("oxloop-asyncio-loop-factories")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Any:
+    result = yield
+    if fixturedef.argname != "event_loop_policy" or not _wraps_policy(request.config):
+        return result
+    cached = getattr(fixturedef, "cached_result", None)
+    if isinstance(result, _ItemPolicy) or not (isinstance(cached, tuple) and cached[0] is result):
+        return result
+    # pytest caches the value in `cached_result = (value, key, exc)` before this wrapper
+    # resumes; later requests read the cache, so the wrapped policy goes there too.
+    wrapped = _ItemPolicy(result)
+    fixturedef.cached_result = (wrapped, *cached[1:])
+    return wrapped
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    global _current_item
+    _current_item = item
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    # Loops made while fixtures are torn down (pytest-asyncio 0.23 makes a fresh current
+    # loop then) are no test's loop.
+    global _current_item
+    _current_item = None
+    return (yield)
 
 
 @pytest.hookimpl(tryfirst=True)
