@@ -9,6 +9,7 @@ must be identical.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 import random
 import socket
@@ -265,6 +266,7 @@ def test_cancelled_advance_is_forgotten():
     assert vrun(main()) == 3.0
 
 
+@pytest.mark.timeout(10)
 def test_autojump_waits_for_executor_and_to_thread_work():
     # A thread that takes 50 ms of real time must finish before a 1 s virtual deadline: time
     # does not jump over pending thread work.
@@ -274,9 +276,30 @@ def test_autojump_waits_for_executor_and_to_thread_work():
         b = await asyncio.wait_for(
             loop.run_in_executor(None, lambda: (time.sleep(0.05), "executor")[1]), 1
         )
-        return a, b, loop.time()
+        t = loop.time()
+        # Finished work no longer holds time still (a leaked count would block here forever).
+        await asyncio.sleep(5)
+        return a, b, t, loop.time()
 
-    assert vrun(main()) == ("thread", "executor", 0.0)
+    assert vrun(main()) == ("thread", "executor", 0.0, 5.0)
+
+
+@pytest.mark.timeout(10)
+def test_cancelled_executor_work_stops_holding_time():
+    # Work cancelled before a worker picks it up never runs: its count must still drop.
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            gate = threading.Event()
+            busy = loop.run_in_executor(pool, gate.wait)
+            queued = loop.run_in_executor(pool, time.sleep, 100)
+            queued.cancel()
+            gate.set()
+            await busy
+        await asyncio.sleep(7)
+        return loop.time()
+
+    assert vrun(main()) == 7.0
 
 
 def test_deadlock_raises_within_a_second_naming_the_task():
