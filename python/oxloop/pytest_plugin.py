@@ -172,8 +172,10 @@ def _register_factories_hook(config: pytest.Config) -> None:
 
 
 def _handled_elsewhere(item: pytest.Function) -> bool:
-    """Whether another plugin (pytest-asyncio, anyio) runs this async test."""
-    if item.get_closest_marker("anyio") is not None:
+    """Whether another plugin (pytest-asyncio, anyio, pytest-trio) runs this async test."""
+    if any(item.get_closest_marker(m) is not None for m in ("anyio", "trio")):
+        return True
+    if "anyio_backend" in getattr(item, "fixturenames", ()):
         return True
     if item.config.pluginmanager.has_plugin("asyncio"):
         try:
