@@ -262,6 +262,17 @@ def test_bad_marker_arguments_are_a_usage_error(run_pytest):
     )
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*mark.oxloop got unexpected arguments*speed*"])
+    result = run_pytest(
+        """
+        import pytest
+
+        @pytest.mark.oxloop(autojump_threshold=-1)
+        async def test_x():
+            pass
+        """
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*mark.oxloop: autojump_threshold must be >= 0, not -1*"])
 
 
 def test_anyio_recipe(run_pytest):

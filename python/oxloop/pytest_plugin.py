@@ -141,9 +141,12 @@ def loop_factory_for(item: pytest.Item) -> LoopFactory | None:
     s = _settings(item)
     if s is None:
         return None
-    return _factory(
-        bool(s["virtual_time"]), s["start"], s["autojump_threshold"], s["end"], s["seed"]
-    )
+    try:
+        return _factory(
+            bool(s["virtual_time"]), s["start"], s["autojump_threshold"], s["end"], s["seed"]
+        )
+    except (TypeError, ValueError) as e:  # a bad setting (VirtualClock's own checks)
+        pytest.fail(f"{item.nodeid}: mark.oxloop: {e}", pytrace=False)
 
 
 def _policy_loop() -> asyncio.AbstractEventLoop:
