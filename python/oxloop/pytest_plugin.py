@@ -91,9 +91,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if config.getoption("oxloop_virtual_time"):
         seed = config.getoption("oxloop_seed")
         return [f"oxloop: virtual time for every asyncio test (seed={seed})"]
+    lines = []
     if config.getoption("oxloop"):
-        return ["oxloop: every asyncio test on oxloop"]
-    return []
+        lines.append("oxloop: every asyncio test on oxloop")
+    if config.getoption("oxloop_seed") is not None:
+        lines.append(
+            f"oxloop: virtual clocks without a seed use seed={config.getoption('oxloop_seed')}"
+        )
+    return lines
 
 
 # -- choosing the loop of a test ------------------------------------------------------------
