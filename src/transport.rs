@@ -222,6 +222,18 @@ impl SocketReader {
             self.transport.bind(py).repr()?
         ))
     }
+
+    /// What asyncio's handle repr (format_helpers._format_callback) prints for the reader:
+    /// the name of the method it stands for, as with stock asyncio's bound `_read_ready`.
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        "_SelectorSocketTransport._read_ready"
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        "_read_ready"
+    }
 }
 
 #[pymethods]

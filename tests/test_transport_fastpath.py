@@ -330,3 +330,17 @@ def test_set_protocol_switches_between_shapes(loop, run):
 
     assert run(main()) == (b"one", b"twothree")
     b.close()
+
+
+def test_reader_handle_repr_names_read_ready(loop, run):
+    # Debug-mode slow-callback lines and handle reprs name the reader as asyncio does.
+    a, b = _pair()
+
+    async def main():
+        transport = await _connect(loop, a, Recorder())
+        text = repr(loop._selector.get_key(a.fileno()).data[0])
+        transport.close()
+        return text
+
+    assert run(main()).startswith("<Handle _SelectorSocketTransport._read_ready()")
+    b.close()

@@ -21,6 +21,7 @@ core calls back into.
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import gc
 import os
@@ -30,15 +31,18 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, coroutines, events, format_helpers, unix_events
+from asyncio import base_events, coroutines, events, format_helpers, futures, unix_events
 from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _insight, _oxloop, _pipes, _subprocess
 from ._metrics import LoopMetrics
 from ._transports import _SocketTransport
 from .monitor import _autostart as _monitor_autostart
+
+if TYPE_CHECKING:
+    from .testing import VirtualClock
 
 __all__ = ["Loop", "new_event_loop"]
 
@@ -147,7 +151,8 @@ class _SelectorView:
 class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
     """An asyncio event loop whose core is written in Rust."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: VirtualClock | None = None) -> None:
+        # `clock` was already read by LoopCore.__new__, which built the core's clock from it.
         # BaseSelectorEventLoop.__init__ would make a selector and a self-pipe; the core has
         # its own poller and waker, so only the state its Python methods use is set up here
         # (selector_events.py and unix_events.py __init__ of 3.10-3.13).
@@ -161,9 +166,71 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         self._internal_fds = 1
         self._ssock = self._csock = None
         self._slow_reporter: _insight.Reporter | None = None
+        self._clock: VirtualClock | None = None
+        if clock is not None:
+            if not self._is_virtual():
+                raise TypeError("pass clock= to the constructor call that makes the loop")
+            clock._bind(self)
+            self._clock = clock
         _live_loops.add(self)
         if os.environ.get("OXLOOP_SLOW_CALLBACKS", "") not in ("", "0"):
             self.enable_slow_callback_reports()
+
+    @property
+    def clock(self) -> VirtualClock | None:
+        """The loop's ``oxloop.testing.VirtualClock``, or None on real time."""
+        return self._clock
+
+    # -- virtual time: what the core does not see ------------------------------------------
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:
+        """As asyncio; on virtual time the work counts as pending until the thread finishes,
+        so autojump never jumps over it."""
+        if self._clock is None:
+            return super().run_in_executor(executor, func, *args)
+        # BaseEventLoop.run_in_executor of 3.10-3.13, keeping hold of the executor's future.
+        self._check_closed()
+        if self._debug:
+            self._check_callback(func, "run_in_executor")
+        if executor is None:
+            executor = self._default_executor
+            self._check_default_executor()
+            if executor is None:
+                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                self._default_executor = executor
+        cfut = executor.submit(func, *args)
+        self._virtual_thread(1)
+        # Runs in the worker thread when the work ends (or at once if it already has, or when
+        # it is cancelled before it starts): the count drops and the loop re-decides.
+        cfut.add_done_callback(self._virtual_thread_done)
+        return futures.wrap_future(cfut, loop=self)
+
+    def _virtual_thread_done(self, _fut: Any) -> None:
+        self._virtual_thread(-1)
+
+    async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
+        """As asyncio; on virtual time the joining thread counts as pending work (its timeout,
+        3.12+, would otherwise be jumped over at once)."""
+        if self._clock is None:
+            return await super().shutdown_default_executor(*args, **kwargs)
+        self._virtual_thread(1)
+        try:
+            return await super().shutdown_default_executor(*args, **kwargs)
+        finally:
+            self._virtual_thread(-1)
+
+    def _virtual_advanced(self) -> None:
+        if self._clock is not None:
+            self._clock._advanced(self)
+
+    def _virtual_end_reached(self) -> None:
+        if self._clock is not None:
+            self._clock._end_reached(self)
+
+    def _virtual_deadlock(self) -> None:
+        # A signal handler can still wake the loop: then the core waits for it.
+        if self._clock is not None and not self._signal_handlers:
+            self._clock._deadlock(self)
 
     # -- running ---------------------------------------------------------------------------
 
@@ -465,6 +532,11 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
                 self._handle_signal(signum)
 
 
-def new_event_loop() -> Loop:
-    """A new oxloop event loop (the loop factory for asyncio.Runner, uvicorn, anyio, ...)."""
-    return Loop()
+def new_event_loop(*, clock: VirtualClock | None = None) -> Loop:
+    """A new oxloop event loop (the loop factory for asyncio.Runner, uvicorn, anyio, ...).
+
+    ``clock``: an ``oxloop.testing.VirtualClock`` to run the loop on virtual time (tests).
+    """
+    if clock is None:
+        return Loop()
+    return Loop(clock=clock)

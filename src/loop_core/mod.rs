@@ -40,11 +40,15 @@ use crate::io::{FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
 use crate::sys::clock;
 use crate::sys::epoll::{self, Epoll, READABLE, WRITABLE};
 use crate::sys::waker::{read_available, Waker};
-use crate::time::{Clock, TimerHeap};
+use crate::time::{Clock, TimerHeap, VirtualClock};
 
 /// asyncio's MAXIMUM_SELECT_TIMEOUT (base_events.py): one day.
 const MAX_TIMEOUT_SECS: f64 = 24.0 * 3600.0;
 const EVENTS_CAPACITY: usize = 1024;
+/// How long (real time) a virtual loop that nothing can wake waits before calling it a
+/// deadlock: long enough for a thread the loop does not know of to call back, short enough
+/// that a deadlocked test fails well within a second.
+const DEADLOCK_GRACE_MS: i32 = 100;
 
 struct State {
     ready: VecDeque<Queued>,
@@ -140,7 +144,33 @@ fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
+/// The virtual clock described by a `VirtualClock`'s `_config()`:
+/// `(start, autojump_threshold, end, seed)`, validated on the Python side.
+fn virtual_clock_from(obj: &Bound<'_, PyAny>) -> PyResult<VirtualClock> {
+    let config = obj.call_method0("_config").map_err(|e| {
+        if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) {
+            PyTypeError::new_err(format!(
+                "clock must be an oxloop.testing.VirtualClock, not {}",
+                obj.get_type()
+                    .name()
+                    .map_or_else(|_| "?".to_string(), |n| n.to_string())
+            ))
+        } else {
+            e
+        }
+    })?;
+    let (start, threshold, end, seed): (f64, f64, Option<f64>, Option<u64>) = config.extract()?;
+    Ok(VirtualClock::new(start, threshold, end, seed))
+}
+
 impl LoopCore {
+    fn virtual_clock(&self) -> PyResult<&VirtualClock> {
+        match &self.clock {
+            Clock::Virtual(v) => Ok(v),
+            Clock::Real => Err(PyRuntimeError::new_err("this loop has no virtual clock")),
+        }
+    }
+
     fn check_open(&self) -> PyResult<()> {
         if self.closed.load(Relaxed) {
             Err(closed_error())
@@ -425,6 +455,107 @@ impl LoopCore {
         }
     }
 
+    /// A virtual loop found nothing to do: nothing ready, no timer due, and a zero-timeout
+    /// poll returned no event. Decides, once per iteration, what happens next, and returns the
+    /// poll result the iteration goes on with:
+    /// 1. an `advance()` is pending: jump to the next timer on the way, or to its target when
+    ///    none is left before it (then tell Python, which resolves the waiting futures);
+    /// 2. autojump (trio's rule): a timer exists, no executor / to_thread work is pending, and
+    ///    the loop has sat idle for the threshold in real time: jump to the next deadline;
+    /// 3. something outside can still wake the loop (a watched fd, pending thread work): wait
+    ///    for it in the real poller;
+    /// 4. nothing can: after a short real grace (for a hand-made thread about to call
+    ///    `call_soon_threadsafe`), Python raises the deadlock error naming the tasks.
+    ///
+    /// No borrow is held across the Python hooks or the blocking polls.
+    #[cold]
+    fn virtual_idle(
+        slf: &Bound<'_, Self>,
+        v: &VirtualClock,
+        epfd: i32,
+        events: &mut [epoll::Event],
+    ) -> PyResult<std::io::Result<usize>> {
+        let py = slf.py();
+        let this = slf.get();
+        let (next, has_fds) = {
+            let st = this.state.borrow(py)?;
+            // A deadline at +inf is no deadline time can jump to.
+            let next = st.timers.peek().map(|t| t.when()).filter(|t| t.is_finite());
+            (next, st.fds.len() > 0)
+        };
+        if let Some(target) = v.advance_to.get_opt() {
+            return match next {
+                Some(t) if t <= target => Self::virtual_jump(slf, v, t).map(|()| Ok(0)),
+                _ => {
+                    Self::virtual_jump(slf, v, target)?;
+                    v.advance_to.set(f64::NAN);
+                    slf.call_method0("_virtual_advanced")?;
+                    Ok(Ok(0))
+                }
+            };
+        }
+        let threshold = v.threshold.get();
+        let threads = v.threads.load(Relaxed);
+        if let (Some(t), true, 0) = (next, threshold.is_finite(), threads) {
+            if threshold > 0.0 {
+                let ms = (threshold * 1e3).ceil().min(i32::MAX as f64) as i32;
+                let n = Self::virtual_wait(slf, epfd, events, ms)?;
+                if !matches!(n, Ok(0)) {
+                    return Ok(n);
+                }
+                // Re-check after the real wait: thread work may have started meanwhile.
+                let st = this.state.borrow(py)?;
+                if !st.ready.is_empty() || v.threads.load(Relaxed) != 0 {
+                    return Ok(Ok(0));
+                }
+            }
+            return Self::virtual_jump(slf, v, t).map(|()| Ok(0));
+        }
+        if has_fds || threads != 0 {
+            return Self::virtual_wait(slf, epfd, events, -1);
+        }
+        let n = Self::virtual_wait(slf, epfd, events, DEADLOCK_GRACE_MS)?;
+        if !matches!(n, Ok(0)) {
+            return Ok(n);
+        }
+        // Raises the deadlock error, unless Python knows of a wake-up source the core does not
+        // see (a signal handler): then wait for it.
+        slf.call_method0("_virtual_deadlock")?;
+        Self::virtual_wait(slf, epfd, events, -1)
+    }
+
+    /// Moves virtual time to `t`; if that reaches the clock's `end`, stops there and lets
+    /// Python raise its TimeoutError subclass (once: `end` is cleared so cleanup can run).
+    fn virtual_jump(slf: &Bound<'_, Self>, v: &VirtualClock, t: f64) -> PyResult<()> {
+        if let Some(end) = v.end.get_opt() {
+            if t >= end {
+                v.jump_to(end);
+                v.end.set(f64::NAN);
+                slf.call_method0("_virtual_end_reached")?;
+                return Ok(());
+            }
+        }
+        v.jump_to(t);
+        Ok(())
+    }
+
+    /// A real, blocking poll from `virtual_idle` (GIL released, waker armed).
+    fn virtual_wait(
+        slf: &Bound<'_, Self>,
+        epfd: i32,
+        events: &mut [epoll::Event],
+        timeout_ms: i32,
+    ) -> PyResult<std::io::Result<usize>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.state.borrow(py)?.polling = true;
+        let n = py.detach(|| Epoll::wait_raw(epfd, events, timeout_ms));
+        // Cleared here too (not only in step 3): a hook may raise before step 3 runs, and
+        // `close` refuses while `polling` is set.
+        this.state.borrow(py)?.polling = false;
+        Ok(n)
+    }
+
     fn run_once_impl(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -436,6 +567,7 @@ impl LoopCore {
         let t0 = clock::monotonic_ns();
 
         // 1. Drop cancelled timers and compute the poll timeout (CPython's order).
+        let mut virtual_idle = false;
         let (timeout_ms, epfd, mut events, ready_before, timers_before) = {
             let mut st = this.state.borrow(py)?;
             let st = &mut *st;
@@ -458,12 +590,25 @@ impl LoopCore {
             }
             let timeout_ms = if !st.ready.is_empty() || this.stopping.load(Relaxed) {
                 0
-            } else if let Some(t) = st.timers.peek() {
-                let secs = (t.when() - this.clock.at(t0)).clamp(0.0, MAX_TIMEOUT_SECS);
-                // Round up as selectors does, so we never wake before the deadline.
-                (secs * 1e3).ceil() as i32
             } else {
-                -1
+                match &this.clock {
+                    Clock::Real => {
+                        if let Some(t) = st.timers.peek() {
+                            let secs = (t.when() - this.clock.at(t0)).clamp(0.0, MAX_TIMEOUT_SECS);
+                            // Round up as selectors does, so we never wake before the deadline.
+                            (secs * 1e3).ceil() as i32
+                        } else {
+                            -1
+                        }
+                    }
+                    Clock::Virtual(v) => {
+                        // Poll without blocking; if that finds nothing and no timer is due,
+                        // `virtual_idle` decides whether time jumps or the loop waits.
+                        let due = v.now() + this.resolution;
+                        virtual_idle = !matches!(st.timers.peek(), Some(t) if t.when() < due);
+                        0
+                    }
+                }
             };
             st.polling = timeout_ms != 0;
             (
@@ -493,6 +638,12 @@ impl LoopCore {
             activity.polling.store(false, Relaxed);
             r
         };
+        let polled = match (&this.clock, polled) {
+            (Clock::Virtual(v), Ok(0)) if virtual_idle => {
+                Self::virtual_idle(slf, v, epfd, &mut events)?
+            }
+            (_, polled) => polled,
+        };
 
         // 3. Queue I/O callbacks, then due timers.
         let mut interrupted = false;
@@ -513,6 +664,11 @@ impl LoopCore {
                     return Err(os_error(e));
                 }
             };
+            if let Clock::Virtual(v) = &this.clock {
+                // asyncio leaves the order of one poll's events unspecified; a seeded virtual
+                // clock shuffles it so tests can shake out (and replay) ordering assumptions.
+                v.shuffle(&mut events[..n]);
+            }
             for ev in &events[..n] {
                 let token = ev.u64;
                 let flags = ev.events;
@@ -683,6 +839,10 @@ impl LoopCore {
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         handles::layout(py)?;
+        let clock = match _kwargs.map(|k| k.get_item("clock")).transpose()?.flatten() {
+            Some(c) if !c.is_none() => Clock::Virtual(Box::new(virtual_clock_from(&c)?)),
+            _ => Clock::Real,
+        };
         let poller = Epoll::new().map_err(os_error)?;
         let waker = Waker::new().map_err(os_error)?;
         poller
@@ -722,14 +882,53 @@ impl LoopCore {
                 shared.activity.slow_ns.store(100_000_000, Relaxed);
                 shared
             },
-            clock: Clock::Real,
+            clock,
             resolution: clock::resolution(),
         })
     }
 
-    /// `time.monotonic()`, read live.
+    /// `time.monotonic()`, read live (or the virtual clock's time).
     fn time(&self) -> f64 {
         self.clock.now()
+    }
+
+    /// Whether the loop runs on a virtual clock.
+    fn _is_virtual(&self) -> bool {
+        matches!(self.clock, Clock::Virtual(_))
+    }
+
+    /// Sets the autojump threshold of the virtual clock (seconds; +inf disables autojump).
+    fn _virtual_set_threshold(&self, seconds: f64) -> PyResult<()> {
+        self.virtual_clock()?.threshold.set(seconds);
+        Ok(())
+    }
+
+    /// The earliest pending `advance()` target, or None to clear it; the core steps time to
+    /// it and then calls `_virtual_advanced`.
+    fn _virtual_advance_to(&self, target: Option<f64>) -> PyResult<()> {
+        self.virtual_clock()?
+            .advance_to
+            .set(target.unwrap_or(f64::NAN));
+        Ok(())
+    }
+
+    /// Counts executor / to_thread work in flight (+1 when submitted, -1 when done, from any
+    /// thread): autojump never jumps over it. The last one wakes the loop to re-decide.
+    fn _virtual_thread(&self, py: Python<'_>, delta: i32) -> PyResult<()> {
+        let v = self.virtual_clock()?;
+        if delta > 0 {
+            v.threads.fetch_add(1, Relaxed);
+        } else {
+            let left = v
+                .threads
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)))
+                .unwrap_or(0);
+            if left <= 1 {
+                let mut st = self.state.borrow(py)?;
+                Self::wake(&mut st);
+            }
+        }
+        Ok(())
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
