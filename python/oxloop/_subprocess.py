@@ -190,9 +190,15 @@ class _LoopChildren:
             orphans[child.pidfd] = (child.pid, child.proc)
         self._children.clear()
         if orphans:
-            threading.Thread(
-                target=_reap_orphans, name="oxloop-reaper", args=(orphans,), daemon=True
-            ).start()
+            try:
+                threading.Thread(
+                    target=_reap_orphans, name="oxloop-reaper", args=(orphans,), daemon=True
+                ).start()
+            except RuntimeError:
+                # "can't create new thread at interpreter shutdown" (a loop closed while the
+                # interpreter finalizes): the process is about to exit, and init(1) reaps
+                # the children it leaves behind.
+                pass
 
 
 def _wait_in_thread(loop: Any, children: _LoopChildren, pid: int, transp: Any) -> None:
