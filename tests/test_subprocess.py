@@ -867,3 +867,41 @@ def test_debug_mode(run, loop, caplog):
         assert run(main()) == (b"debug\n", 0)
     # base_subprocess logs the start; base_events logs the exec request.
     assert any("process 'echo' created: pid" in r.getMessage() for r in caplog.records)
+
+
+def test_communicate_large_both_ways(run):
+    """8 MiB in and 8 MiB out at once: communicate() feeds stdin while draining stdout, so a
+    child that blocks on a full stdout pipe cannot deadlock against a parent blocked on stdin."""
+    data = os.urandom(1 << 20) * 8
+
+    async def main():
+        proc = await asyncio.create_subprocess_exec("cat", stdin=PIPE, stdout=PIPE)
+        out, _ = await proc.communicate(data)
+        return out == data, proc.returncode
+
+    assert run(main()) == (True, 0)
+
+
+def test_two_loops_in_two_threads_reap_their_own(loop_factory):
+    results: dict[str, list[int]] = {}
+
+    def worker(name: str, code: int) -> None:
+        lp = loop_factory()
+        try:
+
+            async def main():
+                procs = await asyncio.gather(
+                    *(asyncio.create_subprocess_exec("sh", "-c", f"exit {code}") for _ in range(50))
+                )
+                return await asyncio.gather(*(p.wait() for p in procs))
+
+            results[name] = lp.run_until_complete(main())
+        finally:
+            lp.close()
+
+    threads = [threading.Thread(target=worker, args=(n, c)) for n, c in (("a", 3), ("b", 5))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == {"a": [3] * 50, "b": [5] * 50}
