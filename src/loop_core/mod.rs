@@ -1037,6 +1037,15 @@ impl LoopCore {
                 "This event loop is already running",
             ));
         }
+        // Time spent stopped between two runs is neither busy nor idle: the first iteration
+        // of a run starts counting afresh.
+        match this.state.borrow(slf.py()) {
+            Ok(mut st) => st.counters.last_poll_end = 0,
+            Err(e) => {
+                this.running.store(false, Relaxed);
+                return Err(e);
+            }
+        }
         let res = loop {
             if let Err(e) = Self::run_once_impl(slf) {
                 break Err(e);
