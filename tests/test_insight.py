@@ -201,7 +201,7 @@ def test_cpu_burn_is_reported_with_its_line(lp, caplog):
     assert r.stack[-1].line == "while time.perf_counter() < end:  # the line the report must name"
     # At least the threshold by construction; the upper bound allows a loaded machine.
     assert THRESHOLD <= r.duration <= STALL * 3
-    assert "burn_cpu(0.15)" in r.callback
+    assert "burn_cpu(" in r.callback  # 3.13 drops the arguments outside debug mode
     assert any(
         rec.getMessage().startswith("Executing <Handle burn_cpu(")
         and "took" in rec.getMessage()
@@ -356,7 +356,7 @@ def test_environment_variable_enables_reports():
     proc = python_subprocess(code, env={"OXLOOP_SLOW_CALLBACKS": "1"})
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "Executing <Handle sleep(0.15)" in err
+    assert "Executing <Handle sleep(" in err
     quiet = python_subprocess(code)
     _, err = quiet.communicate(timeout=60)
     assert quiet.returncode == 0 and "Executing" not in err
