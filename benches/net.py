@@ -74,7 +74,6 @@ micro = _load_micro()
 FLOOR_DIR = os.path.join(HERE, "net", "floor")
 FLOOR_BIN = os.path.join(FLOOR_DIR, "target", "release", "netfloor")
 LOOPS = ("asyncio", "uvloop", "rloop", "oxloop", "floor")
-PY_LOOPS = ("asyncio", "uvloop", "rloop", "oxloop")
 BASELINE = "uvloop"
 KINDS = ("protocol", "buffered", "streams", "sock")
 SIZES_KIB = (1, 10, 100)

@@ -16,9 +16,10 @@
 //!    which closes the connections outside both samples.
 //!
 //! Invariants: message k of connection c is the window of a fixed pseudo-random pattern that
-//! starts at `(c * 7919 + k * 31) % 256`, so a server that echoes stale, shifted, mixed-up or
-//! short data is caught at the first wrong byte (`{"status":"FAIL",...}`, exit status 1); a
-//! connection that makes no progress for `--stall-timeout` seconds fails the run too.
+//! starts at `(c * 7919 + k * 31) % 256`, so a server that echoes stale, shifted or mixed-up
+//! data is caught at the first wrong byte (`{"status":"FAIL",...}`, exit status 1), and one that
+//! echoes too little or nothing when a connection makes no progress for `--stall-timeout`
+//! seconds, which fails the run too.
 
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
