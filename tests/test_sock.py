@@ -11,6 +11,7 @@ getaddrinfo / getnameinfo giving what the socket module gives.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import socket
 import ssl
@@ -452,3 +453,47 @@ def test_create_server_and_connect_on_sockets_from_sock_api(loop, run):
         await close_all(srv, proto)
 
     run(main())
+
+
+class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.calls = 0
+
+    def submit(self, *args, **kwargs):
+        self.calls += 1
+        return super().submit(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [("127.0.0.1", 80), ("::1", "443"), (None, 8080), (b"10.1.2.3", b"22"), ("fe80::1%1", 0)],
+)
+def test_numeric_getaddrinfo_needs_no_thread_on_oxloop(loop, loop_kind, run, host, port):
+    # Same answer as the socket module on both loops; oxloop skips the executor round trip for
+    # IP literals (uvloop does the same), stock asyncio always uses it.
+    executor = _CountingExecutor()
+    loop.set_default_executor(executor)
+    try:
+        expected = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        assert run(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)) == expected
+        assert executor.calls == (0 if loop_kind == "oxloop" else 1)
+        # A name still goes through the executor, on both loops.
+        run(loop.getaddrinfo("localhost", 80))
+        assert executor.calls == (1 if loop_kind == "oxloop" else 2)
+    finally:
+        run(loop.shutdown_default_executor())
+
+
+def test_numeric_getnameinfo_needs_no_thread_on_oxloop(loop, loop_kind, run):
+    executor = _CountingExecutor()
+    loop.set_default_executor(executor)
+    flags = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+    try:
+        got = run(loop.getnameinfo(("127.0.0.1", 8080), flags))
+        assert got == socket.getnameinfo(("127.0.0.1", 8080), flags) == ("127.0.0.1", "8080")
+        assert executor.calls == (0 if loop_kind == "oxloop" else 1)
+        with pytest.raises(TypeError):
+            run(loop.getnameinfo("not a sockaddr", flags))
+    finally:
+        run(loop.shutdown_default_executor())

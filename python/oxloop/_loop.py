@@ -24,9 +24,11 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import gc
+import ipaddress
 import os
 import selectors
 import signal
+import socket
 import sys
 import threading
 import warnings
@@ -79,6 +81,34 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
 
 
 gc.callbacks.append(_on_gc)
+
+
+def _is_numeric_host(host: Any) -> bool:
+    """None or an IP literal (IPv6 with an optional %scope): getaddrinfo answers it without a
+    name lookup."""
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+    if not isinstance(host, str):
+        return False
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _is_numeric_port(port: Any) -> bool:
+    if port is None or (isinstance(port, int) and not isinstance(port, bool)):
+        return True
+    return isinstance(port, (str, bytes)) and port.isdigit()
+
+
+_NUMERIC_NAMEINFO = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
 
 
 def _fileobj_to_fd(fileobj: Any) -> int:
@@ -323,6 +353,32 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         return await _subprocess.make_subprocess_transport(
             self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs
         )
+
+    # -- name resolution ---------------------------------------------------------------------
+
+    async def getaddrinfo(
+        self,
+        host: Any,
+        port: Any,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> Any:
+        """asyncio's getaddrinfo; an IP literal (or None) with a numeric port is answered at
+        once, without the executor round trip: no name lookup can block there."""
+        if not self._debug and _is_numeric_host(host) and _is_numeric_port(port):
+            return socket.getaddrinfo(host, port, family, type, proto, flags)
+        return await super().getaddrinfo(
+            host, port, family=family, type=type, proto=proto, flags=flags
+        )
+
+    async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> Any:
+        """asyncio's getnameinfo; numeric-only requests are answered without the executor."""
+        if isinstance(flags, int) and flags & _NUMERIC_NAMEINFO == _NUMERIC_NAMEINFO:
+            return socket.getnameinfo(sockaddr, flags)
+        return await super().getnameinfo(sockaddr, flags)
 
     # -- insight ---------------------------------------------------------------------------
 
