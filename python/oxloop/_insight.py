@@ -129,14 +129,26 @@ def _await_chain(coro: Any) -> tuple[str, ...]:
     return tuple(chain)
 
 
-def build_report(sample_: _Sample | None, duration: float, unsampled: bool) -> SlowCallbackReport:
-    """Runs on the loop thread once the callback has ended."""
+def build_report(
+    sample_: _Sample | None, duration: float, unsampled: bool, handle: Any = None
+) -> SlowCallbackReport:
+    """Runs on the loop thread once the callback has ended. ``handle`` is the slow callback's
+    handle as the loop kept it at its end, for a stall the watchdog could not sample."""
     if sample_ is None:
+        callback = "<callback>"
+        task_name = coroutine = None
+        if handle is not None:
+            callback = base_events._format_handle(handle)
+            task = _task_of(handle._callback)
+            if task is not None:
+                task_name = task.get_name()
+                coro = task.get_coro()
+                coroutine = getattr(coro, "__qualname__", repr(coro))
         return SlowCallbackReport(
             duration=duration,
-            callback="<callback: not sampled>",
-            task_name=None,
-            coroutine=None,
+            callback=callback,
+            task_name=task_name,
+            coroutine=coroutine,
             await_chain=(),
             stack=(),
             sampled=False,

@@ -414,19 +414,21 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         # Watchdog thread, loop thread paused inside `handle`.
         return _insight.sample(self, handle)
 
-    def _watchdog_report(self, sample: Any, duration: float, unsampled: bool) -> None:
+    def _watchdog_report(self, sample: Any, duration: float, unsampled: bool, seq: int) -> None:
         # Watchdog thread: the stall is over; report from the loop thread.
         if self._slow_reporter is None or self.is_closed():
             return
         try:
-            self.call_soon_threadsafe(self._deliver_slow_report, sample, duration, unsampled)
+            self.call_soon_threadsafe(self._deliver_slow_report, sample, duration, unsampled, seq)
         except RuntimeError:
             pass  # closed meanwhile
 
-    def _deliver_slow_report(self, sample: Any, duration: float, unsampled: bool) -> None:
+    def _deliver_slow_report(self, sample: Any, duration: float, unsampled: bool, seq: int) -> None:
         reporter = self._slow_reporter
+        handle = self._take_slow_handle(seq)
         if reporter is not None:
-            reporter.deliver(self, _insight.build_report(sample, duration, unsampled))
+            report = _insight.build_report(sample, duration, unsampled, handle)
+            reporter.deliver(self, report)
 
     # -- transports ---------------------------------------------------------------------------
 

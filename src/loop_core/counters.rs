@@ -243,15 +243,20 @@ impl Activity {
         }
     }
 
+    /// A callback ends. `Some(word)` when the watchdog had flagged it as stalled: the caller
+    /// keeps the handle for the report (the watchdog may not have been able to look at it).
     #[inline]
-    pub fn exit(&self) {
+    pub fn exit(&self) -> Option<u64> {
         if ENABLED {
-            let s = self.seq.load(Ordering::Relaxed);
-            self.seq.store((s | 1).wrapping_add(1), Ordering::Release);
-            if self.stall_seq.load(Ordering::Relaxed) != 0 {
+            let s = self.seq.load(Ordering::Relaxed) | 1;
+            self.seq.store(s.wrapping_add(1), Ordering::Release);
+            let flagged = self.stall_seq.load(Ordering::Relaxed);
+            if flagged != 0 {
                 self.wake_watcher();
+                return (flagged == s).then_some(s);
             }
         }
+        None
     }
 
     #[cold]

@@ -67,6 +67,8 @@ struct State {
     slow_duration: Py<PyAny>,
     /// The slow-callback watchdog thread, while reports are enabled.
     watchdog: Option<watchdog::Watchdog>,
+    /// The last callback the watchdog flagged as slow, kept as it ended.
+    slow_handle: Option<(u64, Py<PyAny>)>,
     /// Handles and timer handles that ran and nobody else holds, ready for reuse: building a
     /// handle from here skips the allocation and the deallocation (see `Layout::recycle`).
     free_handles: Vec<Py<PyAny>>,
@@ -389,8 +391,24 @@ impl LoopCore {
         let activity = &slf.get().shared.activity;
         activity.enter(h.as_ptr());
         let r = Self::run_live_handle(slf, lay, h, debug);
-        activity.exit();
+        if let Some(seq) = activity.exit() {
+            Self::keep_slow_handle(slf, h, seq)?;
+        }
         r
+    }
+
+    /// Keeps the handle of a callback the watchdog found slow, for its report
+    /// (`_take_slow_handle`); cold.
+    #[cold]
+    fn keep_slow_handle(slf: &Bound<'_, Self>, h: &Bound<'_, PyAny>, seq: u64) -> PyResult<()> {
+        let old = slf
+            .get()
+            .state
+            .borrow(slf.py())?
+            .slow_handle
+            .replace((seq, h.clone().unbind()));
+        drop(old);
+        Ok(())
     }
 
     /// The body of `run_handle` for a handle that is not cancelled.
@@ -869,6 +887,7 @@ impl LoopCore {
                 counters: Counters::default(),
                 slow_duration: PyFloat::new(py, 0.1).into_any().unbind(),
                 watchdog: None,
+                slow_handle: None,
                 free_handles: Vec::with_capacity(FREE_LIST_MAX),
                 free_timers: Vec::with_capacity(FREE_LIST_MAX),
             }),
@@ -1192,6 +1211,7 @@ impl LoopCore {
                 return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
             }
             self.closed.store(true, Relaxed);
+            let slow = st.slow_handle.take();
             let ready: Vec<Queued> = st.ready.drain(..).collect();
             let timers = st.timers.drain();
             let fds = st.fds.drain();
@@ -1206,7 +1226,7 @@ impl LoopCore {
                 st.sig_read.take(),
                 st.sig_write.take(),
             );
-            (ready, timers, fds, spares, sys)
+            (ready, timers, fds, spares, sys, slow)
         };
         let lay = handles::layout(py)?;
         for h in garbage.0.iter().chain(garbage.1.iter().map(|t| &t.entry)) {
@@ -1295,6 +1315,19 @@ impl LoopCore {
         Ok(())
     }
 
+    /// The handle of the slow callback whose activity word was `seq`, once (None if another
+    /// callback was kept since, or it was already taken).
+    fn _take_slow_handle(&self, py: Python<'_>, seq: u64) -> PyResult<Option<Py<PyAny>>> {
+        let mut st = self.state.borrow(py)?;
+        Ok(match st.slow_handle.take() {
+            Some((s, h)) if s == seq => Some(h),
+            other => {
+                st.slow_handle = other;
+                None
+            }
+        })
+    }
+
     /// Whether the watchdog thread runs.
     fn _watchdog_running(&self, py: Python<'_>) -> PyResult<bool> {
         Ok(self.state.borrow(py)?.watchdog.is_some())
@@ -1349,6 +1382,9 @@ impl LoopCore {
                 return result;
             }
         }
+        if let Some((_, h)) = &st.slow_handle {
+            visit.call(h)?;
+        }
         for e in st.fds.iter() {
             if let Some(r) = &e.reader {
                 visit.call(r)?;
@@ -1363,8 +1399,9 @@ impl LoopCore {
     fn __clear__(&self) {
         Python::attach(|py| {
             let garbage = self.state.borrow(py).ok().map(|mut st| {
+                let slow = st.slow_handle.take();
                 let ready: Vec<Queued> = st.ready.drain(..).collect();
-                (ready, st.timers.drain(), st.fds.drain())
+                (ready, st.timers.drain(), st.fds.drain(), slow)
             });
             if let (Some(g), Ok(lay)) = (&garbage, handles::layout(py)) {
                 for h in g.0.iter().chain(g.1.iter().map(|t| &t.entry)) {

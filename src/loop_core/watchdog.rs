@@ -125,6 +125,9 @@ fn watch(shared: &Shared, loop_ref: &Py<PyWeakrefReference>, stop: &AtomicBool) 
             sample: None,
             unsampled: false,
         };
+        // Flag it before waiting for the GIL: if the callback holds the GIL to its end, the
+        // loop thread keeps its handle for the report (LoopCore::run_handle).
+        activity.stall_seq.store(seq, Relaxed);
         let alive = Python::attach(|py| {
             let Some(lp) = loop_ref.bind(py).upgrade() else {
                 return false;
@@ -152,6 +155,7 @@ fn watch(shared: &Shared, loop_ref: &Py<PyWeakrefReference>, stop: &AtomicBool) 
         }
         if st.unsampled {
             // It ended while we waited for the GIL: report at once.
+            activity.stall_seq.store(0, Relaxed);
             if !report(shared, loop_ref, st, Instant::now()) {
                 break;
             }
@@ -159,7 +163,6 @@ fn watch(shared: &Shared, loop_ref: &Py<PyWeakrefReference>, stop: &AtomicBool) 
             first_seen = Instant::now();
         } else {
             // From here the loop thread wakes us as the callback ends (Activity::exit).
-            activity.stall_seq.store(seq, Relaxed);
             if activity.seq() != seq {
                 std::thread::current().unpark(); // it ended in between: do not sleep a period
             }
@@ -179,7 +182,7 @@ fn report(shared: &Shared, loop_ref: &Py<PyWeakrefReference>, st: Stall, end: In
         let sample = st.sample.map(|s| s.into_bound(py));
         if let Err(e) = lp.call_method1(
             intern!(py, "_watchdog_report"),
-            (sample, secs, st.unsampled),
+            (sample, secs, st.unsampled, st.seq),
         ) {
             e.write_unraisable(py, Some(&lp));
         }
