@@ -13,7 +13,7 @@ bytes object and shrinks it to what was read; 256 KiB is above glibc's default m
 costs an mmap, page faults on the pages written, an mremap and a munmap. A pipe holds 64 KiB by
 default (pipe(7)), so a read rarely returns more than that anyway; reading 64 KiB, as libuv
 does, keeps the allocation on the heap. Reading 256 MiB from a child's stdout took 3x less CPU
-this way (benches/subprocess.py, the `pipe` row).
+this way (benches/children.py, the `pipe` row).
 """
 
 from __future__ import annotations

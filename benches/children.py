@@ -27,7 +27,7 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-# `python benches/subprocess.py` puts benches/ first on sys.path, where this file would shadow
+# `python benches/children.py` puts benches/ first on sys.path, where this file would shadow
 # the stdlib `subprocess` for asyncio and everything else: move it to the end (micro.py is
 # still found there).
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HERE]
