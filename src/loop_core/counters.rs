@@ -6,17 +6,16 @@
 //! than the 2 % budget of a callback).
 //!
 //! Invariants:
-//! - `Counters` are plain fields owned by the loop thread (inside the loop's GIL-guarded
-//!   state). Once per iteration they are copied into [`Published`], a seqlock of atomics, so
-//!   any thread (a watchdog, an exporter, the monitor) reads a consistent snapshot without a
-//!   lock and without touching the loop's state.
+//! - [`Counters`] has one writer, the loop thread, and a seqlock version word that brackets
+//!   each iteration's updates, so any thread (a watchdog, an exporter, the monitor) reads a
+//!   consistent snapshot without a lock and without touching the loop's state.
 //! - `Activity::seq` is odd exactly while a callback runs; it only changes on the loop thread.
 //!   `Activity::current` is the running handle (a borrowed pointer) and may only be
 //!   dereferenced with the GIL held after re-reading `seq` unchanged and odd: the loop thread
 //!   cannot finish that callback without the GIL, and the queue entry owns the handle until
 //!   it has.
 //! - With the `no-metrics` feature every update compiles to nothing.
-use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread::Thread;
 
@@ -28,41 +27,48 @@ pub const HIST_BUCKETS: usize = 40;
 
 const ENABLED: bool = cfg!(not(feature = "no-metrics"));
 
+/// Scalar counters, in the order of `python/oxloop/_metrics.py`'s `_RAW_FIELDS` after
+/// `timestamp_ns` and `callbacks` (which the reader adds).
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub enum Field {
+    Iterations,
+    IoEvents,
+    TimersScheduled,
+    TimersFired,
+    TimersCancelled,
+    ReadyAtPoll,
+    TimersAtPoll,
+    Fds,
+    BusyNs,
+    IdleNs,
+    SlowIterations,
+    LongestStallNs,
+}
+
+const HEAD: usize = 12;
+pub const PUBLISHED: usize = HEAD + HIST_BUCKETS;
+
+/// The counters: written by the loop thread only, read by any thread through the seqlock.
+///
+/// They live in atomics written with plain (relaxed) loads and stores — the same machine code
+/// as plain fields on x86 — so publishing costs no copy: the version word brackets each
+/// iteration's updates, which is what makes them "published once per iteration". The timer
+/// counts change between polls too (call_later, cancel); a snapshot may include those made
+/// after the last poll.
 pub struct Counters {
-    pub iterations: u64,
-    pub io_events: u64,
-    pub timers_scheduled: u64,
-    pub timers_fired: u64,
-    pub timers_cancelled: u64,
-    pub idle_ns: u64,
-    pub busy_ns: u64,
-    pub slow_iterations: u64,
-    pub longest_stall_ns: u64,
-    pub ready_at_poll: u64,
-    pub timers_at_poll: u64,
-    pub fds: u64,
-    pub hist: [u64; HIST_BUCKETS],
-    /// End of the last poll, to charge the time until the next poll as busy time.
-    pub last_poll_end: i64,
+    version: AtomicU64,
+    values: [AtomicU64; PUBLISHED],
+    /// End of the last poll (loop thread only), to charge the time until the next poll as busy.
+    last_poll_end: AtomicI64,
 }
 
 impl Default for Counters {
     fn default() -> Self {
         Self {
-            iterations: 0,
-            io_events: 0,
-            timers_scheduled: 0,
-            timers_fired: 0,
-            timers_cancelled: 0,
-            idle_ns: 0,
-            busy_ns: 0,
-            slow_iterations: 0,
-            longest_stall_ns: 0,
-            ready_at_poll: 0,
-            timers_at_poll: 0,
-            fds: 0,
-            hist: [0; HIST_BUCKETS],
-            last_poll_end: 0,
+            version: AtomicU64::new(0),
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            last_poll_end: AtomicI64::new(0),
         }
     }
 }
@@ -80,105 +86,82 @@ pub struct PollSample {
 
 impl Counters {
     #[inline]
-    pub fn timer_scheduled(&mut self) {
+    fn slot(&self, f: Field) -> &AtomicU64 {
+        &self.values[f as usize]
+    }
+
+    #[inline]
+    fn get(&self, f: Field) -> u64 {
+        self.slot(f).load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn set(&self, f: Field, v: u64) {
+        self.slot(f).store(v, Ordering::Relaxed);
+    }
+
+    /// Single writer: a load and a store, not a locked read-modify-write.
+    #[inline]
+    fn add(&self, f: Field, v: u64) {
+        self.set(f, self.get(f).wrapping_add(v));
+    }
+
+    #[inline]
+    pub fn timer_scheduled(&self) {
         if ENABLED {
-            self.timers_scheduled += 1;
+            self.add(Field::TimersScheduled, 1);
         }
     }
 
     #[inline]
-    pub fn timer_cancelled(&mut self) {
+    pub fn timer_cancelled(&self) {
         if ENABLED {
-            self.timers_cancelled += 1;
+            self.add(Field::TimersCancelled, 1);
         }
+    }
+
+    /// A new run starts: time spent stopped is neither busy nor idle.
+    pub fn run_starts(&self) {
+        self.last_poll_end.store(0, Ordering::Relaxed);
     }
 
     /// One iteration: the poll ran from `start_ns` to `end_ns`; the time since the previous
     /// poll ended was busy (callbacks and bookkeeping), the poll itself idle.
     #[inline]
-    pub fn record_poll(&mut self, s: &PollSample, slow_ns: u64) {
-        if !ENABLED {
-            return;
-        }
-        self.iterations += 1;
-        if self.last_poll_end != 0 {
-            let busy = (s.start_ns - self.last_poll_end).max(0) as u64;
-            self.busy_ns += busy;
-            let bucket = (u64::BITS - busy.leading_zeros()) as usize;
-            self.hist[bucket.min(HIST_BUCKETS - 1)] += 1;
-            if busy >= slow_ns {
-                self.slow_iterations += 1;
-            }
-            self.longest_stall_ns = self.longest_stall_ns.max(busy);
-        }
-        self.idle_ns += (s.end_ns - s.start_ns).max(0) as u64;
-        self.last_poll_end = s.end_ns;
-        self.io_events += s.io_events as u64;
-        self.timers_fired += s.timers_fired;
-        self.ready_at_poll = s.ready_at_poll as u64;
-        self.timers_at_poll = s.timers_at_poll as u64;
-        self.fds = s.fds as u64;
-    }
-
-    /// The published values, in the order of `python/oxloop/_metrics.py`'s `_RAW_FIELDS`
-    /// after `timestamp_ns` and `callbacks` (which the reader adds), then the histogram.
-    fn values(&self) -> [u64; PUBLISHED] {
-        let mut v = [0u64; PUBLISHED];
-        let head = [
-            self.iterations,
-            self.io_events,
-            self.timers_scheduled,
-            self.timers_fired,
-            self.timers_cancelled,
-            self.ready_at_poll,
-            self.timers_at_poll,
-            self.fds,
-            self.busy_ns,
-            self.idle_ns,
-            self.slow_iterations,
-            self.longest_stall_ns,
-        ];
-        v[..HEAD].copy_from_slice(&head);
-        v[HEAD..].copy_from_slice(&self.hist);
-        v
-    }
-}
-
-const HEAD: usize = 12;
-pub const PUBLISHED: usize = HEAD + HIST_BUCKETS;
-
-/// The counters as of the end of the last poll, readable from any thread (a seqlock).
-pub struct Published {
-    version: AtomicU64,
-    values: [AtomicU64; PUBLISHED],
-}
-
-impl Default for Published {
-    fn default() -> Self {
-        Self {
-            version: AtomicU64::new(0),
-            values: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-}
-
-impl Published {
-    /// Loop thread only (the single writer).
-    #[inline]
-    pub fn publish(&self, c: &Counters) {
+    pub fn record_poll(&self, s: &PollSample, slow_ns: u64) {
         if !ENABLED {
             return;
         }
         let v = self.version.load(Ordering::Relaxed);
         self.version.store(v.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
-        for (slot, val) in self.values.iter().zip(c.values()) {
-            slot.store(val, Ordering::Relaxed);
+        self.add(Field::Iterations, 1);
+        let last = self.last_poll_end.load(Ordering::Relaxed);
+        if last != 0 {
+            let busy = (s.start_ns - last).max(0) as u64;
+            self.add(Field::BusyNs, busy);
+            let b = ((u64::BITS - busy.leading_zeros()) as usize).min(HIST_BUCKETS - 1);
+            let h = &self.values[HEAD + b];
+            h.store(h.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            if busy >= slow_ns {
+                self.add(Field::SlowIterations, 1);
+            }
+            if busy > self.get(Field::LongestStallNs) {
+                self.set(Field::LongestStallNs, busy);
+            }
         }
+        self.add(Field::IdleNs, (s.end_ns - s.start_ns).max(0) as u64);
+        self.last_poll_end.store(s.end_ns, Ordering::Relaxed);
+        self.add(Field::IoEvents, s.io_events as u64);
+        self.add(Field::TimersFired, s.timers_fired);
+        self.set(Field::ReadyAtPoll, s.ready_at_poll as u64);
+        self.set(Field::TimersAtPoll, s.timers_at_poll as u64);
+        self.set(Field::Fds, s.fds as u64);
         self.version.store(v.wrapping_add(2), Ordering::Release);
     }
 
-    /// A consistent copy: retried while the loop thread is mid-publish.
+    /// A consistent copy as of the end of the last poll: retried while the loop thread is
+    /// mid-update. Any thread.
     pub fn read(&self) -> PublishedValues {
         loop {
             let v1 = self.version.load(Ordering::Acquire);
@@ -195,6 +178,11 @@ impl Published {
                 return PublishedValues(out);
             }
         }
+    }
+
+    /// For the legacy `_counters()` dict.
+    pub fn value(&self, f: Field) -> u64 {
+        self.get(f)
     }
 }
 

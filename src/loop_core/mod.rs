@@ -33,7 +33,7 @@ use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use self::cell::GilCell;
-use self::counters::{Activity, Counters, PollSample, Published};
+use self::counters::{Activity, Counters, Field, PollSample};
 use crate::errors::{closed_error, os_error};
 use crate::handles::{self, Layout, Queued};
 use crate::io::{FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
@@ -62,7 +62,6 @@ struct State {
     events: Vec<epoll::Event>,
     polling: bool,
     wake_pending: bool,
-    counters: Counters,
     /// `slow_callback_duration` as the user set it (asyncio keeps any object there).
     slow_duration: Py<PyAny>,
     /// The slow-callback watchdog thread, while reports are enabled.
@@ -91,12 +90,12 @@ pub struct LoopCore {
     resolution: f64,
 }
 
-/// What other threads read without the GIL or the loop state: the published counters and
+/// What other threads read without the GIL or the loop state: the counters and
 /// the activity word of the slow-callback watchdog (see counters.rs).
 #[derive(Default)]
 pub struct Shared {
     pub activity: Activity,
-    pub published: Published,
+    pub counters: Counters,
 }
 
 /// `slow_callback_duration` (seconds, any object asyncio would accept) as a threshold in ns:
@@ -209,7 +208,7 @@ impl LoopCore {
         {
             let mut st = self.state.borrow(py)?;
             st.timers.push(when, Queued::plain(timer.clone().unbind()));
-            st.counters.timer_scheduled();
+            self.shared.counters.timer_scheduled();
         }
         lay.set_scheduled(py, timer, true);
         Ok(())
@@ -293,7 +292,7 @@ impl LoopCore {
         {
             let mut st = this.state.borrow(py)?;
             st.timers.push(key, entry);
-            st.counters.timer_scheduled();
+            this.shared.counters.timer_scheduled();
         }
         lay.set_scheduled(py, &h, true);
         Ok(h)
@@ -749,7 +748,7 @@ impl LoopCore {
                     fired += 1;
                 }
             }
-            st.counters.record_poll(
+            this.shared.counters.record_poll(
                 &PollSample {
                     start_ns: t0,
                     end_ns: t1,
@@ -761,7 +760,6 @@ impl LoopCore {
                 },
                 this.shared.activity.slow_ns.load(Relaxed),
             );
-            this.shared.published.publish(&st.counters);
             let sig_fd = st.sig_read.as_ref().map(|s| s.as_raw_fd());
             (st.ready.len(), sig_fd, gone)
         };
@@ -884,7 +882,6 @@ impl LoopCore {
                 events: Vec::new(),
                 polling: false,
                 wake_pending: false,
-                counters: Counters::default(),
                 slow_duration: PyFloat::new(py, 0.1).into_any().unbind(),
                 watchdog: None,
                 slow_handle: None,
@@ -1058,13 +1055,7 @@ impl LoopCore {
         }
         // Time spent stopped between two runs is neither busy nor idle: the first iteration
         // of a run starts counting afresh.
-        match this.state.borrow(slf.py()) {
-            Ok(mut st) => st.counters.last_poll_end = 0,
-            Err(e) => {
-                this.running.store(false, Relaxed);
-                return Err(e);
-            }
-        }
+        this.shared.counters.run_starts();
         let res = loop {
             if let Err(e) = Self::run_once_impl(slf) {
                 break Err(e);
@@ -1119,7 +1110,7 @@ impl LoopCore {
         if handle.is_instance(lay.timer_type.bind(py))? && lay.is_scheduled(py, handle) {
             let mut st = self.state.borrow(py)?;
             st.timers.cancelled += 1;
-            st.counters.timer_cancelled();
+            self.shared.counters.timer_cancelled();
         }
         Ok(())
     }
@@ -1258,7 +1249,7 @@ impl LoopCore {
         let mut raw = vec![clock::monotonic_ns().max(0) as u64];
         raw.extend(
             self.shared
-                .published
+                .counters
                 .read()
                 .to_raw(a.callbacks(), a.slow_callbacks.load(Relaxed)),
         );
@@ -1337,14 +1328,14 @@ impl LoopCore {
     fn _counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let values = {
             let st = self.state.borrow(py)?;
-            let c = &st.counters;
+            let c = &self.shared.counters;
             [
-                ("iterations", c.iterations),
+                ("iterations", c.value(Field::Iterations)),
                 ("callbacks", self.shared.activity.callbacks()),
-                ("io_events", c.io_events),
-                ("timers_fired", c.timers_fired),
-                ("poll_ns", c.idle_ns),
-                ("busy_ns", c.busy_ns),
+                ("io_events", c.value(Field::IoEvents)),
+                ("timers_fired", c.value(Field::TimersFired)),
+                ("poll_ns", c.value(Field::IdleNs)),
+                ("busy_ns", c.value(Field::BusyNs)),
                 ("ready", st.ready.len() as u64),
                 ("timers", st.timers.len() as u64),
                 ("fds", st.fds.len() as u64),
