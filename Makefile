@@ -8,9 +8,13 @@ ENV := scripts/env.sh
 build:
 	$(ENV) build $(PY) >/dev/null
 
-# The demonstration: the micro benchmark table, oxloop beside asyncio, uvloop and rloop.
+# The demonstration: the micro benchmark table, then echo servers (Protocol, BufferedProtocol,
+# streams, sock_*, over TCP and Unix) driven by one Rust client: oxloop beside asyncio, uvloop,
+# rloop and a pure-Rust floor. `benches/net.py` alone runs the fuller network table.
+DEMO_NET_ROWS := protocol-1k-10c-tcp,buffered-1k-10c-tcp,streams-1k-10c-tcp,sock-1k-10c-tcp,protocol-1k-10c-unix
 demo:
-	py=$$($(ENV) build $(PY)) && $$py benches/micro.py
+	py=$$($(ENV) build $(PY)) && $$py benches/micro.py \
+	  && $$py benches/net.py --rows $(DEMO_NET_ROWS) --rounds 1
 
 # Every test on every interpreter in VERSIONS: pytest, then the conformance runner.
 test:
