@@ -30,7 +30,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyType
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyWeakrefReference};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyWeakrefReference};
 
 use crate::errors::os_error;
 
@@ -72,8 +72,45 @@ fn fatal(t: &Bound<'_, PyAny>, err: PyErr, message: &str) -> PyResult<()> {
     Ok(())
 }
 
-fn sock_fd(t: &Bound<'_, PyAny>) -> PyResult<i32> {
-    t.getattr(intern!(t.py(), "_sock_fd"))?.extract()
+/// Reads the transport's own attributes from its instance `__dict__`, where asyncio's
+/// transport code keeps them (`_conn_lost`, `_sock_fd`, `_protocol`, ...), instead of the full
+/// attribute protocol: that walks the nine-class MRO for a data descriptor first, which was
+/// the largest user-space cost of an echo. A name not in the dict (a subclass made it a
+/// property, say) falls back to `getattr`, so the result is the same either way.
+struct Attrs<'a, 'py> {
+    t: &'a Bound<'py, PyAny>,
+    dict: Option<Bound<'py, PyDict>>,
+}
+
+impl<'a, 'py> Attrs<'a, 'py> {
+    fn new(t: &'a Bound<'py, PyAny>) -> Self {
+        // SAFETY: t is a live object; PyObject_GenericGetDict returns a new reference to its
+        // __dict__ (materialising a managed one) or NULL with an exception, which we clear.
+        let raw = unsafe { ffi::PyObject_GenericGetDict(t.as_ptr(), std::ptr::null_mut()) };
+        let dict = if raw.is_null() {
+            drop(PyErr::take(t.py()));
+            None
+        } else {
+            // SAFETY: raw is a new strong reference.
+            unsafe { Bound::from_owned_ptr(t.py(), raw) }
+                .cast_into::<PyDict>()
+                .ok()
+        };
+        Self { t, dict }
+    }
+
+    fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(d) = &self.dict {
+            if let Some(v) = d.get_item(name)? {
+                return Ok(v);
+            }
+        }
+        self.t.getattr(name)
+    }
+
+    fn sock_fd(&self) -> PyResult<i32> {
+        self.get(intern!(self.t.py(), "_sock_fd"))?.extract()
+    }
 }
 
 thread_local! {
@@ -102,9 +139,10 @@ fn recv_bytes(py: Python<'_>, fd: i32, max_size: usize) -> Result<Bound<'_, PyBy
 }
 
 impl SocketReader {
-    fn data_received(&self, t: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn data_received(&self, a: &Attrs<'_, '_>) -> PyResult<()> {
+        let t = a.t;
         let py = t.py();
-        let fd = sock_fd(t)?;
+        let fd = a.sock_fd()?;
         let data = match recv_bytes(py, fd, self.max_size) {
             Ok(d) => d,
             Err(e) if would_block(&e) => return Ok(()),
@@ -114,16 +152,17 @@ impl SocketReader {
             t.call_method0(intern!(py, "_read_ready__on_eof"))?;
             return Ok(());
         }
-        let proto = t.getattr(intern!(py, "_protocol"))?;
+        let proto = a.get(intern!(py, "_protocol"))?;
         if let Err(e) = proto.call_method1(intern!(py, "data_received"), (data,)) {
             return fatal(t, e, "Fatal error: protocol.data_received() call failed.");
         }
         Ok(())
     }
 
-    fn buffer_updated(&self, t: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn buffer_updated(&self, a: &Attrs<'_, '_>) -> PyResult<()> {
+        let t = a.t;
         let py = t.py();
-        let proto = t.getattr(intern!(py, "_protocol"))?;
+        let proto = a.get(intern!(py, "_protocol"))?;
         let buf = match proto
             .call_method1(intern!(py, "get_buffer"), (-1,))
             .and_then(|b| match b.len() {
@@ -136,7 +175,7 @@ impl SocketReader {
             Ok(b) => b,
             Err(e) => return fatal(t, e, "Fatal error: protocol.get_buffer() call failed."),
         };
-        let fd = sock_fd(t)?;
+        let fd = a.sock_fd()?;
         let nbytes = match recv_into(&buf, fd) {
             Ok(Ok(n)) => n,
             Ok(Err(e)) if would_block(&e) => return Ok(()),
@@ -148,7 +187,7 @@ impl SocketReader {
             t.call_method0(intern!(py, "_read_ready__on_eof"))?;
             return Ok(());
         }
-        let proto = t.getattr(intern!(py, "_protocol"))?;
+        let proto = a.get(intern!(py, "_protocol"))?;
         if let Err(e) = proto.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
             return fatal(t, e, "Fatal error: protocol.buffer_updated() call failed.");
         }
@@ -206,13 +245,14 @@ impl SocketReader {
     /// transport's `_read_ready_cb` would choose).
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
         let t = self.transport.bind(py);
-        if t.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
+        let a = Attrs::new(t);
+        if a.get(intern!(py, "_conn_lost"))?.is_truthy()? {
             return Ok(());
         }
-        if t.getattr(intern!(py, "_oxloop_buffered"))?.is_truthy()? {
-            self.buffer_updated(t)
+        if a.get(intern!(py, "_oxloop_buffered"))?.is_truthy()? {
+            self.buffer_updated(&a)
         } else {
-            self.data_received(t)
+            self.data_received(&a)
         }
     }
 
@@ -250,6 +290,22 @@ impl SocketWriter {
         let Some(t) = self.transport.bind(py).upgrade() else {
             return Ok(());
         };
+        let is_bytes = data.is_exact_instance_of::<PyBytes>();
+        if !is_bytes && !data.is_exact_instance_of::<PyByteArray>() {
+            return write_slow(&t, data);
+        }
+        // The checks may run Python code (a property on a subclass), so the buffer pointer
+        // is taken after them, right before the send.
+        let a = Attrs::new(&t);
+        if data.len()? == 0
+            || a.get(intern!(py, "_conn_lost"))?.is_truthy()?
+            || a.get(intern!(py, "_eof"))?.is_truthy()?
+            || !a.get(intern!(py, "_empty_waiter"))?.is_none()
+            || a.get(intern!(py, "_buffer"))?.len()? != 0
+        {
+            return write_slow(&t, data);
+        }
+        let fd = a.sock_fd()?;
         let (ptr, len): (*const u8, usize) = if let Ok(b) = data.cast_exact::<PyBytes>() {
             let s = b.as_bytes();
             (s.as_ptr(), s.len())
@@ -261,15 +317,6 @@ impl SocketWriter {
         } else {
             return write_slow(&t, data);
         };
-        if len == 0
-            || t.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
-            || t.getattr(intern!(py, "_eof"))?.is_truthy()?
-            || !t.getattr(intern!(py, "_empty_waiter"))?.is_none()
-            || t.getattr(intern!(py, "_buffer"))?.len()? != 0
-        {
-            return write_slow(&t, data);
-        }
-        let fd = sock_fd(&t)?;
         match crate::sys::send(fd, ptr.cast::<c_void>(), len) {
             Ok(n) if n == len => Ok(()),
             Ok(n) => {
