@@ -15,7 +15,7 @@
 //!   cannot finish that callback without the GIL, and the queue entry owns the handle until
 //!   it has.
 //! - With the `no-metrics` feature every update compiles to nothing.
-use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicI64, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread::Thread;
 
@@ -31,7 +31,7 @@ const ENABLED: bool = cfg!(not(feature = "no-metrics"));
 /// `timestamp_ns` and `callbacks` (which the reader adds).
 #[derive(Clone, Copy)]
 #[repr(usize)]
-pub enum Field {
+enum Field {
     Iterations,
     IoEvents,
     TimersScheduled,
@@ -179,11 +179,6 @@ impl Counters {
             }
         }
     }
-
-    /// For the legacy `_counters()` dict.
-    pub fn value(&self, f: Field) -> u64 {
-        self.get(f)
-    }
 }
 
 pub struct PublishedValues(pub [u64; PUBLISHED]);
@@ -212,8 +207,6 @@ pub struct Activity {
     pub slow_callbacks: AtomicU64,
     /// `loop.slow_callback_duration` in ns (u64::MAX: never slow).
     pub slow_ns: AtomicU64,
-    /// Set while the loop waits in the poller.
-    pub polling: AtomicBool,
     /// The activity word of a callback the watchdog found stalled (0: none): its end wakes
     /// the watchdog so the report goes out at once.
     pub stall_seq: AtomicU64,

@@ -33,7 +33,7 @@ use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use self::cell::GilCell;
-use self::counters::{Activity, Counters, Field, PollSample};
+use self::counters::{Activity, Counters, PollSample};
 use crate::errors::{closed_error, os_error};
 use crate::handles::{self, Layout, Queued};
 use crate::io::{FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
@@ -649,11 +649,7 @@ impl LoopCore {
         let polled = if timeout_ms == 0 {
             Epoll::wait_raw(epfd, &mut events, 0)
         } else {
-            let activity = &this.shared.activity;
-            activity.polling.store(true, Relaxed);
-            let r = py.detach(|| Epoll::wait_raw(epfd, &mut events, timeout_ms));
-            activity.polling.store(false, Relaxed);
-            r
+            py.detach(|| Epoll::wait_raw(epfd, &mut events, timeout_ms))
         };
         let polled = match (&this.clock, polled) {
             (Clock::Virtual(v), Ok(0)) if virtual_idle => {
@@ -1322,31 +1318,6 @@ impl LoopCore {
     /// Whether the watchdog thread runs.
     fn _watchdog_running(&self, py: Python<'_>) -> PyResult<bool> {
         Ok(self.state.borrow(py)?.watchdog.is_some())
-    }
-
-    /// Raw counters for metrics: a dict of plain ints.
-    fn _counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let values = {
-            let st = self.state.borrow(py)?;
-            let c = &self.shared.counters;
-            [
-                ("iterations", c.value(Field::Iterations)),
-                ("callbacks", self.shared.activity.callbacks()),
-                ("io_events", c.value(Field::IoEvents)),
-                ("timers_fired", c.value(Field::TimersFired)),
-                ("poll_ns", c.value(Field::IdleNs)),
-                ("busy_ns", c.value(Field::BusyNs)),
-                ("ready", st.ready.len() as u64),
-                ("timers", st.timers.len() as u64),
-                ("fds", st.fds.len() as u64),
-            ]
-        };
-        // Built after the borrow ends: allocating Python objects may start a collection.
-        let d = PyDict::new(py);
-        for (k, v) in values {
-            d.set_item(k, v)?;
-        }
-        Ok(d)
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
