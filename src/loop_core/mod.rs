@@ -74,9 +74,15 @@ struct State {
     free_timers: Vec<Py<PyAny>>,
 }
 
-/// How many spare handles of each kind a loop keeps: a busy iteration runs about a thousand
-/// callbacks; at ~100 bytes a handle this caps the spares near 100 KiB per kind.
-const FREE_LIST_MAX: usize = 1024;
+/// How many spare handles of each kind a loop keeps. A thread feeding `call_soon_threadsafe`
+/// queues one GIL switch interval's worth of calls at a time (5 ms: 10-20 thousand here), and
+/// with a 1,024 cap most of those handles were freed and allocated again (benches/micro.py
+/// call_soon_threadsafe: 72.8 ms with 1,024 against 55.2 ms with a larger cap). At ~100 bytes a
+/// handle this bounds the spares near 3 MiB per kind while a loop is busy...
+const FREE_LIST_MAX: usize = 32_768;
+/// ...and a loop that slept in the poller for `FREE_LIST_IDLE_NS` keeps only this many.
+const FREE_LIST_IDLE_KEEP: usize = 1024;
+const FREE_LIST_IDLE_NS: i64 = 1_000_000_000;
 
 #[pyclass(subclass, frozen, module = "oxloop._oxloop", name = "LoopCore")]
 pub struct LoopCore {
@@ -757,7 +763,13 @@ impl LoopCore {
                 this.shared.activity.slow_ns.load(Relaxed),
             );
             let sig_fd = st.sig_read.as_ref().map(|s| s.as_raw_fd());
-            (st.ready.len(), sig_fd, gone)
+            // An idle loop gives its surplus spare handles back (dropped below, unborrowed).
+            let spares = if t1.saturating_sub(t0) >= FREE_LIST_IDLE_NS {
+                st.trim_spares()
+            } else {
+                Vec::new()
+            };
+            (st.ready.len(), sig_fd, (gone, spares))
         };
         drop(gone);
 
@@ -818,6 +830,18 @@ impl Drop for LoopCore {
 }
 
 impl State {
+    /// Splits the spare handles beyond `FREE_LIST_IDLE_KEEP` off each free list.
+    fn trim_spares(&mut self) -> Vec<Py<PyAny>> {
+        let mut out = Vec::new();
+        for free in [&mut self.free_handles, &mut self.free_timers] {
+            if free.len() > FREE_LIST_IDLE_KEEP {
+                out.extend(free.drain(FREE_LIST_IDLE_KEEP..));
+                free.shrink_to(FREE_LIST_IDLE_KEEP);
+            }
+        }
+        out
+    }
+
     /// Drops `mask` interest for `fd`; returns the handle that was registered for it.
     fn remove_interest(&mut self, fd: i32, mask: u32) -> Option<Py<PyAny>> {
         let entry = self.fds.get_mut(fd)?;
@@ -881,8 +905,8 @@ impl LoopCore {
                 slow_duration: PyFloat::new(py, 0.1).into_any().unbind(),
                 watchdog: None,
                 slow_handle: None,
-                free_handles: Vec::with_capacity(FREE_LIST_MAX),
-                free_timers: Vec::with_capacity(FREE_LIST_MAX),
+                free_handles: Vec::with_capacity(FREE_LIST_IDLE_KEEP),
+                free_timers: Vec::with_capacity(FREE_LIST_IDLE_KEEP),
             }),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
