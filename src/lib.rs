@@ -13,6 +13,10 @@ mod transport;
 fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<loop_core::LoopCore>()?;
+    m.add_function(wrap_pyfunction!(
+        loop_core::fastcall::_install_fast_methods,
+        m
+    )?)?;
     m.add_class::<transport::SocketReader>()?;
     m.add_class::<transport::SocketWriter>()?;
     Ok(())

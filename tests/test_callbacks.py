@@ -53,6 +53,66 @@ def test_call_soon_keyword_only_context(loop):
         loop.call_soon(lambda: None, context=None, bogus=1)
 
 
+def test_scheduling_methods_bind_arguments_as_python_does(loop):
+    # Each takes `(lead..., *args, context=None)`: leading parameters by position or keyword,
+    # extra positionals into *args, context keyword-only.
+    calls = []
+
+    def cb(*a):
+        calls.append((a, VAR.get()))
+
+    ctx = contextvars.copy_context()
+    ctx.run(VAR.set, "ctx")
+    loop.call_soon(callback=cb)
+    loop.call_soon(cb, 1, 2, context=ctx)
+    loop.call_soon_threadsafe(callback=cb, context=ctx)
+    loop.call_soon_threadsafe(cb, 3)
+    loop.call_later(delay=0, callback=cb)
+    loop.call_later(0, cb, 4, 5, context=ctx)
+    loop.call_at(when=loop.time(), callback=cb, context=ctx)
+    loop.call_at(loop.time(), cb, 6)
+    run_briefly(loop)
+    run_briefly(loop)
+    assert sorted(calls) == sorted(
+        [
+            ((), "unset"),
+            ((1, 2), "ctx"),
+            ((), "ctx"),
+            ((3,), "unset"),
+            ((), "unset"),
+            ((4, 5), "ctx"),
+            ((), "ctx"),
+            ((6,), "unset"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda lp, f: lp.call_soon(),
+        lambda lp, f: lp.call_soon(context=None),
+        lambda lp, f: lp.call_soon(f, callback=f),
+        lambda lp, f: lp.call_soon(f, bogus=1),
+        lambda lp, f: lp.call_soon_threadsafe(),
+        lambda lp, f: lp.call_soon_threadsafe(f, 1, bogus=1),
+        lambda lp, f: lp.call_later(0),
+        lambda lp, f: lp.call_later(),
+        lambda lp, f: lp.call_later(0, f, delay=1),
+        lambda lp, f: lp.call_later(callback=f),
+        lambda lp, f: lp.call_at(1),
+        lambda lp, f: lp.call_at(callback=f, context=None),
+        lambda lp, f: lp.call_at(1, f, bogus=1),
+    ],
+)
+def test_scheduling_methods_reject_bad_arguments(loop, call):
+    ran = []
+    with pytest.raises(TypeError):
+        call(loop, lambda *a: ran.append(a))
+    run_briefly(loop)
+    assert ran == []  # nothing was scheduled
+
+
 def test_cancel_before_run(loop):
     calls = []
     h1 = loop.call_soon(calls.append, 1)

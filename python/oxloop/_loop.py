@@ -590,6 +590,11 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
                 self._handle_signal(signum)
 
 
+# call_soon, call_soon_threadsafe, call_later and call_at as raw vectorcall methods: the same
+# core, without PyO3's generic argument wrapper (src/loop_core/fastcall.rs says what it saves).
+_oxloop._install_fast_methods(Loop)
+
+
 def new_event_loop(*, clock: VirtualClock | None = None) -> Loop:
     """A new oxloop event loop (the loop factory for asyncio.Runner, uvicorn, anyio, ...).
 

@@ -9,9 +9,13 @@ from typing_extensions import TypeVarTuple, Unpack, disjoint_base
 
 _Ts = TypeVarTuple("_Ts")
 
-__all__ = ["__version__", "LoopCore", "SocketReader", "SocketWriter"]
+__all__ = ["__version__", "LoopCore", "SocketReader", "SocketWriter", "_install_fast_methods"]
 
 __version__: str
+
+def _install_fast_methods(cls: type[LoopCore]) -> None:
+    """Sets call_soon, call_soon_threadsafe, call_later and call_at on ``cls`` as raw
+    vectorcall method descriptors of the same core."""
 
 @disjoint_base
 class LoopCore:

@@ -16,6 +16,7 @@
 //! - every callback runs inside its `contextvars.Context`.
 mod cell;
 pub mod counters;
+pub mod fastcall;
 mod watchdog;
 
 use std::collections::VecDeque;
@@ -256,6 +257,24 @@ impl LoopCore {
         };
         this.push_ready(py, entry, threadsafe)?;
         Ok(h)
+    }
+
+    /// `self.time() + delay` as CPython's call_later computes it: floats and ints directly,
+    /// anything else through Python's own addition (so its TypeError/OverflowError is the same).
+    fn when_after<'py>(
+        slf: &Bound<'py, Self>,
+        delay: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if delay.is_none() && py.version_info() >= (3, 12) {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let now = slf.get().clock.now();
+        if delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>() {
+            Ok(PyFloat::new(py, now + delay.extract::<f64>()?).into_any())
+        } else {
+            PyFloat::new(py, now).add(delay)
+        }
     }
 
     fn schedule_at<'py>(
@@ -995,19 +1014,7 @@ impl LoopCore {
         args: &Bound<'py, PyTuple>,
         context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        if delay.is_none() && py.version_info() >= (3, 12) {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        let now = slf.get().clock.now();
-        // `self.time() + delay` as CPython computes it: floats and ints directly, anything
-        // else through Python's own addition (so its TypeError/OverflowError is the same).
-        let when =
-            if delay.is_exact_instance_of::<PyFloat>() || delay.is_exact_instance_of::<PyInt>() {
-                PyFloat::new(py, now + delay.extract::<f64>()?).into_any()
-            } else {
-                PyFloat::new(py, now).add(delay)?
-            };
+        let when = Self::when_after(slf, delay)?;
         Self::schedule_at(slf, &when, callback, args, context)
     }
 

@@ -1,0 +1,345 @@
+//! Raw `METH_FASTCALL | METH_KEYWORDS` entry points for the four scheduling methods
+//! (`call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`), the calls every asyncio
+//! program makes most.
+//!
+//! The `#[pymethods]` versions stay (they are what `LoopCore` itself exposes); `oxloop.Loop`
+//! overrides them with method descriptors built here (`install`). The difference is PyO3's
+//! generic wrapper: its trampoline and its argument extraction for a `(callback, *args,
+//! context=None)` signature cost about 150 of call_soon's ~2,500 instructions (callgrind,
+//! benches/callgrind.py call_soon). Here the arguments are read straight from the vector and
+//! the `*args` tuple is built once, as CPython's own `def call_soon(self, callback, *args,
+//! context=None)` binds them.
+//!
+//! Invariants: the parameter rules are Python's for those signatures (leading parameters by
+//! position or keyword, `context` keyword-only, the same TypeErrors); every path returns a new
+//! reference or NULL with an exception set; a Rust panic becomes a Python exception, never an
+//! abort.
+use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::exceptions::{PySystemError, PyTypeError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyTuple, PyType};
+
+use super::LoopCore;
+
+/// What one entry point schedules.
+#[derive(Clone, Copy)]
+enum Kind {
+    Soon,
+    Threadsafe,
+    Later,
+    At,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Soon => "call_soon",
+            Kind::Threadsafe => "call_soon_threadsafe",
+            Kind::Later => "call_later",
+            Kind::At => "call_at",
+        }
+    }
+
+    /// The parameters before `*args`, in order.
+    fn leading(self) -> &'static [&'static str] {
+        match self {
+            Kind::Soon | Kind::Threadsafe => &["callback"],
+            Kind::Later => &["delay", "callback"],
+            Kind::At => &["when", "callback"],
+        }
+    }
+}
+
+/// The bound arguments: the leading parameters (borrowed), `*args` (new tuple), `context`.
+struct Bound3<'py> {
+    lead: [Option<Bound<'py, PyAny>>; 2],
+    args: Bound<'py, PyTuple>,
+    context: Option<Bound<'py, PyAny>>,
+}
+
+/// Binds a vectorcall argument vector to `(lead..., *args, context=None)` as Python would.
+///
+/// # Safety
+/// `args` points at `nargs` positional values followed by one value per name in `kwnames`
+/// (a tuple of str, or NULL), all alive for the call, as the vectorcall protocol guarantees.
+unsafe fn bind<'py>(
+    py: Python<'py>,
+    kind: Kind,
+    args: *const *mut ffi::PyObject,
+    nargs: usize,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Bound3<'py>> {
+    let names = kind.leading();
+    if kwnames.is_null() && nargs >= names.len() {
+        // The usual call, `call_soon(cb, *args)`: all positional, nothing to match by name.
+        // SAFETY: the first names.len() < nargs entries are live borrowed arguments.
+        let lead = unsafe {
+            [
+                Some(Bound::from_borrowed_ptr(py, *args)),
+                (names.len() > 1).then(|| Bound::from_borrowed_ptr(py, *args.add(1))),
+            ]
+        };
+        return Ok(Bound3 {
+            lead,
+            // SAFETY: as above; the rest of the vector holds the `*args` values.
+            args: unsafe { rest_tuple(py, args.add(names.len()), nargs - names.len()) }?,
+            context: None,
+        });
+    }
+    let mut lead: [Option<Bound<'py, PyAny>>; 2] = [None, None];
+    let npos = nargs.min(names.len());
+    for (i, slot) in lead.iter_mut().enumerate().take(npos) {
+        // SAFETY: i < nargs, inside the vector (contract).
+        *slot = Some(unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) });
+    }
+    let mut context = None;
+    if !kwnames.is_null() {
+        // SAFETY: kwnames is a tuple of str (contract).
+        let kw = unsafe { Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>() };
+        for (j, name) in kw.iter().enumerate() {
+            // SAFETY: keyword values follow the positional ones (contract).
+            let value = unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs + j)) };
+            let name: String = name.extract()?;
+            if name == "context" {
+                context = Some(value);
+                continue;
+            }
+            match names.iter().position(|n| *n == name) {
+                Some(i) if lead[i].is_some() => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{}() got multiple values for argument '{name}'",
+                        kind.name()
+                    )));
+                }
+                Some(i) => lead[i] = Some(value),
+                None => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{}() got an unexpected keyword argument '{name}'",
+                        kind.name()
+                    )));
+                }
+            }
+        }
+    }
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&lead)
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    if !missing.is_empty() {
+        let list = missing
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let s = if missing.len() == 1 { "" } else { "s" };
+        return Err(PyTypeError::new_err(format!(
+            "{}() missing {} required positional argument{s}: {list}",
+            kind.name(),
+            missing.len()
+        )));
+    }
+    let rest = nargs.saturating_sub(names.len());
+    Ok(Bound3 {
+        lead,
+        // SAFETY: when rest > 0 every leading parameter was bound positionally, so the
+        // `*args` values follow them in the vector.
+        args: unsafe { rest_tuple(py, args.add(nargs - rest), rest) }?,
+        context,
+    })
+}
+
+/// A new tuple of the `n` objects at `items`.
+///
+/// # Safety
+/// `items` points at `n` live objects (borrowed).
+unsafe fn rest_tuple<'py>(
+    py: Python<'py>,
+    items: *const *mut ffi::PyObject,
+    n: usize,
+) -> PyResult<Bound<'py, PyTuple>> {
+    // SAFETY: PyTuple_New returns a new tuple (or NULL with an error set); each item is a
+    // live object (contract) given a new reference that the tuple then owns.
+    unsafe {
+        let t = ffi::PyTuple_New(n as ffi::Py_ssize_t);
+        if t.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        for i in 0..n {
+            let item = *items.add(i);
+            ffi::Py_INCREF(item);
+            ffi::PyTuple_SET_ITEM(t, i as ffi::Py_ssize_t, item);
+        }
+        Ok(Bound::from_owned_ptr(py, t).cast_into_unchecked::<PyTuple>())
+    }
+}
+
+fn dispatch<'py>(
+    slf: &Bound<'py, LoopCore>,
+    kind: Kind,
+    b: Bound3<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let Bound3 {
+        lead: [first, second],
+        args,
+        context,
+    } = b;
+    let context = context.as_ref();
+    let missing = || PySystemError::new_err("argument binding failed");
+    match kind {
+        Kind::Soon | Kind::Threadsafe => {
+            let callback = first.ok_or_else(missing)?;
+            LoopCore::schedule_soon(
+                slf,
+                &callback,
+                &args,
+                context,
+                matches!(kind, Kind::Threadsafe),
+            )
+        }
+        Kind::Later => {
+            let (delay, callback) = (first.ok_or_else(missing)?, second.ok_or_else(missing)?);
+            let when = LoopCore::when_after(slf, &delay)?;
+            LoopCore::schedule_at(slf, &when, &callback, &args, context)
+        }
+        Kind::At => {
+            let (when, callback) = (first.ok_or_else(missing)?, second.ok_or_else(missing)?);
+            LoopCore::schedule_at(slf, &when, &callback, &args, context)
+        }
+    }
+}
+
+/// The shared body of the entry points.
+///
+/// # Safety
+/// Called by CPython's method descriptor with the GIL held, `slf` an instance of `LoopCore`
+/// (the descriptor checks the type) and the vectorcall arguments as in [`bind`].
+unsafe fn entry(
+    kind: Kind,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: the GIL is held for the whole call (contract).
+    let py = unsafe { Python::assume_attached() };
+    let run = || -> PyResult<*mut ffi::PyObject> {
+        // SAFETY: slf is a live LoopCore instance, borrowed for the call (contract).
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
+        // SAFETY: arguments as the contract states.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
+        // SAFETY: as above.
+        let bound = unsafe { bind(py, kind, args, nargs, kwnames) }?;
+        Ok(dispatch(&slf, kind, bound)?.into_ptr())
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(Ok(obj)) => obj,
+        Ok(Err(e)) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            PySystemError::new_err(format!(
+                "oxloop: internal error (Rust panic) in {}",
+                kind.name()
+            ))
+            .restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+macro_rules! entry_point {
+    ($fn:ident, $kind:expr) => {
+        unsafe extern "C" fn $fn(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargsf: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython calls this through the method descriptor made in `install`,
+            // which is exactly `entry`'s contract.
+            unsafe { entry($kind, slf, args, nargsf, kwnames) }
+        }
+    };
+}
+
+entry_point!(call_soon_fast, Kind::Soon);
+entry_point!(call_soon_threadsafe_fast, Kind::Threadsafe);
+entry_point!(call_later_fast, Kind::Later);
+entry_point!(call_at_fast, Kind::At);
+
+/// A method table entry with a 'static address (CPython keeps the pointer).
+struct Def(ffi::PyMethodDef);
+// SAFETY: the definitions are immutable after construction and only read by CPython.
+unsafe impl Sync for Def {}
+
+const fn def(
+    name: &'static CStr,
+    meth: ffi::PyCFunctionFastWithKeywords,
+    doc: &'static CStr,
+) -> Def {
+    Def(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: meth,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: doc.as_ptr(),
+    })
+}
+
+static DEFS: [Def; 4] = [
+    def(
+        c"call_soon",
+        call_soon_fast,
+        c"call_soon($self, callback, *args, context=None)\n--\n\nArrange for a callback to be called as soon as possible.",
+    ),
+    def(
+        c"call_soon_threadsafe",
+        call_soon_threadsafe_fast,
+        c"call_soon_threadsafe($self, callback, *args, context=None)\n--\n\nLike call_soon(), but thread-safe.",
+    ),
+    def(
+        c"call_later",
+        call_later_fast,
+        c"call_later($self, delay, callback, *args, context=None)\n--\n\nArrange for a callback to be called at a given time.",
+    ),
+    def(
+        c"call_at",
+        call_at_fast,
+        c"call_at($self, when, callback, *args, context=None)\n--\n\nLike call_later(), but uses an absolute time.",
+    ),
+];
+
+/// `_install_fast_methods(cls)`: sets the four scheduling methods on `cls` (a subclass of
+/// `LoopCore`) as method descriptors of the raw entry points above.
+#[pyfunction]
+pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    let py = cls.py();
+    let core = py.get_type::<LoopCore>();
+    if !cls.is_subclass(&core)? {
+        return Err(PyTypeError::new_err("expected a subclass of LoopCore"));
+    }
+    for d in &DEFS {
+        // SAFETY: core is a live type object; d is a 'static, well-formed method definition
+        // whose pointer CPython keeps. The result is a new reference or NULL with an error set.
+        let descr = unsafe {
+            let p = ffi::PyDescr_NewMethod(
+                core.as_ptr() as *mut ffi::PyTypeObject,
+                &d.0 as *const ffi::PyMethodDef as *mut ffi::PyMethodDef,
+            );
+            Bound::from_owned_ptr_or_err(py, p)?
+        };
+        // SAFETY: ml_name is a 'static NUL-terminated ASCII name.
+        let name = unsafe { CStr::from_ptr(d.0.ml_name) }
+            .to_str()
+            .unwrap_or("?");
+        cls.setattr(name, descr)?;
+    }
+    Ok(())
+}
