@@ -95,6 +95,68 @@ def test_create_task_context(loop):
         assert task.get_context() is ctx
 
 
+@pytest.mark.skipif(HAS_CREATE_TASK_CONTEXT, reason="3.10 has no create_task(context=)")
+def test_create_task_context_keyword_rejected_on_3_10(loop):
+    coro = _value(1)
+    with pytest.raises(TypeError):
+        loop.create_task(coro, context=None)
+    coro.close()
+
+
+def test_create_task_keyword_errors(loop):
+    coro = _value(1)
+    with pytest.raises(TypeError):
+        loop.create_task(coro, bogus=None)
+    with pytest.raises(TypeError):
+        loop.create_task()
+    coro.close()
+
+
+def test_create_task_explicit_none_keywords(loop):
+    kwargs = {"name": None, "context": None} if HAS_CREATE_TASK_CONTEXT else {"name": None}
+    task = loop.create_task(_value(7), **kwargs)
+    assert task.get_name().startswith("Task-")
+    assert loop.run_until_complete(task) == 7
+
+
+def test_create_task_and_future_on_closed_loop(loop_factory):
+    lp = loop_factory()
+    lp.close()
+    coro = _value(1)
+    with pytest.raises(RuntimeError, match="closed"):
+        lp.create_task(coro)
+    coro.close()
+    # asyncio's create_future does not check: it builds the future all the same.
+    assert lp.create_future().get_loop() is lp
+
+
+def test_create_task_and_future_use_the_current_asyncio_classes(loop, monkeypatch):
+    # base_events.py reads tasks.Task and futures.Future at each call, so a patched class is
+    # what the loop builds.
+    class MyTask(asyncio.tasks.Task):
+        pass
+
+    class MyFuture(asyncio.futures.Future):
+        pass
+
+    monkeypatch.setattr(asyncio.tasks, "Task", MyTask)
+    monkeypatch.setattr(asyncio.futures, "Future", MyFuture)
+    task = loop.create_task(_value(2))
+    fut = loop.create_future()
+    assert type(task) is MyTask
+    assert type(fut) is MyFuture
+    fut.cancel()
+    assert loop.run_until_complete(task) == 2
+
+
+def test_create_task_in_debug_mode_trims_its_own_frame(loop):
+    loop.set_debug(True)
+    task = loop.create_task(_value(3))
+    tb = task._source_traceback
+    assert tb and tb[-1].name == "test_create_task_in_debug_mode_trims_its_own_frame"
+    assert loop.run_until_complete(task) == 3
+
+
 def test_task_runs_in_copy_of_context(loop):
     async def child():
         VAR.set("child")

@@ -20,7 +20,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyTuple, PyType};
+use pyo3::types::{PyString, PyTuple, PyType};
 
 use super::LoopCore;
 
@@ -73,9 +73,15 @@ unsafe fn bind<'py>(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<Bound3<'py>> {
     let names = kind.leading();
-    if kwnames.is_null() && nargs >= names.len() {
-        // The usual call, `call_soon(cb, *args)`: all positional, nothing to match by name.
-        // SAFETY: the first names.len() < nargs entries are live borrowed arguments.
+    // The usual calls: `call_soon(cb, *args)`, and `call_soon(cb, context=ctx)` as asyncio's
+    // C Task makes for every step (with an interned "context", so a pointer compare decides).
+    // SAFETY: kwnames is NULL or a tuple of str (contract).
+    let only_context = !kwnames.is_null()
+        && unsafe { ffi::PyTuple_GET_SIZE(kwnames) } == 1
+        && is_context(py, unsafe { ffi::PyTuple_GET_ITEM(kwnames, 0) });
+    if (kwnames.is_null() || only_context) && nargs >= names.len() {
+        // SAFETY: the first names.len() <= nargs entries are live borrowed arguments, and the
+        // context value (if any) follows the positional ones.
         let lead = unsafe {
             [
                 Some(Bound::from_borrowed_ptr(py, *args)),
@@ -86,7 +92,9 @@ unsafe fn bind<'py>(
             lead,
             // SAFETY: as above; the rest of the vector holds the `*args` values.
             args: unsafe { rest_tuple(py, args.add(names.len()), nargs - names.len()) }?,
-            context: None,
+            // SAFETY: with only_context the vector holds one keyword value after nargs.
+            context: only_context
+                .then(|| unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs)) }),
         });
     }
     let mut lead: [Option<Bound<'py, PyAny>>; 2] = [None, None];
@@ -102,7 +110,8 @@ unsafe fn bind<'py>(
         for (j, name) in kw.iter().enumerate() {
             // SAFETY: keyword values follow the positional ones (contract).
             let value = unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs + j)) };
-            let name: String = name.extract()?;
+            let name = name.cast_into::<PyString>()?;
+            let name = name.to_str()?;
             if name == "context" {
                 context = Some(value);
                 continue;
@@ -151,6 +160,16 @@ unsafe fn bind<'py>(
         args: unsafe { rest_tuple(py, args.add(nargs - rest), rest) }?,
         context,
     })
+}
+
+/// Whether the keyword name `name` (a str) is "context": the interned string itself, as
+/// Python code and asyncio's C Task pass it, or an equal one.
+fn is_context(py: Python<'_>, name: *mut ffi::PyObject) -> bool {
+    if name == pyo3::intern!(py, "context").as_ptr() {
+        return true;
+    }
+    // SAFETY: name is a live str (vectorcall keyword names are str).
+    unsafe { ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) == 0 }
 }
 
 /// A new tuple of the `n` objects at `items`.

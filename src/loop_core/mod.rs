@@ -16,6 +16,7 @@
 //! - every callback runs inside its `contextvars.Context`.
 mod cell;
 pub mod counters;
+mod factories;
 pub mod fastcall;
 mod watchdog;
 
@@ -984,6 +985,21 @@ impl LoopCore {
             }
         }
         Ok(())
+    }
+
+    /// `futures.Future(loop=self)`, as asyncio's method (see factories.rs).
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        factories::create_future(slf)
+    }
+
+    /// asyncio's `create_task`, with its common case in Rust (see factories.rs).
+    #[pyo3(signature = (coro, **kwargs))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        factories::create_task(slf, coro, kwargs)
     }
 
     #[pyo3(signature = (callback, *args, context=None))]

@@ -1,0 +1,139 @@
+//! `create_task` and `create_future` in Rust, for the calls every task and every `sleep` make.
+//!
+//! asyncio's versions (base_events.py, identical in what matters on 3.10-3.13) are a few lines
+//! of Python, but those lines ran for every coroutine `gather` wraps: about 800 of its ~34,000
+//! instructions per coroutine were that frame (callgrind, benches/callgrind.py gather). Here
+//! the common case is done directly, and every other case calls asyncio's own method:
+//! - `create_future()`: `futures.Future(loop=self)`, with `Future` read from `asyncio.futures`
+//!   at each call as the Python code does (so a patched class is honoured).
+//! - `create_task(coro)` with no `name`, no `context`, debug off and no task factory:
+//!   `tasks.Task(coro, loop=self)`, which is what asyncio's method does then (the
+//!   `_source_traceback` trim only applies in debug mode, and `_set_task_name` only with a
+//!   name or a factory). Anything else goes to `BaseEventLoop.create_task`.
+//!
+//! Invariant: both return exactly what asyncio's methods return for the same loop state; the
+//! closed check comes first, as `_check_closed` does.
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple};
+use pyo3::{intern, Py};
+
+use super::LoopCore;
+
+/// `("loop",)`, the keyword names of `Task(coro, loop=self)` and `Future(loop=self)`.
+static LOOP_KWNAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+/// `asyncio.futures` and `asyncio.tasks`, held as base_events.py holds them (imported once;
+/// the classes are read from them at each call).
+static FUTURES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static TASKS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+/// `asyncio.base_events.BaseEventLoop.create_task`, the general path.
+static BASE_CREATE_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Calls `cls(*positional, loop=loop)` through vectorcall, without building a kwargs dict.
+fn call_with_loop<'py>(
+    cls: &Bound<'py, PyAny>,
+    positional: Option<&Bound<'py, PyAny>>,
+    loop_: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let kwnames = LOOP_KWNAMES
+        .get_or_try_init(py, || -> PyResult<_> {
+            Ok(PyTuple::new(py, [intern!(py, "loop")])?.unbind())
+        })?
+        .bind(py);
+    // Slot 0 is scratch space vectorcall may use (PY_VECTORCALL_ARGUMENTS_OFFSET).
+    let mut argv = [std::ptr::null_mut(); 3];
+    let n = match positional {
+        Some(p) => {
+            argv[1] = p.as_ptr();
+            argv[2] = loop_.as_ptr();
+            1
+        }
+        None => {
+            argv[1] = loop_.as_ptr();
+            0
+        }
+    };
+    // SAFETY: argv[1..] holds n positional and one keyword value, all borrowed and alive for
+    // the call; kwnames is a tuple of one str; the result is a new reference or NULL.
+    unsafe {
+        let res = ffi::PyObject_Vectorcall(
+            cls.as_ptr(),
+            argv.as_ptr().add(1),
+            n | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET,
+            kwnames.as_ptr(),
+        );
+        Bound::from_owned_ptr_or_err(py, res)
+    }
+}
+
+/// The loop's instance `__dict__`, or `None` when it has none.
+fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
+    // SAFETY: obj is a live object; PyObject_GenericGetDict returns a new reference to its
+    // __dict__ (materialising a managed one) or NULL with an exception, which we clear.
+    let raw = unsafe { ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()) };
+    if raw.is_null() {
+        drop(PyErr::take(obj.py()));
+        return None;
+    }
+    // SAFETY: raw is a new strong reference.
+    unsafe { Bound::from_owned_ptr(obj.py(), raw) }
+        .cast_into::<PyDict>()
+        .ok()
+}
+
+pub(super) fn create_future<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let cls = FUTURES
+        .import(py, "asyncio", "futures")?
+        .getattr(intern!(py, "Future"))?;
+    call_with_loop(&cls, None, slf.as_any())
+}
+
+/// Whether the keywords of a `create_task` call change nothing: none, or only `name=None`
+/// and (3.11+, where the parameter exists) `context=None`. Anything else, including unknown
+/// names, is asyncio's method's business (and its TypeError).
+fn trivial_keywords(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<bool> {
+    let Some(kw) = kwargs else {
+        return Ok(true);
+    };
+    for (k, v) in kw.iter() {
+        let known = k.eq(intern!(py, "name"))?
+            || (py.version_info() >= (3, 11) && k.eq(intern!(py, "context"))?);
+        if !known || !v.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub(super) fn create_task<'py>(
+    slf: &Bound<'py, LoopCore>,
+    coro: &Bound<'py, PyAny>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let this = slf.get();
+    this.check_open()?;
+    if !this.is_debug() && trivial_keywords(py, kwargs)? {
+        let factory = instance_dict(slf.as_any())
+            .map(|d| d.get_item(intern!(py, "_task_factory")))
+            .transpose()?
+            .flatten();
+        if factory.is_some_and(|f| f.is_none()) {
+            let task = TASKS
+                .import(py, "asyncio", "tasks")?
+                .getattr(intern!(py, "Task"))?;
+            return call_with_loop(&task, Some(coro), slf.as_any());
+        }
+    }
+    let base = BASE_CREATE_TASK.get_or_try_init(py, || -> PyResult<_> {
+        Ok(py
+            .import("asyncio.base_events")?
+            .getattr("BaseEventLoop")?
+            .getattr("create_task")?
+            .unbind())
+    })?;
+    base.bind(py).call((slf, coro), kwargs)
+}
