@@ -2,12 +2,13 @@
 
 import asyncio
 import contextvars
-from collections.abc import Callable
-from typing import Any, final
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, final
 
 from typing_extensions import TypeVarTuple, Unpack, disjoint_base
 
 _Ts = TypeVarTuple("_Ts")
+_T = TypeVar("_T")
 
 __all__ = ["__version__", "LoopCore", "SocketReader", "SocketWriter", "_install_fast_methods"]
 
@@ -31,6 +32,8 @@ class LoopCore:
     def _virtual_set_threshold(self, seconds: float) -> None: ...
     def _virtual_advance_to(self, target: float | None) -> None: ...
     def _virtual_thread(self, delta: int) -> None: ...
+    def create_future(self) -> asyncio.Future[Any]: ...
+    def create_task(self, coro: Coroutine[Any, Any, _T], **kwargs: Any) -> asyncio.Task[_T]: ...
     def call_soon(
         self,
         callback: Callable[[Unpack[_Ts]], object],
