@@ -296,27 +296,31 @@ impl Layout {
     pub fn recycle(&self, py: Python<'_>, q: Queued) -> Option<(Py<PyAny>, bool)> {
         let obj = q.handle.as_ptr();
         // SAFETY: obj is a live object; we only read its type, refcount and weaklist slot.
-        let timer = unsafe {
+        let reusable = unsafe {
             let tp = ffi::Py_TYPE(obj);
             let timer = tp == self.timer_type.as_ptr() as *mut ffi::PyTypeObject;
-            if !timer && tp != self.handle_type.as_ptr() as *mut ffi::PyTypeObject {
-                return None;
-            }
-            if ffi::Py_REFCNT(obj) != 1 {
-                return None;
-            }
             // The weakref list sits at a signed offset: positive for a `__weakref__` slot
             // (3.10, 3.11), negative in the pre-header for managed weakrefs (3.12+), as
             // CPython's _PyObject_GET_WEAKREFS_LISTPTR computes it.
             let wl = (*tp).tp_weaklistoffset;
-            if wl != 0 && !(*((obj as *mut u8).offset(wl) as *mut *mut ffi::PyObject)).is_null() {
-                return None;
-            }
             let tb = get(obj, self.source_tb);
-            if tb.is_null() || tb != ffi::Py_None() {
-                return None;
+            if (!timer && tp != self.handle_type.as_ptr() as *mut ffi::PyTypeObject)
+                || ffi::Py_REFCNT(obj) != 1
+                || (wl != 0
+                    && !(*((obj as *mut u8).offset(wl) as *mut *mut ffi::PyObject)).is_null())
+                || tb.is_null()
+                || tb != ffi::Py_None()
+            {
+                None
+            } else {
+                Some(timer)
             }
-            timer
+        };
+        let Some(timer) = reusable else {
+            // `release_for_run` may have left it untracked; it lives on (or dies) as a normal
+            // object now.
+            track(obj);
+            return None;
         };
         // SAFETY: obj is exclusively ours (refcount 1, no weakrefs); each store passes a new
         // reference to a singleton and releases the old value.
@@ -342,6 +346,7 @@ impl Layout {
         // cannot have reached this handle (nothing referenced it), but check again anyway.
         unsafe {
             if ffi::Py_REFCNT(handle.as_ptr()) != 1 {
+                track(obj);
                 return None;
             }
             if ffi::PyObject_GC_IsTracked(obj) != 0 {
@@ -359,6 +364,19 @@ impl Layout {
         if let Some(c) = &q.hidden_ctx {
             track(c.as_ptr());
         }
+    }
+
+    /// `release` for a handle about to run: the context copy goes back to the GC (it must be
+    /// tracked before anything frees it), the handle only if someone else holds it. A handle
+    /// only the loop holds stays untracked through its run (the GC then keeps, never frees,
+    /// what it points to), and `recycle` either reuses it as it is or tracks it; this saves a
+    /// track and an untrack per callback.
+    #[inline]
+    pub fn release_for_run(&self, q: &Queued) {
+        if let Some(c) = &q.hidden_ctx {
+            track(c.as_ptr());
+        }
+        self.track_if_shared(q);
     }
 
     /// Re-tracks a queued handle that has owners besides the loop. Tracking runs no Python

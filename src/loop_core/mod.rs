@@ -408,7 +408,7 @@ impl LoopCore {
     #[inline]
     fn run_handle(slf: &Bound<'_, Self>, lay: &Layout, q: &Queued, debug: bool) -> PyResult<()> {
         let py = slf.py();
-        lay.release(q);
+        lay.release_for_run(q);
         let h = q.handle.bind(py);
         if lay.is_cancelled(py, h) {
             return Ok(());
@@ -818,7 +818,10 @@ impl LoopCore {
                 Some(h) => h,
                 None => break,
             };
-            Self::run_handle(slf, lay, &h, debug)?;
+            if let Err(e) = Self::run_handle(slf, lay, &h, debug) {
+                lay.release(&h);
+                return Err(e);
+            }
             if let Some((spare, timer)) = lay.recycle(py, h) {
                 let mut st = this.state.borrow(py)?;
                 let free = if timer {
