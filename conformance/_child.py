@@ -25,6 +25,7 @@ import faulthandler
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 import unittest
@@ -162,6 +163,12 @@ def main() -> int:
     args = ap.parse_args()
 
     reporter = _Reporter(args.report_fd)
+    # A runner started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and then Python installs no KeyboardInterrupt handler: asyncio.Runner skips its own, and
+    # the interrupt tests of test_runners (which use _thread.interrupt_main) wait forever, on
+    # every loop. The tests assume an interactive process's default.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     faulthandler.enable()  # a crash of the loop under test leaves its stack in the log
     hook.install(args.loop)
     print(f"=== hook: {hook.describe()}", file=sys.stderr, flush=True)
