@@ -168,8 +168,18 @@ fn is_context(py: Python<'_>, name: *mut ffi::PyObject) -> bool {
     if name == pyo3::intern!(py, "context").as_ptr() {
         return true;
     }
-    // SAFETY: name is a live str (vectorcall keyword names are str).
-    unsafe { ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) == 0 }
+    // asyncio's C Task (3.11, 3.12) builds its ("context",) with Py_BuildValue, which does not
+    // intern, so compare the characters; a compact ASCII str keeps them inline.
+    // SAFETY: name is a live str (vectorcall keyword names are str); its data is read only
+    // within its length.
+    unsafe {
+        if ffi::PyUnicode_IS_COMPACT_ASCII(name) != 0 {
+            let n = ffi::PyUnicode_GET_LENGTH(name) as usize;
+            let data = ffi::PyUnicode_DATA(name) as *const u8;
+            return std::slice::from_raw_parts(data, n) == b"context";
+        }
+        ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) == 0
+    }
 }
 
 /// A new tuple of the `n` objects at `items`.
