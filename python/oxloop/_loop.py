@@ -590,7 +590,7 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
                 self._handle_signal(signum)
 
 
-# call_soon, call_soon_threadsafe, call_later and call_at as raw vectorcall methods: the same
+# call_soon, call_soon_threadsafe, call_later, call_at and get_debug as raw C methods: the same
 # core, without PyO3's generic argument wrapper (src/loop_core/fastcall.rs says what it saves).
 _oxloop._install_fast_methods(Loop)
 

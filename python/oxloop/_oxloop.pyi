@@ -15,7 +15,7 @@ __all__ = ["__version__", "LoopCore", "SocketReader", "SocketWriter", "_install_
 __version__: str
 
 def _install_fast_methods(cls: type[LoopCore]) -> None:
-    """Sets call_soon, call_soon_threadsafe, call_later and call_at on ``cls`` as raw
+    """Sets call_soon, call_soon_threadsafe, call_later, call_at and get_debug on ``cls`` as raw
     vectorcall method descriptors of the same core."""
 
 @disjoint_base

@@ -1,6 +1,7 @@
 //! Raw `METH_FASTCALL | METH_KEYWORDS` entry points for the four scheduling methods
 //! (`call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`), the calls every asyncio
-//! program makes most.
+//! program makes most, and a `METH_NOARGS` `get_debug`, which every Future and Task
+//! constructor calls.
 //!
 //! The `#[pymethods]` versions stay (they are what `LoopCore` itself exposes); `oxloop.Loop`
 //! overrides them with method descriptors built here (`install`). The difference is PyO3's
@@ -322,7 +323,36 @@ const fn def(
     })
 }
 
-static DEFS: [Def; 4] = [
+/// `get_debug()`: asyncio's C Future and Task call it on their loop in every constructor, so
+/// each `create_future`, `create_task` and `sleep` pays for it.
+unsafe extern "C" fn get_debug_fast(
+    slf: *mut ffi::PyObject,
+    _noargs: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls this through the method descriptor made in `install`, with the
+    // GIL held and `slf` a live LoopCore instance (the descriptor checks the type).
+    unsafe {
+        let py = Python::assume_attached();
+        let slf = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>();
+        let v = if slf.get().is_debug() {
+            ffi::Py_True()
+        } else {
+            ffi::Py_False()
+        };
+        ffi::Py_INCREF(v);
+        v
+    }
+}
+
+static DEFS: [Def; 5] = [
+    Def(ffi::PyMethodDef {
+        ml_name: c"get_debug".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunction: get_debug_fast,
+        },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"get_debug($self, /)\n--\n\nTrue if the loop runs in debug mode.".as_ptr(),
+    }),
     def(
         c"call_soon",
         call_soon_fast,
@@ -345,7 +375,7 @@ static DEFS: [Def; 4] = [
     ),
 ];
 
-/// `_install_fast_methods(cls)`: sets the four scheduling methods on `cls` (a subclass of
+/// `_install_fast_methods(cls)`: sets the four scheduling methods and `get_debug` on `cls` (a subclass of
 /// `LoopCore`) as method descriptors of the raw entry points above.
 #[pyfunction]
 pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
