@@ -145,6 +145,36 @@ def test_pipe_reader_sees_eof(loop, pipe):
     assert got == [b"last", b""]
 
 
+def test_reader_runs_while_callbacks_keep_the_loop_busy(loop, sockpair):
+    # The loop never blocks here (a callback reschedules itself every iteration), so every poll
+    # is a non-blocking one; the reader must still run in the first iteration after the data
+    # arrives, as asyncio's zero-timeout select finds it.
+    r, w = sockpair
+    spins = []
+    seen_at = []
+
+    def spin():
+        spins.append(None)
+        if len(spins) == 3:
+            w.send(b"x")
+        if len(spins) < 50 and not seen_at:
+            loop.call_soon(spin)
+        else:
+            loop.stop()
+
+    def on_read():
+        seen_at.append(len(spins))
+        r.recv(1)
+
+    loop.add_reader(r.fileno(), on_read)
+    loop.call_soon(spin)
+    loop.run_forever()
+    loop.remove_reader(r.fileno())
+    # Sent during spin 3; the next iteration's poll finds it, and the reader runs after spin 4,
+    # which spin 3 had queued before the poll.
+    assert seen_at == [4]
+
+
 def test_reader_is_level_triggered(loop, sockpair):
     a, b = sockpair
     calls = []

@@ -54,6 +54,28 @@ def test_handler_runs_with_args(loop):
     assert loop.remove_signal_handler(signal.SIGUSR1) is True
 
 
+def test_handler_runs_while_callbacks_keep_the_loop_busy(loop):
+    # No fd of the test's own is watched and the loop never blocks; the signal must still be
+    # picked up by the next poll.
+    spins = []
+    seen_at = []
+
+    def spin():
+        spins.append(None)
+        if len(spins) == 3:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        if len(spins) < 50 and not seen_at:
+            loop.call_soon(spin)
+        else:
+            loop.stop()
+
+    loop.add_signal_handler(signal.SIGUSR1, lambda: seen_at.append(len(spins)))
+    loop.call_soon(spin)
+    loop.run_forever()
+    loop.remove_signal_handler(signal.SIGUSR1)
+    assert seen_at and seen_at[0] <= 5
+
+
 def test_handler_installs_process_disposition(loop, guard_signals):
     loop.add_signal_handler(signal.SIGUSR1, lambda: None)
     current = signal.getsignal(signal.SIGUSR1)
