@@ -468,6 +468,12 @@ impl SockWaiter {
         }
     }
 
+    /// The future this callback resolves (task dumps show the fd a task waits on with it).
+    #[getter]
+    fn future(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.refs.as_ref().map(|r| r.fut.clone_ref(py))
+    }
+
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Some(r) = &self.refs {
             visit.call(&r.lp)?;
