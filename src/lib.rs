@@ -5,6 +5,7 @@ mod errors;
 mod handles;
 mod io;
 mod loop_core;
+mod sock;
 mod sys;
 mod time;
 mod transport;
@@ -19,5 +20,9 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_class::<transport::SocketReader>()?;
     m.add_class::<transport::SocketWriter>()?;
+    m.add_class::<sock::SockWaiter>()?;
+    m.add_function(wrap_pyfunction!(sock::sock_try_recv, m)?)?;
+    m.add_function(wrap_pyfunction!(sock::sock_try_recv_into, m)?)?;
+    m.add_function(wrap_pyfunction!(sock::sock_try_send, m)?)?;
     Ok(())
 }

@@ -35,7 +35,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyWeakrefReference};
 use crate::errors::os_error;
 
 /// `_SelectorSocketTransport.max_size`: the most one `recv` asks for (selector_events.py).
-const DEFAULT_MAX_SIZE: usize = 256 * 1024;
+pub(crate) const DEFAULT_MAX_SIZE: usize = 256 * 1024;
 
 /// The read-event callback of one transport (what the loop's reader handle calls).
 #[pyclass(module = "oxloop._oxloop", frozen)]
@@ -58,7 +58,7 @@ fn would_block(e: &io::Error) -> bool {
 }
 
 /// SystemExit and KeyboardInterrupt escape the transport, as asyncio re-raises them.
-fn escapes(py: Python<'_>, e: &PyErr) -> bool {
+pub(crate) fn escapes(py: Python<'_>, e: &PyErr) -> bool {
     e.is_instance_of::<PySystemExit>(py) || e.is_instance_of::<PyKeyboardInterrupt>(py)
 }
 
@@ -123,7 +123,11 @@ thread_local! {
 }
 
 /// One `recv` of up to `max_size` bytes, returned as a bytes object of the size received.
-fn recv_bytes(py: Python<'_>, fd: i32, max_size: usize) -> Result<Bound<'_, PyBytes>, io::Error> {
+pub(crate) fn recv_bytes(
+    py: Python<'_>,
+    fd: i32,
+    max_size: usize,
+) -> Result<Bound<'_, PyBytes>, io::Error> {
     RECV_BUF.with(|cell| {
         // Held only for the syscall and the copy; no Python code runs in between, so a
         // nested read on this thread cannot find it borrowed.
@@ -203,7 +207,7 @@ fn write_slow(t: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// `socket.recv_into(buf)`: the outer error is the buffer request failing (a TypeError for
 /// an object that is not a writable contiguous buffer), the inner one the syscall's.
-fn recv_into(buf: &Bound<'_, PyAny>, fd: i32) -> PyResult<Result<usize, io::Error>> {
+pub(crate) fn recv_into(buf: &Bound<'_, PyAny>, fd: i32) -> PyResult<Result<usize, io::Error>> {
     let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
     // SAFETY: buf is a live object; on success the view is filled and must be released.
     let rc =

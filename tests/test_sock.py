@@ -15,9 +15,11 @@ import concurrent.futures
 import errno
 import socket
 import ssl
+import struct
 import sys
 import tempfile
 import time
+from typing import Any
 
 import pytest
 from _net import (
@@ -497,3 +499,433 @@ def test_numeric_getnameinfo_needs_no_thread_on_oxloop(loop, loop_kind, run):
             run(loop.getnameinfo("not a sockaddr", flags))
     finally:
         run(loop.shutdown_default_executor())
+
+
+# -- sock_recv / sock_recv_into / sock_sendall: oxloop's native paths (src/sock.rs) against
+# -- asyncio's selector_events.py: results, errors, cancellation, concurrent waiters ---------
+
+
+def nb_pair(family=socket.AF_UNIX, type=socket.SOCK_STREAM) -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair(family, type)
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def registered(loop, sock: socket.socket) -> bool:
+    return sock.fileno() in loop._selector.get_map()
+
+
+def summary(exc: BaseException | None) -> tuple[Any, ...]:
+    """An exception compared across loops: type, errno, and the message unless it is an
+    OSError (whose message is strerror, the same on both loops by construction)."""
+    if exc is None:
+        return ("ok",)
+    if isinstance(exc, OSError):
+        return (type(exc), exc.errno)
+    return (type(exc), str(exc))
+
+
+async def result_of(aw_factory) -> tuple[Any, ...]:
+    try:
+        return ("ok", await aw_factory())
+    except Exception as exc:
+        return summary(exc)
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_recv_and_recv_into_results(loop, loop_kind, run, family):
+    """Data already there and data that has to be waited for, partial reads, recv(0), and
+    recv_into through memoryview slices (only the slice is written)."""
+
+    async def main():
+        if family == "tcp":
+            a, b = await connected_pair(loop)
+        else:
+            a, b = nb_pair()
+        with a, b:
+            await loop.sock_sendall(a, b"0123456789")
+            await drain_loop(2)
+            assert await wait(loop.sock_recv(b, 4)) == b"0123"  # partial, immediate
+            assert await wait(loop.sock_recv(b, 0)) == b""  # recv(0): no read at all
+            assert await wait(loop.sock_recv(b, 100)) == b"456789"
+            pending = asyncio.ensure_future(loop.sock_recv(b, 100))
+            await drain_loop(3)
+            assert not pending.done() and registered(loop, b)
+            callback = loop._selector.get_key(b).data[0]._callback
+            if loop_kind == "oxloop":  # the native path, not asyncio's fallback
+                assert type(callback).__name__ == "SockWaiter"
+            assert callback.__name__ == "_sock_recv"
+            await loop.sock_sendall(a, b"later")
+            assert await wait(pending) == b"later"
+            assert not registered(loop, b)
+
+            buf = bytearray(b"." * 20)
+            await loop.sock_sendall(a, b"abc")
+            await drain_loop(2)
+            assert await wait(loop.sock_recv_into(b, memoryview(buf)[5:10])) == 3
+            assert buf == b".....abc" + b"." * 12
+            pending = asyncio.ensure_future(loop.sock_recv_into(b, memoryview(buf)[12:14]))
+            await drain_loop(3)
+            assert not pending.done() and registered(loop, b)
+            await loop.sock_sendall(a, b"XYZ")
+            assert await wait(pending) == 2
+            assert buf == b".....abc...." + b"XY" + b"." * 6
+            assert await wait(loop.sock_recv_into(b, bytearray(8))) == 1  # the "Z" left over
+            assert not registered(loop, b)
+
+    run(main())
+
+
+def test_recv_of_a_datagram_socket_truncates_as_asyncio(loop, loop_kind):
+    async def scenario(lp):
+        a, b = nb_pair(type=socket.SOCK_DGRAM)
+        with a, b:
+            await lp.sock_sendall(a, b"datagram-one")
+            await lp.sock_sendall(a, b"datagram-two")
+            await lp.sock_sendall(a, b"")  # an empty datagram is a datagram
+            first = await wait(lp.sock_recv(b, 4))
+            buf = bytearray(100)
+            n = await wait(lp.sock_recv_into(b, buf))
+            empty = await wait(lp.sock_recv(b, 10))
+            return first, bytes(buf[:n]), empty
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got == (b"data", b"datagram-two", b"")
+
+
+@pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview", "mv-slice", "array"])
+def test_sendall_of_a_multi_megabyte_buffer_to_a_slow_reader(loop, run, kind):
+    """sendall of 6 MB that the peer reads in small steps: it waits for writability many
+    times; every byte arrives once, in order (compared by hash)."""
+    import array
+
+    raw = payload(6 * 1024 * 1024 + 17, seed=61)
+    if kind == "bytes":
+        data, expected = raw, raw
+    elif kind == "bytearray":
+        data, expected = bytearray(raw), raw
+    elif kind == "memoryview":
+        data, expected = memoryview(raw), raw
+    elif kind == "mv-slice":
+        data, expected = memoryview(bytearray(raw))[3:-5], raw[3:-5]
+    else:  # not one of the native path's types: asyncio's own sock_sendall
+        data, expected = array.array("B", raw), raw
+
+    async def main():
+        a, b = await connected_pair(loop)
+        with a, b:
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            send = asyncio.ensure_future(loop.sock_sendall(a, data))
+            got = bytearray()
+            steps = 0
+            while len(got) < len(expected):
+                chunk = await wait(loop.sock_recv(b, 8192))
+                assert chunk
+                got += chunk
+                steps += 1
+                await asyncio.sleep(0)
+            assert await wait(send) is None
+            assert steps > 10  # the sender really had to wait
+            assert digest(got) == digest(expected)
+            assert not registered(loop, a) and not registered(loop, b)
+
+    run(main())
+
+
+def test_sendall_keeps_a_bytearray_exported_while_it_waits(loop, run):
+    """As asyncio (which holds memoryview(data)): resizing the bytearray being sent raises
+    BufferError until sendall is done."""
+
+    async def main():
+        a, b = nb_pair()
+        with a, b:
+            data = bytearray(payload(4 * 1024 * 1024, seed=62))
+            send = asyncio.ensure_future(loop.sock_sendall(a, data))
+            await drain_loop(3)
+            assert not send.done()
+            with pytest.raises(BufferError):
+                data.extend(b"more")
+            got = bytearray()
+            while len(got) < len(data):
+                got += await wait(loop.sock_recv(b, 262144))
+            await wait(send)
+            data.extend(b"more")  # released
+            assert digest(got) == digest(bytes(data[:-4]))
+
+    run(main())
+
+
+def test_recv_eof(loop, run):
+    async def main():
+        a, b = nb_pair()
+        with a, b:
+            pending = asyncio.ensure_future(loop.sock_recv(b, 10))
+            await drain_loop(3)
+            assert not pending.done()
+            a.shutdown(socket.SHUT_WR)
+            assert await wait(pending) == b""  # EOF while waiting
+            assert await wait(loop.sock_recv(b, 10)) == b""  # EOF at once
+            buf = bytearray(4)
+            assert await wait(loop.sock_recv_into(b, buf)) == 0
+            assert not registered(loop, b)
+
+    run(main())
+
+
+def test_connection_reset_and_broken_pipe(loop, loop_kind):
+    """A peer that resets: a waiting recv, an immediate recv and a sendall all get the errors
+    asyncio gives (ConnectionResetError / BrokenPipeError), and nothing stays registered."""
+
+    async def scenario(lp):
+        outcomes = []
+        for mode in ("waiting", "immediate", "sendall", "recv_into"):
+            a, b = await connected_pair(lp)
+            with a, b:
+                if mode == "waiting":
+                    op = asyncio.ensure_future(lp.sock_recv(b, 10))
+                elif mode == "recv_into":
+                    op = asyncio.ensure_future(lp.sock_recv_into(b, bytearray(10)))
+                await drain_loop(3)
+                # RST: close with a zero linger time.
+                a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                a.close()
+                await drain_loop(2)
+                if mode == "immediate":
+                    op = asyncio.ensure_future(lp.sock_recv(b, 10))
+                elif mode == "sendall":
+                    op = asyncio.ensure_future(lp.sock_sendall(b, b"x" * 100))
+                outcomes.append(await result_of(lambda op=op: wait(op)))
+                outcomes.append(registered(lp, b))
+        return outcomes
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got[0] == (ConnectionResetError, errno.ECONNRESET)
+    assert not any(got[1::2])
+
+
+def test_concurrent_waiters_on_one_socket(loop, loop_kind):
+    """Two sock_recv on one socket: as in asyncio, the second registration replaces the first
+    (add_reader), so the data goes to the second and the first waits until cancelled."""
+
+    async def scenario(lp):
+        a, b = nb_pair()
+        with a, b:
+            first = asyncio.ensure_future(lp.sock_recv(b, 10))
+            await drain_loop(3)
+            second = asyncio.ensure_future(lp.sock_recv(b, 10))
+            await drain_loop(3)
+            await lp.sock_sendall(a, b"data")
+            got = await wait(second)
+            await drain_loop(3)
+            first_done = first.done()
+            still = registered(lp, b)
+            first.cancel()
+            try:
+                await first
+            except asyncio.CancelledError:
+                pass
+            # Cancelling the replaced waiter removes nothing (its handle was cancelled), and
+            # the socket still works.
+            ok = lp.add_reader(b, lambda: None) is None
+            removed = lp.remove_reader(b)
+            await lp.sock_sendall(a, b"after")
+            after = await wait(lp.sock_recv(b, 10))
+            return got, first_done, still, ok, removed, after, registered(lp, b)
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got == (b"data", False, False, True, True, b"after", False)
+
+
+@pytest.mark.parametrize("op", ["recv", "recv_into", "sendall"])
+def test_socket_closed_while_an_operation_waits(loop, run, op):
+    """The socket is closed under a waiting operation: the loop goes on (the epoll
+    registration went with the fd), and cancelling the orphan leaves nothing behind."""
+
+    async def main():
+        errors = []
+        loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+        a, b = nb_pair()
+        if op == "recv":
+            task = asyncio.ensure_future(loop.sock_recv(b, 10))
+        elif op == "recv_into":
+            task = asyncio.ensure_future(loop.sock_recv_into(b, bytearray(10)))
+        else:
+            task = asyncio.ensure_future(loop.sock_sendall(b, b"x" * 8 * 1024 * 1024))
+        await drain_loop(3)
+        assert not task.done()
+        fd = b.fileno()
+        b.close()
+        await drain_loop(5)
+        timer = loop.create_future()
+        loop.call_later(0.01, timer.set_result, None)
+        await wait(timer)  # the loop still runs timers
+        task.cancel()
+        try:
+            await wait(task)
+        except (asyncio.CancelledError, OSError):
+            pass
+        assert fd not in loop._selector.get_map()
+        a.close()
+        await drain_loop(2)
+        assert errors == []
+
+    run(main())
+
+
+def test_cancelled_operations_leave_the_fd_free_for_add_reader(loop, run):
+    async def main():
+        a, b = nb_pair()
+        with a, b:
+            for make in (
+                lambda: loop.sock_recv(b, 10),
+                lambda: loop.sock_recv_into(b, bytearray(10)),
+            ):
+                task = asyncio.ensure_future(make())
+                await drain_loop(3)
+                assert registered(loop, b)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert not registered(loop, b)
+            fired = loop.create_future()
+            loop.add_reader(b, lambda: fired.done() or fired.set_result(b.recv(10)))
+            await loop.sock_sendall(a, b"ping")
+            assert await wait(fired) == b"ping"
+            assert loop.remove_reader(b) is True
+            assert not registered(loop, b)
+
+    run(main())
+
+
+class _RecordingSocket(socket.socket):
+    """A socket subclass whose recv / recv_into / send are overridden: asyncio calls them."""
+
+    calls: list[str]
+
+    def recv(self, n, *args):
+        self.calls.append("recv")
+        return super().recv(n, *args)
+
+    def recv_into(self, buf, *args):
+        self.calls.append("recv_into")
+        return super().recv_into(buf, *args)
+
+    def send(self, data, *args):
+        self.calls.append("send")
+        return super().send(data, *args)
+
+
+def test_socket_subclass_methods_are_called(loop, loop_kind):
+    async def scenario(lp):
+        a, plain = nb_pair()
+        b = _RecordingSocket(fileno=plain.detach())
+        b.setblocking(False)
+        b.calls = []
+        with a, b:
+            await lp.sock_sendall(b, b"out")
+            await lp.sock_sendall(a, b"in")
+            await drain_loop(2)
+            got = await wait(lp.sock_recv(b, 1))
+            n = await wait(lp.sock_recv_into(b, bytearray(5)))
+            pending = asyncio.ensure_future(lp.sock_recv(b, 5))
+            await drain_loop(2)
+            await lp.sock_sendall(a, b"!")
+            return got, n, await wait(pending), b.calls
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got == (b"i", 1, b"!", ["send", "recv", "recv_into", "recv", "recv"])
+
+
+def test_bad_arguments_give_asyncios_errors(loop, loop_kind):
+    import array
+
+    async def scenario(lp):
+        a, b = nb_pair()
+        closed, _peer = nb_pair()
+        _peer.close()
+        closed.close()
+        out = []
+        with a, b:
+            await lp.sock_sendall(a, b"abcdef")
+            await drain_loop(2)
+            for factory in (
+                lambda: lp.sock_recv(b, -1),
+                lambda: lp.sock_recv(b, 1.5),
+                lambda: lp.sock_recv(b, "1"),
+                lambda: lp.sock_recv(b, 2**70),
+                lambda: lp.sock_recv(b, True),
+                lambda: lp.sock_recv(closed, 1),
+                lambda: lp.sock_recv_into(b, b"read-only"),
+                lambda: lp.sock_recv_into(b, memoryview(b"read-only")),
+                lambda: lp.sock_recv_into(b, memoryview(bytearray(8))[::2]),
+                lambda: lp.sock_recv_into(b, array.array("b", b"\0" * 2)),
+                lambda: lp.sock_recv_into(closed, bytearray(1)),
+                lambda: lp.sock_sendall(a, "text"),
+                lambda: lp.sock_sendall(a, None),
+                lambda: lp.sock_sendall(a, memoryview(b"xyxyxy")[::2]),
+                lambda: lp.sock_sendall(closed, b"x"),
+                lambda: lp.sock_sendall(closed, b""),
+                lambda: wait(lp.sock_recv(b, 1024 * 1024), 0.5),  # beyond the shared buffer
+            ):
+                out.append(await result_of(factory))
+            mv = memoryview(bytearray(4))
+            mv.release()
+            out.append(await result_of(lambda: lp.sock_recv_into(b, mv)))
+            out.append(await result_of(lambda: lp.sock_sendall(a, mv)))
+            await lp.sock_sendall(a, b"end")
+            out.append(await result_of(lambda: wait(lp.sock_recv(b, 100))))
+        return out
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got[0] == (ValueError, "negative buffersize in recv")
+    assert got[5] == (OSError, errno.EBADF)
+    assert got[-1] == ("ok", b"end")
+
+
+def test_socket_with_a_timeout_and_debug_mode(loop, run):
+    """A socket with a timeout and debug mode take asyncio's own path: same results."""
+
+    async def main():
+        a, b = nb_pair()
+        with a, b:
+            b.settimeout(5.0)
+            await loop.sock_sendall(a, b"timeout-socket")
+            await drain_loop(2)
+            assert await wait(loop.sock_recv(b, 100)) == b"timeout-socket"
+            b.setblocking(False)
+            loop.set_debug(True)
+            try:
+                pending = asyncio.ensure_future(loop.sock_recv(b, 100))
+                await drain_loop(3)
+                await loop.sock_sendall(a, memoryview(b"debug"))
+                assert await wait(pending) == b"debug"
+                assert not registered(loop, b)
+            finally:
+                loop.set_debug(False)
+
+    run(main())
+
+
+def test_waiting_operations_are_collected_with_their_loop(loop_factory):
+    """A sock_recv still waiting when its loop is closed: the task, its future and the
+    native callback form a cycle the garbage collector frees (no leak)."""
+    import gc
+    import weakref
+
+    lp = loop_factory()
+    a, b = nb_pair()
+    try:
+        task = lp.create_task(lp.sock_recv(b, 10))
+        lp.run_until_complete(drain_loop(3))
+        assert not task.done()
+        ref = weakref.ref(task)
+        # Asyncio logs "Task was destroyed but it is pending!" for it, as for any such task.
+        lp.set_exception_handler(lambda lp_, ctx: None)
+        del task
+        lp.close()
+        gc.collect()
+        assert ref() is None
+    finally:
+        a.close()
+        b.close()

@@ -447,6 +447,94 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
             self._ensure_fd_no_transport(sock)
         return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
+    # -- the sock_* API -----------------------------------------------------------------------
+    # asyncio's sock_recv / sock_recv_into / sock_sendall (selector_events.py, the same code on
+    # 3.10-3.13) with the syscalls in Rust (src/sock.rs): the first attempt returns None instead
+    # of raising BlockingIOError, a receive goes through the thread's shared buffer instead of
+    # a fresh n-byte object, and the readiness callback is a native SockWaiter that resolves
+    # the future and drops its registration itself (asyncio's _sock_read_done), so no
+    # functools.partial or done callback is made; the except clause stands in for that done
+    # callback on cancellation. Debug mode and anything unusual (see src/sock.rs: the native
+    # side answers NotImplemented before any syscall) run asyncio's own method.
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        """Receive up to ``n`` bytes from the non-blocking socket ``sock``."""
+        if not self._debug:
+            data = _oxloop.sock_try_recv(sock, n)
+            if data is None:
+                fut = self.create_future()
+                fd = sock.fileno()
+                self._ensure_fd_no_transport(fd)
+                handle = self._add_reader(fd, _oxloop.SockWaiter.recv(self, fut, sock, fd, n))
+                try:
+                    return await fut  # type: ignore[no-any-return]
+                except BaseException:
+                    if not handle.cancelled():  # not replaced, not removed by the waiter
+                        self.remove_reader(fd)
+                    raise
+            if data is not NotImplemented:
+                return data  # type: ignore[no-any-return]
+        return await super().sock_recv(sock, n)  # type: ignore[no-any-return]
+
+    async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
+        """Receive into the writable buffer ``buf``; returns the number of bytes received."""
+        if not self._debug:
+            nbytes = _oxloop.sock_try_recv_into(sock, buf)
+            if nbytes is None:
+                fut = self.create_future()
+                fd = sock.fileno()
+                self._ensure_fd_no_transport(fd)
+                handle = self._add_reader(
+                    fd, _oxloop.SockWaiter.recv_into(self, fut, sock, fd, buf)
+                )
+                try:
+                    return await fut  # type: ignore[no-any-return]
+                except BaseException:
+                    if not handle.cancelled():
+                        self.remove_reader(fd)
+                    raise
+            if nbytes is not NotImplemented:
+                return nbytes  # type: ignore[no-any-return]
+        return await super().sock_recv_into(sock, buf)  # type: ignore[no-any-return]
+
+    async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
+        """Send all of ``data`` on the connected non-blocking socket ``sock``."""
+        if not self._debug:
+            n = _oxloop.sock_try_send(sock, data)
+            if n is None:
+                return  # all sent
+            if n is not NotImplemented:
+                fut = self.create_future()
+                fd = sock.fileno()
+                self._ensure_fd_no_transport(fd)
+                waiter = _oxloop.SockWaiter.sendall(self, fut, sock, fd, memoryview(data), n)
+                handle = self._add_writer(fd, waiter)
+                try:
+                    return await fut  # type: ignore[no-any-return]
+                except BaseException:
+                    if not handle.cancelled():
+                        self.remove_writer(fd)
+                    raise
+        return await super().sock_sendall(sock, data)  # type: ignore[no-any-return]
+
+    def _ensure_fd_no_transport(self, fd: Any) -> None:
+        """selector_events' check that no open transport uses ``fd``, without the KeyError
+        its WeakValueDictionary lookup raises and catches for every fd no transport owns."""
+        transports = self._transports
+        if type(transports) is not weakref.WeakValueDictionary:
+            return super()._ensure_fd_no_transport(fd)  # type: ignore[no-any-return]
+        fileno = fd
+        if not isinstance(fileno, int):
+            try:
+                fileno = int(fileno.fileno())
+            except (AttributeError, TypeError, ValueError):
+                # This code matches selectors._fileobj_to_fd function.
+                raise ValueError(f"Invalid file object: {fd!r}") from None
+        ref = transports.data.get(fileno)
+        transport = None if ref is None else ref()
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
+
     # -- paths the Rust core calls back into --------------------------------------------------
 
     def _report_callback_error(self, handle: events.Handle, exc: BaseException) -> None:

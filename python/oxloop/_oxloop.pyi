@@ -2,6 +2,7 @@
 
 import asyncio
 import contextvars
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, final
 
@@ -10,7 +11,17 @@ from typing_extensions import TypeVarTuple, Unpack, disjoint_base
 _Ts = TypeVarTuple("_Ts")
 _T = TypeVar("_T")
 
-__all__ = ["__version__", "LoopCore", "SocketReader", "SocketWriter", "_install_fast_methods"]
+__all__ = [
+    "__version__",
+    "LoopCore",
+    "SocketReader",
+    "SocketWriter",
+    "SockWaiter",
+    "_install_fast_methods",
+    "sock_try_recv",
+    "sock_try_recv_into",
+    "sock_try_send",
+]
 
 __version__: str
 
@@ -112,3 +123,49 @@ class SocketWriter:
 
     def __new__(cls, transport: asyncio.Transport) -> SocketWriter: ...
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+def sock_try_recv(sock: socket.socket, n: Any) -> Any:
+    """``sock.recv(n)`` once: bytes, None if it would block, NotImplemented to fall back."""
+
+def sock_try_recv_into(sock: socket.socket, buf: Any) -> Any:
+    """``sock.recv_into(buf)`` once: a count, None if it would block, NotImplemented."""
+
+def sock_try_send(sock: socket.socket, data: Any) -> Any:
+    """``sock.send(data)`` once: None if all was sent, else the count, or NotImplemented."""
+
+@final
+class SockWaiter:
+    """The reader/writer callback of a ``sock_*`` call waiting for readiness."""
+
+    @staticmethod
+    def recv(
+        lp: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[Any],
+        sock: socket.socket,
+        fd: int,
+        n: int,
+    ) -> SockWaiter: ...
+    @staticmethod
+    def recv_into(
+        lp: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[Any],
+        sock: socket.socket,
+        fd: int,
+        buf: Any,
+    ) -> SockWaiter: ...
+    @staticmethod
+    def sendall(
+        lp: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[Any],
+        sock: socket.socket,
+        fd: int,
+        view: memoryview,
+        pos: int,
+    ) -> SockWaiter: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> None: ...
+    @property
+    def __qualname__(self) -> str: ...  # type: ignore[override]
+    @property
+    def __name__(self) -> str: ...
+    @property
+    def future(self) -> asyncio.Future[Any] | None: ...

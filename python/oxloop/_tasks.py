@@ -18,7 +18,8 @@ What the loop knows a leaf waits on: a TimerHandle that is a local of a frame in
 await chain (``asyncio.sleep``'s ``h``, ``wait_for``'s ``timeout_handle`` on 3.10/3.11) or, on
 loops that keep their timers in ``_scheduled`` (stock asyncio), a timer whose arguments are the
 waiter; an fd whose reader or writer handle in ``loop._selector.get_map()`` has the waiter
-among its arguments, or named by a ``_sock_read_done`` / ``_sock_write_done`` callback.
+among its arguments or whose callback is oxloop's ``SockWaiter`` for the waiter, or named by a
+``_sock_read_done`` / ``_sock_write_done`` callback.
 
 Invariants: read-only (nothing here changes a task, a future or the loop); call it on the
 loop's thread (``all_tasks`` and the futures' callback lists are not thread-safe), which the
@@ -35,6 +36,8 @@ import types
 from asyncio import events, futures, tasks
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
+
+from ._oxloop import SockWaiter
 
 __all__ = ["dump_tasks", "format_task_tree", "task_tree"]
 
@@ -280,7 +283,10 @@ class _Builder:
                     seen_handles.add(id(handle))
                     found.append(self._timer(handle, "timeout"))
         for fd, event, handle in self.fd_waits:
-            if any(r is waiter for r in handle._args or ()):
+            if any(r is waiter for r in handle._args or ()) or (
+                # oxloop's sock_recv / sock_recv_into / sock_sendall (src/sock.rs).
+                isinstance(handle._callback, SockWaiter) and handle._callback.future is waiter
+            ):
                 fds.add((fd, event))
         for cb in _callbacks(waiter):
             name = _callback_name(cb)

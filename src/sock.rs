@@ -1,0 +1,492 @@
+//! Native fast paths of the loop's `sock_recv`, `sock_recv_into` and `sock_sendall`
+//! (`Loop` in `python/oxloop/_loop.py`).
+//!
+//! asyncio's versions (`BaseSelectorEventLoop` in selector_events.py, the same code on
+//! 3.10-3.13) first call `sock.recv(n)`, which raises and catches a `BlockingIOError` whenever
+//! nothing is there yet and allocates an `n`-byte bytes object each time (256 KiB is past
+//! glibc's mmap threshold: an mmap, an mremap and an munmap per call); then they build a future,
+//! a `functools.partial` done callback and a reader handle whose callback calls `sock.recv`
+//! again. Here:
+//! - the `sock_try_*` functions make the first attempt: the syscall, and `None` (not an
+//!   exception) when it would block. A receive goes into the thread's 256 KiB buffer shared
+//!   with the transports (`transport::recv_bytes`) and only what arrived is copied out;
+//! - [`SockWaiter`] is the reader (or writer) callback the Python side registers when the
+//!   first attempt would block: one syscall per readiness event, then the future is resolved
+//!   and the registration dropped, as `_sock_recv` / `_sock_sendall` and `_sock_read_done` /
+//!   `_sock_write_done` do together.
+//!
+//! Invariants:
+//! - Only what asyncio's code would do with the same outcome is done here. Every `sock_try_*`
+//!   returns `NotImplemented` *before any syscall* for anything outside the common case (a
+//!   socket that is not exactly `socket.socket`, so no overridden `recv`/`send` and no
+//!   `ssl.SSLSocket`; a socket with a timeout, on which `sock.recv` would wait; an argument of
+//!   another type or out of range; a buffer that is not one contiguous run of bytes), and the
+//!   caller then runs asyncio's own method, which gives that case its exact results and
+//!   exceptions.
+//! - Syscall errors become the `OSError` subclass `socket` would raise (same errno, same
+//!   message); EINTR runs the signal handlers and retries, as the socket module does (PEP 475).
+//! - The fd is read from the socket (`fileno()`) at every attempt, as `sock.recv` reads it, so
+//!   a socket closed meanwhile gives EBADF, not a read from a reused fd number.
+use std::ffi::c_void;
+use std::io;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyMemoryView, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::errors::os_error;
+use crate::transport::{recv_bytes, recv_into, DEFAULT_MAX_SIZE};
+
+/// `socket.socket`, the only socket class the fast paths take (its `recv` / `send` are
+/// `_socket.socket`'s C methods).
+static SOCKET_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn is_plain_socket(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = sock.py();
+    let ty = SOCKET_TYPE.import(py, "socket", "socket")?;
+    Ok(sock.get_type().is(ty))
+}
+
+/// `sock.fileno()` when `sock` is a plain non-blocking socket (`gettimeout() == 0`), the one
+/// kind of socket on which `sock.recv` / `sock.send` are a single non-blocking syscall.
+fn plain_nonblocking_fd(sock: &Bound<'_, PyAny>) -> PyResult<Option<i32>> {
+    let py = sock.py();
+    if !is_plain_socket(sock)? {
+        return Ok(None);
+    }
+    let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
+    // None (blocking) or a timeout: sock.recv would wait.
+    if timeout.extract::<f64>().ok() != Some(0.0) {
+        return Ok(None);
+    }
+    Ok(Some(fileno(sock)?))
+}
+
+fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
+    sock.call_method0(intern!(sock.py(), "fileno"))?.extract()
+}
+
+/// What the socket module does on EINTR (PEP 475): run the signal handlers (their exception
+/// propagates), then retry.
+fn check_signals(py: Python<'_>) -> PyResult<()> {
+    // SAFETY: called with the GIL held.
+    if unsafe { ffi::PyErr_CheckSignals() } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(())
+}
+
+fn is_eintr(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+fn is_eagain(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// One `sock.recv(n)`: `Ok(None)` when it would block.
+fn recv_once<'py>(py: Python<'py>, fd: i32, n: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    loop {
+        match recv_bytes(py, fd, n) {
+            Ok(b) => return Ok(Some(b)),
+            Err(e) if is_eintr(&e) => check_signals(py)?,
+            Err(e) if is_eagain(&e) => return Ok(None),
+            Err(e) => return Err(os_error(e)),
+        }
+    }
+}
+
+/// One `sock.recv_into(buf)`: `Ok(None)` when it would block; a buffer that is not writable
+/// gives the TypeError `recv_into` raises.
+fn recv_into_once(py: Python<'_>, fd: i32, buf: &Bound<'_, PyAny>) -> PyResult<Option<usize>> {
+    loop {
+        match recv_into(buf, fd)? {
+            Ok(n) => return Ok(Some(n)),
+            Err(e) if is_eintr(&e) => check_signals(py)?,
+            Err(e) if is_eagain(&e) => return Ok(None),
+            Err(e) => return Err(os_error(e)),
+        }
+    }
+}
+
+/// A read-only view of a bytes-like object that `sock.send` takes and whose `len()` is its
+/// byte count (what `sock_sendall` compares the sent count with): bytes, bytearray, or a
+/// one-dimensional, C-contiguous memoryview of single bytes. Released on drop.
+struct ByteView(ffi::Py_buffer);
+
+impl ByteView {
+    fn new(data: &Bound<'_, PyAny>) -> Option<Self> {
+        if !(data.is_exact_instance_of::<PyBytes>()
+            || data.is_exact_instance_of::<PyByteArray>()
+            || data.is_exact_instance_of::<PyMemoryView>())
+        {
+            return None;
+        }
+        let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+        // SAFETY: data is a live object; on success the view is filled, and Drop releases it.
+        let rc = unsafe {
+            ffi::PyObject_GetBuffer(data.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_FULL_RO)
+        };
+        if rc != 0 {
+            // A released memoryview, say: asyncio's code raises the right error for it.
+            drop(PyErr::take(data.py()));
+            return None;
+        }
+        // SAFETY: PyObject_GetBuffer succeeded, so the view is initialised.
+        let v = Self(unsafe { view.assume_init() });
+        // SAFETY: the view is live; PyBuffer_IsContiguous only reads its shape and strides.
+        let contiguous = unsafe { ffi::PyBuffer_IsContiguous(&v.0, b'C' as _) } != 0;
+        (v.0.ndim == 1 && v.0.itemsize == 1 && contiguous).then_some(v)
+    }
+
+    fn len(&self) -> usize {
+        usize::try_from(self.0.len).unwrap_or(0)
+    }
+
+    /// `send(2)` of the bytes from `pos` on; EINTR runs the signal handlers and retries.
+    fn send_from(&self, py: Python<'_>, fd: i32, pos: usize) -> PyResult<Option<usize>> {
+        let len = self.len();
+        let pos = pos.min(len);
+        loop {
+            // SAFETY: buf points to len readable bytes while the view is held (the export
+            // also keeps a bytearray from being resized); pos <= len.
+            let ptr = unsafe { self.0.buf.cast::<u8>().add(pos) };
+            match crate::sys::send(fd, ptr.cast::<c_void>(), len - pos) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) if is_eintr(&e) => check_signals(py)?,
+                Err(e) if is_eagain(&e) => return Ok(None),
+                Err(e) => return Err(os_error(e)),
+            }
+        }
+    }
+}
+
+impl Drop for ByteView {
+    fn drop(&mut self) {
+        // SAFETY: the view came from a successful PyObject_GetBuffer and is released once;
+        // every ByteView is built and dropped with the GIL held.
+        unsafe { ffi::PyBuffer_Release(&mut self.0) };
+    }
+}
+
+/// `n` when it is an exact int that `sock.recv` accepts and the shared buffer holds.
+fn recv_size(n: &Bound<'_, PyAny>) -> Option<usize> {
+    if !n.is_exact_instance_of::<PyInt>() {
+        return None;
+    }
+    n.extract::<usize>().ok().filter(|&n| n <= DEFAULT_MAX_SIZE)
+}
+
+/// The first `sock.recv(n)` of `sock_recv`: the bytes received, `None` when it would block,
+/// or `NotImplemented` when asyncio's own `sock_recv` must take the call.
+#[pyfunction]
+pub fn sock_try_recv(
+    py: Python<'_>,
+    sock: &Bound<'_, PyAny>,
+    n: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let Some(n) = recv_size(n) else {
+        return Ok(py.NotImplemented());
+    };
+    let Some(fd) = plain_nonblocking_fd(sock)? else {
+        return Ok(py.NotImplemented());
+    };
+    Ok(recv_once(py, fd, n)?.map_or_else(|| py.None(), |b| b.into_any().unbind()))
+}
+
+/// `buf` when `sock.recv_into` would take it as it is: a bytearray or a memoryview that
+/// exposes a writable C-contiguous buffer (else asyncio's code raises the exact error).
+fn plain_writable(buf: &Bound<'_, PyAny>) -> bool {
+    if !(buf.is_exact_instance_of::<PyByteArray>() || buf.is_exact_instance_of::<PyMemoryView>()) {
+        return false;
+    }
+    let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+    // SAFETY: buf is a live object; on success the view is filled and released right away.
+    let rc =
+        unsafe { ffi::PyObject_GetBuffer(buf.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_WRITABLE) };
+    if rc != 0 {
+        drop(PyErr::take(buf.py()));
+        return false;
+    }
+    // SAFETY: PyObject_GetBuffer succeeded: the view is initialised, released once here.
+    unsafe { ffi::PyBuffer_Release(view.as_mut_ptr()) };
+    true
+}
+
+/// The first `sock.recv_into(buf)` of `sock_recv_into`: the byte count, `None` when it would
+/// block, or `NotImplemented` when asyncio's own `sock_recv_into` must take the call.
+#[pyfunction]
+pub fn sock_try_recv_into(
+    py: Python<'_>,
+    sock: &Bound<'_, PyAny>,
+    buf: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
+    if !plain_writable(buf) {
+        return Ok(py.NotImplemented());
+    }
+    let Some(fd) = plain_nonblocking_fd(sock)? else {
+        return Ok(py.NotImplemented());
+    };
+    Ok(match recv_into_once(py, fd, buf)? {
+        Some(n) => n.into_pyobject(py)?.into_any().unbind(),
+        None => py.None(),
+    })
+}
+
+/// The first `sock.send(data)` of `sock_sendall`: `None` when all of it went out, else the
+/// count sent (0 when it would block), or `NotImplemented` when asyncio's own `sock_sendall`
+/// must take the call.
+#[pyfunction]
+pub fn sock_try_send(
+    py: Python<'_>,
+    sock: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let Some(fd) = plain_nonblocking_fd(sock)? else {
+        return Ok(py.NotImplemented());
+    };
+    let Some(view) = ByteView::new(data) else {
+        return Ok(py.NotImplemented());
+    };
+    let n = view.send_from(py, fd, 0)?.unwrap_or(0);
+    if n == view.len() {
+        return Ok(py.None());
+    }
+    Ok(n.into_pyobject(py)?.into_any().unbind())
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `_sock_recv(fut, sock, n)`
+    Recv,
+    /// `_sock_recv_into(fut, sock, buf)`
+    RecvInto,
+    /// `_sock_sendall(fut, sock, view, pos)`
+    Sendall,
+}
+
+/// What a waiter holds: the loop, the future, the socket, and the buffer of a recv_into
+/// (`buf`) or a sendall (the `memoryview(data)` asyncio makes).
+struct Refs {
+    lp: Py<PyAny>,
+    fut: Py<PyAny>,
+    sock: Py<PyAny>,
+    buf: Option<Py<PyAny>>,
+}
+
+/// The reader (or writer) callback of one `sock_*` call that had to wait for readiness.
+///
+/// One syscall per call, as `_sock_recv` / `_sock_recv_into` / `_sock_sendall` of
+/// selector_events.py: nothing when the future is already done (cancelled) or when the
+/// syscall would block; otherwise the future gets the result or the exception, then the
+/// registration is removed with `loop.remove_reader(fd)` / `remove_writer(fd)`, what
+/// `_sock_read_done` / `_sock_write_done` do (the Python side does it on cancellation).
+/// Supports the cyclic GC: the loop's fd table, the handle, this callback, the future and the
+/// task awaiting it form a cycle until the operation completes, as asyncio's bound method and
+/// partial do.
+#[pyclass(module = "oxloop._oxloop")]
+pub struct SockWaiter {
+    kind: Kind,
+    /// The fd the callback is registered on (asyncio's done callback gets it the same way).
+    fd: i32,
+    /// Recv: the most to receive. Sendall: the bytes of the view sent so far.
+    n: usize,
+    /// None once the GC cleared the object.
+    refs: Option<Refs>,
+}
+
+impl SockWaiter {
+    fn build(
+        kind: Kind,
+        lp: &Bound<'_, PyAny>,
+        fut: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        fd: i32,
+        n: usize,
+        buf: Option<&Bound<'_, PyAny>>,
+    ) -> Self {
+        Self {
+            kind,
+            fd,
+            n,
+            refs: Some(Refs {
+                lp: lp.clone().unbind(),
+                fut: fut.clone().unbind(),
+                sock: sock.clone().unbind(),
+                buf: buf.map(|b| b.clone().unbind()),
+            }),
+        }
+    }
+}
+
+/// One attempt of the waiting operation: `Ok(None)` when it would block (or, for sendall,
+/// when part of the data is still to go: `sent` then holds the new position).
+fn attempt<'py>(
+    py: Python<'py>,
+    kind: Kind,
+    sock: &Bound<'py, PyAny>,
+    n: usize,
+    buf: Option<&Bound<'py, PyAny>>,
+    sent: &mut Option<usize>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let fd = fileno(sock)?;
+    match (kind, buf) {
+        (Kind::Recv, _) => Ok(recv_once(py, fd, n)?.map(Bound::into_any)),
+        (Kind::RecvInto, Some(buf)) => match recv_into_once(py, fd, buf)? {
+            Some(k) => Ok(Some(k.into_pyobject(py)?.into_any())),
+            None => Ok(None),
+        },
+        (Kind::Sendall, Some(view)) => {
+            // memoryview(data) of a buffer ByteView::new accepted: always accepted again
+            // unless the user released it, when `sock.send(view[start:])` raises ValueError.
+            let Some(bytes) = ByteView::new(view) else {
+                return Err(PyValueError::new_err(
+                    "operation forbidden on released memoryview object",
+                ));
+            };
+            match bytes.send_from(py, fd, n)? {
+                Some(k) if n + k >= bytes.len() => Ok(Some(py.None().into_bound(py))),
+                Some(k) => {
+                    *sent = Some(n + k);
+                    Ok(None)
+                }
+                None => Ok(None),
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+#[pymethods]
+impl SockWaiter {
+    /// The callback of `sock_recv(sock, n)` waiting on `fd`.
+    #[staticmethod]
+    fn recv(
+        lp: &Bound<'_, PyAny>,
+        fut: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        fd: i32,
+        n: usize,
+    ) -> Self {
+        Self::build(Kind::Recv, lp, fut, sock, fd, n, None)
+    }
+
+    /// The callback of `sock_recv_into(sock, buf)` waiting on `fd`.
+    #[staticmethod]
+    fn recv_into(
+        lp: &Bound<'_, PyAny>,
+        fut: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        fd: i32,
+        buf: &Bound<'_, PyAny>,
+    ) -> Self {
+        Self::build(Kind::RecvInto, lp, fut, sock, fd, 0, Some(buf))
+    }
+
+    /// The callback of `sock_sendall(sock, data)` waiting on `fd`, with `pos` bytes of
+    /// `view` (`memoryview(data)`) already sent.
+    #[staticmethod]
+    fn sendall(
+        lp: &Bound<'_, PyAny>,
+        fut: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        fd: i32,
+        view: &Bound<'_, PyAny>,
+        pos: usize,
+    ) -> Self {
+        Self::build(Kind::Sendall, lp, fut, sock, fd, pos, Some(view))
+    }
+
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        // Strong references out of the object, so no borrow is alive while Python code runs.
+        let (kind, fd, n, refs) = {
+            let w = slf.borrow();
+            let Some(r) = &w.refs else {
+                return Ok(()); // cleared by the GC
+            };
+            let refs = (
+                r.lp.clone_ref(py),
+                r.fut.clone_ref(py),
+                r.sock.clone_ref(py),
+                r.buf.as_ref().map(|b| b.clone_ref(py)),
+            );
+            (w.kind, w.fd, w.n, refs)
+        };
+        let (lp, fut, sock) = (refs.0.bind(py), refs.1.bind(py), refs.2.bind(py));
+        let buf = refs.3.as_ref().map(|b| b.bind(py));
+        // "Future cancellation can be scheduled on previous loop iteration" (asyncio).
+        if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
+        }
+        let mut sent = None;
+        let outcome = match attempt(py, kind, sock, n, buf, &mut sent) {
+            Ok(None) => {
+                if let Some(pos) = sent {
+                    slf.borrow_mut().n = pos;
+                }
+                return Ok(()); // try again next time
+            }
+            Ok(Some(v)) => fut.call_method1(intern!(py, "set_result"), (v,)),
+            Err(e) if crate::transport::escapes(py, &e) => return Err(e),
+            Err(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+        };
+        outcome?;
+        let remove = match kind {
+            Kind::Sendall => intern!(py, "remove_writer"),
+            Kind::Recv | Kind::RecvInto => intern!(py, "remove_reader"),
+        };
+        lp.call_method1(remove, (fd,))?;
+        Ok(())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let name = self.__name__();
+        match &self.refs {
+            Some(r) => Ok(format!("<SockWaiter {name} {}>", r.sock.bind(py).repr()?)),
+            None => Ok(format!("<SockWaiter {name}>")),
+        }
+    }
+
+    /// What asyncio's handle repr prints for the callback: the selector loop method it stands
+    /// for (selector_events.py registers the bound `_sock_recv` and its siblings).
+    #[getter]
+    fn __qualname__(&self) -> String {
+        format!("BaseSelectorEventLoop.{}", self.__name__())
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        match self.kind {
+            Kind::Recv => "_sock_recv",
+            Kind::RecvInto => "_sock_recv_into",
+            Kind::Sendall => "_sock_sendall",
+        }
+    }
+
+    /// The future this callback resolves (task dumps show the fd a task waits on with it).
+    #[getter]
+    fn future(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.refs.as_ref().map(|r| r.fut.clone_ref(py))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(r) = &self.refs {
+            visit.call(&r.lp)?;
+            visit.call(&r.fut)?;
+            visit.call(&r.sock)?;
+            if let Some(b) = &r.buf {
+                visit.call(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.refs = None;
+    }
+}
