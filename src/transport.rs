@@ -25,6 +25,7 @@
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io;
+use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::ffi;
@@ -42,12 +43,14 @@ pub(crate) const DEFAULT_MAX_SIZE: usize = 256 * 1024;
 pub struct SocketReader {
     transport: Py<PyAny>,
     max_size: usize,
+    fd: FdCache,
 }
 
 /// The `write` of one transport, stored on it as an instance attribute.
 #[pyclass(module = "oxloop._oxloop", frozen)]
 pub struct SocketWriter {
     transport: Py<PyWeakrefReference>,
+    fd: FdCache,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -101,15 +104,60 @@ impl<'a, 'py> Attrs<'a, 'py> {
 
     fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
         if let Some(d) = &self.dict {
-            if let Some(v) = d.get_item(name)? {
-                return Ok(v);
+            let py = self.t.py();
+            // PyDict_GetItemWithError directly: PyO3's get_item converts and clones the key
+            // and wraps twice, a third of a lookup's cost on this path (callgrind).
+            // SAFETY: d is a live dict and name a live str; the result is a borrowed
+            // reference (turned into a strong one at once) or NULL, with an error only if
+            // hashing or comparing raised.
+            unsafe {
+                let v = ffi::PyDict_GetItemWithError(d.as_ptr(), name.as_ptr());
+                if !v.is_null() {
+                    return Ok(Bound::from_borrowed_ptr(py, v));
+                }
+                if !ffi::PyErr_Occurred().is_null() {
+                    return Err(PyErr::fetch(py));
+                }
             }
         }
         self.t.getattr(name)
     }
 
+    /// `bool(getattr(t, name))`.
+    fn flag(&self, name: &Bound<'py, PyString>) -> PyResult<bool> {
+        let v = self.get(name)?;
+        // The attributes read this way are bools and ints; the singletons need no call.
+        // SAFETY: reading the addresses of the interpreter's singletons.
+        unsafe {
+            if v.as_ptr() == ffi::Py_False() || v.as_ptr() == ffi::Py_None() {
+                return Ok(false);
+            }
+            if v.as_ptr() == ffi::Py_True() {
+                return Ok(true);
+            }
+        }
+        v.is_truthy()
+    }
+
     fn sock_fd(&self) -> PyResult<i32> {
         self.get(intern!(self.t.py(), "_sock_fd"))?.extract()
+    }
+}
+
+/// A transport's `_sock_fd`, read once: asyncio sets it in `_SelectorTransport.__init__` and
+/// never changes it, and the fast paths only use it while the transport is open. `-1` until
+/// known.
+struct FdCache(AtomicI32);
+
+impl FdCache {
+    fn get(&self, a: &Attrs<'_, '_>) -> PyResult<i32> {
+        let fd = self.0.load(Relaxed);
+        if fd >= 0 {
+            return Ok(fd);
+        }
+        let fd = a.sock_fd()?;
+        self.0.store(fd, Relaxed);
+        Ok(fd)
     }
 }
 
@@ -146,7 +194,7 @@ impl SocketReader {
     fn data_received(&self, a: &Attrs<'_, '_>) -> PyResult<()> {
         let t = a.t;
         let py = t.py();
-        let fd = a.sock_fd()?;
+        let fd = self.fd.get(a)?;
         let data = match recv_bytes(py, fd, self.max_size) {
             Ok(d) => d,
             Err(e) if would_block(&e) => return Ok(()),
@@ -179,7 +227,7 @@ impl SocketReader {
             Ok(b) => b,
             Err(e) => return fatal(t, e, "Fatal error: protocol.get_buffer() call failed."),
         };
-        let fd = a.sock_fd()?;
+        let fd = self.fd.get(a)?;
         let nbytes = match recv_into(&buf, fd) {
             Ok(Ok(n)) => n,
             Ok(Err(e)) if would_block(&e) => return Ok(()),
@@ -242,6 +290,7 @@ impl SocketReader {
         Self {
             transport: transport.clone().unbind(),
             max_size: max_size.max(1),
+            fd: FdCache(AtomicI32::new(-1)),
         }
     }
 
@@ -250,10 +299,10 @@ impl SocketReader {
     fn __call__(&self, py: Python<'_>) -> PyResult<()> {
         let t = self.transport.bind(py);
         let a = Attrs::new(t);
-        if a.get(intern!(py, "_conn_lost"))?.is_truthy()? {
+        if a.flag(intern!(py, "_conn_lost"))? {
             return Ok(());
         }
-        if a.get(intern!(py, "_oxloop_buffered"))?.is_truthy()? {
+        if a.flag(intern!(py, "_oxloop_buffered"))? {
             self.buffer_updated(&a)
         } else {
             self.data_received(&a)
@@ -286,6 +335,7 @@ impl SocketWriter {
     fn new(transport: &Bound<'_, PyAny>) -> PyResult<Self> {
         Ok(Self {
             transport: PyWeakrefReference::new(transport)?.unbind(),
+            fd: FdCache(AtomicI32::new(-1)),
         })
     }
 
@@ -302,14 +352,14 @@ impl SocketWriter {
         // is taken after them, right before the send.
         let a = Attrs::new(&t);
         if data.len()? == 0
-            || a.get(intern!(py, "_conn_lost"))?.is_truthy()?
-            || a.get(intern!(py, "_eof"))?.is_truthy()?
+            || a.flag(intern!(py, "_conn_lost"))?
+            || a.flag(intern!(py, "_eof"))?
             || !a.get(intern!(py, "_empty_waiter"))?.is_none()
             || a.get(intern!(py, "_buffer"))?.len()? != 0
         {
             return write_slow(&t, data);
         }
-        let fd = a.sock_fd()?;
+        let fd = self.fd.get(&a)?;
         let (ptr, len): (*const u8, usize) = if let Ok(b) = data.cast_exact::<PyBytes>() {
             let s = b.as_bytes();
             (s.as_ptr(), s.len())
