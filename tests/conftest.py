@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import sys
 
 import oxloop
 import pytest
+
+# A test run started in the background by a non-interactive shell inherits SIGINT ignored, and
+# an ignored signal stays ignored across exec: the Ctrl-C tests' child interpreters would then
+# install no KeyboardInterrupt handler and never stop (on every loop). Give this process
+# Python's handler, so children start from the default disposition as under a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 FACTORIES = {
     "asyncio": asyncio.new_event_loop
