@@ -31,7 +31,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyType
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyWeakrefReference};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyWeakrefReference};
 
 use crate::errors::os_error;
 
@@ -344,8 +344,11 @@ impl SocketWriter {
         let Some(t) = self.transport.bind(py).upgrade() else {
             return Ok(());
         };
-        let is_bytes = data.is_exact_instance_of::<PyBytes>();
-        if !is_bytes && !data.is_exact_instance_of::<PyByteArray>() {
+        let is_memoryview = data.is_exact_instance_of::<PyMemoryView>();
+        if !data.is_exact_instance_of::<PyBytes>()
+            && !data.is_exact_instance_of::<PyByteArray>()
+            && !is_memoryview
+        {
             return write_slow(&t, data);
         }
         // The checks may run Python code (a property on a subclass), so the buffer pointer
@@ -360,6 +363,9 @@ impl SocketWriter {
             return write_slow(&t, data);
         }
         let fd = self.fd.get(&a)?;
+        if is_memoryview {
+            return self.write_memoryview(&t, data, fd);
+        }
         let (ptr, len): (*const u8, usize) = if let Ok(b) = data.cast_exact::<PyBytes>() {
             let s = b.as_bytes();
             (s.as_ptr(), s.len())
@@ -382,6 +388,67 @@ impl SocketWriter {
             }
             Err(e) if would_block(&e) => write_slow(&t, data),
             Err(e) => fatal(&t, os_error(e), "Fatal write error on socket transport"),
+        }
+    }
+}
+
+/// A buffer export, released when dropped (the GIL is held wherever these live).
+struct BufferView(ffi::Py_buffer);
+
+impl Drop for BufferView {
+    fn drop(&mut self) {
+        // SAFETY: self.0 came from a successful PyObject_GetBuffer and is released once.
+        unsafe { ffi::PyBuffer_Release(&mut self.0) };
+    }
+}
+
+impl SocketWriter {
+    /// The nothing-queued `write` of a memoryview (what a BufferedProtocol echoing its own
+    /// buffer passes): one `send` from the exported buffer when it is one C-contiguous run of
+    /// bytes whose length is `len(view)`, so that `data[n:]`, which asyncio queues after a
+    /// partial send, means the same bytes; anything else is asyncio's `write`.
+    fn write_memoryview(
+        &self,
+        t: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+        fd: i32,
+    ) -> PyResult<()> {
+        let py = t.py();
+        let mut raw = std::mem::MaybeUninit::<ffi::Py_buffer>::zeroed();
+        // SAFETY: data is a live memoryview; on success the export is owned by `view` below.
+        if unsafe { ffi::PyObject_GetBuffer(data.as_ptr(), raw.as_mut_ptr(), ffi::PyBUF_SIMPLE) }
+            != 0
+        {
+            // Not contiguous (or released): asyncio's write raises or copes as it does.
+            drop(PyErr::take(py));
+            return write_slow(t, data);
+        }
+        // SAFETY: PyObject_GetBuffer succeeded, so the struct is initialized.
+        let view = BufferView(unsafe { raw.assume_init() });
+        let len = view.0.len as usize;
+        if data.len()? != len {
+            drop(view);
+            return write_slow(t, data);
+        }
+        let ptr = view.0.buf as *const u8;
+        match crate::sys::send(fd, ptr.cast::<c_void>(), len) {
+            Ok(n) if n == len => Ok(()),
+            Ok(n) => {
+                // SAFETY: the export keeps ptr/len valid until `view` is dropped.
+                let rest = PyBytes::new(py, unsafe {
+                    std::slice::from_raw_parts(ptr.add(n), len - n)
+                });
+                drop(view);
+                write_slow(t, rest.as_any())
+            }
+            Err(e) if would_block(&e) => {
+                drop(view);
+                write_slow(t, data)
+            }
+            Err(e) => {
+                drop(view);
+                fatal(t, os_error(e), "Fatal write error on socket transport")
+            }
         }
     }
 }

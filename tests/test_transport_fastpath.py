@@ -125,6 +125,83 @@ def test_write_accepts_bytes_like(loop, run, kind):
     b.close()
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: memoryview(bytearray(p))[3:-5],
+        lambda p: memoryview(p).cast("B", (len(p),)),
+        lambda p: memoryview(bytearray(p)).cast("i"),  # 4-byte items: len(view) != nbytes
+        lambda p: memoryview(p).cast("B", (10, len(p) // 10)),  # 2-D, C-contiguous
+    ],
+    ids=["bytearray-slice", "cast-B", "cast-i", "2d"],
+)
+def test_write_memoryview_shapes(loop, run, make):
+    # asyncio's write passes any memoryview to sock.send and queues data[n:] after a partial
+    # send; every shape must arrive as the same bytes on both loops.
+    a, b = _pair()
+    payload = bytes(range(256)) * 40
+    data = make(payload)
+    expect = data.tobytes()
+
+    async def main():
+        transport = await _connect(loop, a, Recorder())
+        transport.write(data)
+        got = b""
+        while len(got) < len(expect):
+            got += await loop.sock_recv(b, 65536)
+        transport.close()
+        return got
+
+    assert run(main()) == expect
+    b.close()
+
+
+def test_write_non_contiguous_memoryview_is_asyncios_error(loop, run):
+    a, b = _pair()
+
+    async def main():
+        proto = Recorder()
+        transport = await _connect(loop, a, proto)
+        errors = collect_errors(loop)
+        transport.write(memoryview(bytearray(b"abcdef"))[::2])
+        exc = await proto.lost
+        return exc, [(e.get("message"), e.get("exception")) for e in errors]
+
+    exc, errors = run(main())
+    b.close()
+    # sock.send refuses the buffer; asyncio reports a fatal write error and closes with it.
+    assert isinstance(exc, BufferError), exc
+    assert errors == [("Fatal write error on socket transport", exc)]
+
+
+def test_large_memoryview_write_partially_sent_arrives_intact(loop, run):
+    # A BufferedProtocol echo writes a view of its own buffer; when the send is partial the
+    # rest must be queued as it was at write time, even if the buffer changes afterwards.
+    a, b = _pair()
+    payload = hashlib.sha256(b"mv").digest() * (4 * 1024 * 1024 // 32)
+    buf = bytearray(payload)
+
+    async def main():
+        proto = Recorder()
+        transport = await _connect(loop, a, proto)
+        transport.write(memoryview(buf))
+        queued = transport.get_write_buffer_size()
+        h = hashlib.sha256()
+        got = 0
+        while got < len(payload):
+            chunk = await loop.sock_recv(b, 1 << 20)
+            h.update(chunk)
+            got += len(chunk)
+        transport.close()
+        await proto.lost
+        return queued, h.hexdigest()
+
+    queued, digest = run(main())
+    assert 0 < queued < len(payload)
+    assert digest == hashlib.sha256(payload).hexdigest()
+    b.close()
+
+
 @pytest.mark.parametrize("bad", ["text", 123, None])
 def test_write_rejects_non_bytes(loop, run, bad):
     a, b = _pair()
