@@ -20,6 +20,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_class::<transport::SocketReader>()?;
     m.add_class::<transport::SocketWriter>()?;
+    transport::install_fast_write(m.py())?;
     m.add_class::<sock::SockWaiter>()?;
     m.add_function(wrap_pyfunction!(sock::sock_try_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_try_recv_into, m)?)?;

@@ -202,6 +202,32 @@ def test_large_memoryview_write_partially_sent_arrives_intact(loop, run):
     b.close()
 
 
+def test_write_binds_its_argument_as_asyncio_does(loop, run):
+    # asyncio's `def write(self, data)`: by position or as data=; anything else a TypeError.
+    a, b = _pair()
+
+    async def main():
+        transport = await _connect(loop, a, Recorder())
+        transport.write(data=b"kw-")
+        transport.write(b"pos")
+        for call in (
+            lambda: transport.write(),
+            lambda: transport.write(b"x", b"y"),
+            lambda: transport.write(dat=b"x"),
+            lambda: transport.write(b"x", data=b"y"),
+        ):
+            with pytest.raises(TypeError):
+                call()
+        got = b""
+        while len(got) < 6:
+            got += await loop.sock_recv(b, 100)
+        transport.close()
+        return got
+
+    assert run(main()) == b"kw-pos"
+    b.close()
+
+
 @pytest.mark.parametrize("bad", ["text", 123, None])
 def test_write_rejects_non_bytes(loop, run, bad):
     a, b = _pair()
