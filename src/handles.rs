@@ -12,8 +12,10 @@
 //! An untracked object only hides its own references, which makes the GC keep, never free,
 //! what it points to; a queued handle is reachable from the loop anyway. The loop's traverse
 //! visits the contents of the handles only it owns, and a GC hook re-tracks shared ones before
-//! each full collection, so garbage cycles through queued handles are still found. `release` re-tracks a
-//! handle when it leaves the loop's queues, so a cycle through a handle the user kept (say
+//! each full collection, so garbage cycles through queued handles are still found. A handle
+//! leaving the loop's queues is re-tracked (`release`), except one only the loop holds, which
+//! stays untracked through its run (`release_for_run`) and is then reused or tracked by
+//! `recycle`; so a cycle through a handle the user kept (say
 //! `self._timer = loop.call_later(60, self._expire)`) is collected as with asyncio.
 //!
 //! Invariants: every slot of a handle built here is set (never NULL); readers still treat a

@@ -5,6 +5,7 @@ mod errors;
 mod handles;
 mod io;
 mod loop_core;
+mod pyutil;
 mod sock;
 mod sys;
 mod time;

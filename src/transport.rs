@@ -20,8 +20,9 @@
 //!   nobody else holds alive); the writer, stored on the transport itself, holds it weakly, so
 //!   it adds no reference cycle and an unclosed transport is still freed (and warned about) as
 //!   soon as its last reference goes.
-//! - The socket fd is read from the transport at each call and used only while `_conn_lost` is
-//!   0, i.e. while the transport's socket is open (asyncio closes it after counting the loss).
+//! - The socket fd is read from the transport once per reader and writer (asyncio never changes
+//!   `_sock_fd`) and used only while `_conn_lost` is 0, i.e. while the transport's socket is
+//!   open (asyncio closes it after counting the loss).
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io;
@@ -34,6 +35,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyWeakrefReference};
 
 use crate::errors::os_error;
+use crate::pyutil::{dict_get, install_method, instance_dict, MethodDef};
 
 /// `_SelectorSocketTransport.max_size`: the most one `recv` asks for (selector_events.py).
 pub(crate) const DEFAULT_MAX_SIZE: usize = 256 * 1024;
@@ -87,37 +89,16 @@ struct Attrs<'a, 'py> {
 
 impl<'a, 'py> Attrs<'a, 'py> {
     fn new(t: &'a Bound<'py, PyAny>) -> Self {
-        // SAFETY: t is a live object; PyObject_GenericGetDict returns a new reference to its
-        // __dict__ (materialising a managed one) or NULL with an exception, which we clear.
-        let raw = unsafe { ffi::PyObject_GenericGetDict(t.as_ptr(), std::ptr::null_mut()) };
-        let dict = if raw.is_null() {
-            drop(PyErr::take(t.py()));
-            None
-        } else {
-            // SAFETY: raw is a new strong reference.
-            unsafe { Bound::from_owned_ptr(t.py(), raw) }
-                .cast_into::<PyDict>()
-                .ok()
-        };
-        Self { t, dict }
+        Self {
+            t,
+            dict: instance_dict(t),
+        }
     }
 
     fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
         if let Some(d) = &self.dict {
-            let py = self.t.py();
-            // PyDict_GetItemWithError directly: PyO3's get_item converts and clones the key
-            // and wraps twice, a third of a lookup's cost on this path (callgrind).
-            // SAFETY: d is a live dict and name a live str; the result is a borrowed
-            // reference (turned into a strong one at once) or NULL, with an error only if
-            // hashing or comparing raised.
-            unsafe {
-                let v = ffi::PyDict_GetItemWithError(d.as_ptr(), name.as_ptr());
-                if !v.is_null() {
-                    return Ok(Bound::from_borrowed_ptr(py, v));
-                }
-                if !ffi::PyErr_Occurred().is_null() {
-                    return Err(PyErr::fetch(py));
-                }
+            if let Some(v) = dict_get(d, name)? {
+                return Ok(v);
             }
         }
         self.t.getattr(name)
@@ -499,34 +480,17 @@ unsafe extern "C" fn write_fast(
         };
         w.get().write(py, &data)
     };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
-        Ok(Ok(())) => {
-            // SAFETY: a new reference to None.
-            unsafe {
-                ffi::Py_INCREF(ffi::Py_None());
-                ffi::Py_None()
-            }
-        }
-        Ok(Err(e)) => {
-            e.restore(py);
-            std::ptr::null_mut()
-        }
-        Err(_) => {
-            pyo3::exceptions::PySystemError::new_err(
-                "oxloop: internal error (Rust panic) in transport write",
-            )
-            .restore(py);
-            std::ptr::null_mut()
-        }
-    }
+    crate::pyutil::c_return(py, "transport write", || {
+        run()?;
+        // SAFETY: a new reference to None.
+        Ok(unsafe {
+            ffi::Py_INCREF(ffi::Py_None());
+            ffi::Py_None()
+        })
+    })
 }
 
-/// A method table entry with a 'static address (CPython keeps the pointer).
-struct Def(ffi::PyMethodDef);
-// SAFETY: immutable after construction and only read by CPython.
-unsafe impl Sync for Def {}
-
-static WRITE_DEF: Def = Def(ffi::PyMethodDef {
+static WRITE_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
     ml_name: c"write".as_ptr(),
     ml_meth: ffi::PyMethodDefPointer {
         PyCFunctionFastWithKeywords: write_fast,
@@ -538,16 +502,5 @@ static WRITE_DEF: Def = Def(ffi::PyMethodDef {
 /// Replaces PyO3's `SocketWriter.write` with the raw descriptor above.
 pub(crate) fn install_fast_write(py: Python<'_>) -> PyResult<()> {
     let tp = py.get_type::<SocketWriter>();
-    // SAFETY: tp is a live type object; WRITE_DEF is a 'static, well-formed definition whose
-    // pointer CPython keeps. The result is a new reference or NULL with an error set.
-    let descr = unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyDescr_NewMethod(
-                tp.as_ptr() as *mut ffi::PyTypeObject,
-                &WRITE_DEF.0 as *const ffi::PyMethodDef as *mut ffi::PyMethodDef,
-            ),
-        )?
-    };
-    tp.setattr("write", descr)
+    install_method(&tp, &tp, &WRITE_DEF)
 }

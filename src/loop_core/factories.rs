@@ -20,6 +20,7 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, Py};
 
 use super::LoopCore;
+use crate::pyutil::{dict_get, instance_dict};
 
 /// `("loop",)`, the keyword names of `Task(coro, loop=self)` and `Future(loop=self)`.
 static LOOP_KWNAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
@@ -68,21 +69,6 @@ fn call_with_loop<'py>(
     }
 }
 
-/// The loop's instance `__dict__`, or `None` when it has none.
-fn instance_dict<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
-    // SAFETY: obj is a live object; PyObject_GenericGetDict returns a new reference to its
-    // __dict__ (materialising a managed one) or NULL with an exception, which we clear.
-    let raw = unsafe { ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()) };
-    if raw.is_null() {
-        drop(PyErr::take(obj.py()));
-        return None;
-    }
-    // SAFETY: raw is a new strong reference.
-    unsafe { Bound::from_owned_ptr(obj.py(), raw) }
-        .cast_into::<PyDict>()
-        .ok()
-}
-
 pub(super) fn create_future<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
     let cls = FUTURES
@@ -118,7 +104,7 @@ pub(super) fn create_task<'py>(
     this.check_open()?;
     if !this.is_debug() && trivial_keywords(py, kwargs)? {
         let factory = instance_dict(slf.as_any())
-            .map(|d| d.get_item(intern!(py, "_task_factory")))
+            .map(|d| dict_get(&d, intern!(py, "_task_factory")))
             .transpose()?
             .flatten();
         if factory.is_some_and(|f| f.is_none()) {

@@ -16,7 +16,6 @@
 //! reference or NULL with an exception set; a Rust panic becomes a Python exception, never an
 //! abort.
 use std::ffi::CStr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
@@ -24,6 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple, PyType};
 
 use super::LoopCore;
+use crate::pyutil::{install_method, MethodDef};
 
 /// What one entry point schedules.
 #[derive(Clone, Copy)]
@@ -266,21 +266,7 @@ unsafe fn entry(
         let bound = unsafe { bind(py, kind, args, nargs, kwnames) }?;
         Ok(dispatch(&slf, kind, bound)?.into_ptr())
     };
-    match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(Ok(obj)) => obj,
-        Ok(Err(e)) => {
-            e.restore(py);
-            std::ptr::null_mut()
-        }
-        Err(_) => {
-            PySystemError::new_err(format!(
-                "oxloop: internal error (Rust panic) in {}",
-                kind.name()
-            ))
-            .restore(py);
-            std::ptr::null_mut()
-        }
-    }
+    crate::pyutil::c_return(py, kind.name(), run)
 }
 
 macro_rules! entry_point {
@@ -303,17 +289,12 @@ entry_point!(call_soon_threadsafe_fast, Kind::Threadsafe);
 entry_point!(call_later_fast, Kind::Later);
 entry_point!(call_at_fast, Kind::At);
 
-/// A method table entry with a 'static address (CPython keeps the pointer).
-struct Def(ffi::PyMethodDef);
-// SAFETY: the definitions are immutable after construction and only read by CPython.
-unsafe impl Sync for Def {}
-
 const fn def(
     name: &'static CStr,
     meth: ffi::PyCFunctionFastWithKeywords,
     doc: &'static CStr,
-) -> Def {
-    Def(ffi::PyMethodDef {
+) -> MethodDef {
+    MethodDef(ffi::PyMethodDef {
         ml_name: name.as_ptr(),
         ml_meth: ffi::PyMethodDefPointer {
             PyCFunctionFastWithKeywords: meth,
@@ -344,8 +325,8 @@ unsafe extern "C" fn get_debug_fast(
     }
 }
 
-static DEFS: [Def; 5] = [
-    Def(ffi::PyMethodDef {
+static DEFS: [MethodDef; 5] = [
+    MethodDef(ffi::PyMethodDef {
         ml_name: c"get_debug".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer {
             PyCFunction: get_debug_fast,
@@ -385,20 +366,7 @@ pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
         return Err(PyTypeError::new_err("expected a subclass of LoopCore"));
     }
     for d in &DEFS {
-        // SAFETY: core is a live type object; d is a 'static, well-formed method definition
-        // whose pointer CPython keeps. The result is a new reference or NULL with an error set.
-        let descr = unsafe {
-            let p = ffi::PyDescr_NewMethod(
-                core.as_ptr() as *mut ffi::PyTypeObject,
-                &d.0 as *const ffi::PyMethodDef as *mut ffi::PyMethodDef,
-            );
-            Bound::from_owned_ptr_or_err(py, p)?
-        };
-        // SAFETY: ml_name is a 'static NUL-terminated ASCII name.
-        let name = unsafe { CStr::from_ptr(d.0.ml_name) }
-            .to_str()
-            .unwrap_or("?");
-        cls.setattr(name, descr)?;
+        install_method(cls, &core, d)?;
     }
     Ok(())
 }

@@ -462,7 +462,7 @@ impl LoopCore {
         // argument parsing, about a twentieth of an echo's user-space instructions.
         // SAFETY: args is an exact tuple (checked by `parts`).
         let reader = if unsafe { ffi::PyTuple_GET_SIZE(args.as_ptr()) } == 0 {
-            cb.cast::<SocketReader>().ok()
+            cb.cast_exact::<SocketReader>().ok()
         } else {
             None
         };
