@@ -7,6 +7,7 @@ mod io;
 mod loop_core;
 mod pyutil;
 mod sock;
+mod streams;
 mod sys;
 mod time;
 mod transport;

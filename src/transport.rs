@@ -36,6 +36,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyWeakre
 
 use crate::errors::os_error;
 use crate::pyutil::{dict_get, install_method, instance_dict, MethodDef};
+use crate::streams;
 
 /// `_SelectorSocketTransport.max_size`: the most one `recv` asks for (selector_events.py).
 pub(crate) const DEFAULT_MAX_SIZE: usize = 256 * 1024;
@@ -151,15 +152,16 @@ thread_local! {
     static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// One `recv` of up to `max_size` bytes, returned as a bytes object of the size received.
-pub(crate) fn recv_bytes(
-    py: Python<'_>,
+/// One `recv` of up to `max_size` bytes into the thread's receive buffer; `with` gets what
+/// arrived (empty at end of stream) and must not run Python code.
+pub(crate) fn recv_with<R>(
     fd: i32,
     max_size: usize,
-) -> Result<Bound<'_, PyBytes>, io::Error> {
+    with: impl FnOnce(&[u8]) -> R,
+) -> Result<R, io::Error> {
     RECV_BUF.with(|cell| {
-        // Held only for the syscall and the copy; no Python code runs in between, so a
-        // nested read on this thread cannot find it borrowed.
+        // Held only for the syscall and `with`; no Python code runs in between, so a nested
+        // read on this thread cannot find it borrowed.
         let mut buf = cell
             .try_borrow_mut()
             .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
@@ -167,8 +169,17 @@ pub(crate) fn recv_bytes(
             buf.resize(max_size, 0);
         }
         let n = crate::sys::recv(fd, buf.as_mut_ptr().cast::<c_void>(), max_size)?;
-        Ok(PyBytes::new(py, &buf[..n]))
+        Ok(with(&buf[..n]))
     })
+}
+
+/// One `recv` of up to `max_size` bytes, returned as a bytes object of the size received.
+pub(crate) fn recv_bytes(
+    py: Python<'_>,
+    fd: i32,
+    max_size: usize,
+) -> Result<Bound<'_, PyBytes>, io::Error> {
+    recv_with(fd, max_size, |data| PyBytes::new(py, data))
 }
 
 impl SocketReader {
@@ -190,6 +201,10 @@ impl SocketReader {
         let t = a.t;
         let py = t.py();
         let fd = self.fd.get(a)?;
+        let proto = a.get(intern!(py, "_protocol"))?;
+        if let Some(feed) = streams::fast_feed(&proto) {
+            return self.feed_stream(t, fd, feed);
+        }
         let data = match recv_bytes(py, fd, self.max_size) {
             Ok(d) => d,
             Err(e) if would_block(&e) => return Ok(()),
@@ -199,8 +214,35 @@ impl SocketReader {
             t.call_method0(intern!(py, "_read_ready__on_eof"))?;
             return Ok(());
         }
-        let proto = a.get(intern!(py, "_protocol"))?;
         if let Err(e) = proto.call_method1(intern!(py, "data_received"), (data,)) {
+            return fatal(t, e, "Fatal error: protocol.data_received() call failed.");
+        }
+        Ok(())
+    }
+
+    /// The read event of a transport serving asyncio's `StreamReaderProtocol` (see
+    /// [`streams`]): the same steps, with the bytes going straight into the reader's buffer.
+    fn feed_stream(
+        &self,
+        t: &Bound<'_, PyAny>,
+        fd: i32,
+        feed: Option<streams::Feed<'_>>,
+    ) -> PyResult<()> {
+        let py = t.py();
+        // Ok(None): end of stream; Ok(Some(r)): data, `r` the result of extending the buffer.
+        let got = recv_with(fd, self.max_size, |data| {
+            (!data.is_empty()).then(|| feed.as_ref().map_or(Ok(()), |f| f.extend(data)))
+        });
+        let extended = match got {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                t.call_method0(intern!(py, "_read_ready__on_eof"))?;
+                return Ok(());
+            }
+            Err(e) if would_block(&e) => return Ok(()),
+            Err(e) => return fatal(t, os_error(e), "Fatal read error on socket transport"),
+        };
+        if let Err(e) = extended.and_then(|()| feed.map_or(Ok(()), streams::Feed::finish)) {
             return fatal(t, e, "Fatal error: protocol.data_received() call failed.");
         }
         Ok(())

@@ -1,0 +1,258 @@
+//! A native `data_received` for asyncio's own `StreamReaderProtocol`, the protocol behind
+//! `asyncio.open_connection` / `start_server` / `open_unix_connection` / `start_unix_server`.
+//!
+//! For every read event asyncio runs four Python frames after the `recv`
+//! (`StreamReaderProtocol.data_received`, its `_stream_reader` property,
+//! `StreamReader.feed_data`, `StreamReader._wakeup_waiter`) and allocates a bytes object that
+//! `feed_data` copies into the reader's `bytearray` and drops. With the classes as asyncio
+//! ships them (streams.py, the same code on 3.10-3.13), the socket transport's read path
+//! ([`crate::transport`]) does those steps here: received bytes go from the thread's receive
+//! buffer straight into `reader._buffer`, then the waiter is woken and flow control applied,
+//! exactly as `feed_data` does.
+//!
+//! Invariants:
+//! - The fast path runs only when the outcome is provably the Python code's: the protocol is
+//!   exactly `StreamReaderProtocol` and the reader exactly `StreamReader`; `data_received`,
+//!   `_stream_reader`, `feed_data` and `_wakeup_waiter` are still the functions asyncio
+//!   defined (the class attributes checked by identity against the ones taken at import, and
+//!   no instance attribute shadows them, so `mock.patch` of either kind is honoured); the
+//!   reader's `_eof` is `False` (else `feed_data`'s assertion is due), its `_buffer` is a
+//!   `bytearray` and its `_limit` an `int`. [`fast_feed`] decides before the `recv`, and no
+//!   Python code runs between the decision and the feed. Anything else takes the Python call.
+//! - Errors raised on the way (a `bytearray` with live exports refuses to grow; a waiter's
+//!   `set_result` raising; `pause_reading` failing) reach the transport's `_fatal_error` with
+//!   the `data_received` message, as they would from the Python frames.
+use pyo3::exceptions::PyNotImplementedError;
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyDict, PyInt, PyString, PyType, PyWeakrefReference};
+
+use crate::pyutil::dict_get;
+
+/// asyncio.streams' classes and the functions the fast path stands in for, as imported.
+struct Layout {
+    protocol: Py<PyType>,
+    reader: Py<PyType>,
+    data_received: Py<PyAny>,
+    stream_reader: Py<PyAny>,
+    feed_data: Py<PyAny>,
+    wakeup_waiter: Py<PyAny>,
+}
+
+/// `None` when asyncio.streams was already patched when first needed (or looks different):
+/// the fast path then stays off for the life of the process.
+static LAYOUT: PyOnceLock<Option<Layout>> = PyOnceLock::new();
+
+/// `cls.__dict__[name]` without the attribute protocol (no descriptor binding).
+fn class_attr<'py>(
+    cls: &Bound<'py, PyType>,
+    name: &Bound<'py, PyString>,
+) -> Option<Bound<'py, PyAny>> {
+    let py = cls.py();
+    // SAFETY: cls is a live heap type (a Python class), whose tp_dict is its attribute dict;
+    // a borrowed pointer read under the GIL and turned into a strong reference at once.
+    let dict = unsafe {
+        let d = (*cls.as_type_ptr()).tp_dict;
+        if d.is_null() {
+            return None;
+        }
+        Bound::from_borrowed_ptr(py, d)
+    };
+    let dict = dict.cast_into::<PyDict>().ok()?;
+    dict_get(&dict, name).ok().flatten()
+}
+
+/// The function `cls.__dict__[name]` when asyncio.streams defined it (`__module__` and
+/// `__qualname__` as in streams.py).
+fn own_function<'py>(cls: &Bound<'py, PyType>, name: &str) -> Option<Bound<'py, PyAny>> {
+    let py = cls.py();
+    let f = class_attr(cls, &PyString::new(py, name))?;
+    let code_owner = if f.hasattr("fget").ok()? {
+        f.getattr("fget").ok()? // a property: its getter carries the names
+    } else {
+        f.clone()
+    };
+    let module: String = code_owner.getattr("__module__").ok()?.extract().ok()?;
+    let qualname: String = code_owner.getattr("__qualname__").ok()?.extract().ok()?;
+    let expected = format!("{}.{name}", cls.name().ok()?);
+    (module == "asyncio.streams" && qualname == expected).then_some(f)
+}
+
+fn load(py: Python<'_>) -> Option<Layout> {
+    let streams = py.import("asyncio.streams").ok()?;
+    let protocol = streams
+        .getattr("StreamReaderProtocol")
+        .ok()?
+        .cast_into::<PyType>()
+        .ok()?;
+    let reader = streams
+        .getattr("StreamReader")
+        .ok()?
+        .cast_into::<PyType>()
+        .ok()?;
+    Some(Layout {
+        data_received: own_function(&protocol, "data_received")?.unbind(),
+        stream_reader: own_function(&protocol, "_stream_reader")?.unbind(),
+        feed_data: own_function(&reader, "feed_data")?.unbind(),
+        wakeup_waiter: own_function(&reader, "_wakeup_waiter")?.unbind(),
+        protocol: protocol.unbind(),
+        reader: reader.unbind(),
+    })
+}
+
+// `_PyObject_GetMethod` (Objects/object.c): what `obj.name(...)` resolves to, without binding
+// a method object. It returns 1 with the type's function when `name` is a method found on the
+// type and no instance attribute shadows it (the resolution the interpreter's LOAD_METHOD and
+// `PyObject_VectorcallMethod` use), 0 with the attribute otherwise. Exported by 3.10-3.13
+// (declared in Include/cpython/object.h, on 3.13 in Include/internal/pycore_object.h);
+// pyo3's ffi does not declare it.
+extern "C" {
+    fn _PyObject_GetMethod(
+        obj: *mut ffi::PyObject,
+        name: *mut ffi::PyObject,
+        method: *mut *mut ffi::PyObject,
+    ) -> std::ffi::c_int;
+}
+
+/// True when `obj.name` is still `original` bound to `obj`: the class attribute unchanged and
+/// no instance attribute shadowing it. Asked through the attribute protocol rather than the
+/// instance `__dict__`: materialising that dict (3.11+ keep attributes inline until someone
+/// asks for it) would slow down every attribute access the Python side of the stream makes.
+fn unpatched<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+    original: &Py<PyAny>,
+) -> bool {
+    let py = obj.py();
+    let mut m: *mut ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: obj and name are live; on return `m` holds a new reference or NULL (with an
+    // exception set, which is cleared: the Python call then reports it).
+    let found = unsafe { _PyObject_GetMethod(obj.as_ptr(), name.as_ptr(), &mut m) };
+    if m.is_null() {
+        drop(PyErr::take(py));
+        return false;
+    }
+    // SAFETY: m is a new strong reference, released here.
+    let m = unsafe { Bound::from_owned_ptr(py, m) };
+    found == 1 && m.is(original)
+}
+
+/// A `StreamReader` about to be fed, its state checked (see the module invariants).
+pub(crate) struct Feed<'py> {
+    reader: Bound<'py, PyAny>,
+    buffer: Bound<'py, PyByteArray>,
+    limit: i64,
+}
+
+/// What the fast path will do for `protocol`'s next data: `None` = not applicable, take the
+/// Python call; `Some(None)` = the protocol has no reader any more (`data_received` drops the
+/// data); `Some(Some(feed))` = feed that reader.
+pub(crate) fn fast_feed<'py>(protocol: &Bound<'py, PyAny>) -> Option<Option<Feed<'py>>> {
+    let py = protocol.py();
+    let lay = LAYOUT.get_or_init(py, || load(py)).as_ref()?;
+    let proto_cls = lay.protocol.bind(py);
+    if !protocol.get_type().is(proto_cls) {
+        return None;
+    }
+    // `_stream_reader` is a property (a data descriptor: no instance attribute can shadow it).
+    if !unpatched(protocol, intern!(py, "data_received"), &lay.data_received)
+        || !class_attr(proto_cls, intern!(py, "_stream_reader"))
+            .is_some_and(|p| p.is(&lay.stream_reader))
+    {
+        return None;
+    }
+    // The property's body: `_stream_reader_wr` is None or a weakref to the reader.
+    let wr = protocol.getattr(intern!(py, "_stream_reader_wr")).ok()?;
+    if wr.is_none() {
+        return Some(None);
+    }
+    let wr = wr.cast_exact::<PyWeakrefReference>().ok()?;
+    let Some(reader) = wr.upgrade() else {
+        return Some(None);
+    };
+    if !reader.get_type().is(lay.reader.bind(py))
+        || !unpatched(&reader, intern!(py, "feed_data"), &lay.feed_data)
+        || !unpatched(&reader, intern!(py, "_wakeup_waiter"), &lay.wakeup_waiter)
+    {
+        return None;
+    }
+    let eof = reader.getattr(intern!(py, "_eof")).ok()?;
+    // SAFETY: comparing against the address of the interpreter's False singleton.
+    if eof.as_ptr() != unsafe { ffi::Py_False() } {
+        return None; // feed_data's assertion (or, under -O, its odd continuation) is Python's
+    }
+    let buffer = reader
+        .getattr(intern!(py, "_buffer"))
+        .ok()?
+        .cast_into_exact::<PyByteArray>()
+        .ok()?;
+    let limit = reader
+        .getattr(intern!(py, "_limit"))
+        .ok()?
+        .cast_exact::<PyInt>()
+        .ok()?
+        .extract::<i64>()
+        .ok()?;
+    Some(Some(Feed {
+        reader,
+        buffer,
+        limit,
+    }))
+}
+
+impl<'py> Feed<'py> {
+    /// `self._buffer.extend(data)`: the one step that must happen while `data` is borrowed
+    /// from the receive buffer. Runs no Python code.
+    pub(crate) fn extend(&self, data: &[u8]) -> PyResult<()> {
+        let buf = self.buffer.as_ptr();
+        // SAFETY: buffer is a live bytearray; PyByteArray_Resize keeps its contents, fails
+        // with BufferError while the bytearray has exports (as `extend` does), and on
+        // success leaves `old + data.len()` bytes at PyByteArray_AS_STRING, of which we
+        // write the last `data.len()`.
+        unsafe {
+            let old = ffi::PyByteArray_Size(buf);
+            let add = isize::try_from(data.len()).unwrap_or(isize::MAX);
+            if ffi::PyByteArray_Resize(buf, old.saturating_add(add)) < 0 {
+                return Err(PyErr::fetch(self.buffer.py()));
+            }
+            let dst = ffi::PyByteArray_AsString(buf).cast::<u8>().offset(old);
+            std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len());
+        }
+        Ok(())
+    }
+
+    /// The rest of `feed_data` after the extend: `_wakeup_waiter()`, then pausing the
+    /// transport when more than twice the limit is buffered.
+    pub(crate) fn finish(self) -> PyResult<()> {
+        let py = self.reader.py();
+        let r = &self.reader;
+        let getattr = |name: &Bound<'py, PyString>| r.getattr(name);
+        let waiter = getattr(intern!(py, "_waiter"))?;
+        if !waiter.is_none() {
+            r.setattr(intern!(py, "_waiter"), py.None())?;
+            if !waiter.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
+                waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
+            }
+        }
+        let transport = getattr(intern!(py, "_transport"))?;
+        if transport.is_none() || getattr(intern!(py, "_paused"))?.is_truthy()? {
+            return Ok(());
+        }
+        // `len(self._buffer) > 2 * self._limit`, with Python's unbounded ints.
+        let len = i64::try_from(self.buffer.len()).unwrap_or(i64::MAX);
+        let over = self.limit.checked_mul(2).is_some_and(|twice| len > twice);
+        if !over {
+            return Ok(());
+        }
+        match transport.call_method0(intern!(py, "pause_reading")) {
+            Ok(_) => r.setattr(intern!(py, "_paused"), true),
+            // The transport can't be paused: feed_data forgets it and buffers everything.
+            Err(e) if e.is_instance_of::<PyNotImplementedError>(py) => {
+                r.setattr(intern!(py, "_transport"), py.None())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

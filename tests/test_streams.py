@@ -1,0 +1,277 @@
+"""asyncio streams over the loop's socket transport behave as over asyncio's own.
+
+oxloop feeds asyncio's ``StreamReaderProtocol`` / ``StreamReader`` natively when both are the
+classes asyncio ships, unpatched (src/streams.rs): the bytes go straight into the reader's
+buffer, then the waiter is woken and flow control applied as ``feed_data`` does. Each test runs
+on stock asyncio too and drives one branch of that path: data integrity, flow control, a
+cancelled reader, patched classes and instances (which must get the Python calls), and the
+errors ``feed_data`` raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import random
+import socket
+from unittest import mock
+
+import pytest
+from _helpers import collect_errors
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+async def _until(predicate, what: str, rounds: int = 10_000) -> None:
+    """Lets the loop run until `predicate()` holds (a bounded number of iterations)."""
+    for _ in range(rounds):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_every_byte_arrives_in_order_both_ways(loop, run):
+    # Random chunk sizes written, random read sizes and all the read methods on the other
+    # side: the hashes of 3 MiB each way must match.
+    rnd = random.Random(20261124)
+    payload = rnd.randbytes(3 * 1024 * 1024)
+
+    async def pump(writer: asyncio.StreamWriter) -> None:
+        pos = 0
+        while pos < len(payload):
+            n = rnd.randint(1, 100_000)
+            writer.write(payload[pos : pos + n])
+            pos += n
+            await writer.drain()
+        writer.write_eof()
+
+    async def drain_all(reader: asyncio.StreamReader) -> bytes:
+        h = hashlib.sha256()
+        step = 0
+        while True:
+            step += 1
+            if step % 3 == 0:
+                try:
+                    chunk = await reader.readexactly(rnd.randint(1, 70_000))
+                except asyncio.IncompleteReadError as e:
+                    chunk = e.partial
+            elif step % 3 == 1:
+                chunk = await reader.read(rnd.randint(1, 200_000))
+            else:
+                try:
+                    chunk = await reader.readuntil(b"\x00")
+                except asyncio.IncompleteReadError as e:
+                    chunk = e.partial
+                except asyncio.LimitOverrunError as e:
+                    chunk = await reader.readexactly(e.consumed)
+            if not chunk:
+                return h.digest()
+            h.update(chunk)
+
+    async def main():
+        a, b = _pair()
+        ra, wa = await asyncio.open_connection(sock=a)
+        rb, wb = await asyncio.open_connection(sock=b)
+        digests = await asyncio.gather(pump(wa), pump(wb), drain_all(ra), drain_all(rb))
+        wa.close()
+        wb.close()
+        return digests[2:]
+
+    expected = hashlib.sha256(payload).digest()
+    assert run(main()) == [expected, expected]
+
+
+def test_reading_pauses_past_twice_the_limit_and_resumes(loop, run):
+    # feed_data pauses the transport once more than 2 * limit bytes are buffered; reading
+    # below the limit resumes it (_maybe_resume_transport).
+    async def main():
+        a, b = _pair()
+        reader, writer = await asyncio.open_connection(sock=a, limit=1024)
+        b.sendall(b"x" * 4000)
+        await _until(lambda: not writer.transport.is_reading(), "reading to pause")
+        buffered = len(reader._buffer)
+        data = await reader.read(4000)
+        resumed = writer.transport.is_reading()
+        writer.close()
+        b.close()
+        return buffered, len(data), resumed
+
+    buffered, got, resumed = run(main())
+    assert buffered > 2048
+    assert got == buffered
+    assert resumed
+
+
+def test_a_cancelled_read_leaves_the_data_for_the_next(loop, run):
+    # The waiter of a cancelled read() is cancelled: feed_data must not set its result, and the
+    # bytes stay buffered for the next read.
+    async def main():
+        a, b = _pair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        task = asyncio.ensure_future(reader.read(100))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        b.sendall(b"after")
+        data = await reader.read(100)
+        writer.close()
+        b.close()
+        return data
+
+    assert run(main()) == b"after"
+
+
+def _counting(original, calls):
+    def spy(self, *args):
+        calls.append((type(self).__name__, bytes(args[0]) if args else None))
+        return original(self, *args)
+
+    return spy
+
+
+@pytest.mark.parametrize("where", ["class", "instance"])
+@pytest.mark.parametrize("method", ["feed_data", "_wakeup_waiter"])
+def test_a_patched_reader_method_is_called(loop, run, where, method):
+    calls: list = []
+
+    async def main():
+        a, b = _pair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        original = getattr(asyncio.StreamReader, method)
+        if where == "class":
+            patch = mock.patch.object(asyncio.StreamReader, method, _counting(original, calls))
+        else:
+            bound = getattr(reader, method)
+            patch = mock.patch.object(
+                reader, method, lambda *args: (calls.append(("inst", args)), bound(*args))[1]
+            )
+        with patch:
+            b.sendall(b"hello")
+            data = await reader.read(100)
+        writer.close()
+        b.close()
+        return data
+
+    assert run(main()) == b"hello"
+    assert calls, "the patched method was not called"
+
+
+@pytest.mark.parametrize("where", ["class", "instance"])
+def test_a_patched_data_received_is_called(loop, run, where):
+    calls: list = []
+
+    async def main():
+        a, b = _pair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        proto = writer.transport.get_protocol()
+        original = asyncio.StreamReaderProtocol.data_received
+        if where == "class":
+            patch = mock.patch.object(
+                asyncio.StreamReaderProtocol, "data_received", _counting(original, calls)
+            )
+        else:
+            bound = proto.data_received
+            patch = mock.patch.object(
+                proto, "data_received", lambda data: (calls.append(data), bound(data))[1]
+            )
+        with patch:
+            b.sendall(b"hello")
+            data = await reader.read(100)
+        writer.close()
+        b.close()
+        return data
+
+    assert run(main()) == b"hello"
+    assert calls, "the patched data_received was not called"
+
+
+def test_reader_and_protocol_subclasses_are_fed(loop, run):
+    class Reader(asyncio.StreamReader):
+        fed = 0
+
+        def feed_data(self, data):
+            Reader.fed += len(data)
+            super().feed_data(data)
+
+    class Proto(asyncio.StreamReaderProtocol):
+        pass
+
+    async def main():
+        a, b = _pair()
+        reader = Reader()
+        transport, _ = await loop.connect_accepted_socket(lambda: Proto(reader), a)
+        b.sendall(b"subclassed")
+        data = await reader.read(100)
+        transport.close()
+        b.close()
+        return data
+
+    assert run(main()) == b"subclassed"
+    assert Reader.fed == len(b"subclassed")
+
+
+def test_data_for_a_collected_reader_is_dropped(loop, run):
+    # Without a client_connected_cb the protocol holds its reader weakly: once the reader is
+    # gone, data_received drops what arrives, and nothing is reported.
+    errors = collect_errors(loop)
+
+    async def main():
+        a, b = _pair()
+        reader = asyncio.StreamReader()
+        proto = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await loop.connect_accepted_socket(lambda: proto, a)
+        del reader
+        gc.collect()
+        b.sendall(b"nobody reads this")
+        for _ in range(20):  # the read event comes at the next poll; give it plenty
+            await asyncio.sleep(0)
+        closing = transport.is_closing()
+        transport.close()
+        b.close()
+        return closing
+
+    assert run(main()) is False
+    assert errors == []
+
+
+def test_data_after_feed_eof_is_a_fatal_error(loop, run):
+    errors = collect_errors(loop)
+
+    async def main():
+        a, b = _pair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        reader.feed_eof()
+        b.sendall(b"late")
+        await _until(lambda: writer.transport.is_closing(), "the transport to close")
+        b.close()
+
+    run(main())
+    assert [e["message"] for e in errors] == ["Fatal error: protocol.data_received() call failed."]
+    assert isinstance(errors[0]["exception"], AssertionError)
+
+
+def test_a_buffer_with_exports_cannot_grow(loop, run):
+    # bytearray.extend refuses to resize while a memoryview of it is alive (BufferError):
+    # feed_data raises, and the transport reports it as a data_received failure.
+    errors = collect_errors(loop)
+
+    async def main():
+        a, b = _pair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        view = memoryview(reader._buffer)
+        b.sendall(b"refused")
+        await _until(lambda: writer.transport.is_closing(), "the transport to close")
+        view.release()
+        b.close()
+
+    run(main())
+    assert [e["message"] for e in errors] == ["Fatal error: protocol.data_received() call failed."]
+    assert isinstance(errors[0]["exception"], BufferError)
