@@ -9,12 +9,13 @@
 #
 # Usage: benches/net_callgrind.sh KIND LOOP [M]     KIND: protocol|buffered|streams|sock
 #   e.g. benches/net_callgrind.sh protocol oxloop; benches/net_callgrind.sh protocol floor
-# Environment: FAMILY=unix serves on a Unix socket (default tcp); TOP=N also prints the N
+# Environment: FAMILY=unix serves on a Unix socket (default tcp); CONNS and SIZE set the
+# client's connections (10) and message size (1024); TOP=N also prints the N
 # functions whose self cost grew most between M and 2M, per message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=$1 loop=$2 m=${3:-20000}
-family=${FAMILY:-tcp}
+family=${FAMILY:-tcp} conns=${CONNS:-10} size=${SIZE:-1024}
 py=${PYTHON:-.venv/3.11/bin/python}
 netfloor=benches/net/floor/target/release/netfloor
 [ -x "$netfloor" ] || cargo build -q --release --manifest-path benches/net/floor/Cargo.toml
@@ -40,7 +41,7 @@ count() {  # count N -> total instructions of a server that echoed N messages
     for _ in $(seq 600); do grep -q '^ready' "$log" && break; sleep 0.1; done
     local addr
     addr=$(awk '/^ready/{print $2}' "$log")
-    "$netfloor" client "$addr" --conns 10 --size 1024 --messages "$n" --warmup 0 >/dev/null
+    "$netfloor" client "$addr" --conns "$conns" --size "$size" --messages "$n" --warmup 0 >/dev/null
     # SIGTERM, not SIGINT: a shell's background job may have SIGINT ignored; callgrind writes
     # its profile either way.
     kill -TERM "$pid"
