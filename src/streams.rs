@@ -223,6 +223,38 @@ impl<'py> Feed<'py> {
         Ok(())
     }
 
+    /// `self._buffer.extend(sock.recv(len))` without the intermediate bytes: grows the
+    /// buffer by `len`, receives into the new tail and shrinks it to what arrived. `None` when
+    /// `len` is 0 or the buffer cannot grow (it has exports): the caller then receives through
+    /// the shared buffer, and `extend` reports the error after the receive, as asyncio would.
+    pub(crate) fn recv_into(&self, fd: i32, len: usize) -> Option<std::io::Result<usize>> {
+        if len == 0 {
+            return None;
+        }
+        let buf = self.buffer.as_ptr();
+        // SAFETY: buffer is a live bytearray. After a successful resize its storage holds
+        // `old + len` bytes at PyByteArray_AS_STRING and the receive writes only the last
+        // `len`; no Python code runs until it is shrunk back to `old + got`.
+        unsafe {
+            let old = ffi::PyByteArray_Size(buf);
+            let add = isize::try_from(len).ok()?;
+            if ffi::PyByteArray_Resize(buf, old.checked_add(add)?) < 0 {
+                drop(PyErr::take(self.buffer.py()));
+                return None;
+            }
+            let dst = ffi::PyByteArray_AsString(buf).cast::<u8>().offset(old);
+            let got = crate::sys::recv(fd, dst.cast(), len);
+            let kept = got.as_ref().map_or(0, |n| isize::try_from(*n).unwrap_or(0));
+            if ffi::PyByteArray_Resize(buf, old + kept) < 0 {
+                // Only a failed realloc of a major downsize gets here (bytearrayobject.c),
+                // leaving the unfilled tail in place: the stream cannot go on.
+                drop(PyErr::take(self.buffer.py()));
+                return Some(Err(std::io::Error::from(std::io::ErrorKind::OutOfMemory)));
+            }
+            Some(got)
+        }
+    }
+
     /// The rest of `feed_data` after the extend: `_wakeup_waiter()`, then pausing the
     /// transport when more than twice the limit is buffered.
     pub(crate) fn finish(self) -> PyResult<()> {

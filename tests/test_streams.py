@@ -37,9 +37,12 @@ async def _until(predicate, what: str, rounds: int = 10_000) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_every_byte_arrives_in_order_both_ways(loop, run):
+@pytest.mark.parametrize("limit", [2**16, 2**22])
+def test_every_byte_arrives_in_order_both_ways(loop, run, limit):
     # Random chunk sizes written, random read sizes and all the read methods on the other
-    # side: the hashes of 3 MiB each way must match.
+    # side: the hashes of 3 MiB each way must match. With the default limit the transport
+    # pauses and resumes reading all along; with a large one, oxloop's reads size themselves
+    # to what is queued and receive straight into the reader's buffer (src/streams.rs).
     rnd = random.Random(20261124)
     payload = rnd.randbytes(3 * 1024 * 1024)
 
@@ -77,8 +80,8 @@ def test_every_byte_arrives_in_order_both_ways(loop, run):
 
     async def main():
         a, b = _pair()
-        ra, wa = await asyncio.open_connection(sock=a)
-        rb, wb = await asyncio.open_connection(sock=b)
+        ra, wa = await asyncio.open_connection(sock=a, limit=limit)
+        rb, wb = await asyncio.open_connection(sock=b, limit=limit)
         digests = await asyncio.gather(pump(wa), pump(wb), drain_all(ra), drain_all(rb))
         wa.close()
         wb.close()
@@ -258,16 +261,22 @@ def test_data_after_feed_eof_is_a_fatal_error(loop, run):
     assert isinstance(errors[0]["exception"], AssertionError)
 
 
-def test_a_buffer_with_exports_cannot_grow(loop, run):
+@pytest.mark.parametrize("warmup", [0, 200_000])
+def test_a_buffer_with_exports_cannot_grow(loop, run, warmup):
     # bytearray.extend refuses to resize while a memoryview of it is alive (BufferError):
-    # feed_data raises, and the transport reports it as a data_received failure.
+    # feed_data raises, and the transport reports it as a data_received failure. A large
+    # read first makes oxloop's next read size itself to what is queued (src/transport.rs).
     errors = collect_errors(loop)
 
     async def main():
         a, b = _pair()
-        reader, writer = await asyncio.open_connection(sock=a)
+        reader, writer = await asyncio.open_connection(sock=a, limit=2**22)
+        if warmup:
+            sender = asyncio.ensure_future(loop.sock_sendall(b, b"w" * warmup))
+            assert len(await reader.readexactly(warmup)) == warmup
+            await sender
         view = memoryview(reader._buffer)
-        b.sendall(b"refused")
+        b.sendall(b"r" * 100_000)
         await _until(lambda: writer.transport.is_closing(), "the transport to close")
         view.release()
         b.close()

@@ -343,6 +343,37 @@ class Buffered(asyncio.BufferedProtocol):
             self.lost.set_result(exc)
 
 
+def test_large_reads_then_eof_arrive_intact(loop, run):
+    # Large reads make oxloop size the next read to what is queued and receive straight into
+    # the bytes handed to data_received (src/transport.rs); the bytes, their type and the
+    # end of stream must come out as asyncio's.
+    a, b = _pair()
+    payload = bytes(range(256)) * 8192  # 2 MiB
+
+    async def main():
+        proto = Recorder()
+        await _connect(loop, a, proto)
+        await loop.sock_sendall(b, payload)
+        b.shutdown(socket.SHUT_WR)
+        await _until_eof(proto)
+        proto.transport.close()
+        await proto.lost
+        return proto
+
+    proto = run(main())
+    assert proto.eof
+    assert hashlib.sha256(proto.data).digest() == hashlib.sha256(payload).digest()
+    b.close()
+
+
+async def _until_eof(proto: Recorder) -> None:
+    for _ in range(100_000):
+        if proto.eof:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("no eof_received")
+
+
 def test_buffered_protocol_reads_through_its_buffer(loop, run):
     a, b = _pair()
 

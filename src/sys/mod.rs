@@ -39,3 +39,12 @@ pub fn send(fd: i32, buf: *const std::ffi::c_void, len: usize) -> std::io::Resul
     // `buf` points to `len` readable bytes (the caller holds the object alive).
     syscall!(send(fd, buf, len, libc::MSG_NOSIGNAL)).map(|n| n as usize)
 }
+
+/// How many bytes can be read from the stream socket `fd` now (`ioctl(FIONREAD)`, i.e.
+/// SIOCINQ: tcp(7), unix(7)).
+pub fn bytes_queued(fd: i32) -> std::io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // `n` is a live, writable c_int, FIONREAD's argument; a bad fd is an EBADF error.
+    syscall!(ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
