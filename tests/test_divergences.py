@@ -43,3 +43,38 @@ def test_queued_handles_are_not_gc_tracked_on_oxloop(loop, loop_kind):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert gc.is_tracked(handle)  # tracked again once it left the queue
+
+
+def test_stream_feed_frames_are_not_profiled_on_oxloop(loop, loop_kind):
+    # asyncio runs StreamReaderProtocol.data_received, StreamReader.feed_data and
+    # _wakeup_waiter as Python frames for every read; oxloop does their work in Rust while
+    # they are asyncio's own (src/streams.rs), so a profiler sees none of them. The reads
+    # themselves (StreamReader.read) are Python on both.
+    import asyncio
+    import socket
+    import sys
+
+    seen: set[str] = set()
+
+    def profile(frame, event, arg):
+        if event == "call":
+            seen.add(frame.f_code.co_name)
+
+    async def main():
+        a, b = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        sys.setprofile(profile)
+        try:
+            b.sendall(b"data")
+            assert await reader.read(10) == b"data"
+        finally:
+            sys.setprofile(None)
+        writer.close()
+        b.close()
+
+    loop.run_until_complete(main())
+    assert "read" in seen
+    fed = {"data_received", "feed_data", "_wakeup_waiter"} & seen
+    assert fed == (
+        set() if loop_kind == "oxloop" else {"data_received", "feed_data", "_wakeup_waiter"}
+    )
