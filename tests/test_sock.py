@@ -929,3 +929,44 @@ def test_waiting_operations_are_collected_with_their_loop(loop_factory):
     finally:
         a.close()
         b.close()
+
+
+def test_loop_subclass_methods_are_called(loop):
+    """A loop subclass that overrides the methods sock_recv / sock_sendall go through sees
+    the calls asyncio's code makes (oxloop's native steps stand in for them only on an exact
+    oxloop.Loop)."""
+    calls: list[str] = []
+    base = type(loop)
+
+    class Sub(base):  # type: ignore[misc, valid-type]
+        def create_future(self):
+            calls.append("create_future")
+            return super().create_future()
+
+        def _ensure_fd_no_transport(self, fd):
+            calls.append("ensure")
+            return super()._ensure_fd_no_transport(fd)
+
+        def remove_reader(self, fd):
+            calls.append("remove_reader")
+            return super().remove_reader(fd)
+
+    lp = Sub()
+    try:
+
+        async def main():
+            a, b = nb_pair()
+            with a, b:
+                task = asyncio.ensure_future(lp.sock_recv(b, 10))
+                await drain_loop(3)
+                await lp.sock_sendall(a, b"hi")
+                got = await wait(task)
+                await drain_loop(3)
+                return got
+
+        assert lp.run_until_complete(main()) == b"hi"
+        # remove_reader checks for a transport again (selector_events.py).
+        assert [c for c in calls if c != "create_future"] == ["ensure", "remove_reader", "ensure"]
+        assert "create_future" in calls
+    finally:
+        lp.close()

@@ -39,6 +39,7 @@ use self::counters::{Activity, Counters, PollSample};
 use crate::errors::{closed_error, os_error};
 use crate::handles::{self, Layout, Queued};
 use crate::io::{FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
+use crate::sock::SockWaiter;
 use crate::sys::clock;
 use crate::sys::epoll::{self, Epoll, READABLE, WRITABLE};
 use crate::sys::waker::{read_available, Waker};
@@ -336,13 +337,24 @@ impl LoopCore {
         args: &Bound<'py, PyTuple>,
         mask: u32,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
         let fd = fileobj_to_fd(fd)?;
         // epoll.register's error for an fd beyond a C int, as asyncio gets it.
         let fd = i32::try_from(fd).map_err(|_| {
             pyo3::exceptions::PyOverflowError::new_err("signed integer is greater than maximum")
         })?;
+        Self::add_io_fd(slf, fd, callback, args, mask)
+    }
+
+    /// `add_io` once the fd is known to be a valid C int.
+    fn add_io_fd<'py>(
+        slf: &Bound<'py, Self>,
+        fd: i32,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        mask: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
         this.check_open()?;
         let handle = if this.is_debug() {
             let lay = handles::layout(py)?;
@@ -386,6 +398,48 @@ impl LoopCore {
             old.bind(py).call_method0("cancel")?;
         }
         Ok(handle)
+    }
+
+    /// For the sock_* fast paths (src/sock.rs) of an exact `oxloop.Loop`: whether debug mode
+    /// is on (`self._debug`).
+    pub(crate) fn debug_on(&self) -> bool {
+        self.is_debug()
+    }
+
+    /// `self.create_future()` of an exact `oxloop.Loop` (which does not override it).
+    pub(crate) fn sock_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        factories::create_future(slf)
+    }
+
+    /// `self._add_reader(fd, callback)` (or `_add_writer`): the handle registered.
+    pub(crate) fn sock_add<'py>(
+        slf: &Bound<'py, Self>,
+        fd: i32,
+        callback: &Bound<'py, PyAny>,
+        mask: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::add_io_fd(slf, fd, callback, &PyTuple::empty(slf.py()), mask)
+    }
+
+    /// `self._remove_reader(fd)` (or `_remove_writer`) of selector_events.py: drops the
+    /// interest and cancels the handle that was registered for it.
+    pub(crate) fn sock_remove(slf: &Bound<'_, Self>, fd: i32, mask: u32) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.closed.load(Relaxed) {
+            return Ok(());
+        }
+        let old = this.state.borrow(py)?.remove_interest(fd, mask);
+        if let Some(h) = old {
+            let h = h.bind(py);
+            if this.is_debug() {
+                // Debug mode's cancel also keeps the handle's repr and traceback.
+                h.call_method0(pyo3::intern!(py, "cancel"))?;
+            } else {
+                handles::layout(py)?.cancel(py, h)?;
+            }
+        }
+        Ok(())
     }
 
     fn remove_io(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, mask: u32) -> PyResult<bool> {
@@ -460,9 +514,16 @@ impl LoopCore {
         // A stream transport's read event (`_read_ready`, registered with no arguments) runs
         // its Rust body directly: calling it through tp_call costs PyO3's trampoline and
         // argument parsing, about a twentieth of an echo's user-space instructions.
+        // A sock_* waiter (src/sock.rs) is called directly the same way.
         // SAFETY: args is an exact tuple (checked by `parts`).
-        let reader = if unsafe { ffi::PyTuple_GET_SIZE(args.as_ptr()) } == 0 {
+        let no_args = unsafe { ffi::PyTuple_GET_SIZE(args.as_ptr()) } == 0;
+        let reader = if no_args {
             cb.cast_exact::<SocketReader>().ok()
+        } else {
+            None
+        };
+        let waiter = if no_args && reader.is_none() {
+            cb.cast_exact::<SockWaiter>().ok()
         } else {
             None
         };
@@ -474,6 +535,8 @@ impl LoopCore {
             } else {
                 let out = if let Some(r) = &reader {
                     r.get().read_event(py)
+                } else if let Some(w) = &waiter {
+                    SockWaiter::fire(w)
                 } else {
                     let res = ffi::PyObject_Call(cb.as_ptr(), args.as_ptr(), std::ptr::null_mut());
                     if res.is_null() {
