@@ -373,7 +373,7 @@ fn wait(
     let fut = LoopCore::sock_future(core)?;
     ensure_fd_no_transport(lp, fd)?;
     let waiter = Bound::new(py, SockWaiter::build(kind, lp, &fut, sock, fd, n, buf))?;
-    let handle = LoopCore::sock_add(core, fd, waiter.as_any(), kind.mask())?;
+    let handle = LoopCore::sock_add(core, fd, waiter.as_any(), kind.mask(), sock)?;
     Ok(
         PyTuple::new(py, [fut, handle, fd.into_pyobject(py)?.into_any()])?
             .into_any()
