@@ -214,7 +214,8 @@ fn no_transport_entry(lp: &Bound<'_, PyAny>, fd: i32) -> PyResult<bool> {
     let Ok(data) = data.cast_into_exact::<PyDict>() else {
         return Ok(false);
     };
-    Ok(!data.contains(fd)?)
+    // No transport at all (a sock_* server): no int key to build and hash.
+    Ok(data.is_empty() || !data.contains(fd)?)
 }
 
 /// `self._ensure_fd_no_transport(fd)`.
