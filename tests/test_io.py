@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import os
 import socket
 import tempfile
@@ -760,3 +761,21 @@ def test_close_with_removed_registrations(loop_factory):
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_add_on_a_removed_and_closed_fd_fails_as_asyncio(loop):
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_reader(a, lambda: None)
+    run_briefly(loop)
+    loop.remove_reader(a)
+    a.close()
+    try:
+        with pytest.raises(OSError) as info:
+            loop.add_reader(fd, lambda: None)
+        assert info.value.errno == errno.EBADF
+        assert fd not in loop._selector.get_map()
+        assert loop.remove_reader(fd) is False
+        run_briefly(loop, 2)
+    finally:
+        b.close()

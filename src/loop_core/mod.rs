@@ -375,7 +375,8 @@ impl LoopCore {
         let owner = owner
             .map(|o| pyo3::types::PyWeakrefReference::new(o).map(|w| w.into_any().unbind()))
             .transpose()?;
-        let (old, spare) = {
+        let mut failed = None;
+        let outcome = {
             let mut st = this.state.borrow(py)?;
             let st = &mut *st;
             if st.poller.is_none() {
@@ -402,21 +403,31 @@ impl LoopCore {
                 st.poller_modify(fd, new_mask, gen)
             };
             if let Err(e) = res {
-                if !existed {
-                    st.fds.remove(fd);
+                // A new entry goes; so does a parked one that lost its registration (the
+                // ctl failed: nothing is registered, nobody is interested). Its owner is
+                // dropped below, unborrowed.
+                let idle = st
+                    .fds
+                    .get(fd)
+                    .is_some_and(|e| !e.is_active() && e.kmask == 0);
+                if !existed || idle {
+                    failed = st.fds.remove(fd);
                 }
-                return Err(os_error(e));
-            }
-            // The owner is recorded only with a registration armed now for its fd, i.e. for
-            // its file (a ctl by number reaches the fd's current file).
-            let mut spare = owner;
-            if let Some(e) = st.fds.get_mut(fd) {
-                if armed && spare.is_some() {
-                    std::mem::swap(&mut e.owner, &mut spare);
+                Err(os_error(e))
+            } else {
+                // The owner is recorded only with a registration armed now for its fd, i.e.
+                // for its file (a ctl by number reaches the fd's current file).
+                let mut spare = owner;
+                if let Some(e) = st.fds.get_mut(fd) {
+                    if armed && spare.is_some() {
+                        std::mem::swap(&mut e.owner, &mut spare);
+                    }
                 }
+                Ok((st.fds.set_handler(fd, mask, handle.clone().unbind()), spare))
             }
-            (st.fds.set_handler(fd, mask, handle.clone().unbind()), spare)
         };
+        drop(failed);
+        let (old, spare) = outcome?;
         drop(spare);
         if let Some(old) = old {
             old.bind(py).call_method0("cancel")?;
