@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -300,6 +301,80 @@ def bench_sleep_random(loop: asyncio.AbstractEventLoop, n: int, seed: int) -> di
     return {"cpu": sw.cpu, "wall": sw.wall, "overhead": sw.wall - max(delays)}
 
 
+# The sock_* rows receive with asyncio's usual 256 KiB (benches/net.py's sock server does too).
+SOCK_RECV_SIZE = 256 * 1024
+SOCK_PAYLOAD = b"x" * 1024
+
+
+def _sock_pair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def bench_sock_ready(loop: asyncio.AbstractEventLoop, n: int, seed: int) -> dict[str, float]:
+    # `await loop.sock_sendall(a, 1 KiB)` then `await loop.sock_recv(b, 256 KiB)`, the data
+    # always there: the per-call cost of the sock_* API when nothing has to wait.
+    a, b = _sock_pair()
+
+    async def main() -> int:
+        sendall, recv = loop.sock_sendall, loop.sock_recv
+        total = 0
+        for _ in range(n):
+            await sendall(a, SOCK_PAYLOAD)
+            total += len(await recv(b, SOCK_RECV_SIZE))
+        return total
+
+    try:
+        with Stopwatch() as sw:
+            total = loop.run_until_complete(main())
+    finally:
+        a.close()
+        b.close()
+    check(total == n * len(SOCK_PAYLOAD), f"received {total} bytes, expected {n * 1024}")
+    return {"cpu": sw.cpu, "wall": sw.wall}
+
+
+def bench_sock_pingpong(loop: asyncio.AbstractEventLoop, n: int, seed: int) -> dict[str, float]:
+    # Two tasks bounce 1 KiB over a socket pair n times with sock_sendall / sock_recv: every
+    # receive finds nothing yet and waits for readiness (the sock echo server's usual case:
+    # registration, a poll, the readiness callback, the task wake-up).
+    a, b = _sock_pair()
+
+    async def ping() -> int:
+        got = 0
+        for _ in range(n):
+            await loop.sock_sendall(a, SOCK_PAYLOAD)
+            want = len(SOCK_PAYLOAD)
+            while want:  # a stream may deliver the echo in pieces
+                k = len(await loop.sock_recv(a, SOCK_RECV_SIZE))
+                want -= k
+                got += k
+        return got
+
+    async def pong() -> int:
+        echoed = 0
+        while echoed < n * len(SOCK_PAYLOAD):
+            data = await loop.sock_recv(b, SOCK_RECV_SIZE)
+            await loop.sock_sendall(b, data)
+            echoed += len(data)
+        return echoed
+
+    async def main() -> list[int]:
+        return await asyncio.gather(ping(), pong())
+
+    try:
+        with Stopwatch() as sw:
+            got, echoed = loop.run_until_complete(main())
+    finally:
+        a.close()
+        b.close()
+    want = n * len(SOCK_PAYLOAD)
+    check(got == want and echoed == want, f"moved {got}/{echoed} bytes, expected {want}")
+    return {"cpu": sw.cpu, "wall": sw.wall}
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
@@ -308,6 +383,8 @@ class Row:
     quick_n: int
     body: Callable[[asyncio.AbstractEventLoop, int, int], dict[str, float]]
     sleeps: bool = False  # wall overhead is meaningful (and shown)
+    # Part of the default table (`make demo`); the others run when named in --rows.
+    default: bool = True
 
 
 ROWS = {
@@ -327,6 +404,22 @@ ROWS = {
         Row("futures", "{n} futures awaited", 1_000_000, 100_000, bench_futures),
         Row("sleep_10k", "{n} tasks sleep 0-1s", 10_000, 2_000, bench_sleep_random, True),
         Row("sleep_100k", "{n} tasks sleep 0-1s", 100_000, 20_000, bench_sleep_random, True),
+        Row(
+            "sock_ready",
+            "{n} sock_sendall+sock_recv",
+            200_000,
+            20_000,
+            bench_sock_ready,
+            default=False,
+        ),
+        Row(
+            "sock_pingpong",
+            "{n} sock_* round trips",
+            100_000,
+            10_000,
+            bench_sock_pingpong,
+            default=False,
+        ),
     )
 }
 
@@ -636,7 +729,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=None, help="samples per cell (default 3)")
     ap.add_argument("--quick", action="store_true", help="small N, 1 round: a smoke test")
-    ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows")
+    ap.add_argument(
+        "--rows",
+        default=",".join(r.name for r in ROWS.values() if r.default),
+        help="comma-separated rows (default: all but the opt-in sock_* rows)",
+    )
     ap.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops")
     ap.add_argument("--json", metavar="FILE", help="also write every sample and median here")
     ap.add_argument("--seed", type=int, default=1234, help="seed of the random delays")
@@ -651,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_child(row, loop_name, args.n or ROWS[row].n, args.seed)
     if args.list:
         for r in ROWS.values():
-            print(f"{r.name:<22} {r.label.format(n=human_n(r.n))}")
+            extra = "" if r.default else "  (opt-in: name it in --rows)"
+            print(f"{r.name:<22} {r.label.format(n=human_n(r.n))}{extra}")
         return 0
 
     wanted = parse_list(args.rows, tuple(ROWS), "row")

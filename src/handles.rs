@@ -425,6 +425,29 @@ impl Layout {
         is_true(v)
     }
 
+    /// `h.cancel()` with debug off, for a handle the loop built (`build`): `Handle.cancel` of
+    /// events.py (3.10-3.13) then sets `_cancelled` and clears `_callback` and `_args`, and
+    /// calls `self._loop.get_debug()`, which runs no user code for an oxloop loop. Anything
+    /// but an exact `Handle` gets its own `cancel()`. Releasing the callback and args can run
+    /// arbitrary code, so call this with no loop state borrowed.
+    pub fn cancel(&self, py: Python<'_>, h: &Bound<'_, PyAny>) -> PyResult<()> {
+        if !h.get_type().is(self.handle_type.bind(py)) {
+            h.call_method0(pyo3::intern!(py, "cancel"))?;
+            return Ok(());
+        }
+        if self.is_cancelled(py, h) {
+            return Ok(());
+        }
+        // SAFETY: h is an exact Handle whose slots we located at init; each store passes a
+        // new reference to a singleton and releases the old value.
+        unsafe {
+            set(h.as_ptr(), self.cancelled, py_bool(true));
+            set(h.as_ptr(), self.callback, singleton(ffi::Py_None()));
+            set(h.as_ptr(), self.args, singleton(ffi::Py_None()));
+        }
+        Ok(())
+    }
+
     #[inline]
     pub fn is_scheduled(&self, _py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
         // SAFETY: h is a TimerHandle (only timers reach the heap); the slot may be NULL.

@@ -24,8 +24,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::SocketWriter>()?;
     transport::install_fast_write(m.py())?;
     m.add_class::<sock::SockWaiter>()?;
-    m.add_function(wrap_pyfunction!(sock::sock_try_recv, m)?)?;
-    m.add_function(wrap_pyfunction!(sock::sock_try_recv_into, m)?)?;
-    m.add_function(wrap_pyfunction!(sock::sock_try_send, m)?)?;
+    m.add_function(wrap_pyfunction!(sock::sock_recv, m)?)?;
+    m.add_function(wrap_pyfunction!(sock::sock_recv_into, m)?)?;
+    m.add_function(wrap_pyfunction!(sock::sock_sendall, m)?)?;
     Ok(())
 }

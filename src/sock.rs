@@ -5,28 +5,42 @@
 //! 3.10-3.13) first call `sock.recv(n)`, which raises and catches a `BlockingIOError` whenever
 //! nothing is there yet and allocates an `n`-byte bytes object each time (256 KiB is past
 //! glibc's mmap threshold: an mmap, an mremap and an munmap per call); then they build a future,
-//! a `functools.partial` done callback and a reader handle whose callback calls `sock.recv`
-//! again. Here:
-//! - the `sock_try_*` functions make the first attempt: the syscall, and `None` (not an
-//!   exception) when it would block. A receive goes into the thread's 256 KiB buffer shared
-//!   with the transports (`transport::recv_bytes`) and only what arrived is copied out;
-//! - [`SockWaiter`] is the reader (or writer) callback the Python side registers when the
-//!   first attempt would block: one syscall per readiness event, then the future is resolved
-//!   and the registration dropped, as `_sock_recv` / `_sock_sendall` and `_sock_read_done` /
-//!   `_sock_write_done` do together.
+//! check that no transport owns the fd, register a reader handle whose callback calls
+//! `sock.recv` again, and add a `functools.partial` done callback that removes it. Here one
+//! call ([`sock_recv`], [`sock_recv_into`], [`sock_sendall`]) does the first attempt and, when
+//! it would block, all of that setup:
+//! - the syscall, with a receive going into the thread's 256 KiB buffer shared with the
+//!   transports (`transport::recv_bytes`) and only what arrived copied out;
+//! - when it would block: `self.create_future()`, `self._ensure_fd_no_transport(fd)` and
+//!   `self._add_reader(fd, waiter)` (or `_add_writer`) in that order, and it returns
+//!   `(future, handle, fd)`; the Python side awaits the future and, on cancellation, does what
+//!   `_sock_read_done` / `_sock_write_done` do;
+//! - [`SockWaiter`] is the registered callback: one syscall per readiness event, then the
+//!   future is resolved and the registration dropped (`self.remove_reader(fd)` of
+//!   `_sock_read_done`), as `_sock_recv` / `_sock_sendall` and the done callback do together.
+//!   The loop calls it directly, not through `tp_call`.
 //!
 //! Invariants:
-//! - Only what asyncio's code would do with the same outcome is done here. Every `sock_try_*`
+//! - Only what asyncio's code would do with the same outcome is done here. Every entry point
 //!   returns `NotImplemented` *before any syscall* for anything outside the common case (a
-//!   socket that is not exactly `socket.socket`, so no overridden `recv`/`send` and no
-//!   `ssl.SSLSocket`; a socket with a timeout, on which `sock.recv` would wait; an argument of
-//!   another type or out of range; a buffer that is not one contiguous run of bytes), and the
-//!   caller then runs asyncio's own method, which gives that case its exact results and
-//!   exceptions.
+//!   loop that is not exactly `oxloop.Loop`, whose methods these steps stand for, or is in
+//!   debug mode; a socket that is not exactly `socket.socket`, so no overridden `recv`/`send`
+//!   and no `ssl.SSLSocket`; a socket with a timeout, on which `sock.recv` would wait; an
+//!   argument of another type or out of range; a buffer that is not one contiguous run of
+//!   bytes), and the caller then runs asyncio's own method, which gives that case its exact
+//!   results and exceptions.
+//! - The Python-level steps are skipped only where their outcome is known: the transport
+//!   check reads `self._transports` as `Loop._ensure_fd_no_transport` does and calls that
+//!   method whenever the fd has an entry at all (or the registry is not a plain
+//!   `WeakValueDictionary`); the waiter's removal does the same with `remove_reader` /
+//!   `remove_writer`, and cancels the handle as `Handle.cancel` does (its own `cancel()` in
+//!   debug mode).
 //! - Syscall errors become the `OSError` subclass `socket` would raise (same errno, same
 //!   message); EINTR runs the signal handlers and retries, as the socket module does (PEP 475).
-//! - The fd is read from the socket (`fileno()`) at every attempt, as `sock.recv` reads it, so
-//!   a socket closed meanwhile gives EBADF, not a read from a reused fd number.
+//! - The fd and the timeout are read from the socket at every attempt, as `sock.recv` reads
+//!   them, so a socket closed meanwhile gives EBADF, not a read from a reused fd number. They
+//!   are read from the socket object's C struct (what `sock.recv` itself reads) when a probe
+//!   at first use confirmed its layout, else through `fileno()` and `gettimeout()`.
 use std::ffi::c_void;
 use std::io;
 
@@ -35,28 +49,111 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyInt, PyMemoryView, PyType};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::os_error;
+use crate::loop_core::LoopCore;
+use crate::pyutil::{dict_get, instance_dict};
+use crate::sys::epoll::{READABLE, WRITABLE};
 use crate::transport::{recv_bytes, recv_into, DEFAULT_MAX_SIZE};
 
 /// `socket.socket`, the only socket class the fast paths take (its `recv` / `send` are
-/// `_socket.socket`'s C methods).
-static SOCKET_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// `_socket.socket`'s C methods), and whether its instances' C layout is the known one.
+struct SocketClass {
+    ty: Py<PyType>,
+    direct: bool,
+}
 
-fn is_plain_socket(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let py = sock.py();
-    let ty = SOCKET_TYPE.import(py, "socket", "socket")?;
-    Ok(sock.get_type().is(ty))
+static SOCKET_CLASS: PyOnceLock<SocketClass> = PyOnceLock::new();
+
+/// The loop class whose Python methods the fast paths stand for (`oxloop.Loop`), recorded by
+/// `_install_fast_methods`.
+pub(crate) static LOOP_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// The head of CPython's `PySocketSockObject` (Modules/socketmodule.h, the same on 3.10-3.13):
+/// the fields `sock.recv` reads. Used only after [`probe_layout`] confirmed it.
+#[repr(C)]
+struct SockHead {
+    ob_base: ffi::PyObject,
+    sock_fd: std::ffi::c_int,
+    sock_family: std::ffi::c_int,
+    sock_type: std::ffi::c_int,
+    sock_proto: std::ffi::c_int,
+    errorhandler: *mut c_void,
+    /// `_PyTime_t`, nanoseconds; negative when blocking, 0 when non-blocking.
+    sock_timeout: i64,
+}
+
+/// Reads the head of a `socket.socket`.
+///
+/// # Safety
+/// `sock` must be an instance of `socket.socket` and the layout confirmed by `probe_layout`.
+unsafe fn head(sock: &Bound<'_, PyAny>) -> (i32, i64) {
+    // SAFETY: per the contract, the object starts with a SockHead.
+    let h = unsafe { &*(sock.as_ptr() as *const SockHead) };
+    (h.sock_fd, h.sock_timeout)
+}
+
+/// Whether a `socket.socket` made here shows its fd and timeout where `SockHead` says, in
+/// every state that matters (blocking, non-blocking, with a timeout, closed).
+fn probe_layout(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<bool> {
+    // SAFETY: ty is a live type object.
+    let basic = unsafe { (*ty.as_type_ptr()).tp_basicsize };
+    if usize::try_from(basic).unwrap_or(0) < std::mem::size_of::<SockHead>() {
+        return Ok(false);
+    }
+    let socket = py.import("socket")?;
+    let s = ty.call1((socket.getattr("AF_UNIX")?, socket.getattr("SOCK_STREAM")?))?;
+    let check = || -> PyResult<bool> {
+        let fd: i32 = s.call_method0("fileno")?.extract()?;
+        // SAFETY: s is an exact socket.socket (made from ty just above); only the fields
+        // within tp_basicsize (checked above) are read.
+        let read = || unsafe { head(&s) };
+        let mut ok = read().0 == fd;
+        s.call_method1("settimeout", (py.None(),))?;
+        ok &= read().1 < 0; // -1 s in 3.11's nanoseconds
+
+        s.call_method1("setblocking", (false,))?;
+        ok &= read().1 == 0;
+        s.call_method1("settimeout", (2.5,))?;
+        ok &= read().1 == 2_500_000_000;
+        s.call_method0("close")?;
+        ok &= read().0 == -1;
+        Ok(ok)
+    };
+    let ok = check();
+    let _ = s.call_method0("close");
+    ok
+}
+
+fn socket_class(py: Python<'_>) -> PyResult<&SocketClass> {
+    SOCKET_CLASS.get_or_try_init(py, || {
+        let ty = py
+            .import("socket")?
+            .getattr("socket")?
+            .cast_into::<PyType>()?;
+        // A probe that cannot even make a socket (EMFILE, say) leaves the method calls.
+        let direct = probe_layout(py, &ty).unwrap_or(false);
+        Ok(SocketClass {
+            ty: ty.unbind(),
+            direct,
+        })
+    })
 }
 
 /// `sock.fileno()` when `sock` is a plain non-blocking socket (`gettimeout() == 0`), the one
 /// kind of socket on which `sock.recv` / `sock.send` are a single non-blocking syscall.
 fn plain_nonblocking_fd(sock: &Bound<'_, PyAny>) -> PyResult<Option<i32>> {
     let py = sock.py();
-    if !is_plain_socket(sock)? {
+    let class = socket_class(py)?;
+    if !sock.get_type().is(class.ty.bind(py)) {
         return Ok(None);
+    }
+    if class.direct {
+        // SAFETY: sock is exactly socket.socket and the layout was confirmed.
+        let (fd, timeout) = unsafe { head(sock) };
+        return Ok((timeout == 0).then_some(fd));
     }
     let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
     // None (blocking) or a timeout: sock.recv would wait.
@@ -66,8 +163,67 @@ fn plain_nonblocking_fd(sock: &Bound<'_, PyAny>) -> PyResult<Option<i32>> {
     Ok(Some(fileno(sock)?))
 }
 
+/// `sock.fileno()` of a socket the fast paths took (exactly `socket.socket`).
 fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
-    sock.call_method0(intern!(sock.py(), "fileno"))?.extract()
+    let py = sock.py();
+    let class = socket_class(py)?;
+    if class.direct && sock.get_type().is(class.ty.bind(py)) {
+        // SAFETY: sock is exactly socket.socket and the layout was confirmed.
+        return Ok(unsafe { head(sock) }.0);
+    }
+    sock.call_method0(intern!(py, "fileno"))?.extract()
+}
+
+/// The loop as a core, when it is exactly `oxloop.Loop` with debug off: the case the fast
+/// paths stand in for.
+fn fast_loop<'a, 'py>(lp: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, LoopCore>> {
+    let py = lp.py();
+    let ty = LOOP_TYPE.get(py)?;
+    if !lp.get_type().is(ty.bind(py)) {
+        return None;
+    }
+    let core = lp.cast::<LoopCore>().ok()?;
+    (!core.get().debug_on()).then_some(core)
+}
+
+/// `weakref.WeakValueDictionary`, the type of `self._transports`.
+static WEAK_VALUE_DICT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// True when `self._transports` (a plain `WeakValueDictionary`) has no entry for `fd`, so
+/// `Loop._ensure_fd_no_transport(fd)` would find no transport; false when only that method
+/// can tell.
+fn no_transport_entry(lp: &Bound<'_, PyAny>, fd: i32) -> PyResult<bool> {
+    let py = lp.py();
+    let Some(d) = instance_dict(lp) else {
+        return Ok(false);
+    };
+    let Some(transports) = dict_get(&d, intern!(py, "_transports"))? else {
+        return Ok(false);
+    };
+    let wvd = WEAK_VALUE_DICT.import(py, "weakref", "WeakValueDictionary")?;
+    if !transports.get_type().is(wvd) {
+        return Ok(false);
+    }
+    let Some(data) = instance_dict(&transports)
+        .map(|td| dict_get(&td, intern!(py, "data")))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(false);
+    };
+    let Ok(data) = data.cast_into_exact::<PyDict>() else {
+        return Ok(false);
+    };
+    // No transport at all (a sock_* server): no int key to build and hash.
+    Ok(data.is_empty() || !data.contains(fd)?)
+}
+
+/// `self._ensure_fd_no_transport(fd)`.
+fn ensure_fd_no_transport(lp: &Bound<'_, PyAny>, fd: i32) -> PyResult<()> {
+    if !no_transport_entry(lp, fd)? {
+        lp.call_method1(intern!(lp.py(), "_ensure_fd_no_transport"), (fd,))?;
+    }
+    Ok(())
 }
 
 /// What the socket module does on EINTR (PEP 475): run the signal handlers (their exception
@@ -181,21 +337,49 @@ fn recv_size(n: &Bound<'_, PyAny>) -> Option<usize> {
     n.extract::<usize>().ok().filter(|&n| n <= DEFAULT_MAX_SIZE)
 }
 
-/// The first `sock.recv(n)` of `sock_recv`: the bytes received, `None` when it would block,
-/// or `NotImplemented` when asyncio's own `sock_recv` must take the call.
+/// `loop.sock_recv(sock, n)` up to the wait: the bytes received, `(future, handle, fd)` when
+/// it has to wait (the reader is registered), or `NotImplemented` when asyncio's own
+/// `sock_recv` must take the call.
 #[pyfunction]
-pub fn sock_try_recv(
+pub fn sock_recv(
     py: Python<'_>,
+    lp: &Bound<'_, PyAny>,
     sock: &Bound<'_, PyAny>,
     n: &Bound<'_, PyAny>,
 ) -> PyResult<Py<PyAny>> {
-    let Some(n) = recv_size(n) else {
+    let (Some(core), Some(n)) = (fast_loop(lp), recv_size(n)) else {
         return Ok(py.NotImplemented());
     };
     let Some(fd) = plain_nonblocking_fd(sock)? else {
         return Ok(py.NotImplemented());
     };
-    Ok(recv_once(py, fd, n)?.map_or_else(|| py.None(), |b| b.into_any().unbind()))
+    match recv_once(py, fd, n)? {
+        Some(b) => Ok(b.into_any().unbind()),
+        None => wait(core, Kind::Recv, sock, fd, n, None),
+    }
+}
+
+/// The rest of a `sock_*` call that would block, as selector_events.py does it: the future,
+/// the transport check, the registration of a [`SockWaiter`]; returns `(future, handle, fd)`.
+fn wait(
+    core: &Bound<'_, LoopCore>,
+    kind: Kind,
+    sock: &Bound<'_, PyAny>,
+    fd: i32,
+    n: usize,
+    buf: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let py = core.py();
+    let lp = core.as_any();
+    let fut = LoopCore::sock_future(core)?;
+    ensure_fd_no_transport(lp, fd)?;
+    let waiter = Bound::new(py, SockWaiter::build(kind, lp, &fut, sock, fd, n, buf))?;
+    let handle = LoopCore::sock_add(core, fd, waiter.as_any(), kind.mask(), sock)?;
+    Ok(
+        PyTuple::new(py, [fut, handle, fd.into_pyobject(py)?.into_any()])?
+            .into_any()
+            .unbind(),
+    )
 }
 
 /// `buf` when `sock.recv_into` would take it as it is: a bytearray or a memoryview that
@@ -217,35 +401,43 @@ fn plain_writable(buf: &Bound<'_, PyAny>) -> bool {
     true
 }
 
-/// The first `sock.recv_into(buf)` of `sock_recv_into`: the byte count, `None` when it would
-/// block, or `NotImplemented` when asyncio's own `sock_recv_into` must take the call.
+/// `loop.sock_recv_into(sock, buf)` up to the wait: the byte count, `(future, handle, fd)`
+/// when it has to wait, or `NotImplemented` when asyncio's own `sock_recv_into` must take it.
 #[pyfunction]
-pub fn sock_try_recv_into(
+pub fn sock_recv_into(
     py: Python<'_>,
+    lp: &Bound<'_, PyAny>,
     sock: &Bound<'_, PyAny>,
     buf: &Bound<'_, PyAny>,
 ) -> PyResult<Py<PyAny>> {
+    let Some(core) = fast_loop(lp) else {
+        return Ok(py.NotImplemented());
+    };
     if !plain_writable(buf) {
         return Ok(py.NotImplemented());
     }
     let Some(fd) = plain_nonblocking_fd(sock)? else {
         return Ok(py.NotImplemented());
     };
-    Ok(match recv_into_once(py, fd, buf)? {
-        Some(n) => n.into_pyobject(py)?.into_any().unbind(),
-        None => py.None(),
-    })
+    match recv_into_once(py, fd, buf)? {
+        Some(n) => Ok(n.into_pyobject(py)?.into_any().unbind()),
+        None => wait(core, Kind::RecvInto, sock, fd, 0, Some(buf)),
+    }
 }
 
-/// The first `sock.send(data)` of `sock_sendall`: `None` when all of it went out, else the
-/// count sent (0 when it would block), or `NotImplemented` when asyncio's own `sock_sendall`
-/// must take the call.
+/// `loop.sock_sendall(sock, data)` up to the wait: `None` when all of it went out,
+/// `(future, handle, fd)` when the rest must wait for the socket to be writable, or
+/// `NotImplemented` when asyncio's own `sock_sendall` must take the call.
 #[pyfunction]
-pub fn sock_try_send(
+pub fn sock_sendall(
     py: Python<'_>,
+    lp: &Bound<'_, PyAny>,
     sock: &Bound<'_, PyAny>,
     data: &Bound<'_, PyAny>,
 ) -> PyResult<Py<PyAny>> {
+    let Some(core) = fast_loop(lp) else {
+        return Ok(py.NotImplemented());
+    };
     let Some(fd) = plain_nonblocking_fd(sock)? else {
         return Ok(py.NotImplemented());
     };
@@ -256,7 +448,12 @@ pub fn sock_try_send(
     if n == view.len() {
         return Ok(py.None());
     }
-    Ok(n.into_pyobject(py)?.into_any().unbind())
+    drop(view);
+    // asyncio's `view = memoryview(data)`, which the waiter sends from.
+    // SAFETY: data is a live object; the result is a new reference or NULL with an error.
+    let mv =
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(data.as_ptr()))? };
+    wait(core, Kind::Sendall, sock, fd, n, Some(&mv))
 }
 
 #[derive(Clone, Copy)]
@@ -267,6 +464,15 @@ enum Kind {
     RecvInto,
     /// `_sock_sendall(fut, sock, view, pos)`
     Sendall,
+}
+
+impl Kind {
+    fn mask(self) -> u32 {
+        match self {
+            Kind::Recv | Kind::RecvInto => READABLE,
+            Kind::Sendall => WRITABLE,
+        }
+    }
 }
 
 /// What a waiter holds: the loop, the future, the socket, and the buffer of a recv_into
@@ -321,6 +527,55 @@ impl SockWaiter {
             }),
         }
     }
+
+    /// One readiness event (the body of `__call__`; the loop calls it directly).
+    pub(crate) fn fire(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        // Strong references out of the object, so no borrow is alive while Python code runs.
+        let (kind, fd, n, refs) = {
+            let w = slf.borrow();
+            let Some(r) = &w.refs else {
+                return Ok(()); // cleared by the GC
+            };
+            let refs = (
+                r.lp.clone_ref(py),
+                r.fut.clone_ref(py),
+                r.sock.clone_ref(py),
+                r.buf.as_ref().map(|b| b.clone_ref(py)),
+            );
+            (w.kind, w.fd, w.n, refs)
+        };
+        let (lp, fut, sock) = (refs.0.bind(py), refs.1.bind(py), refs.2.bind(py));
+        let buf = refs.3.as_ref().map(|b| b.bind(py));
+        // "Future cancellation can be scheduled on previous loop iteration" (asyncio).
+        if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+            return Ok(());
+        }
+        let mut sent = None;
+        let outcome = match attempt(py, kind, sock, n, buf, &mut sent) {
+            Ok(None) => {
+                if let Some(pos) = sent {
+                    slf.borrow_mut().n = pos;
+                }
+                return Ok(()); // try again next time
+            }
+            Ok(Some(v)) => fut.call_method1(intern!(py, "set_result"), (v,)),
+            Err(e) if crate::transport::escapes(py, &e) => return Err(e),
+            Err(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+        };
+        outcome?;
+        // `self.remove_reader(fd)` (or `remove_writer`): selector_events' version checks that
+        // no transport owns the fd, then removes the registration and cancels the handle.
+        if no_transport_entry(lp, fd)? {
+            LoopCore::sock_remove(lp.cast::<LoopCore>()?, fd, kind.mask())
+        } else {
+            let remove = match kind {
+                Kind::Sendall => intern!(py, "remove_writer"),
+                Kind::Recv | Kind::RecvInto => intern!(py, "remove_reader"),
+            };
+            lp.call_method1(remove, (fd,)).map(drop)
+        }
+    }
 }
 
 /// One attempt of the waiting operation: `Ok(None)` when it would block (or, for sendall,
@@ -363,85 +618,8 @@ fn attempt<'py>(
 
 #[pymethods]
 impl SockWaiter {
-    /// The callback of `sock_recv(sock, n)` waiting on `fd`.
-    #[staticmethod]
-    fn recv(
-        lp: &Bound<'_, PyAny>,
-        fut: &Bound<'_, PyAny>,
-        sock: &Bound<'_, PyAny>,
-        fd: i32,
-        n: usize,
-    ) -> Self {
-        Self::build(Kind::Recv, lp, fut, sock, fd, n, None)
-    }
-
-    /// The callback of `sock_recv_into(sock, buf)` waiting on `fd`.
-    #[staticmethod]
-    fn recv_into(
-        lp: &Bound<'_, PyAny>,
-        fut: &Bound<'_, PyAny>,
-        sock: &Bound<'_, PyAny>,
-        fd: i32,
-        buf: &Bound<'_, PyAny>,
-    ) -> Self {
-        Self::build(Kind::RecvInto, lp, fut, sock, fd, 0, Some(buf))
-    }
-
-    /// The callback of `sock_sendall(sock, data)` waiting on `fd`, with `pos` bytes of
-    /// `view` (`memoryview(data)`) already sent.
-    #[staticmethod]
-    fn sendall(
-        lp: &Bound<'_, PyAny>,
-        fut: &Bound<'_, PyAny>,
-        sock: &Bound<'_, PyAny>,
-        fd: i32,
-        view: &Bound<'_, PyAny>,
-        pos: usize,
-    ) -> Self {
-        Self::build(Kind::Sendall, lp, fut, sock, fd, pos, Some(view))
-    }
-
     fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        // Strong references out of the object, so no borrow is alive while Python code runs.
-        let (kind, fd, n, refs) = {
-            let w = slf.borrow();
-            let Some(r) = &w.refs else {
-                return Ok(()); // cleared by the GC
-            };
-            let refs = (
-                r.lp.clone_ref(py),
-                r.fut.clone_ref(py),
-                r.sock.clone_ref(py),
-                r.buf.as_ref().map(|b| b.clone_ref(py)),
-            );
-            (w.kind, w.fd, w.n, refs)
-        };
-        let (lp, fut, sock) = (refs.0.bind(py), refs.1.bind(py), refs.2.bind(py));
-        let buf = refs.3.as_ref().map(|b| b.bind(py));
-        // "Future cancellation can be scheduled on previous loop iteration" (asyncio).
-        if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-            return Ok(());
-        }
-        let mut sent = None;
-        let outcome = match attempt(py, kind, sock, n, buf, &mut sent) {
-            Ok(None) => {
-                if let Some(pos) = sent {
-                    slf.borrow_mut().n = pos;
-                }
-                return Ok(()); // try again next time
-            }
-            Ok(Some(v)) => fut.call_method1(intern!(py, "set_result"), (v,)),
-            Err(e) if crate::transport::escapes(py, &e) => return Err(e),
-            Err(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
-        };
-        outcome?;
-        let remove = match kind {
-            Kind::Sendall => intern!(py, "remove_writer"),
-            Kind::Recv | Kind::RecvInto => intern!(py, "remove_reader"),
-        };
-        lp.call_method1(remove, (fd,))?;
-        Ok(())
+        Self::fire(slf)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import os
 import socket
 import tempfile
@@ -608,4 +609,173 @@ def test_selector_view_reports_registrations(loop, loop_kind):
                 sel.register(b, selectors.EVENT_READ)
     finally:
         a.close()
+        b.close()
+
+
+# -- registrations kept across remove/add (oxloop parks the epoll registration of an fd whose
+# last reader/writer is removed, and re-arms it on the next add; see src/io/mod.rs). Each
+# behaviour is the selector loop's, where the registration is deleted at once.
+
+
+def _socket_at(fd: int) -> tuple[socket.socket, socket.socket]:
+    """A connected non-blocking pair whose first socket has the (free) fd number `fd`."""
+    c, d = socket.socketpair()
+    if d.fileno() == fd:
+        c, d = d, c
+    if c.fileno() == fd:  # the lowest free number, as POSIX hands them out
+        at = c
+    else:
+        os.dup2(c.fileno(), fd)
+        at = socket.socket(fileno=fd)
+        c.close()
+    at.setblocking(False)
+    d.setblocking(False)
+    return at, d
+
+
+def _iterations(loop) -> int | None:
+    # Only oxloop counts iterations (asyncio has no equivalent).
+    metrics = getattr(loop, "metrics", None)
+    return metrics().iterations if metrics else None
+
+
+def test_remove_then_add_on_the_same_fd_keeps_working(loop, sockpair):
+    a, b = sockpair
+    calls = []
+    for i in range(3):
+        loop.add_reader(a, lambda i=i: calls.append(("r", i, a.recv(10))))
+        b.send(b"x%d" % i)
+        run_briefly(loop, 3)
+        assert loop.remove_reader(a) is True
+        b.send(b"unwanted")  # readable while nobody watches: no callback
+        run_briefly(loop, 3)
+        assert a.recv(100) == b"unwanted"
+        # The other direction on the same fd, then reading again.
+        loop.add_writer(a, lambda i=i: calls.append(("w", i)))
+        run_briefly(loop)
+        assert loop.remove_writer(a) is True
+    run_briefly(loop, 2)
+    assert calls == [
+        ("r", 0, b"x0"),
+        ("w", 0),
+        ("r", 1, b"x1"),
+        ("w", 1),
+        ("r", 2, b"x2"),
+        ("w", 2),
+    ]
+    assert a.fileno() not in loop._selector.get_map()
+
+
+def test_removed_fd_closed_and_its_number_reused(loop):
+    """The fd a reader was removed from is closed and its number goes to a new socket: a
+    reader on the new socket gets that socket's events."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    fd = a.fileno()
+    loop.add_reader(a, lambda: None)
+    run_briefly(loop)
+    loop.remove_reader(a)
+    a.close()
+    b.close()  # the old file is gone for good
+    new, peer = _socket_at(fd)
+    try:
+        got = []
+        loop.add_reader(new, lambda: got.append(new.recv(10)))
+        peer.send(b"hello")
+        run_briefly(loop, 3)
+        assert got == [b"hello"]
+        loop.remove_reader(new)
+    finally:
+        new.close()
+        peer.close()
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_removed_fd_closed_while_a_dup_keeps_its_file_open(loop, reuse):
+    """A reader is removed, its socket dup'd and then closed: the file stays open through the
+    dup. Data arriving on it must neither spin the loop nor reach a new socket given the old
+    fd number (an epoll registration belongs to the file, not to the number)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    fd = a.fileno()
+    loop.add_reader(a, lambda: None)
+    run_briefly(loop)
+    loop.remove_reader(a)
+    dup = a.dup()
+    a.close()
+    new = peer = None
+    spurious = []
+    try:
+        if reuse:
+            new, peer = _socket_at(fd)
+            loop.add_reader(new, lambda: spurious.append(new.recv(100)))
+        b.send(b"for the dup")  # the old file is readable now, and stays so (never drained)
+        run_briefly(loop, 3)
+        before = _iterations(loop)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        after = _iterations(loop)
+        if before is not None:
+            # Blocked in the poller for 50 ms: a handful of iterations, not thousands.
+            assert after - before < 20
+        assert spurious == []
+        assert dup.recv(100) == b"for the dup"
+        if reuse:
+            peer.send(b"for the new one")
+            run_briefly(loop, 3)
+            assert spurious == [b"for the new one"]
+            loop.remove_reader(new)
+    finally:
+        for s in (dup, b, new, peer):
+            if s is not None:
+                s.close()
+
+
+def test_close_with_removed_registrations(loop_factory):
+    lp = loop_factory()
+    pairs = [socket.socketpair() for _ in range(3)]
+    own = len(lp._selector.get_map())  # asyncio's self-pipe
+    try:
+        for a, b in pairs:
+            lp.add_reader(a, lambda: None)
+            lp.add_writer(b, lambda: None)
+        run_briefly(lp)
+        for a, b in pairs:
+            lp.remove_reader(a)
+            lp.remove_writer(b)
+        assert len(lp._selector.get_map()) == own
+        pairs[0][0].send(b"x")  # a removed fd becomes readable
+        run_briefly(lp, 2)
+        lp.close()
+        # The fds are untouched and can be watched by another loop.
+        lp2 = loop_factory()
+        try:
+            got = []
+            lp2.add_reader(pairs[0][1], lambda: got.append(pairs[0][1].recv(10)))
+            run_briefly(lp2, 3)
+            assert got == [b"x"]
+        finally:
+            lp2.close()
+    finally:
+        if not lp.is_closed():
+            lp.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_add_on_a_removed_and_closed_fd_fails_as_asyncio(loop):
+    a, b = socket.socketpair()
+    fd = a.fileno()
+    loop.add_reader(a, lambda: None)
+    run_briefly(loop)
+    loop.remove_reader(a)
+    a.close()
+    try:
+        with pytest.raises(OSError) as info:
+            loop.add_reader(fd, lambda: None)
+        assert info.value.errno == errno.EBADF
+        assert fd not in loop._selector.get_map()
+        assert loop.remove_reader(fd) is False
+        run_briefly(loop, 2)
+    finally:
         b.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import os
 import socket
 import ssl
 import struct
@@ -929,3 +930,93 @@ def test_waiting_operations_are_collected_with_their_loop(loop_factory):
     finally:
         a.close()
         b.close()
+
+
+def test_loop_subclass_methods_are_called(loop):
+    """A loop subclass that overrides the methods sock_recv / sock_sendall go through sees
+    the calls asyncio's code makes (oxloop's native steps stand in for them only on an exact
+    oxloop.Loop)."""
+    calls: list[str] = []
+    base = type(loop)
+
+    class Sub(base):  # type: ignore[misc, valid-type]
+        def create_future(self):
+            calls.append("create_future")
+            return super().create_future()
+
+        def _ensure_fd_no_transport(self, fd):
+            calls.append("ensure")
+            return super()._ensure_fd_no_transport(fd)
+
+        def remove_reader(self, fd):
+            calls.append("remove_reader")
+            return super().remove_reader(fd)
+
+    lp = Sub()
+    try:
+
+        async def main():
+            a, b = nb_pair()
+            with a, b:
+                task = asyncio.ensure_future(lp.sock_recv(b, 10))
+                await drain_loop(3)
+                await lp.sock_sendall(a, b"hi")
+                got = await wait(task)
+                await drain_loop(3)
+                return got
+
+        assert lp.run_until_complete(main()) == b"hi"
+        # remove_reader checks for a transport again (selector_events.py).
+        assert [c for c in calls if c != "create_future"] == ["ensure", "remove_reader", "ensure"]
+        assert "create_future" in calls
+    finally:
+        lp.close()
+
+
+def _socket_at(fd: int) -> tuple[socket.socket, socket.socket]:
+    """A connected non-blocking pair whose first socket has the (free) fd number `fd`."""
+    c, d = nb_pair()
+    if d.fileno() == fd:
+        c, d = d, c
+    if c.fileno() != fd:
+        os.dup2(c.fileno(), fd)
+        at = socket.socket(fileno=fd)
+        c.close()
+        c = at
+        c.setblocking(False)
+    return c, d
+
+
+@pytest.mark.parametrize("dup", [False, True])
+def test_waits_on_a_new_socket_at_a_closed_sockets_fd_number(loop, run, dup):
+    """sock_recv waits on a socket, which is then closed (with `dup`, while a dup keeps its
+    file open and readable); a new socket given the same fd number waits and receives its own
+    data, and only that."""
+
+    async def main():
+        a, b = nb_pair()
+        fd = a.fileno()
+        task = asyncio.ensure_future(loop.sock_recv(a, 100))
+        await drain_loop(3)
+        await loop.sock_sendall(b, b"first")
+        assert await wait(task) == b"first"
+        kept = a.dup() if dup else None
+        a.close()
+        if dup:
+            await loop.sock_sendall(b, b"for the dup")
+        new, peer = _socket_at(fd)
+        try:
+            for i in range(3):
+                task = asyncio.ensure_future(loop.sock_recv(new, 100))
+                await drain_loop(3)
+                assert not task.done()
+                await loop.sock_sendall(peer, b"new %d" % i)
+                assert await wait(task) == b"new %d" % i
+            if kept is not None:
+                assert kept.recv(100) == b"for the dup"
+        finally:
+            for s in (new, peer, b, kept):
+                if s is not None:
+                    s.close()
+
+    run(main())

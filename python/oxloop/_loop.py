@@ -40,6 +40,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import _insight, _oxloop, _pipes, _subprocess
 from ._metrics import LoopMetrics
+from ._oxloop import sock_recv as _sock_recv
+from ._oxloop import sock_recv_into as _sock_recv_into
+from ._oxloop import sock_sendall as _sock_sendall
 from ._transports import _SocketTransport
 from .monitor import _autostart as _monitor_autostart
 
@@ -449,72 +452,59 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
 
     # -- the sock_* API -----------------------------------------------------------------------
     # asyncio's sock_recv / sock_recv_into / sock_sendall (selector_events.py, the same code on
-    # 3.10-3.13) with the syscalls in Rust (src/sock.rs): the first attempt returns None instead
-    # of raising BlockingIOError, a receive goes through the thread's shared buffer instead of
-    # a fresh n-byte object, and the readiness callback is a native SockWaiter that resolves
-    # the future and drops its registration itself (asyncio's _sock_read_done), so no
-    # functools.partial or done callback is made; the except clause stands in for that done
-    # callback on cancellation. Debug mode and anything unusual (see src/sock.rs: the native
-    # side answers NotImplemented before any syscall) run asyncio's own method.
+    # 3.10-3.13) with everything up to the wait in one native call (src/sock.rs): the first
+    # attempt (None, not a BlockingIOError, when it would block; a receive through the shared
+    # buffer instead of a fresh n-byte object) and, when it must wait, create_future,
+    # _ensure_fd_no_transport and the registration, answered as (future, handle, fd). The
+    # callback registered is a native SockWaiter that resolves the future and drops its
+    # registration itself (asyncio's _sock_read_done), so no functools.partial or done callback
+    # is made; the except clause stands in for that done callback on cancellation. Debug mode,
+    # a Loop subclass and anything unusual get NotImplemented (before any syscall) and run
+    # asyncio's own method.
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         """Receive up to ``n`` bytes from the non-blocking socket ``sock``."""
-        if not self._debug:
-            data = _oxloop.sock_try_recv(sock, n)
-            if data is None:
-                fut = self.create_future()
-                fd = sock.fileno()
-                self._ensure_fd_no_transport(fd)
-                handle = self._add_reader(fd, _oxloop.SockWaiter.recv(self, fut, sock, fd, n))
-                try:
-                    return await fut  # type: ignore[no-any-return]
-                except BaseException:
-                    if not handle.cancelled():  # not replaced, not removed by the waiter
-                        self.remove_reader(fd)
-                    raise
-            if data is not NotImplemented:
-                return data  # type: ignore[no-any-return]
-        return await super().sock_recv(sock, n)  # type: ignore[no-any-return]
+        data = _sock_recv(self, sock, n)
+        if type(data) is tuple:  # waiting: the reader is registered
+            fut, handle, fd = data
+            try:
+                return await fut  # type: ignore[no-any-return]
+            except BaseException:
+                if not handle.cancelled():  # not replaced, not removed by the waiter
+                    self.remove_reader(fd)
+                raise
+        if data is NotImplemented:
+            return await super().sock_recv(sock, n)  # type: ignore[no-any-return]
+        return data  # type: ignore[no-any-return]
 
     async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
         """Receive into the writable buffer ``buf``; returns the number of bytes received."""
-        if not self._debug:
-            nbytes = _oxloop.sock_try_recv_into(sock, buf)
-            if nbytes is None:
-                fut = self.create_future()
-                fd = sock.fileno()
-                self._ensure_fd_no_transport(fd)
-                handle = self._add_reader(
-                    fd, _oxloop.SockWaiter.recv_into(self, fut, sock, fd, buf)
-                )
-                try:
-                    return await fut  # type: ignore[no-any-return]
-                except BaseException:
-                    if not handle.cancelled():
-                        self.remove_reader(fd)
-                    raise
-            if nbytes is not NotImplemented:
-                return nbytes  # type: ignore[no-any-return]
-        return await super().sock_recv_into(sock, buf)  # type: ignore[no-any-return]
+        nbytes = _sock_recv_into(self, sock, buf)
+        if type(nbytes) is tuple:
+            fut, handle, fd = nbytes
+            try:
+                return await fut  # type: ignore[no-any-return]
+            except BaseException:
+                if not handle.cancelled():
+                    self.remove_reader(fd)
+                raise
+        if nbytes is NotImplemented:
+            return await super().sock_recv_into(sock, buf)  # type: ignore[no-any-return]
+        return nbytes  # type: ignore[no-any-return]
 
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
         """Send all of ``data`` on the connected non-blocking socket ``sock``."""
-        if not self._debug:
-            n = _oxloop.sock_try_send(sock, data)
-            if n is None:
-                return  # all sent
-            if n is not NotImplemented:
-                fut = self.create_future()
-                fd = sock.fileno()
-                self._ensure_fd_no_transport(fd)
-                waiter = _oxloop.SockWaiter.sendall(self, fut, sock, fd, memoryview(data), n)
-                handle = self._add_writer(fd, waiter)
-                try:
-                    return await fut  # type: ignore[no-any-return]
-                except BaseException:
-                    if not handle.cancelled():
-                        self.remove_writer(fd)
-                    raise
+        sent = _sock_sendall(self, sock, data)
+        if sent is None:
+            return  # all sent
+        if type(sent) is tuple:  # the rest waits for the writer
+            fut, handle, fd = sent
+            try:
+                return await fut  # type: ignore[no-any-return]
+            except BaseException:
+                if not handle.cancelled():
+                    self.remove_writer(fd)
+                raise
         return await super().sock_sendall(sock, data)  # type: ignore[no-any-return]
 
     def _ensure_fd_no_transport(self, fd: Any) -> None:

@@ -18,9 +18,9 @@ __all__ = [
     "SocketWriter",
     "SockWaiter",
     "_install_fast_methods",
-    "sock_try_recv",
-    "sock_try_recv_into",
-    "sock_try_send",
+    "sock_recv",
+    "sock_recv_into",
+    "sock_sendall",
 ]
 
 __version__: str
@@ -124,44 +124,22 @@ class SocketWriter:
     def __new__(cls, transport: asyncio.Transport) -> SocketWriter: ...
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
 
-def sock_try_recv(sock: socket.socket, n: Any) -> Any:
-    """``sock.recv(n)`` once: bytes, None if it would block, NotImplemented to fall back."""
+def sock_recv(lp: asyncio.AbstractEventLoop, sock: socket.socket, n: Any) -> Any:
+    """``lp.sock_recv(sock, n)`` up to the wait: bytes, ``(future, handle, fd)`` when it
+    waits (registered), or NotImplemented to fall back to asyncio's method."""
 
-def sock_try_recv_into(sock: socket.socket, buf: Any) -> Any:
-    """``sock.recv_into(buf)`` once: a count, None if it would block, NotImplemented."""
+def sock_recv_into(lp: asyncio.AbstractEventLoop, sock: socket.socket, buf: Any) -> Any:
+    """``lp.sock_recv_into(sock, buf)`` up to the wait: a count, ``(future, handle, fd)``,
+    or NotImplemented."""
 
-def sock_try_send(sock: socket.socket, data: Any) -> Any:
-    """``sock.send(data)`` once: None if all was sent, else the count, or NotImplemented."""
+def sock_sendall(lp: asyncio.AbstractEventLoop, sock: socket.socket, data: Any) -> Any:
+    """``lp.sock_sendall(sock, data)`` up to the wait: None when all was sent,
+    ``(future, handle, fd)``, or NotImplemented."""
 
 @final
 class SockWaiter:
     """The reader/writer callback of a ``sock_*`` call waiting for readiness."""
 
-    @staticmethod
-    def recv(
-        lp: asyncio.AbstractEventLoop,
-        fut: asyncio.Future[Any],
-        sock: socket.socket,
-        fd: int,
-        n: int,
-    ) -> SockWaiter: ...
-    @staticmethod
-    def recv_into(
-        lp: asyncio.AbstractEventLoop,
-        fut: asyncio.Future[Any],
-        sock: socket.socket,
-        fd: int,
-        buf: Any,
-    ) -> SockWaiter: ...
-    @staticmethod
-    def sendall(
-        lp: asyncio.AbstractEventLoop,
-        fut: asyncio.Future[Any],
-        sock: socket.socket,
-        fd: int,
-        view: memoryview,
-        pos: int,
-    ) -> SockWaiter: ...
     def __call__(self, *args: Any, **kwargs: Any) -> None: ...
     @property
     def __qualname__(self) -> str: ...  # type: ignore[override]

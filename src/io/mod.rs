@@ -1,25 +1,69 @@
 //! The fd registry behind add_reader / add_writer: which handle to schedule when an fd is
-//! ready, and the interest mask the poller holds for it.
+//! ready, and what the poller holds for it.
 //!
-//! Invariants: an fd has an entry iff it is registered with the poller, and its `mask` is
-//! exactly the interest set given to the poller (READABLE if a reader is set, WRITABLE if a
-//! writer is). Entries are indexed by fd number; tokens for internal fds (the waker, the
-//! signal socket) are outside the fd range.
+//! Removing the last interest of an fd does not delete its epoll registration at once: the
+//! entry is *parked* (no handle, the kernel mask remembered), so that the next add on that fd
+//! re-arms it with one `EPOLL_CTL_MOD` instead of an `EPOLL_CTL_DEL` now and an `EPOLL_CTL_ADD`
+//! then (the sock_* API registers and unregisters around every wait), or with no syscall at all
+//! when the same live socket object re-adds it (see [`FdEntry::owner`]). A readiness event for a
+//! parked fd (nobody wants it) deletes the registration then, so a level-triggered fd cannot
+//! keep the loop spinning.
+//!
+//! The danger parking adds: epoll registrations belong to the open file description, not to the
+//! fd number. A parked fd that is closed while its file stays open elsewhere (`os.dup`,
+//! `socket.dup`, a forked child) keeps its registration, which can no longer be deleted by fd
+//! number and can report events under the old token, maybe once the number is reused by a new
+//! socket. So the token carries a generation: the fd in the low 32 bits and, in the high 32
+//! bits, a number taken afresh each time the registration's token is set (ADD or MOD). An event
+//! whose generation is not the entry's current one, or that the loop cannot delete, comes from
+//! such an orphan; the loop then rebuilds its epoll set (`LoopCore::rebuild_poller`).
+//!
+//! Invariants:
+//! - an fd has an entry iff it has a reader or a writer (it is *active*; `len()` counts these and
+//!   `fds()` lists them) or the kernel holds a registration for it (`kmask != 0`: parked);
+//! - an active entry's `kmask` is exactly its interest set (READABLE if a reader is set,
+//!   WRITABLE if a writer is), or 0 if the kernel lost the fd (it was closed under its
+//!   registration and the epoll set was rebuilt); a parked entry's `kmask` is what it was when
+//!   it was parked;
+//! - `gen` is the generation in the token the kernel holds for the entry's registration;
+//! - tokens of the loop's own fds (the waker, the signal socket) have all high bits set, which
+//!   no user token has (a user fd is below 2^31).
 use pyo3::prelude::*;
 
 use crate::sys::epoll::{READABLE, WRITABLE};
 
-/// Poller tokens of the loop's own fds; user fds use their fd number as token.
+/// Poller tokens of the loop's own fds; user fds use [`token`].
 pub const WAKER_TOKEN: u64 = u64::MAX;
 pub const SIGNAL_TOKEN: u64 = u64::MAX - 1;
+
+/// The epoll token of a user fd's registration of generation `gen`.
+pub fn token(fd: i32, gen: u32) -> u64 {
+    (u64::from(gen) << 32) | u64::from(fd as u32)
+}
+
+/// `(fd, gen)` of a user token.
+pub fn split_token(token: u64) -> (i32, u32) {
+    ((token & 0xFFFF_FFFF) as u32 as i32, (token >> 32) as u32)
+}
 
 #[derive(Default)]
 pub struct FdEntry {
     pub reader: Option<Py<PyAny>>,
     pub writer: Option<Py<PyAny>>,
+    /// The interest set the kernel's registration has (0: no registration).
+    pub kmask: u32,
+    /// The generation in the registration's token.
+    pub gen: u32,
+    /// A weak reference to the socket object the registration was last armed for by the sock_*
+    /// API. While that same socket is alive and its `fileno()` is still this fd, the fd refers
+    /// to the same open file as when it was registered, so a parked registration is still
+    /// valid and re-adding needs no syscall. A weak reference leaves the socket's lifetime (and
+    /// so its fd's) unchanged.
+    pub owner: Option<Py<PyAny>>,
 }
 
 impl FdEntry {
+    /// The interest set: READABLE if a reader is set, WRITABLE if a writer is.
     pub fn mask(&self) -> u32 {
         let mut m = 0;
         if self.reader.is_some() {
@@ -30,20 +74,33 @@ impl FdEntry {
         }
         m
     }
+
+    pub fn is_active(&self) -> bool {
+        self.reader.is_some() || self.writer.is_some()
+    }
 }
 
 #[derive(Default)]
 pub struct FdTable {
     entries: Vec<Option<FdEntry>>,
-    count: usize,
+    /// Active entries.
+    active: usize,
+    /// The last generation handed out.
+    gen: u32,
 }
 
 impl FdTable {
+    /// The entry of `fd`, active or parked.
     pub fn get(&self, fd: i32) -> Option<&FdEntry> {
         usize::try_from(fd)
             .ok()
             .and_then(|i| self.entries.get(i))
             .and_then(|e| e.as_ref())
+    }
+
+    /// The entry of `fd` when it is active (what asyncio's selector would hold).
+    pub fn get_active(&self, fd: i32) -> Option<&FdEntry> {
+        self.get(fd).filter(|e| e.is_active())
     }
 
     pub fn get_mut(&mut self, fd: i32) -> Option<&mut FdEntry> {
@@ -59,47 +116,94 @@ impl FdTable {
         if i >= self.entries.len() {
             self.entries.resize_with(i + 1, || None);
         }
-        let slot = &mut self.entries[i];
-        if slot.is_none() {
-            self.count += 1;
-        }
-        slot.get_or_insert_with(FdEntry::default)
+        self.entries[i].get_or_insert_with(FdEntry::default)
     }
 
+    /// A fresh generation for a registration's token.
+    pub fn next_gen(&mut self) -> u32 {
+        self.gen = self.gen.wrapping_add(1);
+        self.gen
+    }
+
+    /// Sets the reader (`mask` READABLE) or the writer of `fd`'s entry (which must exist);
+    /// returns the handle it replaces.
+    pub fn set_handler(&mut self, fd: i32, mask: u32, handle: Py<PyAny>) -> Option<Py<PyAny>> {
+        let Some(e) = self.get_mut(fd) else {
+            return Some(handle); // no entry: nothing stored, the handle goes back
+        };
+        let was_active = e.is_active();
+        let slot = if mask == READABLE {
+            &mut e.reader
+        } else {
+            &mut e.writer
+        };
+        let old = slot.replace(handle);
+        if !was_active {
+            self.active += 1;
+        }
+        old
+    }
+
+    /// Takes the reader (`mask` READABLE) or the writer of `fd`, if any.
+    pub fn take_handler(&mut self, fd: i32, mask: u32) -> Option<Py<PyAny>> {
+        let e = self.get_mut(fd)?;
+        let was_active = e.is_active();
+        let old = if mask == READABLE {
+            e.reader.take()
+        } else {
+            e.writer.take()
+        };
+        if was_active && !e.is_active() {
+            self.active -= 1;
+        }
+        old
+    }
+
+    /// Drops `fd`'s entry (its handlers and owner go to the caller, to drop unborrowed).
     pub fn remove(&mut self, fd: i32) -> Option<FdEntry> {
         let e = usize::try_from(fd)
             .ok()
             .and_then(|i| self.entries.get_mut(i))
             .and_then(|e| e.take());
-        if e.is_some() {
-            self.count -= 1;
+        if e.as_ref().is_some_and(FdEntry::is_active) {
+            self.active -= 1;
         }
         e
     }
 
+    /// Active entries.
     pub fn len(&self) -> usize {
-        self.count
+        self.active
     }
 
     pub fn drain(&mut self) -> Vec<FdEntry> {
-        self.count = 0;
+        self.active = 0;
         std::mem::take(&mut self.entries)
             .into_iter()
             .flatten()
             .collect()
     }
 
-    /// The registered fd numbers, ascending.
+    /// The active fd numbers, ascending.
     pub fn fds(&self) -> Vec<i32> {
         self.entries
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.is_some())
+            .filter(|(_, e)| e.as_ref().is_some_and(FdEntry::is_active))
             .filter_map(|(i, _)| i32::try_from(i).ok())
             .collect()
     }
 
+    /// Every entry, active or parked.
     pub fn iter(&self) -> impl Iterator<Item = &FdEntry> {
         self.entries.iter().flatten()
+    }
+
+    /// Every entry with its fd, mutably.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (i32, &mut FdEntry)> {
+        self.entries
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, e)| Some((i32::try_from(i).ok()?, e.as_mut()?)))
     }
 }

@@ -357,7 +357,8 @@ static DEFS: [MethodDef; 5] = [
 ];
 
 /// `_install_fast_methods(cls)`: sets the four scheduling methods and `get_debug` on `cls` (a subclass of
-/// `LoopCore`) as method descriptors of the raw entry points above.
+/// `LoopCore`) as method descriptors of the raw entry points above, and records `cls` as the
+/// loop class of the sock_* fast paths (src/sock.rs).
 #[pyfunction]
 pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
     let py = cls.py();
@@ -368,5 +369,7 @@ pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
     for d in &DEFS {
         install_method(cls, &core, d)?;
     }
+    // The sock_* fast paths bypass this class's Python methods only on exact instances.
+    let _ = crate::sock::LOOP_TYPE.set(py, cls.clone().unbind());
     Ok(())
 }

@@ -38,7 +38,8 @@ use self::cell::GilCell;
 use self::counters::{Activity, Counters, PollSample};
 use crate::errors::{closed_error, os_error};
 use crate::handles::{self, Layout, Queued};
-use crate::io::{FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
+use crate::io::{self, FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
+use crate::sock::SockWaiter;
 use crate::sys::clock;
 use crate::sys::epoll::{self, Epoll, READABLE, WRITABLE};
 use crate::sys::waker::{read_available, Waker};
@@ -336,13 +337,27 @@ impl LoopCore {
         args: &Bound<'py, PyTuple>,
         mask: u32,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let this = slf.get();
         let fd = fileobj_to_fd(fd)?;
         // epoll.register's error for an fd beyond a C int, as asyncio gets it.
         let fd = i32::try_from(fd).map_err(|_| {
             pyo3::exceptions::PyOverflowError::new_err("signed integer is greater than maximum")
         })?;
+        Self::add_io_fd(slf, fd, callback, args, mask, None)
+    }
+
+    /// `add_io` once the fd is known to be a valid C int. `owner`: the socket object whose
+    /// `fileno()` is `fd` right now, when the caller knows one (the sock_* API); see
+    /// `FdEntry::owner`.
+    fn add_io_fd<'py>(
+        slf: &Bound<'py, Self>,
+        fd: i32,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        mask: u32,
+        owner: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
         this.check_open()?;
         let handle = if this.is_debug() {
             let lay = handles::layout(py)?;
@@ -354,38 +369,121 @@ impl LoopCore {
                 .build(py, None, false, None, callback, args, slf.as_any(), None)?
                 .0
         };
-        let old = {
+        // The owner's weak reference, made unborrowed (an allocation can run the GC). CPython
+        // hands out the one plain weak reference an object has, so it is the very object an
+        // entry armed for the same live socket holds.
+        let owner = owner
+            .map(|o| pyo3::types::PyWeakrefReference::new(o).map(|w| w.into_any().unbind()))
+            .transpose()?;
+        let mut failed = None;
+        let outcome = {
             let mut st = this.state.borrow(py)?;
             let st = &mut *st;
-            let poller = st.poller.as_ref().ok_or_else(closed_error)?;
+            if st.poller.is_none() {
+                return Err(closed_error());
+            }
             let existed = st.fds.get(fd).is_some();
+            let gen = st.fds.next_gen();
             let entry = st.fds.entry(fd);
-            let old_mask = entry.mask();
-            let new_mask = old_mask | mask;
-            let res = if !existed || old_mask == 0 {
-                poller.add(fd, new_mask, fd as u64)
-            } else if new_mask != old_mask {
-                poller.modify(fd, new_mask, fd as u64)
-            } else {
+            let new_mask = entry.mask() | mask;
+            // A parked registration armed for this same live socket, whose fd is still `fd`,
+            // is for the same open file: it is valid as it stands.
+            let same_owner = match (&owner, &entry.owner) {
+                (Some(o), Some(e)) => o.is(e),
+                _ => false,
+            };
+            let armed = !(entry.kmask == new_mask && (entry.is_active() || same_owner));
+            let res = if !armed {
                 Ok(())
+            } else if entry.kmask == 0 {
+                st.poller_add(fd, new_mask, gen)
+            } else {
+                // A parked or active registration; ENOENT (the fd was closed and its number
+                // reused) registers afresh.
+                st.poller_modify(fd, new_mask, gen)
             };
             if let Err(e) = res {
-                if !existed {
-                    st.fds.remove(fd);
+                // A new entry goes; so does a parked one that lost its registration (the
+                // ctl failed: nothing is registered, nobody is interested). Its owner is
+                // dropped below, unborrowed.
+                let idle = st
+                    .fds
+                    .get(fd)
+                    .is_some_and(|e| !e.is_active() && e.kmask == 0);
+                if !existed || idle {
+                    failed = st.fds.remove(fd);
                 }
-                return Err(os_error(e));
-            }
-            let slot = if mask == READABLE {
-                &mut entry.reader
+                Err(os_error(e))
             } else {
-                &mut entry.writer
-            };
-            slot.replace(handle.clone().unbind())
+                // The owner is recorded only with a registration armed now for its fd, i.e.
+                // for its file (a ctl by number reaches the fd's current file).
+                let mut spare = owner;
+                if let Some(e) = st.fds.get_mut(fd) {
+                    if armed && spare.is_some() {
+                        std::mem::swap(&mut e.owner, &mut spare);
+                    }
+                }
+                Ok((st.fds.set_handler(fd, mask, handle.clone().unbind()), spare))
+            }
         };
+        drop(failed);
+        let (old, spare) = outcome?;
+        drop(spare);
         if let Some(old) = old {
             old.bind(py).call_method0("cancel")?;
         }
         Ok(handle)
+    }
+
+    /// For the sock_* fast paths (src/sock.rs) of an exact `oxloop.Loop`: whether debug mode
+    /// is on (`self._debug`).
+    pub(crate) fn debug_on(&self) -> bool {
+        self.is_debug()
+    }
+
+    /// `self.create_future()` of an exact `oxloop.Loop` (which does not override it).
+    pub(crate) fn sock_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        factories::create_future(slf)
+    }
+
+    /// `self._add_reader(fd, callback)` (or `_add_writer`): the handle registered. `sock` is
+    /// the socket whose `fileno()` is `fd` right now.
+    pub(crate) fn sock_add<'py>(
+        slf: &Bound<'py, Self>,
+        fd: i32,
+        callback: &Bound<'py, PyAny>,
+        mask: u32,
+        sock: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Self::add_io_fd(
+            slf,
+            fd,
+            callback,
+            &PyTuple::empty(slf.py()),
+            mask,
+            Some(sock),
+        )
+    }
+
+    /// `self._remove_reader(fd)` (or `_remove_writer`) of selector_events.py: drops the
+    /// interest and cancels the handle that was registered for it.
+    pub(crate) fn sock_remove(slf: &Bound<'_, Self>, fd: i32, mask: u32) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.closed.load(Relaxed) {
+            return Ok(());
+        }
+        let old = this.state.borrow(py)?.remove_interest(fd, mask);
+        if let Some(h) = old {
+            let h = h.bind(py);
+            if this.is_debug() {
+                // Debug mode's cancel also keeps the handle's repr and traceback.
+                h.call_method0(pyo3::intern!(py, "cancel"))?;
+            } else {
+                handles::layout(py)?.cancel(py, h)?;
+            }
+        }
+        Ok(())
     }
 
     fn remove_io(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, mask: u32) -> PyResult<bool> {
@@ -460,9 +558,16 @@ impl LoopCore {
         // A stream transport's read event (`_read_ready`, registered with no arguments) runs
         // its Rust body directly: calling it through tp_call costs PyO3's trampoline and
         // argument parsing, about a twentieth of an echo's user-space instructions.
+        // A sock_* waiter (src/sock.rs) is called directly the same way.
         // SAFETY: args is an exact tuple (checked by `parts`).
-        let reader = if unsafe { ffi::PyTuple_GET_SIZE(args.as_ptr()) } == 0 {
+        let no_args = unsafe { ffi::PyTuple_GET_SIZE(args.as_ptr()) } == 0;
+        let reader = if no_args {
             cb.cast_exact::<SocketReader>().ok()
+        } else {
+            None
+        };
+        let waiter = if no_args && reader.is_none() {
+            cb.cast_exact::<SockWaiter>().ok()
         } else {
             None
         };
@@ -474,6 +579,8 @@ impl LoopCore {
             } else {
                 let out = if let Some(r) = &reader {
                     r.get().read_event(py)
+                } else if let Some(w) = &waiter {
+                    SockWaiter::fire(w)
                 } else {
                     let res = ffi::PyObject_Call(cb.as_ptr(), args.as_ptr(), std::ptr::null_mut());
                     if res.is_null() {
@@ -718,6 +825,8 @@ impl LoopCore {
         let mut interrupted = false;
         let mut signal_ready = false;
         let mut cancelled_io: Vec<(i32, u32)> = Vec::new();
+        let mut parked_ready: Vec<i32> = Vec::new();
+        let mut orphan = false;
         let (ntodo, sig_fd, gone) = {
             let mut st = this.state.borrow(py)?;
             let st = &mut *st;
@@ -752,10 +861,20 @@ impl LoopCore {
                     signal_ready = true;
                     continue;
                 }
-                let fd = token as i32;
-                let Some(entry) = st.fds.get(fd) else {
-                    continue;
+                let (fd, gen) = io::split_token(token);
+                let entry = match st.fds.get(fd) {
+                    Some(e) if e.gen == gen && e.kmask != 0 => e,
+                    // A registration the table does not hold under this token: an orphan.
+                    _ => {
+                        orphan = true;
+                        continue;
+                    }
                 };
+                if !entry.is_active() {
+                    // Parked: nobody wants it; delete it now (below) so it cannot fire again.
+                    parked_ready.push(fd);
+                    continue;
+                }
                 // selectors.EpollSelector: anything but EPOLLOUT counts as readable, anything
                 // but EPOLLIN as writable (so errors and hangups wake both sides).
                 if flags & !WRITABLE != 0 {
@@ -783,6 +902,17 @@ impl LoopCore {
                 if let Some(h) = st.remove_interest(fd, mask) {
                     gone.push(h);
                 }
+            }
+            let mut gone_fds = Vec::new();
+            for fd in parked_ready {
+                if let Some(p) = &st.poller {
+                    // Failing, the number no longer leads to the file that reported the event.
+                    orphan |= p.delete(fd).is_err();
+                }
+                gone_fds.extend(st.fds.remove(fd));
+            }
+            if orphan {
+                gone_fds.extend(st.rebuild_poller().map_err(os_error)?);
             }
 
             // After a poll that could not block, no time worth a second clock read (~25 ns
@@ -827,7 +957,7 @@ impl LoopCore {
             } else {
                 Vec::new()
             };
-            (st.ready.len(), sig_fd, (gone, spares))
+            (st.ready.len(), sig_fd, (gone, spares, gone_fds))
         };
         drop(gone);
 
@@ -903,26 +1033,85 @@ impl State {
         out
     }
 
-    /// Drops `mask` interest for `fd`; returns the handle that was registered for it.
+    /// Drops `mask` interest for `fd`; returns the handle that was registered for it. The
+    /// last interest parks the registration (see src/io/mod.rs): no syscall now.
     fn remove_interest(&mut self, fd: i32, mask: u32) -> Option<Py<PyAny>> {
-        let entry = self.fds.get_mut(fd)?;
-        let old = if mask == READABLE {
-            entry.reader.take()
-        } else {
-            entry.writer.take()
+        let old = self.fds.take_handler(fd, mask)?;
+        let (new_mask, kmask) = self.fds.get(fd).map(|e| (e.mask(), e.kmask))?;
+        if new_mask != 0 && new_mask != kmask {
+            let gen = self.fds.next_gen();
+            let _ = self.poller_modify(fd, new_mask, gen);
+        }
+        Some(old)
+    }
+
+    /// `EPOLL_CTL_ADD` of `fd` with a token of generation `gen`, recorded in its entry (which
+    /// must exist); a failure leaves the entry without a registration.
+    fn poller_add(&mut self, fd: i32, mask: u32, gen: u32) -> std::io::Result<()> {
+        let res = match &self.poller {
+            Some(p) => p.add(fd, mask, io::token(fd, gen)),
+            None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
         };
-        let new_mask = entry.mask();
-        if let Some(p) = &self.poller {
-            if new_mask == 0 {
-                p.delete(fd);
+        self.record_ctl(fd, mask, gen, &res);
+        res
+    }
+
+    /// `EPOLL_CTL_MOD` (ADD on ENOENT), recorded as `poller_add`.
+    fn poller_modify(&mut self, fd: i32, mask: u32, gen: u32) -> std::io::Result<()> {
+        let res = match &self.poller {
+            Some(p) => p.modify(fd, mask, io::token(fd, gen)),
+            None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
+        };
+        self.record_ctl(fd, mask, gen, &res);
+        res
+    }
+
+    fn record_ctl(&mut self, fd: i32, mask: u32, gen: u32, res: &std::io::Result<()>) {
+        if let Some(e) = self.fds.get_mut(fd) {
+            if res.is_ok() {
+                e.kmask = mask;
+                e.gen = gen;
             } else {
-                let _ = p.modify(fd, new_mask, fd as u64);
+                // Whatever the kernel still holds under the old token is an orphan now.
+                e.kmask = 0;
             }
         }
-        if new_mask == 0 {
-            self.fds.remove(fd);
+    }
+
+    /// A fresh epoll set holding the waker, the signal socket and every active entry, in place
+    /// of one that holds a registration the loop cannot delete by fd number (its fd was closed
+    /// while the file stays open elsewhere). Parked entries are dropped (returned, to be dropped
+    /// unborrowed); an active entry whose fd is closed is kept with no registration, as the
+    /// selector would keep it.
+    fn rebuild_poller(&mut self) -> std::io::Result<Vec<io::FdEntry>> {
+        let new = Epoll::new()?;
+        if let Some(w) = &self.waker {
+            new.add(w.raw(), READABLE, WAKER_TOKEN)?;
         }
-        old
+        if let Some(s) = &self.sig_read {
+            new.add(s.as_raw_fd(), READABLE, SIGNAL_TOKEN)?;
+        }
+        let mut parked = Vec::new();
+        let mut active = Vec::new();
+        for (fd, e) in self.fds.iter_mut() {
+            if e.is_active() {
+                active.push((fd, e.mask()));
+            } else {
+                parked.push(fd);
+            }
+        }
+        let gone = parked
+            .into_iter()
+            .filter_map(|fd| self.fds.remove(fd))
+            .collect();
+        for (fd, mask) in active {
+            let gen = self.fds.next_gen();
+            let res = new.add(fd, mask, io::token(fd, gen));
+            self.record_ctl(fd, mask, gen, &res);
+        }
+        // Dropping the old set closes it, and the orphans with it.
+        self.poller = Some(new);
+        Ok(gone)
     }
 }
 
@@ -1257,7 +1446,7 @@ impl LoopCore {
             return Ok(None);
         };
         let st = self.state.borrow(py)?;
-        Ok(st.fds.get(fd).map(|e| {
+        Ok(st.fds.get_active(fd).map(|e| {
             let events = u32::from(e.reader.is_some()) | (u32::from(e.writer.is_some()) << 1);
             (
                 events,

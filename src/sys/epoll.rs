@@ -4,6 +4,9 @@
 //! drain its fd is called again on the next iteration, as `selectors.EpollSelector` behaves),
 //! while mio registers edge-triggered and would need an `epoll_ctl` per event to re-arm.
 //! Invariant: the registration's `data` is the caller's token, returned unchanged in events.
+//! Registrations belong to the open file description, not to the fd number: closing one fd of a
+//! file that stays open elsewhere (a dup, a forked child) leaves its registration in the set
+//! (see src/io/mod.rs for how the loop copes).
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -41,8 +44,14 @@ impl Epoll {
         syscall!(epoll_ctl(self.fd.as_raw_fd(), op, fd, ptr)).map(|_| ())
     }
 
+    /// Registers `fd`; one the set already holds (EEXIST) gets its mask and token set instead.
     pub fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
+        match self.ctl(libc::EPOLL_CTL_ADD, fd, events, token) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
+            }
+            other => other,
+        }
     }
 
     /// Changes the interest set; an fd that epoll dropped because it was closed and whose
@@ -54,10 +63,11 @@ impl Epoll {
         }
     }
 
-    /// Removes `fd`; errors are ignored as `selectors.EpollSelector.unregister` ignores them
-    /// (the fd may already be closed, which removed it from the epoll set).
-    pub fn delete(&self, fd: RawFd) {
-        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+    /// Removes `fd`'s registration. ENOENT or EBADF: the fd number no longer refers to the
+    /// registered file (closed, maybe reused), whose registration, if the file is still open
+    /// elsewhere, stays in the set.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
     /// Waits for events; `timeout_ms < 0` blocks. Returns how many entries of `buf` are set.
