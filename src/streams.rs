@@ -6,15 +6,15 @@
 //! `StreamReader.feed_data`, `StreamReader._wakeup_waiter`) and allocates a bytes object that
 //! `feed_data` copies into the reader's `bytearray` and drops. With the classes as asyncio
 //! ships them (streams.py, the same code on 3.10-3.13), the socket transport's read path
-//! ([`crate::transport`]) does those steps here: received bytes go from the thread's receive
-//! buffer straight into `reader._buffer`, then the waiter is woken and flow control applied,
-//! exactly as `feed_data` does.
+//! ([`crate::transport`]) does those steps here: received bytes go into `reader._buffer`
+//! (copied from the thread's receive buffer, or received there directly by a sized read), then
+//! the waiter is woken and flow control applied, exactly as `feed_data` does.
 //!
 //! Invariants:
 //! - The fast path runs only when the outcome is provably the Python code's: the protocol is
 //!   exactly `StreamReaderProtocol` and the reader exactly `StreamReader`; `data_received`,
 //!   `_stream_reader`, `feed_data` and `_wakeup_waiter` are still the functions asyncio
-//!   defined (the class attributes checked by identity against the ones taken at import, and
+//!   defined (checked per event by identity against the ones taken when first needed, and
 //!   no instance attribute shadows them, so `mock.patch` of either kind is honoured); the
 //!   reader's `_eof` is `False` (else `feed_data`'s assertion is due), its `_buffer` is a
 //!   `bytearray` and its `_limit` an `int`. [`fast_feed`] decides before the `recv`, and no
@@ -260,16 +260,15 @@ impl<'py> Feed<'py> {
     pub(crate) fn finish(self) -> PyResult<()> {
         let py = self.reader.py();
         let r = &self.reader;
-        let getattr = |name: &Bound<'py, PyString>| r.getattr(name);
-        let waiter = getattr(intern!(py, "_waiter"))?;
+        let waiter = r.getattr(intern!(py, "_waiter"))?;
         if !waiter.is_none() {
             r.setattr(intern!(py, "_waiter"), py.None())?;
             if !waiter.call_method0(intern!(py, "cancelled"))?.is_truthy()? {
                 waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
             }
         }
-        let transport = getattr(intern!(py, "_transport"))?;
-        if transport.is_none() || getattr(intern!(py, "_paused"))?.is_truthy()? {
+        let transport = r.getattr(intern!(py, "_transport"))?;
+        if transport.is_none() || r.getattr(intern!(py, "_paused"))?.is_truthy()? {
             return Ok(());
         }
         // `len(self._buffer) > 2 * self._limit`, with Python's unbounded ints.

@@ -303,29 +303,30 @@ impl SocketReader {
         feed: Option<streams::Feed<'_>>,
     ) -> PyResult<()> {
         let py = t.py();
-        // Ok(None): end of stream; Ok(Some(r)): data, `r` the result of extending the buffer.
-        let sized = match &feed {
-            Some(f) => f.recv_into(fd, self.sized_read(fd)),
-            None => None,
-        };
+        // (bytes received, the outcome of adding them to the reader's buffer); 0 bytes is the
+        // end of the stream. A sized read lands in the buffer itself; otherwise the bytes are
+        // copied in from the shared receive buffer.
+        let sized = feed
+            .as_ref()
+            .and_then(|f| f.recv_into(fd, self.sized_read(fd)));
         let got = match sized {
-            Some(r) => r.map(|n| (n > 0).then_some((n, Ok(())))),
+            Some(r) => r.map(|n| (n, Ok(()))),
             None => recv_with(fd, self.max_size, |data| {
-                let r = feed.as_ref().map_or(Ok(()), |f| f.extend(data));
-                (!data.is_empty()).then_some((data.len(), r))
+                let added = match &feed {
+                    Some(f) if !data.is_empty() => f.extend(data),
+                    _ => Ok(()),
+                };
+                (data.len(), added)
             }),
         };
-        let got = got.map(|o| {
-            o.map(|(n, r)| {
-                self.last_read.store(n, Relaxed);
-                r
-            })
-        });
         let extended = match got {
-            Ok(Some(r)) => r,
-            Ok(None) => {
+            Ok((0, _)) => {
                 t.call_method0(intern!(py, "_read_ready__on_eof"))?;
                 return Ok(());
+            }
+            Ok((n, added)) => {
+                self.last_read.store(n, Relaxed);
+                added
             }
             Err(e) if would_block(&e) => return Ok(()),
             Err(e) => return fatal(t, os_error(e), "Fatal read error on socket transport"),

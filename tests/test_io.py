@@ -666,15 +666,21 @@ def test_remove_then_add_on_the_same_fd_keeps_working(loop, sockpair):
     assert a.fileno() not in loop._selector.get_map()
 
 
-def test_removed_fd_closed_and_its_number_reused(loop):
-    """The fd a reader was removed from is closed and its number goes to a new socket: a
-    reader on the new socket gets that socket's events."""
+def _parked_socketpair(loop):
+    """A socket pair whose first socket had a reader, now removed (on oxloop its epoll
+    registration is parked): (a, b, a's fd)."""
     a, b = socket.socketpair()
     a.setblocking(False)
-    fd = a.fileno()
     loop.add_reader(a, lambda: None)
     run_briefly(loop)
     loop.remove_reader(a)
+    return a, b, a.fileno()
+
+
+def test_removed_fd_closed_and_its_number_reused(loop):
+    """The fd a reader was removed from is closed and its number goes to a new socket: a
+    reader on the new socket gets that socket's events."""
+    a, b, fd = _parked_socketpair(loop)
     a.close()
     b.close()  # the old file is gone for good
     new, peer = _socket_at(fd)
@@ -695,12 +701,7 @@ def test_removed_fd_closed_while_a_dup_keeps_its_file_open(loop, reuse):
     """A reader is removed, its socket dup'd and then closed: the file stays open through the
     dup. Data arriving on it must neither spin the loop nor reach a new socket given the old
     fd number (an epoll registration belongs to the file, not to the number)."""
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    fd = a.fileno()
-    loop.add_reader(a, lambda: None)
-    run_briefly(loop)
-    loop.remove_reader(a)
+    a, b, fd = _parked_socketpair(loop)
     dup = a.dup()
     a.close()
     new = peer = None

@@ -132,30 +132,34 @@ def test_a_cancelled_read_leaves_the_data_for_the_next(loop, run):
     assert run(main()) == b"after"
 
 
-def _counting(original, calls):
-    def spy(self, *args):
-        calls.append((type(self).__name__, bytes(args[0]) if args else None))
-        return original(self, *args)
-
-    return spy
-
-
 @pytest.mark.parametrize("where", ["class", "instance"])
-@pytest.mark.parametrize("method", ["feed_data", "_wakeup_waiter"])
-def test_a_patched_reader_method_is_called(loop, run, where, method):
+@pytest.mark.parametrize(
+    "owner, method",
+    [("reader", "feed_data"), ("reader", "_wakeup_waiter"), ("protocol", "data_received")],
+)
+def test_a_patched_method_is_called(loop, run, where, owner, method):
     calls: list = []
 
     async def main():
         a, b = _pair()
         reader, writer = await asyncio.open_connection(sock=a)
-        original = getattr(asyncio.StreamReader, method)
+        obj = reader if owner == "reader" else writer.transport.get_protocol()
         if where == "class":
-            patch = mock.patch.object(asyncio.StreamReader, method, _counting(original, calls))
+            original = getattr(type(obj), method)
+
+            def spy(self, *args):
+                calls.append(args)
+                return original(self, *args)
+
+            patch = mock.patch.object(type(obj), method, spy)
         else:
-            bound = getattr(reader, method)
-            patch = mock.patch.object(
-                reader, method, lambda *args: (calls.append(("inst", args)), bound(*args))[1]
-            )
+            bound = getattr(obj, method)
+
+            def spy(*args):
+                calls.append(args)
+                return bound(*args)
+
+            patch = mock.patch.object(obj, method, spy)
         with patch:
             b.sendall(b"hello")
             data = await reader.read(100)
@@ -164,36 +168,7 @@ def test_a_patched_reader_method_is_called(loop, run, where, method):
         return data
 
     assert run(main()) == b"hello"
-    assert calls, "the patched method was not called"
-
-
-@pytest.mark.parametrize("where", ["class", "instance"])
-def test_a_patched_data_received_is_called(loop, run, where):
-    calls: list = []
-
-    async def main():
-        a, b = _pair()
-        reader, writer = await asyncio.open_connection(sock=a)
-        proto = writer.transport.get_protocol()
-        original = asyncio.StreamReaderProtocol.data_received
-        if where == "class":
-            patch = mock.patch.object(
-                asyncio.StreamReaderProtocol, "data_received", _counting(original, calls)
-            )
-        else:
-            bound = proto.data_received
-            patch = mock.patch.object(
-                proto, "data_received", lambda data: (calls.append(data), bound(data))[1]
-            )
-        with patch:
-            b.sendall(b"hello")
-            data = await reader.read(100)
-        writer.close()
-        b.close()
-        return data
-
-    assert run(main()) == b"hello"
-    assert calls, "the patched data_received was not called"
+    assert calls, f"the patched {method} was not called"
 
 
 def test_reader_and_protocol_subclasses_are_fed(loop, run):

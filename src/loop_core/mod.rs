@@ -396,11 +396,11 @@ impl LoopCore {
             let res = if !armed {
                 Ok(())
             } else if entry.kmask == 0 {
-                st.poller_add(fd, new_mask, gen)
+                st.poller_ctl(Epoll::add, fd, new_mask, gen)
             } else {
                 // A parked or active registration; ENOENT (the fd was closed and its number
                 // reused) registers afresh.
-                st.poller_modify(fd, new_mask, gen)
+                st.poller_ctl(Epoll::modify, fd, new_mask, gen)
             };
             if let Err(e) = res {
                 // A new entry goes; so does a parked one that lost its registration (the
@@ -1040,26 +1040,23 @@ impl State {
         let (new_mask, kmask) = self.fds.get(fd).map(|e| (e.mask(), e.kmask))?;
         if new_mask != 0 && new_mask != kmask {
             let gen = self.fds.next_gen();
-            let _ = self.poller_modify(fd, new_mask, gen);
+            let _ = self.poller_ctl(Epoll::modify, fd, new_mask, gen);
         }
         Some(old)
     }
 
-    /// `EPOLL_CTL_ADD` of `fd` with a token of generation `gen`, recorded in its entry (which
-    /// must exist); a failure leaves the entry without a registration.
-    fn poller_add(&mut self, fd: i32, mask: u32, gen: u32) -> std::io::Result<()> {
+    /// `ctl` (`Epoll::add`, or `Epoll::modify`, which falls back to ADD on ENOENT) of `fd`
+    /// with a token of generation `gen`, recorded in its entry (which must exist); a failure
+    /// leaves the entry without a registration.
+    fn poller_ctl(
+        &mut self,
+        ctl: fn(&Epoll, std::os::fd::RawFd, u32, u64) -> std::io::Result<()>,
+        fd: i32,
+        mask: u32,
+        gen: u32,
+    ) -> std::io::Result<()> {
         let res = match &self.poller {
-            Some(p) => p.add(fd, mask, io::token(fd, gen)),
-            None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
-        };
-        self.record_ctl(fd, mask, gen, &res);
-        res
-    }
-
-    /// `EPOLL_CTL_MOD` (ADD on ENOENT), recorded as `poller_add`.
-    fn poller_modify(&mut self, fd: i32, mask: u32, gen: u32) -> std::io::Result<()> {
-        let res = match &self.poller {
-            Some(p) => p.modify(fd, mask, io::token(fd, gen)),
+            Some(p) => ctl(p, fd, mask, io::token(fd, gen)),
             None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
         };
         self.record_ctl(fd, mask, gen, &res);
