@@ -27,15 +27,18 @@ use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyWeakrefReference};
+use pyo3::types::{
+    PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyType, PyWeakrefReference,
+};
 
 use crate::errors::os_error;
-use crate::pyutil::{dict_get, install_method, instance_dict, MethodDef};
+use crate::pyutil::{install_method, MethodDef};
 use crate::streams;
 
 /// `_SelectorSocketTransport.max_size`: the most one `recv` asks for (selector_events.py).
@@ -80,51 +83,181 @@ fn fatal(t: &Bound<'_, PyAny>, err: PyErr, message: &str) -> PyResult<()> {
     Ok(())
 }
 
-/// Reads the transport's own attributes from its instance `__dict__`, where asyncio's
-/// transport code keeps them (`_conn_lost`, `_sock_fd`, `_protocol`, ...), instead of the full
-/// attribute protocol: that walks the nine-class MRO for a data descriptor first, which was
-/// the largest user-space cost of an echo. A name not in the dict (a subclass made it a
-/// property, say) falls back to `getattr`, so the result is the same either way.
+/// The transport attributes the per-event paths read, in the order of [`FIELD_NAMES`].
+#[derive(Clone, Copy)]
+enum Field {
+    ConnLost,
+    Eof,
+    EmptyWaiter,
+    Buffer,
+    Protocol,
+    Buffered,
+}
+
+/// The names of the [`Field`]s: `_SocketTransport.__slots__` (python/oxloop/_transports.py)
+/// lists exactly these.
+const FIELD_NAMES: [&str; 6] = [
+    "_conn_lost",
+    "_eof",
+    "_empty_waiter",
+    "_buffer",
+    "_protocol",
+    "_oxloop_buffered",
+];
+
+/// Where `_SocketTransport` keeps each [`Field`]: the byte offset of its slot in the instance.
+struct SlotTable {
+    ty: Py<PyType>,
+    offsets: [isize; FIELD_NAMES.len()],
+    /// The int 0 (a cached small int, so `_conn_lost == 0` is one comparison).
+    zero: Py<PyAny>,
+}
+
+/// Set once, by [`register_transport_slots`] when `_transports.py` is imported.
+static SLOTS: OnceLock<SlotTable> = OnceLock::new();
+
+/// `_transports.py` declares the fields as `__slots__`, so asyncio's transport code stores
+/// them at fixed offsets in the object, where the per-event paths read them with one load
+/// each. (They lived in the instance `__dict__` before; a dict lookup per field was the
+/// largest user-space cost of an echo after the syscalls, about 2,000 instructions of 3,900
+/// per message.) The offsets come from the slots' member descriptors (`PyMemberDef.offset`,
+/// Include/descrobject.h) and are checked against a probe instance before use.
+#[pyfunction]
+pub(crate) fn register_transport_slots(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    let py = cls.py();
+    let own = cls.getattr(intern!(py, "__dict__"))?;
+    // object.__new__: an instance with the class's layout and no __init__ run.
+    let probe = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+    let mut offsets = [0isize; FIELD_NAMES.len()];
+    for (slot, name) in offsets.iter_mut().zip(FIELD_NAMES) {
+        let descr = own.get_item(name)?;
+        let member_type = std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type);
+        if descr.get_type().as_ptr() != member_type.cast::<ffi::PyObject>() {
+            return Err(PyRuntimeError::new_err(format!(
+                "oxloop: {name} is not a slot of {}",
+                cls.name()?
+            )));
+        }
+        // SAFETY: descr is a live member descriptor (checked above), whose d_member points at
+        // the PyMemberDef CPython made for the slot (pyo3-ffi types the field as PyGetSetDef
+        // before 3.11; the C struct has always held a PyMemberDef pointer).
+        let def = unsafe {
+            let d = descr.as_ptr().cast::<ffi::PyMemberDescrObject>();
+            *(*d).d_member.cast::<ffi::PyMemberDef>()
+        };
+        // SAFETY: cls is a live type object.
+        let basic = unsafe { (*cls.as_ptr().cast::<ffi::PyTypeObject>()).tp_basicsize };
+        let size = std::mem::size_of::<*mut ffi::PyObject>() as isize;
+        if def.type_code != ffi::Py_T_OBJECT_EX
+            || def.flags & ffi::Py_READONLY != 0
+            || def.offset < size
+            || def.offset + size > basic
+        {
+            return Err(PyRuntimeError::new_err(format!(
+                "oxloop: unexpected slot layout for {name}"
+            )));
+        }
+        // The probe: what Python stores through the descriptor must be what the offset reads.
+        let marker = PyDict::new(py);
+        probe.setattr(name, &marker)?;
+        // SAFETY: probe is a live instance of cls, whose basic size covers the offset.
+        let seen = unsafe { read_slot(probe.as_ptr(), def.offset) };
+        if seen != marker.as_ptr() {
+            return Err(PyRuntimeError::new_err(format!(
+                "oxloop: the slot {name} is not where its descriptor says"
+            )));
+        }
+        *slot = def.offset;
+    }
+    let table = SlotTable {
+        ty: cls.clone().unbind(),
+        offsets,
+        zero: 0i32.into_pyobject(py)?.into_any().unbind(),
+    };
+    if let Err(table) = SLOTS.set(table) {
+        // Imported again (importlib.reload, say): the first class keeps the fast path.
+        drop(table);
+    }
+    Ok(())
+}
+
+/// The object pointer in the slot at `offset` of `obj` (NULL when the slot is unset).
+///
+/// # Safety
+/// `obj` is live and its type's layout has an object slot at `offset`.
+unsafe fn read_slot(obj: *mut ffi::PyObject, offset: isize) -> *mut ffi::PyObject {
+    // SAFETY: per the contract above.
+    unsafe { *obj.cast::<u8>().offset(offset).cast::<*mut ffi::PyObject>() }
+}
+
+/// Reads the transport's fields: from their slots when the transport is exactly
+/// `_SocketTransport`, through the attribute protocol otherwise (a subclass may have made one
+/// a property) or when a slot is unset (the AttributeError is asyncio's).
 struct Attrs<'a, 'py> {
     t: &'a Bound<'py, PyAny>,
-    dict: Option<Bound<'py, PyDict>>,
+    slots: Option<&'static SlotTable>,
 }
 
 impl<'a, 'py> Attrs<'a, 'py> {
     fn new(t: &'a Bound<'py, PyAny>) -> Self {
-        Self {
-            t,
-            dict: instance_dict(t),
+        // SAFETY: t is a live object; its type pointer is only compared.
+        let ty = unsafe { ffi::Py_TYPE(t.as_ptr()) }.cast::<ffi::PyObject>();
+        let slots = SLOTS.get().filter(|s| ty == s.ty.as_ptr());
+        Self { t, slots }
+    }
+
+    /// The field's object, borrowed from its slot; NULL when it must be read with `get`.
+    fn raw(&self, field: Field) -> *mut ffi::PyObject {
+        match self.slots {
+            // SAFETY: t's type is exactly the registered class, whose layout has these slots.
+            Some(s) => unsafe { read_slot(self.t.as_ptr(), s.offsets[field as usize]) },
+            None => std::ptr::null_mut(),
         }
     }
 
-    fn get(&self, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(d) = &self.dict {
-            if let Some(v) = dict_get(d, name)? {
-                return Ok(v);
-            }
+    fn get(&self, field: Field) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.t.py();
+        let p = self.raw(field);
+        if !p.is_null() {
+            // SAFETY: a live object stored in the slot; we take a new reference.
+            return Ok(unsafe { Bound::from_borrowed_ptr(py, p) });
         }
-        self.t.getattr(name)
+        self.t
+            .getattr(PyString::intern(py, FIELD_NAMES[field as usize]))
     }
 
     /// `bool(getattr(t, name))`.
-    fn flag(&self, name: &Bound<'py, PyString>) -> PyResult<bool> {
-        let v = self.get(name)?;
-        // The attributes read this way are bools and ints; the singletons need no call.
+    fn flag(&self, field: Field) -> PyResult<bool> {
+        let p = self.raw(field);
+        // The fields read this way are bools and ints (`_conn_lost`); the singletons and a
+        // zero need no call.
         // SAFETY: reading the addresses of the interpreter's singletons.
         unsafe {
-            if v.as_ptr() == ffi::Py_False() || v.as_ptr() == ffi::Py_None() {
+            if p == ffi::Py_False() || p == ffi::Py_None() {
                 return Ok(false);
             }
-            if v.as_ptr() == ffi::Py_True() {
+            if p == ffi::Py_True() {
                 return Ok(true);
             }
         }
-        v.is_truthy()
+        if !p.is_null() && self.slots.is_some_and(|s| p == s.zero.as_ptr()) {
+            return Ok(false);
+        }
+        self.get(field)?.is_truthy()
+    }
+
+    /// `getattr(t, name) is None`.
+    fn is_none(&self, field: Field) -> PyResult<bool> {
+        let p = self.raw(field);
+        if !p.is_null() {
+            // SAFETY: comparing with the address of None.
+            return Ok(p == unsafe { ffi::Py_None() });
+        }
+        Ok(self.get(field)?.is_none())
     }
 
     fn sock_fd(&self) -> PyResult<i32> {
-        self.get(intern!(self.t.py(), "_sock_fd"))?.extract()
+        self.t.getattr(intern!(self.t.py(), "_sock_fd"))?.extract()
     }
 }
 
@@ -251,10 +384,10 @@ impl SocketReader {
     pub(crate) fn read_event(&self, py: Python<'_>) -> PyResult<()> {
         let t = self.transport.bind(py);
         let a = Attrs::new(t);
-        if a.flag(intern!(py, "_conn_lost"))? {
+        if a.flag(Field::ConnLost)? {
             return Ok(());
         }
-        if a.flag(intern!(py, "_oxloop_buffered"))? {
+        if a.flag(Field::Buffered)? {
             self.buffer_updated(&a)
         } else {
             self.data_received(&a)
@@ -265,7 +398,7 @@ impl SocketReader {
         let t = a.t;
         let py = t.py();
         let fd = self.fd.get(a)?;
-        let proto = a.get(intern!(py, "_protocol"))?;
+        let proto = a.get(Field::Protocol)?;
         if let Some(feed) = streams::fast_feed(&proto) {
             return self.feed_stream(t, fd, feed);
         }
@@ -340,7 +473,7 @@ impl SocketReader {
     fn buffer_updated(&self, a: &Attrs<'_, '_>) -> PyResult<()> {
         let t = a.t;
         let py = t.py();
-        let proto = a.get(intern!(py, "_protocol"))?;
+        let proto = a.get(Field::Protocol)?;
         let buf = match proto
             .call_method1(intern!(py, "get_buffer"), (-1,))
             .and_then(|b| match b.len() {
@@ -365,7 +498,7 @@ impl SocketReader {
             t.call_method0(intern!(py, "_read_ready__on_eof"))?;
             return Ok(());
         }
-        let proto = a.get(intern!(py, "_protocol"))?;
+        let proto = a.get(Field::Protocol)?;
         if let Err(e) = proto.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
             return fatal(t, e, "Fatal error: protocol.buffer_updated() call failed.");
         }
@@ -473,10 +606,10 @@ impl SocketWriter {
         // is taken after them, right before the send.
         let a = Attrs::new(&t);
         if data.len()? == 0
-            || a.flag(intern!(py, "_conn_lost"))?
-            || a.flag(intern!(py, "_eof"))?
-            || !a.get(intern!(py, "_empty_waiter"))?.is_none()
-            || a.get(intern!(py, "_buffer"))?.len()? != 0
+            || a.flag(Field::ConnLost)?
+            || a.flag(Field::Eof)?
+            || !a.is_none(Field::EmptyWaiter)?
+            || a.get(Field::Buffer)?.len()? != 0
         {
             return write_slow(&t, data);
         }

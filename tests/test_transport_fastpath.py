@@ -453,3 +453,71 @@ def test_reader_handle_repr_names_read_ready(loop, run):
 
     assert run(main()).startswith("<Handle _SelectorSocketTransport._read_ready()")
     b.close()
+
+
+def test_fields_rebound_by_assignment_are_honoured(loop, run):
+    # The per-event paths read the transport's fields where asyncio's code stores them (slots
+    # on oxloop): a protocol assigned straight to ``_protocol`` gets the next read, and a
+    # ``_conn_lost`` set by hand makes writes count and drop, as asyncio's write does.
+    a, b = _pair()
+
+    async def main():
+        first, second = Recorder(), Recorder()
+        transport = await _connect(loop, a, first)
+        second.connection_made(transport)
+        transport._protocol = second
+        await loop.sock_sendall(b, b"to the second")
+        while len(second.data) < 13:
+            await asyncio.sleep(0)
+        transport.write(b"sent")
+        assert await loop.sock_recv(b, 100) == b"sent"
+        transport._conn_lost = 1
+        transport.write(b"dropped")
+        lost = transport._conn_lost
+        transport._conn_lost = 0
+        transport.write(b"after")
+        got = await loop.sock_recv(b, 100)
+        transport.close()
+        return bytes(first.data), bytes(second.data), lost, got
+
+    # A bound on the waits, so a read that goes astray fails instead of hanging.
+    assert run(asyncio.wait_for(main(), 10)) == (b"", b"to the second", 2, b"after")
+    b.close()
+
+
+def test_transport_subclass_with_property_fields_is_honoured(loop, run):
+    # A subclass of the running loop's transport class that turns ``_protocol`` into a
+    # property: oxloop's fast paths see the property, not the slot underneath, on reads and
+    # writes alike.
+    a, b = _pair()
+
+    async def main():
+        first, routed = Recorder(), Recorder()
+        transport = await _connect(loop, a, first)
+        routed.connection_made(transport)
+        reads = []
+
+        class Routed(type(transport)):
+            @property
+            def _protocol(self):
+                reads.append(1)
+                return self.__dict__["routed"]
+
+            @_protocol.setter
+            def _protocol(self, value):
+                self.__dict__["routed"] = value
+
+        transport.__dict__["routed"] = routed
+        transport.__class__ = Routed
+        await loop.sock_sendall(b, b"via the property")
+        while len(routed.data) < 16:
+            await asyncio.sleep(0)
+        transport.write(b"from the subclass")
+        got = await loop.sock_recv(b, 100)
+        transport.close()
+        await routed.lost
+        return bytes(first.data), bytes(routed.data), got, bool(reads)
+
+    result = run(asyncio.wait_for(main(), 10))
+    assert result == (b"", b"via the property", b"from the subclass", True)
+    b.close()

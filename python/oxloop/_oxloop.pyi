@@ -124,6 +124,10 @@ class SocketWriter:
     def __new__(cls, transport: asyncio.Transport) -> SocketWriter: ...
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
 
+def register_transport_slots(cls: type) -> None:
+    """Record where ``cls`` (``_SocketTransport``) keeps the slots its per-event paths read;
+    RuntimeError when the layout is not the one expected."""
+
 def sock_recv(lp: asyncio.AbstractEventLoop, sock: socket.socket, n: Any) -> Any:
     """``lp.sock_recv(sock, n)`` up to the wait: bytes, ``(future, handle, fd)`` when it
     waits (registered), or NotImplemented to fall back to asyncio's method."""

@@ -13,6 +13,11 @@ paths and every attribute tools and tests look at are CPython's. Only two paths 
   queued; every other case runs asyncio's ``write`` (kept as ``_write_slow``). The writer holds
   the transport weakly, so no reference cycle is added.
 
+The attributes those two paths read per event are ``__slots__`` here (asyncio's code stores
+them as usual, through the slot descriptors), so the Rust side reads each with one load at an
+offset it takes from the descriptors at import (``register_transport_slots``) instead of a dict
+lookup. A subclass of ``_SocketTransport`` gets the attribute protocol instead.
+
 Invariant: ``_oxloop_buffered`` tells the read path which protocol shape to drive and follows
 ``set_protocol`` as ``_read_ready_cb`` does in asyncio.
 """
@@ -28,6 +33,17 @@ __all__ = ["_SocketTransport"]
 
 
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
+    # The names src/transport.rs reads by offset (its FIELD_NAMES, in any order).
+    __slots__ = (
+        "_conn_lost",
+        "_eof",
+        "_empty_waiter",
+        "_buffer",
+        "_protocol",
+        "_oxloop_buffered",
+        "write",
+    )
+
     # asyncio's write, for everything the native fast path leaves to it.
     _write_slow = selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
 
@@ -51,3 +67,6 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
     def set_protocol(self, protocol: Any) -> None:
         self._oxloop_buffered = isinstance(protocol, protocols.BufferedProtocol)
         super().set_protocol(protocol)
+
+
+_oxloop.register_transport_slots(_SocketTransport)
