@@ -18,6 +18,7 @@ __all__ = [
     "SocketWriter",
     "SockWaiter",
     "_install_fast_methods",
+    "register_transport_slots",
     "sock_recv",
     "sock_recv_into",
     "sock_sendall",
