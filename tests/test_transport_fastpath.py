@@ -521,3 +521,50 @@ def test_transport_subclass_with_property_fields_is_honoured(loop, run):
     result = run(asyncio.wait_for(main(), 10))
     assert result == (b"", b"via the property", b"from the subclass", True)
     b.close()
+
+
+class Keeper(asyncio.Protocol):
+    """Keeps what each data_received call got, as given or as views, or only a copy and its
+    hash (so the bytes object itself is free to go)."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.kept: list = []
+        self.count = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.count += 1
+        if self.how == "object":
+            self.kept.append(data)
+        elif self.how == "view":
+            self.kept.append(memoryview(data))
+        else:
+            self.kept.append((bytes(bytearray(data)), hash(data), len(data)))
+
+
+@pytest.mark.parametrize("how", ["object", "view", "copy"])
+def test_each_read_gets_bytes_of_its_own(loop, run, how):
+    # Messages of one size and of shrinking and growing sizes, each read on its own: what a
+    # protocol keeps stays intact, and a hash taken of the bytes is the hash of their content.
+    sizes = [1024] * 4 + [1000, 700, 400, 300, 2, 1, 5000, 9000, 1024]
+    messages = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
+    a, b = _pair()
+
+    async def main():
+        proto = Keeper(how)
+        transport = await _connect(loop, a, proto)
+        for i, message in enumerate(messages):
+            await loop.sock_sendall(b, message)
+            sent = sum(map(len, messages[: i + 1]))
+            while sum(k[2] if how == "copy" else len(k) for k in proto.kept) < sent:
+                await asyncio.sleep(0)
+        transport.close()
+        return proto.kept
+
+    kept = run(asyncio.wait_for(main(), 10))
+    if how == "copy":
+        assert b"".join(k[0] for k in kept) == b"".join(messages)
+        assert all(h == hash(content) for content, h, _ in kept)
+    else:
+        assert b"".join(bytes(k) for k in kept) == b"".join(messages)
+    b.close()
