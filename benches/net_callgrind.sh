@@ -81,7 +81,7 @@ import re, subprocess, sys
 stem, m, per, top = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 line = re.compile(r"^\s*([0-9,]+) \(\s*[0-9.]+%\)\s+(?!=>)(.+?)(?: \[.*\])?$")
 def self_cost(n):
-    out = subprocess.run(["callgrind_annotate", "--threshold=100", f"{stem}.{n}.out"],
+    out = subprocess.run(["callgrind_annotate", "--auto=no", "--threshold=100", f"{stem}.{n}.out"],
                          capture_output=True, text=True).stdout
     cost = {}
     for text in out.splitlines():
