@@ -52,6 +52,9 @@ pub struct SocketReader {
     fd: FdCache,
     /// The size of the last read, which picks how the next one is made ([`SIZED_READ_MIN`]).
     last_read: AtomicUsize,
+    /// What the last read asked for when its size was predicted ([`PREDICTED_READ_MAX`]); 0
+    /// when it was not.
+    last_asked: AtomicUsize,
 }
 
 /// The `write` of one transport, stored on it as an instance attribute.
@@ -294,6 +297,14 @@ thread_local! {
 /// cheaper of the two.
 const SIZED_READ_MIN: usize = 64 * 1024;
 
+/// A sized read that follows one which did not fill what it asked for skips the ioctl (329 ns
+/// per call here, 1.3 % of a 100 KiB echo): it asks for the last size plus an eighth. A read
+/// that comes back short drained the socket, as FIONREAD would have said; one that fills its
+/// buffer may have left more queued, which the next event (epoll is level-triggered) reads,
+/// and that read asks FIONREAD again. Predictions stay below glibc's default mmap threshold
+/// (128 KiB), so the allocation is a heap chunk and shrinking it to what arrived is in place.
+const PREDICTED_READ_MAX: usize = 124 * 1024;
+
 // `_PyBytes_Resize` (Include/cpython/bytesobject.h, exported by every CPython 3.x); pyo3's ffi
 // keeps its declaration private.
 extern "C" {
@@ -428,9 +439,16 @@ impl SocketReader {
     /// How much the next read should take straight into its destination, 0 for a read through
     /// the shared buffer (see [`SIZED_READ_MIN`]).
     fn sized_read(&self, fd: i32) -> usize {
-        if self.last_read.load(Relaxed) < SIZED_READ_MIN {
+        let last = self.last_read.load(Relaxed);
+        if last < SIZED_READ_MIN {
             return 0;
         }
+        let predicted = (last + last / 8).min(self.max_size);
+        if last != self.last_asked.load(Relaxed) && predicted <= PREDICTED_READ_MAX {
+            self.last_asked.store(predicted, Relaxed);
+            return predicted;
+        }
+        self.last_asked.store(0, Relaxed);
         // An error (a closed fd, say) or nothing queued: the plain recv reports it.
         crate::sys::bytes_queued(fd).unwrap_or(0).min(self.max_size)
     }
@@ -616,6 +634,7 @@ impl SocketReader {
             max_size: max_size.max(1),
             fd: FdCache(AtomicI32::new(-1)),
             last_read: AtomicUsize::new(0),
+            last_asked: AtomicUsize::new(0),
         }
     }
 

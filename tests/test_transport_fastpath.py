@@ -366,6 +366,49 @@ def test_large_reads_then_eof_arrive_intact(loop, run):
     b.close()
 
 
+@pytest.mark.parametrize("kind", ["protocol", "streams"])
+def test_large_messages_one_at_a_time_arrive_intact(loop, run, kind):
+    # Messages of 64-200 KiB, each read before the next is sent: oxloop predicts the size of a
+    # large read from the last one (a short read drained the socket; a full one asks FIONREAD
+    # next), so the sizes here go through predicted, full and sized reads. Every byte must
+    # arrive in order, on both shapes of the read path.
+    sizes = [100_000, 100_000, 70_000, 200_000, 90_000, 120_000, 65_536, 100_000]
+    messages = [bytes([i]) * 7 + bytes(range(256)) * (n // 256) for i, n in enumerate(sizes)]
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+
+    async def main():
+        got = bytearray()
+        if kind == "protocol":
+            proto = Recorder()
+            await _connect(loop, a, proto)
+            got = proto.data
+        else:
+            reader, writer = await asyncio.open_connection(sock=a)
+        for i, message in enumerate(messages):
+            await loop.sock_sendall(b, message)
+            want = sum(map(len, messages[: i + 1]))
+            while len(got) < want:
+                if kind == "protocol":
+                    await asyncio.sleep(0)
+                else:
+                    got += await reader.read(1 << 20)
+        b.shutdown(socket.SHUT_WR)
+        if kind == "protocol":
+            await _until_eof(proto)
+            proto.transport.close()
+        else:
+            assert await reader.read() == b""
+            writer.close()
+        return bytes(got)
+
+    assert run(asyncio.wait_for(main(), 30)) == b"".join(messages)
+    b.close()
+
+
 async def _until_eof(proto: Recorder) -> None:
     for _ in range(100_000):
         if proto.eof:
