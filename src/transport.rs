@@ -23,6 +23,12 @@
 //! - The socket fd is read from the transport once per reader and writer (asyncio never changes
 //!   `_sock_fd`) and used only while `_conn_lost` is 0, i.e. while the transport's socket is
 //!   open (asyncio closes it after counting the loss).
+//! - The other fields these paths read live in `_SocketTransport`'s slots and are read by
+//!   offset only when the transport's type is exactly that class ([`register_transport_slots`]
+//!   checked the layout); anything else goes through `getattr`, so the values are always the
+//!   ones Python code would see.
+//! - A bytes object is refilled ([`bytes_for`]) only while the thread's spare slot holds its
+//!   one reference: nothing else can have seen it since its last `data_received` returned.
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io;

@@ -8,7 +8,7 @@ paths and every attribute tools and tests look at are CPython's. Only two paths 
   ``get_buffer`` / recv_into / ``buffer_updated``) in Rust, with asyncio's checks and
   ``_fatal_error`` messages. The loop's reader handle holds it, and it holds the transport, as
   the bound method asyncio registers does (that is what keeps a transport alive).
-- ``write`` is an instance attribute, the bound ``write`` of a ``_oxloop.SocketWriter`` (the
+- ``write`` is set on the instance (in a slot), the bound ``write`` of a ``_oxloop.SocketWriter`` (the
   device 3.13's transport uses for ``_write_ready``): one ``send`` in Rust when nothing is
   queued; every other case runs asyncio's ``write`` (kept as ``_write_slow``). The writer holds
   the transport weakly, so no reference cycle is added.
@@ -33,7 +33,8 @@ __all__ = ["_SocketTransport"]
 
 
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
-    # The names src/transport.rs reads by offset (its FIELD_NAMES, in any order).
+    # The names src/transport.rs reads by offset (its FIELD_NAMES, in any order), and
+    # ``write``, the bound fast write, which callers find sooner in a slot than in the dict.
     __slots__ = (
         "_conn_lost",
         "_eof",
