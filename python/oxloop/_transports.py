@@ -8,10 +8,10 @@ paths and every attribute tools and tests look at are CPython's. Only two paths 
   ``get_buffer`` / recv_into / ``buffer_updated``) in Rust, with asyncio's checks and
   ``_fatal_error`` messages. The loop's reader handle holds it, and it holds the transport, as
   the bound method asyncio registers does (that is what keeps a transport alive).
-- ``write`` is set on the instance (in a slot), the bound ``write`` of a ``_oxloop.SocketWriter`` (the
-  device 3.13's transport uses for ``_write_ready``): one ``send`` in Rust when nothing is
-  queued; every other case runs asyncio's ``write`` (kept as ``_write_slow``). The writer holds
-  the transport weakly, so no reference cycle is added.
+- ``write`` is set on the instance (in a slot): the bound ``write`` of a
+  ``_oxloop.SocketWriter`` (the device 3.13's transport uses for ``_write_ready``), one
+  ``send`` in Rust when nothing is queued; every other case runs asyncio's ``write`` (kept as
+  ``_write_slow``). The writer holds the transport weakly, so no reference cycle is added.
 
 The attributes those two paths read per event are ``__slots__`` here (asyncio's code stores
 them as usual, through the slot descriptors), so the Rust side reads each with one load at an
