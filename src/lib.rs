@@ -24,6 +24,10 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::SocketWriter>()?;
     transport::install_fast_write(m.py())?;
     m.add_function(wrap_pyfunction!(transport::register_transport_slots, m)?)?;
+    m.add(
+        "TRANSPORT_FIELDS",
+        pyo3::types::PyTuple::new(m.py(), transport::FIELD_NAMES)?,
+    )?;
     m.add_class::<sock::SockWaiter>()?;
     m.add_function(wrap_pyfunction!(sock::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv_into, m)?)?;

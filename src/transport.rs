@@ -103,9 +103,9 @@ enum Field {
     Buffered,
 }
 
-/// The names of the [`Field`]s: `_SocketTransport.__slots__` (python/oxloop/_transports.py)
-/// lists exactly these.
-const FIELD_NAMES: [&str; 6] = [
+/// The names of the [`Field`]s, exported as `_oxloop.TRANSPORT_FIELDS`, from which
+/// `_SocketTransport.__slots__` (python/oxloop/_transports.py) is made.
+pub(crate) const FIELD_NAMES: [&str; 6] = [
     "_conn_lost",
     "_eof",
     "_empty_waiter",

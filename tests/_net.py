@@ -44,6 +44,14 @@ def digest(data: bytes | bytearray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def socket_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected non-blocking Unix stream socket pair."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
 async def wait(aw: Awaitable[Any], timeout: float = TIMEOUT) -> Any:
     return await asyncio.wait_for(aw, timeout)
 

@@ -765,11 +765,7 @@ def test_close_with_removed_registrations(loop_factory):
 
 
 def test_add_on_a_removed_and_closed_fd_fails_as_asyncio(loop):
-    a, b = socket.socketpair()
-    fd = a.fileno()
-    loop.add_reader(a, lambda: None)
-    run_briefly(loop)
-    loop.remove_reader(a)
+    a, b, fd = _parked_socketpair(loop)
     a.close()
     try:
         with pytest.raises(OSError) as info:

@@ -14,18 +14,11 @@ import asyncio
 import gc
 import hashlib
 import random
-import socket
 from unittest import mock
 
 import pytest
 from _helpers import collect_errors
-
-
-def _pair() -> tuple[socket.socket, socket.socket]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    return a, b
+from _net import socket_pair
 
 
 async def _until(predicate, what: str, rounds: int = 10_000) -> None:
@@ -79,7 +72,7 @@ def test_every_byte_arrives_in_order_both_ways(loop, run, limit):
             h.update(chunk)
 
     async def main():
-        a, b = _pair()
+        a, b = socket_pair()
         ra, wa = await asyncio.open_connection(sock=a, limit=limit)
         rb, wb = await asyncio.open_connection(sock=b, limit=limit)
         digests = await asyncio.gather(pump(wa), pump(wb), drain_all(ra), drain_all(rb))
@@ -95,7 +88,7 @@ def test_reading_pauses_past_twice_the_limit_and_resumes(loop, run):
     # feed_data pauses the transport once more than 2 * limit bytes are buffered; reading
     # below the limit resumes it (_maybe_resume_transport).
     async def main():
-        a, b = _pair()
+        a, b = socket_pair()
         reader, writer = await asyncio.open_connection(sock=a, limit=1024)
         b.sendall(b"x" * 4000)
         await _until(lambda: not writer.transport.is_reading(), "reading to pause")
@@ -116,7 +109,7 @@ def test_a_cancelled_read_leaves_the_data_for_the_next(loop, run):
     # The waiter of a cancelled read() is cancelled: feed_data must not set its result, and the
     # bytes stay buffered for the next read.
     async def main():
-        a, b = _pair()
+        a, b = socket_pair()
         reader, writer = await asyncio.open_connection(sock=a)
         task = asyncio.ensure_future(reader.read(100))
         await asyncio.sleep(0)
@@ -141,7 +134,7 @@ def test_a_patched_method_is_called(loop, run, where, owner, method):
     calls: list = []
 
     async def main():
-        a, b = _pair()
+        a, b = socket_pair()
         reader, writer = await asyncio.open_connection(sock=a)
         obj = reader if owner == "reader" else writer.transport.get_protocol()
         if where == "class":
@@ -183,7 +176,7 @@ def test_reader_and_protocol_subclasses_are_fed(loop, run):
         pass
 
     async def main():
-        a, b = _pair()
+        a, b = socket_pair()
         reader = Reader()
         transport, _ = await loop.connect_accepted_socket(lambda: Proto(reader), a)
         b.sendall(b"subclassed")
@@ -202,7 +195,7 @@ def test_data_for_a_collected_reader_is_dropped(loop, run):
     errors = collect_errors(loop)
 
     async def main():
-        a, b = _pair()
+        a, b = socket_pair()
         reader = asyncio.StreamReader()
         proto = asyncio.StreamReaderProtocol(reader)
         transport, _ = await loop.connect_accepted_socket(lambda: proto, a)
@@ -224,7 +217,7 @@ def test_data_after_feed_eof_is_a_fatal_error(loop, run):
     errors = collect_errors(loop)
 
     async def main():
-        a, b = _pair()
+        a, b = socket_pair()
         reader, writer = await asyncio.open_connection(sock=a)
         reader.feed_eof()
         b.sendall(b"late")
@@ -244,7 +237,7 @@ def test_a_buffer_with_exports_cannot_grow(loop, run, warmup):
     errors = collect_errors(loop)
 
     async def main():
-        a, b = _pair()
+        a, b = socket_pair()
         reader, writer = await asyncio.open_connection(sock=a, limit=2**22)
         if warmup:
             sender = asyncio.ensure_future(loop.sock_sendall(b, b"w" * warmup))

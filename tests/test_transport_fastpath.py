@@ -17,13 +17,7 @@ import warnings
 
 import pytest
 from _helpers import collect_errors
-
-
-def _pair() -> tuple[socket.socket, socket.socket]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    return a, b
+from _net import socket_pair, wait
 
 
 class Recorder(asyncio.Protocol):
@@ -64,7 +58,7 @@ async def _connect(loop, sock, proto):
 def test_loop_alone_keeps_an_unreferenced_transport_alive(loop, run):
     # Nothing but the loop's reader holds the transport (the protocol is only referenced by
     # the transport): a collection must not free it and close the socket under the peer.
-    a, b = _pair()
+    a, b = socket_pair()
     received = []
 
     class Echo(asyncio.Protocol):
@@ -87,7 +81,7 @@ def test_loop_alone_keeps_an_unreferenced_transport_alive(loop, run):
 
 
 def test_unclosed_transport_is_reported_when_dropped(loop, run):
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
@@ -108,7 +102,7 @@ def test_unclosed_transport_is_reported_when_dropped(loop, run):
 
 @pytest.mark.parametrize("kind", ["bytes", "bytearray", "memoryview"])
 def test_write_accepts_bytes_like(loop, run, kind):
-    a, b = _pair()
+    a, b = socket_pair()
     payload = b"0123456789" * 100
     data = {"bytes": payload, "bytearray": bytearray(payload), "memoryview": memoryview(payload)}
 
@@ -138,7 +132,7 @@ def test_write_accepts_bytes_like(loop, run, kind):
 def test_write_memoryview_shapes(loop, run, make):
     # asyncio's write passes any memoryview to sock.send and queues data[n:] after a partial
     # send; every shape must arrive as the same bytes on both loops.
-    a, b = _pair()
+    a, b = socket_pair()
     payload = bytes(range(256)) * 40
     data = make(payload)
     expect = data.tobytes()
@@ -157,7 +151,7 @@ def test_write_memoryview_shapes(loop, run, make):
 
 
 def test_write_non_contiguous_memoryview_is_asyncios_error(loop, run):
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         proto = Recorder()
@@ -176,7 +170,7 @@ def test_write_non_contiguous_memoryview_is_asyncios_error(loop, run):
 
 def test_write_binds_its_argument_as_asyncio_does(loop, run):
     # asyncio's `def write(self, data)`: by position or as data=; anything else a TypeError.
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         transport = await _connect(loop, a, Recorder())
@@ -202,7 +196,7 @@ def test_write_binds_its_argument_as_asyncio_does(loop, run):
 
 @pytest.mark.parametrize("bad", ["text", 123, None])
 def test_write_rejects_non_bytes(loop, run, bad):
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         transport = await _connect(loop, a, Recorder())
@@ -217,7 +211,7 @@ def test_write_rejects_non_bytes(loop, run, bad):
 
 
 def test_write_after_write_eof_raises(loop, run):
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         transport = await _connect(loop, a, Recorder())
@@ -233,7 +227,7 @@ def test_write_after_write_eof_raises(loop, run):
 
 
 def test_writes_after_connection_lost_are_counted_and_dropped(loop, run):
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         proto = Recorder()
@@ -253,7 +247,7 @@ def test_large_write_buffers_pauses_and_arrives_intact(loop, run, kind):
     # The peer does not read at first: the first send is partial, the rest is queued in
     # asyncio's buffer, pause_writing fires; then the peer drains everything. A memoryview of a
     # bytearray is what a BufferedProtocol echoing its own buffer writes.
-    a, b = _pair()
+    a, b = socket_pair()
     payload = hashlib.sha256(b"seed").digest() * (8 * 1024 * 1024 // 32)
     data = payload if kind == "bytes" else memoryview(bytearray(payload))
 
@@ -281,7 +275,7 @@ def test_large_write_buffers_pauses_and_arrives_intact(loop, run, kind):
 
 
 def test_data_received_error_reaches_the_handler(loop, run):
-    a, b = _pair()
+    a, b = socket_pair()
     errors = collect_errors(loop)
 
     class Boom(Recorder):
@@ -302,7 +296,7 @@ def test_data_received_error_reaches_the_handler(loop, run):
 
 
 def test_peer_closing_is_eof_then_connection_lost(loop, run):
-    a, b = _pair()
+    a, b = socket_pair()
     errors = collect_errors(loop)
 
     async def main():
@@ -347,7 +341,7 @@ def test_large_reads_then_eof_arrive_intact(loop, run):
     # Large reads make oxloop size the next read to what is queued and receive straight into
     # the bytes handed to data_received (src/transport.rs); the bytes, their type and the
     # end of stream must come out as asyncio's.
-    a, b = _pair()
+    a, b = socket_pair()
     payload = bytes(range(256)) * 8192  # 2 MiB
 
     async def main():
@@ -374,9 +368,8 @@ def test_large_messages_one_at_a_time_arrive_intact(loop, run, kind):
     # arrive in order, on both shapes of the read path.
     sizes = [100_000, 100_000, 70_000, 200_000, 90_000, 120_000, 65_536, 100_000]
     messages = [bytes([i]) * 7 + bytes(range(256)) * (n // 256) for i, n in enumerate(sizes)]
-    a, b = socket.socketpair()
+    a, b = socket_pair()
     for s in (a, b):
-        s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 
@@ -405,7 +398,7 @@ def test_large_messages_one_at_a_time_arrive_intact(loop, run, kind):
             writer.close()
         return bytes(got)
 
-    assert run(asyncio.wait_for(main(), 30)) == b"".join(messages)
+    assert run(wait(main(), 30)) == b"".join(messages)
     b.close()
 
 
@@ -418,7 +411,7 @@ async def _until_eof(proto: Recorder) -> None:
 
 
 def test_buffered_protocol_reads_through_its_buffer(loop, run):
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         proto = Buffered()
@@ -442,7 +435,7 @@ def test_buffered_protocol_reads_through_its_buffer(loop, run):
     ],
 )
 def test_bad_buffers_are_fatal_errors(loop, run, buffer, message):
-    a, b = _pair()
+    a, b = socket_pair()
     errors = collect_errors(loop)
 
     class Bad(Buffered):
@@ -464,7 +457,7 @@ def test_bad_buffers_are_fatal_errors(loop, run, buffer, message):
 
 
 def test_set_protocol_switches_between_shapes(loop, run):
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         first = Recorder()
@@ -486,7 +479,7 @@ def test_set_protocol_switches_between_shapes(loop, run):
 
 def test_reader_handle_repr_names_read_ready(loop, run):
     # Debug-mode slow-callback lines and handle reprs name the reader as asyncio does.
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         transport = await _connect(loop, a, Recorder())
@@ -502,7 +495,7 @@ def test_fields_rebound_by_assignment_are_honoured(loop, run):
     # The per-event paths read the transport's fields where asyncio's code stores them (slots
     # on oxloop): a protocol assigned straight to ``_protocol`` gets the next read, and a
     # ``_conn_lost`` set by hand makes writes count and drop, as asyncio's write does.
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         first, second = Recorder(), Recorder()
@@ -524,7 +517,7 @@ def test_fields_rebound_by_assignment_are_honoured(loop, run):
         return bytes(first.data), bytes(second.data), lost, got
 
     # A bound on the waits, so a read that goes astray fails instead of hanging.
-    assert run(asyncio.wait_for(main(), 10)) == (b"", b"to the second", 2, b"after")
+    assert run(wait(main())) == (b"", b"to the second", 2, b"after")
     b.close()
 
 
@@ -532,7 +525,7 @@ def test_transport_subclass_with_property_fields_is_honoured(loop, run):
     # A subclass of the running loop's transport class that turns ``_protocol`` into a
     # property: oxloop's fast paths see the property, not the slot underneath, on reads and
     # writes alike.
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         first, routed = Recorder(), Recorder()
@@ -561,7 +554,7 @@ def test_transport_subclass_with_property_fields_is_honoured(loop, run):
         await routed.lost
         return bytes(first.data), bytes(routed.data), got, bool(reads)
 
-    result = run(asyncio.wait_for(main(), 10))
+    result = run(wait(main()))
     assert result == (b"", b"via the property", b"from the subclass", True)
     b.close()
 
@@ -591,7 +584,7 @@ def test_each_read_gets_bytes_of_its_own(loop, run, how):
     # protocol keeps stays intact, and a hash taken of the bytes is the hash of their content.
     sizes = [1024] * 4 + [1000, 700, 400, 300, 2, 1, 5000, 9000, 1024]
     messages = [bytes([i + 1]) * n for i, n in enumerate(sizes)]
-    a, b = _pair()
+    a, b = socket_pair()
 
     async def main():
         proto = Keeper(how)
@@ -604,7 +597,7 @@ def test_each_read_gets_bytes_of_its_own(loop, run, how):
         transport.close()
         return proto.kept
 
-    kept = run(asyncio.wait_for(main(), 10))
+    kept = run(wait(main()))
     if how == "copy":
         assert b"".join(k[0] for k in kept) == b"".join(messages)
         assert all(h == hash(content) for content, h, _ in kept)

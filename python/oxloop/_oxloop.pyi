@@ -17,6 +17,7 @@ __all__ = [
     "SocketReader",
     "SocketWriter",
     "SockWaiter",
+    "TRANSPORT_FIELDS",
     "_install_fast_methods",
     "register_transport_slots",
     "sock_recv",
@@ -124,6 +125,10 @@ class SocketWriter:
 
     def __new__(cls, transport: asyncio.Transport) -> SocketWriter: ...
     def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+TRANSPORT_FIELDS: tuple[str, ...]
+"""The transport attributes the Rust read and write paths read by offset: the slots of
+``_SocketTransport``."""
 
 def register_transport_slots(cls: type) -> None:
     """Record where ``cls`` (``_SocketTransport``) keeps the slots its per-event paths read;

@@ -33,17 +33,9 @@ __all__ = ["_SocketTransport"]
 
 
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
-    # The names src/transport.rs reads by offset (its FIELD_NAMES, in any order), and
-    # ``write``, the bound fast write, which callers find sooner in a slot than in the dict.
-    __slots__ = (
-        "_conn_lost",
-        "_eof",
-        "_empty_waiter",
-        "_buffer",
-        "_protocol",
-        "_oxloop_buffered",
-        "write",
-    )
+    # The fields src/transport.rs reads by offset, and ``write``, the bound fast write, which
+    # callers find sooner in a slot than in the dict.
+    __slots__ = (*_oxloop.TRANSPORT_FIELDS, "write")
 
     # asyncio's write, for everything the native fast path leaves to it.
     _write_slow = selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
