@@ -170,15 +170,10 @@ fn is_context(py: Python<'_>, name: *mut ffi::PyObject) -> bool {
         return true;
     }
     // asyncio's C Task (3.11, 3.12) builds its ("context",) with Py_BuildValue, which does not
-    // intern, so compare the characters; a compact ASCII str keeps them inline.
-    // SAFETY: name is a live str (vectorcall keyword names are str); its data is read only
-    // within its length.
+    // intern, so compare the characters. (PyUnicode_IS_COMPACT_ASCII and PyUnicode_DATA, once
+    // used here to skip the call, are not exposed by PyO3 for 3.14+; this path is rare.)
+    // SAFETY: name is a live str (vectorcall keyword names are str).
     unsafe {
-        if ffi::PyUnicode_IS_COMPACT_ASCII(name) != 0 {
-            let n = ffi::PyUnicode_GET_LENGTH(name) as usize;
-            let data = ffi::PyUnicode_DATA(name) as *const u8;
-            return std::slice::from_raw_parts(data, n) == b"context";
-        }
         ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) == 0
     }
 }
