@@ -12,7 +12,11 @@ mod sys;
 mod time;
 mod transport;
 
-#[pymodule]
+// gil_used = true: the loop's state is a RefCell-guarded single-threaded design that relies on
+// the GIL to serialise every entry from Python. On a free-threaded build this makes CPython
+// re-enable the GIL (with a RuntimeWarning) rather than run it unserialised; oxloop/_compat.py
+// refuses such builds before this module is imported at all.
+#[pymodule(gil_used = true)]
 fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<loop_core::LoopCore>()?;

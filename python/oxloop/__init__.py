@@ -12,12 +12,17 @@ Public API (mirrors uvloop where users know it already):
 
 from __future__ import annotations
 
-from . import testing
-from ._api import EventLoopPolicy, install, run
-from ._insight import SlowCallbackReport
-from ._loop import Loop, new_event_loop
-from ._metrics import LoopMetrics
-from ._tasks import dump_tasks, task_tree
+# Before anything native: refuse an interpreter oxloop was not verified on (ImportError).
+from ._compat import POLICIES_DEPRECATED, POLICIES_REMOVED, check_interpreter
+
+check_interpreter()
+
+from . import testing  # noqa: E402
+from ._api import install, run  # noqa: E402
+from ._insight import SlowCallbackReport  # noqa: E402
+from ._loop import Loop, new_event_loop  # noqa: E402
+from ._metrics import LoopMetrics  # noqa: E402
+from ._tasks import dump_tasks, task_tree  # noqa: E402
 
 __all__ = [
     "EventLoopPolicy",
@@ -32,3 +37,42 @@ __all__ = [
     "testing",
 ]
 __version__ = "0.1.0"
+
+if not POLICIES_DEPRECATED:
+    from ._api import EventLoopPolicy  # noqa: E402
+else:
+    # 3.14-3.15: reached through __getattr__ (it warns), and left out of `import *`.
+    __all__.remove("EventLoopPolicy")
+    if POLICIES_REMOVED:
+        # Python 3.16 removes event loop policies; so does oxloop, as uvloop does.
+        __all__.remove("install")
+        del install
+
+
+def __getattr__(name: str) -> object:
+    # 3.14-3.15: oxloop.EventLoopPolicy warns on every access, as asyncio.DefaultEventLoopPolicy
+    # does there (Lib/asyncio/__init__.py); it is not in __all__, so `import *` stays quiet.
+    if name == "EventLoopPolicy" and POLICIES_DEPRECATED:
+        if POLICIES_REMOVED:
+            raise AttributeError(
+                "module 'oxloop' has no attribute 'EventLoopPolicy' (event loop policies were "
+                "removed in Python 3.16; use oxloop.run() or "
+                "asyncio.Runner(loop_factory=oxloop.new_event_loop))"
+            )
+        import warnings
+
+        warnings.warn(
+            "'oxloop.EventLoopPolicy' is deprecated and slated for removal in Python 3.16; use "
+            "oxloop.run() or asyncio.Runner(loop_factory=oxloop.new_event_loop)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from ._api import EventLoopPolicy
+
+        return EventLoopPolicy
+    if name == "install" and POLICIES_REMOVED:
+        raise AttributeError(
+            "module 'oxloop' has no attribute 'install' (event loop policies were removed in "
+            "Python 3.16; use oxloop.run())"
+        )
+    raise AttributeError(f"module 'oxloop' has no attribute {name!r}")

@@ -11,7 +11,8 @@ program the way ``python`` itself would have run it.
 Invariants:
 - The only change to asyncio is the event loop policy: ``oxloop.EventLoopPolicy`` (asyncio's
   default policy with oxloop's loop factory) is set before the program starts, without a
-  warning. On every supported version ``asyncio.run()``, ``asyncio.Runner()``,
+  warning (on 3.14+, where policies are deprecated, through asyncio's own non-warning
+  setter). On every supported version ``asyncio.run()``, ``asyncio.Runner()``,
   ``asyncio.new_event_loop()`` and ``asyncio.get_event_loop()`` reach the policy's
   ``new_event_loop()``, so no asyncio function needs patching. Loops the program builds
   explicitly (``asyncio.SelectorEventLoop()``, ``loop_factory=...``) are left alone.
@@ -27,7 +28,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import importlib.machinery
 import linecache
@@ -36,11 +36,11 @@ import pkgutil
 import runpy
 import sys
 import types
-import warnings
 from collections.abc import Callable
 from typing import NoReturn
 
 import oxloop
+from oxloop import _api, _compat
 
 USAGE = """\
 usage: python -m oxloop [-h] [-V] (script | -m module | -c command | -) [args ...]
@@ -99,10 +99,9 @@ def _parse(argv: list[str]) -> tuple[str, str, list[str]]:
 
 def _install_policy() -> None:
     # Not oxloop.install(): that warns on 3.12+, and the warning is for people who write the
-    # call, not for the programs run here.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        asyncio.set_event_loop_policy(oxloop.EventLoopPolicy())
+    # call, not for the programs run here. _compat.set_policy is asyncio's own non-warning
+    # setter on 3.14+ (the public one warns there), so no filter has to be touched.
+    _compat.set_policy(_api.EventLoopPolicy())
 
 
 def _fresh_main(**attrs: object) -> types.ModuleType:

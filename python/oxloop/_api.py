@@ -12,7 +12,12 @@ Invariants:
   replaced, so everything else (current loop per thread, child watchers on 3.10-3.11, the
   implicit-loop DeprecationWarning of 3.12+) stays what asyncio does.
 - ``install()`` warns exactly when uvloop's does: a ``DeprecationWarning`` from Python 3.12 on,
-  where CPython began steering users from policies to ``asyncio.run(loop_factory=)``.
+  where CPython began steering users from policies to ``asyncio.run(loop_factory=)``; on 3.14+
+  asyncio's own ``set_event_loop_policy`` warning follows, as it does for uvloop.
+- Defining these emits nothing on any version: the policy class derives from the private class
+  behind ``asyncio.DefaultEventLoopPolicy`` (``_compat.default_policy_class``), since 3.14 warns
+  on every access of the public name. The package warns when users reach for
+  ``oxloop.EventLoopPolicy`` on 3.14+ (``oxloop.__getattr__``), as asyncio warns for its own.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ._compat import default_policy_class
 from ._loop import Loop, new_event_loop
 
 __all__ = ["EventLoopPolicy", "install", "run"]
@@ -111,11 +117,12 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
             )
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+class EventLoopPolicy(default_policy_class()):  # type: ignore[misc]
     """asyncio's default event loop policy, creating oxloop loops.
 
     Prefer ``oxloop.run()`` or ``asyncio.Runner(loop_factory=oxloop.new_event_loop)``: CPython
-    deprecates policies in 3.14 and removes them in 3.16.
+    deprecates policies in 3.14 and removes them in 3.16 (from 3.14 on, ``oxloop.EventLoopPolicy``
+    warns as ``asyncio.DefaultEventLoopPolicy`` does, and 3.16 will not have it).
 
     >>> import asyncio, oxloop
     >>> asyncio.set_event_loop_policy(oxloop.EventLoopPolicy())
@@ -133,7 +140,7 @@ def install() -> None:
     """Make oxloop the loop of every later ``asyncio.run()`` / ``asyncio.new_event_loop()``.
 
     Sets an ``EventLoopPolicy`` as asyncio's policy. Deprecated from Python 3.12 on in favour of
-    ``oxloop.run()``, as ``uvloop.install()`` is.
+    ``oxloop.run()``, as ``uvloop.install()`` is; gone with policies in 3.16.
     """
     if sys.version_info >= (3, 12):
         # Same category, message and trigger as uvloop.install(). stacklevel=2 points at the
@@ -143,4 +150,6 @@ def install() -> None:
             DeprecationWarning,
             stacklevel=2,
         )
+    # The public setter: on 3.14+ it adds asyncio's own DeprecationWarning, as uvloop.install()'s
+    # call of it does.
     asyncio.set_event_loop_policy(EventLoopPolicy())

@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from . import _api
+from . import _api, _compat
 from ._loop import new_event_loop
 from .testing import VirtualClock, VirtualLoopFactory
 
@@ -157,7 +157,9 @@ def loop_factory_for(item: pytest.Item) -> LoopFactory | None:
 def _policy_loop() -> asyncio.AbstractEventLoop:
     # What pytest-asyncio's runner does when no hook gives factories: the current policy's
     # new loop (its runner fixture has already put the event_loop_policy fixture in place).
-    return asyncio.get_event_loop_policy().new_event_loop()
+    # asyncio's non-warning accessor on 3.14+, where get_event_loop_policy() warns (the
+    # warning would be ours, not the user's, and fails runs under filterwarnings=error).
+    return _compat.get_policy().new_event_loop()
 
 
 class _AsyncioFactories:
@@ -199,7 +201,7 @@ def _handled_elsewhere(item: pytest.Function) -> bool:
 _current_item: pytest.Item | None = None
 
 
-class _ItemPolicy(asyncio.AbstractEventLoopPolicy):
+class _ItemPolicy(_compat.abstract_policy_class()):  # type: ignore[misc]
     """The session's event loop policy, wrapped: pytest-asyncio before 1.4 makes every loop
     through ``event_loop_policy``'s ``new_event_loop()`` (its ``event_loop`` fixture, its
     scoped loops, its runners), so this makes the oxloop loop for an oxloop test and leaves
