@@ -1,9 +1,12 @@
 # oxloop: build, demo, test, lint. Each interpreter gets .venv/3.X and target/py3.X.
-VERSIONS ?= 3.10 3.11 3.12 3.13
+# 3.14 and 3.15 come from the machine, or from the Debian sid chroot `make provision` sets up.
+VERSIONS ?= 3.10 3.11 3.12 3.13 3.14 3.15
 PY ?= 3.11
+# CPython's debug build (Debian's python3.14-dbg: assertions and refcount checks), for test-debug.
+DEBUG_PY ?= 3.14d
 ENV := scripts/env.sh
 
-.PHONY: demo test test-one conformance lint build clean
+.PHONY: demo test test-one test-debug provision conformance lint build clean
 
 build:
 	$(ENV) build $(PY) >/dev/null
@@ -16,9 +19,22 @@ demo:
 	py=$$($(ENV) build $(PY)) && $$py benches/micro.py \
 	  && $$py benches/net.py --rows $(DEMO_NET_ROWS) --rounds 1
 
-# Every test on every interpreter in VERSIONS: pytest, then the conformance runner.
+# Every test on every interpreter of VERSIONS found here (natively or in the sid chroot; the
+# others are named and skipped): pytest, then the conformance runner; then pytest on the debug
+# build, where there is one.
 test:
-	@set -e; for v in $(VERSIONS); do $(MAKE) --no-print-directory test-one PY=$$v; done
+	@set -e; vs=$$($(ENV) available $(VERSIONS)); echo "make test: interpreters: $$vs"; \
+	for v in $$vs; do $(MAKE) --no-print-directory test-one PY=$$v; done; \
+	if [ -n "$$($(ENV) available $(DEBUG_PY))" ]; then $(MAKE) --no-print-directory test-debug; fi
+
+# pytest on CPython's debug build: a refcount or assertion error in the extension aborts there.
+test-debug:
+	py=$$($(ENV) build $(DEBUG_PY)) && $$py -m pytest -q tests
+
+# Python 3.14 and 3.15 (with their debug builds and test suites) where the machine lacks them:
+# a Debian sid chroot in /opt/oxloop-sid (root; ~2 min the first time, ~1 s after).
+provision:
+	$(ENV) provision 3.14 3.15
 
 test-one:
 	py=$$($(ENV) build $(PY)) && $$py -m pytest -q tests && $$py conformance/run.py

@@ -7,13 +7,39 @@ cd "$(dirname "$0")/.."
 # VERSION is 3.X, or 3.Xd for that version's debug build (Debian's python3.X-dbg: python3.Xd).
 # A native interpreter (pyenv's, or python3.X on PATH) comes first; for 3.14 and later, one in the
 # Debian sid chroot of scripts/sid.sh is used where the machine has none, printed as sid:PATH.
-find_python() {
+find_native() {
   local v=$1 c
   for c in /root/.pyenv/versions/"$v".*/bin/python"$v" "$(command -v "python$v" 2>/dev/null || true)"; do
     if [ -n "$c" ] && [ -x "$c" ]; then echo "$c"; return 0; fi
   done
-  if scripts/sid.sh has "$v" 2>/dev/null; then echo "sid:/usr/bin/python$v"; return 0; fi
   return 1
+}
+
+find_python() {
+  find_native "$1" && return 0
+  if scripts/sid.sh has "$1" 2>/dev/null; then echo "sid:/usr/bin/python$1"; return 0; fi
+  return 1
+}
+
+# provision 3.14 3.15: make each version available, natively if the machine has it, else in the
+# sid chroot (scripts/sid.sh setup; fails if a version cannot be set up there).
+provision() {
+  local need="" v
+  for v in "$@"; do
+    find_native "$v" >/dev/null || need="$need $v"
+  done
+  [ -z "$need" ] && return 0
+  # shellcheck disable=SC2086
+  scripts/sid.sh setup $need
+}
+
+# The versions of the list that can be tested here; says on stderr which are skipped.
+available() {
+  local v have=""
+  for v in "$@"; do
+    if find_python "$v" >/dev/null; then have="$have $v"; else echo "env: python$v not found; skipping it" >&2; fi
+  done
+  echo $have
 }
 
 # The command that runs a venv's python from here: the venv's own, or for a venv made inside the
@@ -49,6 +75,10 @@ venv() {
     # tests skip), so a new interpreter's venv never compiles C extensions.
     case $v in
       3.1[0-3]) $run ".venv/$v/bin/python" -m pip install -q -r requirements-integration.txt >&2 ;;
+      # A debug build loads wheels built for the release build, and some of those crash there
+      # (aiohttp's multidict segfaults on 3.14d, on stock asyncio as on oxloop): what runs on
+      # the debug build is oxloop's own suite, so its tests/integration/ skips there.
+      *d) echo "env: python$v: a debug build; integration packages not installed" >&2 ;;
       *) $run ".venv/$v/bin/python" -m pip install -q --only-binary :all: \
           -r requirements-integration.txt >&2 \
           || echo "env: python$v: integration packages not all available as wheels; skipped" >&2 ;;

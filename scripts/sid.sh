@@ -83,6 +83,11 @@ mounts() {
   mount_one /tmp /tmp --bind
   [ -d "$CARGO_HOME" ] && mount_one "$CARGO_HOME" "$CARGO_HOME" --bind
   [ -d "$RUSTUP_HOME" ] && mount_one "$RUSTUP_HOME" "$RUSTUP_HOME" --bind
+  # Local wheel folders pip is pointed at (PIP_FIND_LINKS), so pip inside finds them too.
+  local d
+  for d in ${PIP_FIND_LINKS:-}; do
+    case $d in /*) [ -d "$d" ] && mount_one "$d" "$d" --bind ;; esac
+  done
   # The work tree this script belongs to, at the same path.
   local top
   top=$(cd "$(dirname "$0")/.." && pwd -P)
