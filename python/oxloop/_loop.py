@@ -274,14 +274,31 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
 
     if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):
         # 3.13+: asyncio exposes the setup and cleanup steps; use them as they are.
-        def run_forever(self) -> None:
-            """Run until stop() is called."""
-            try:
+        if sys.version_info < (3, 13, 3):
+
+            def run_forever(self) -> None:
+                """Run until stop() is called."""
+                # 3.13.0-3.13.2 set up inside the try: a refused start (closed, or another
+                # loop running in this thread) still runs the cleanup, which unsets the
+                # running loop of the caller (gh-130145, fixed in 3.13.3).
+                try:
+                    self._run_forever_setup()
+                    _monitor_autostart(self)
+                    self._run()
+                finally:
+                    self._run_forever_cleanup()
+
+        else:
+
+            def run_forever(self) -> None:
+                """Run until stop() is called."""
+                # Set up before the try (gh-130145): a refused start runs no cleanup.
                 self._run_forever_setup()
-                _monitor_autostart(self)
-                self._run()
-            finally:
-                self._run_forever_cleanup()
+                try:
+                    _monitor_autostart(self)
+                    self._run()
+                finally:
+                    self._run_forever_cleanup()
 
     else:
 
