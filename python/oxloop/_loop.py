@@ -53,6 +53,11 @@ __all__ = ["Loop", "new_event_loop"]
 
 _PY313 = sys.version_info >= (3, 13)
 
+# 3.14+ (gh-128340): call_soon_threadsafe returns this Handle subclass, whose RLock makes a
+# cancel() from another thread wait for a callback that has started. The core builds it too
+# (src/handles.rs); None where asyncio has no such class.
+_ThreadSafeHandle: type[events.Handle] | None = getattr(events, "_ThreadSafeHandle", None)
+
 
 def _sighandler_noop(signum: int, frame: Any) -> None:
     """Installed for signals with an add_signal_handler callback: Python writes the signal
@@ -269,14 +274,31 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
 
     if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):
         # 3.13+: asyncio exposes the setup and cleanup steps; use them as they are.
-        def run_forever(self) -> None:
-            """Run until stop() is called."""
-            try:
+        if sys.version_info < (3, 13, 3):
+
+            def run_forever(self) -> None:
+                """Run until stop() is called."""
+                # 3.13.0-3.13.2 set up inside the try: a refused start (closed, or another
+                # loop running in this thread) still runs the cleanup, which unsets the
+                # running loop of the caller (gh-130145, fixed in 3.13.3).
+                try:
+                    self._run_forever_setup()
+                    _monitor_autostart(self)
+                    self._run()
+                finally:
+                    self._run_forever_cleanup()
+
+        else:
+
+            def run_forever(self) -> None:
+                """Run until stop() is called."""
+                # Set up before the try (gh-130145): a refused start runs no cleanup.
                 self._run_forever_setup()
-                _monitor_autostart(self)
-                self._run()
-            finally:
-                self._run_forever_cleanup()
+                try:
+                    _monitor_autostart(self)
+                    self._run()
+                finally:
+                    self._run_forever_cleanup()
 
     else:
 
@@ -568,7 +590,13 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         if not threadsafe:
             self._check_thread()
         self._check_callback(callback, method)
-        handle = events.Handle(callback, args, self, context)
+        if threadsafe and _ThreadSafeHandle is not None:
+            handle = _ThreadSafeHandle(callback, args, self, context)
+            if handle._source_traceback:
+                # _ThreadSafeHandle.__init__'s frame, as base_events drops it.
+                del handle._source_traceback[-1]
+        else:
+            handle = events.Handle(callback, args, self, context)
         if handle._source_traceback:
             # Drop this helper's frame so the traceback ends at the caller, as in asyncio.
             del handle._source_traceback[-1]

@@ -37,7 +37,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use self::cell::GilCell;
 use self::counters::{Activity, Counters, PollSample};
 use crate::errors::{closed_error, os_error};
-use crate::handles::{self, Layout, Queued};
+use crate::handles::{self, Layout, Queued, RunKind};
 use crate::io::{self, FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
 use crate::sock::SockWaiter;
 use crate::sys::clock;
@@ -282,17 +282,21 @@ impl LoopCore {
             return slf.call_method1("_call_soon_debug", (callback, args, context, method));
         }
         let lay = handles::layout(py)?;
-        let recycled = this.state.borrow(py)?.free_handles.pop();
-        let (h, hidden_ctx) = lay.build(
-            py,
-            recycled,
-            true,
-            None,
-            callback,
-            args,
-            slf.as_any(),
-            context,
-        )?;
+        let (h, hidden_ctx) = if threadsafe {
+            lay.build_threadsafe(py, true, callback, args, slf.as_any(), context)?
+        } else {
+            let recycled = this.state.borrow(py)?.free_handles.pop();
+            lay.build(
+                py,
+                recycled,
+                true,
+                None,
+                callback,
+                args,
+                slf.as_any(),
+                context,
+            )?
+        };
         let entry = Queued {
             handle: h.clone().unbind(),
             hidden_ctx,
@@ -590,6 +594,32 @@ impl LoopCore {
             slf.call_method1("_run_handle_debug", (h,))?;
             return Ok(());
         }
+        match lay.run_kind(py, h) {
+            RunKind::Plain => Self::run_callback(slf, lay, h),
+            RunKind::OwnRun => {
+                h.call_method0("_run")?;
+                Ok(())
+            }
+            RunKind::Locked(lock) => {
+                // 3.14+ _ThreadSafeHandle._run: under the handle's lock, check `_cancelled`
+                // again (another thread may have cancelled it after the loop's unlocked check)
+                // and run the callback, so that a cancel() from another thread waits for it.
+                lock.call_method0(pyo3::intern!(py, "acquire"))?;
+                let r = if lay.is_cancelled(py, h) {
+                    Ok(())
+                } else {
+                    Self::run_callback(slf, lay, h)
+                };
+                let released = lock.call_method0(pyo3::intern!(py, "release"));
+                r.and(released.map(drop))
+            }
+        }
+    }
+
+    /// Runs a live handle's callback in its context, reporting its error as `Handle._run` does.
+    #[inline]
+    fn run_callback(slf: &Bound<'_, Self>, lay: &Layout, h: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
         let Some((cb, args, ctx)) = lay.parts(py, h) else {
             h.call_method0("_run")?;
             return Ok(());
