@@ -79,9 +79,12 @@ class Seeing(Recorder):
         super().connection_lost(exc)
 
 
-def test_server_connections_run_in_copies_of_the_servers_context(loop):
+@pytest.mark.parametrize("debug", [False, True])
+def test_server_connections_run_in_copies_of_the_servers_context(loop, debug):
     """The context of create_server's caller reaches every connection; each connection's own
-    changes stay its own."""
+    changes stay its own (debug mode builds the handles with asyncio's constructor)."""
+    loop.set_debug(debug)
+    loop.slow_callback_duration = 60.0
 
     async def main():
         var.set("server creator")
@@ -369,9 +372,11 @@ def test_tls_protocol_callbacks_share_one_context(loop):
         assert seen[-1] == ("lost", "conn")
 
 
-def test_add_reader_and_writer_context_keyword(loop):
+@pytest.mark.parametrize("debug", [False, True])
+def test_add_reader_and_writer_context_keyword(loop, debug):
     """3.15's `_add_reader(fd, callback, *args, context=None)` (and `_add_writer`), which the
     transports use; earlier versions have no such keyword."""
+    loop.set_debug(debug)
     a, b = socket_pair()
     ctx = contextvars.copy_context()
     ctx.run(var.set, "given")
