@@ -12,6 +12,10 @@ Invariants:
   pass there.
 - The policy stays a subclass of the stock default policy, so child watchers (3.10-3.13) and
   every other policy behaviour the tests check are CPython's own; only ``new_event_loop`` changes.
+- The hook itself emits no DeprecationWarning: on 3.14+, where the public policy API is
+  deprecated (gh-127949), it goes through the private names ``asyncio.events`` uses, and leaves
+  ``asyncio.DefaultEventLoopPolicy`` to the package's warning ``__getattr__`` (tests assert on
+  that warning).
 - ``test_utils.TestLoop`` (fake time) is left alone: it is a test double, not an event loop
   implementation under test.
 """
@@ -43,14 +47,37 @@ def _make_loop():
     return loop
 
 
+def _policy_api():
+    """The stock default policy class, the name it is re-created from, and the setter, as
+    ``asyncio.events`` itself uses them on the running version.
+
+    3.14 deprecated the public policy API (``asyncio.DefaultEventLoopPolicy`` and
+    ``asyncio.set_event_loop_policy`` warn, and go in 3.16; gh-127949): there
+    ``events._init_event_loop_policy`` re-creates the policy from
+    ``unix_events._DefaultEventLoopPolicy``, and the tests reset it with
+    ``events._set_event_loop_policy(None)``. Going through those private names emits no
+    DeprecationWarning that a test asserting on warnings could see. Before 3.14,
+    ``events.get_event_loop_policy`` re-creates it with ``from . import DefaultEventLoopPolicy``.
+    """
+    import asyncio.events
+    import asyncio.unix_events
+
+    private_setter = getattr(asyncio.events, "_set_event_loop_policy", None)
+    private_default = getattr(asyncio.unix_events, "_DefaultEventLoopPolicy", None)
+    if private_setter is not None and isinstance(private_default, type):
+        return private_default, "_DefaultEventLoopPolicy", private_setter
+    return asyncio.unix_events.DefaultEventLoopPolicy, "DefaultEventLoopPolicy", None
+
+
 def install(loop_name: str) -> None:
     """Make policies, ``asyncio.new_event_loop``, ``asyncio.run``/``Runner`` and, on 3.13+,
-    ``asyncio.EventLoop`` produce loops of ``loop_name`` ("oxloop" or "asyncio")."""
+    ``asyncio.EventLoop`` produce loops of ``loop_name`` ("oxloop" or "asyncio"), on
+    Python 3.10-3.15."""
     global _factory
     import asyncio.events
     import asyncio.unix_events
 
-    stock_policy = asyncio.unix_events.DefaultEventLoopPolicy
+    stock_policy, policy_name, private_setter = _policy_api()
     if loop_name == "oxloop":
         import oxloop
 
@@ -67,19 +94,31 @@ def install(loop_name: str) -> None:
 
     DefaultEventLoopPolicy.__module__ = stock_policy.__module__
     DefaultEventLoopPolicy.__qualname__ = stock_policy.__qualname__
-    # asyncio.set_event_loop_policy(None), which most modules call in tearDownModule, re-creates
-    # the policy with `from . import DefaultEventLoopPolicy`: patching the package attribute is
-    # what makes the hook survive it.
-    asyncio.DefaultEventLoopPolicy = DefaultEventLoopPolicy
-    asyncio.unix_events.DefaultEventLoopPolicy = DefaultEventLoopPolicy
-    asyncio.set_event_loop_policy(DefaultEventLoopPolicy())
+    DefaultEventLoopPolicy.__name__ = stock_policy.__name__
+    # Resetting the policy (set_event_loop_policy(None), which most modules call in
+    # tearDownModule) re-creates it from the module attribute named by _policy_api: patching
+    # that attribute is what makes the hook survive it.
+    setattr(asyncio.unix_events, policy_name, DefaultEventLoopPolicy)
+    if private_setter is not None:
+        # 3.14+: the package's DefaultEventLoopPolicy is a deprecated module __getattr__ that
+        # returns unix_events._DefaultEventLoopPolicy, so it already gives the class above,
+        # with its warning. Setting the package attribute would silence that warning.
+        private_setter(DefaultEventLoopPolicy())
+    else:
+        asyncio.DefaultEventLoopPolicy = DefaultEventLoopPolicy
+        asyncio.set_event_loop_policy(DefaultEventLoopPolicy())
 
     if hasattr(asyncio, "EventLoop"):
-        # 3.13+: asyncio.run(main(), loop_factory=asyncio.EventLoop). A plain function, not a
-        # class: no test module subclasses or isinstance-checks asyncio.EventLoop except the
-        # one that asserts it is a SelectorEventLoop (listed in the expectations).
-        asyncio.EventLoop = _make_loop
-        asyncio.unix_events.EventLoop = _make_loop
+        # 3.13+: asyncio.run(main(), loop_factory=asyncio.EventLoop). A class, as the stock
+        # name is: 3.14's test_taskgroups stores it as a class attribute
+        # (`loop_factory = asyncio.EventLoop`), where a function would bind as a method.
+        class EventLoop:
+            def __new__(cls):
+                return _make_loop()
+
+        EventLoop.__module__ = asyncio.unix_events.__name__
+        asyncio.EventLoop = EventLoop
+        asyncio.unix_events.EventLoop = EventLoop
 
 
 def _wrap_runners_loop(loop):

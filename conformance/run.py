@@ -7,8 +7,9 @@ tests build to oxloop (see ``hook.py``) and reports each test as it starts and e
 times each test, kills and restarts a module whose test hangs (skipping what already ran), then
 prints a summary per module and judges every outcome against ``expectations.txt``.
 
-Usage: ``.venv/3.11/bin/python conformance/run.py [MODULE ...] [--all] [--loop asyncio]
-[-k SUBSTR] [-j N] [--timeout S] [--json FILE] [-v]``; see conformance/README.md.
+Usage: ``$py conformance/run.py [MODULE ...] [--all] [--loop asyncio] [-k SUBSTR] [-j N]
+[--timeout S] [--json FILE] [-v]``, with ``$py`` the venv python of any of 3.10-3.15
+(``scripts/env.sh build 3.X`` prints it); see conformance/README.md.
 
 Invariants:
 - Exit status 0 only when the run matches the expectations: every failed, errored or hung test

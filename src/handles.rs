@@ -24,7 +24,7 @@ use pyo3::exceptions::PyImportError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyTuple, PyType};
+use pyo3::types::{PyModule, PyTuple, PyType};
 
 /// A handle owned by the loop's ready queue or timer heap. `hidden_ctx` holds the context copy
 /// the loop made for it and hid from the GC with it; the entry keeps it alive until `release`.
@@ -86,9 +86,23 @@ struct MemberDescr {
     d_member: *mut ffi::PyMemberDef,
 }
 
+/// 3.14+: `asyncio.events._ThreadSafeHandle` (gh-128340), the handle `call_soon_threadsafe`
+/// returns: a `Handle` with an `RLock` in its `_lock` slot, taken by `cancel`, `cancelled` and
+/// `_run`, so that another thread's `cancel()` waits for a callback that has started.
+pub struct ThreadSafe {
+    pub tp: Py<PyType>,
+    /// The `_lock` slot's offset, or `None` when the class does not have the expected layout:
+    /// then handles are built by calling the class and run by their own `_run`.
+    lock: Option<isize>,
+    /// `threading.RLock`, what `_ThreadSafeHandle.__init__` calls.
+    rlock: Py<PyAny>,
+}
+
 pub struct Layout {
     pub handle_type: Py<PyType>,
     pub timer_type: Py<PyType>,
+    /// `None` before 3.14 (no `_ThreadSafeHandle`): `call_soon_threadsafe` builds a `Handle`.
+    pub threadsafe: Option<ThreadSafe>,
     callback: isize,
     args: isize,
     cancelled: isize,
@@ -137,7 +151,9 @@ pub fn layout(py: Python<'_>) -> PyResult<&Layout> {
         let events = py.import("asyncio.events")?;
         let handle = events.getattr("Handle")?.cast_into::<PyType>()?;
         let timer = events.getattr("TimerHandle")?.cast_into::<PyType>()?;
+        let threadsafe = probe_threadsafe(&events, &handle)?;
         Ok(Layout {
+            threadsafe,
             callback: slot_offset(&handle, "_callback")?,
             args: slot_offset(&handle, "_args")?,
             cancelled: slot_offset(&handle, "_cancelled")?,
@@ -151,6 +167,53 @@ pub fn layout(py: Python<'_>) -> PyResult<&Layout> {
             timer_type: timer.unbind(),
         })
     })
+}
+
+/// `events._ThreadSafeHandle` where it exists (3.14+). Built by offset only when it is a
+/// subclass of `Handle` adding the one `_lock` slot (events.py: `__slots__ = ('_lock',)`);
+/// otherwise by calling the class, which is always right.
+fn probe_threadsafe(
+    events: &Bound<'_, PyModule>,
+    handle: &Bound<'_, PyType>,
+) -> PyResult<Option<ThreadSafe>> {
+    let py = events.py();
+    let Ok(tp) = events.getattr("_ThreadSafeHandle") else {
+        return Ok(None);
+    };
+    let Ok(tp) = tp.cast_into::<PyType>() else {
+        return Ok(None);
+    };
+    if !tp.is_subclass(handle)? {
+        return Ok(None);
+    }
+    let rlock = py.import("threading")?.getattr("RLock")?.unbind();
+    // SAFETY: both are live type objects; only their sizes are read.
+    let (size, base) = unsafe {
+        (
+            (*tp.as_type_ptr()).tp_basicsize,
+            (*handle.as_type_ptr()).tp_basicsize,
+        )
+    };
+    let lock = match slot_offset(&tp, "_lock") {
+        Ok(off) if off >= base && size == base + std::mem::size_of::<usize>() as isize => Some(off),
+        _ => None,
+    };
+    Ok(Some(ThreadSafe {
+        tp: tp.unbind(),
+        lock,
+        rlock,
+    }))
+}
+
+/// How the loop runs a handle (`Layout::run_kind`).
+pub enum RunKind<'py> {
+    /// Any handle but a `_ThreadSafeHandle`: the callback runs directly.
+    Plain,
+    /// A `_ThreadSafeHandle`: its `_lock` is held while `_cancelled` is checked again and the
+    /// callback runs, as `_ThreadSafeHandle._run` does.
+    Locked(Bound<'py, PyAny>),
+    /// A `_ThreadSafeHandle` whose lock cannot be read by offset: its own `_run`.
+    OwnRun,
 }
 
 /// Reads a slot as a borrowed pointer (NULL when unset).
@@ -226,6 +289,82 @@ impl Layout {
         } else {
             &self.handle_type
         };
+        self.build_as(
+            py, tp, recycled, untrack, when, callback, args, loop_, context,
+        )
+    }
+
+    /// `call_soon_threadsafe`'s handle: a `_ThreadSafeHandle` where the running asyncio has
+    /// one (3.14+), built as its `__init__` would (`Handle.__init__`, then
+    /// `self._lock = threading.RLock()`); a `Handle` before. `untrack` as for `build`.
+    pub fn build_threadsafe<'py>(
+        &self,
+        py: Python<'py>,
+        untrack: bool,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        loop_: &Bound<'py, PyAny>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyAny>, Option<Py<PyAny>>)> {
+        let Some(ts) = &self.threadsafe else {
+            return self.build(py, None, untrack, None, callback, args, loop_, context);
+        };
+        let Some(lock_off) = ts.lock else {
+            // Unexpected layout: the class's own constructor.
+            let ctx = match context {
+                Some(c) => c.clone(),
+                None => py.None().into_bound(py),
+            };
+            let h = ts.tp.bind(py).call1((callback, args, loop_, ctx))?;
+            return Ok((h, None));
+        };
+        let lock = ts.rlock.bind(py).call0()?;
+        let (h, hidden_ctx) = self.build_as(
+            py, &ts.tp, None, untrack, None, callback, args, loop_, context,
+        )?;
+        // SAFETY: h is a fresh _ThreadSafeHandle whose `_lock` slot is at lock_off (probed);
+        // the store passes a new strong reference to the slot.
+        unsafe { set(h.as_ptr(), lock_off, lock.into_ptr()) };
+        Ok((h, hidden_ctx))
+    }
+
+    /// How to run `h` with respect to `_ThreadSafeHandle`'s lock.
+    #[inline]
+    pub fn run_kind<'py>(&self, py: Python<'py>, h: &Bound<'py, PyAny>) -> RunKind<'py> {
+        let Some(ts) = &self.threadsafe else {
+            return RunKind::Plain;
+        };
+        // SAFETY: reading the type of a live object.
+        if unsafe { ffi::Py_TYPE(h.as_ptr()) } != ts.tp.as_ptr() as *mut ffi::PyTypeObject {
+            return RunKind::Plain;
+        }
+        let Some(off) = ts.lock else {
+            return RunKind::OwnRun;
+        };
+        // SAFETY: h is exactly _ThreadSafeHandle, whose `_lock` slot is at off (probed); a
+        // NULL slot (a user `del h._lock`) takes the handle's own `_run`.
+        let lock = unsafe { get(h.as_ptr(), off) };
+        if lock.is_null() {
+            return RunKind::OwnRun;
+        }
+        // SAFETY: lock is a live object held by the slot; this takes a new strong reference,
+        // so the callback may replace the slot while the lock is held.
+        RunKind::Locked(unsafe { Bound::from_borrowed_ptr(py, lock) })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_as<'py>(
+        &self,
+        py: Python<'py>,
+        tp: &Py<PyType>,
+        recycled: Option<Py<PyAny>>,
+        untrack: bool,
+        when: Option<&Bound<'py, PyAny>>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+        loop_: &Bound<'py, PyAny>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyAny>, Option<Py<PyAny>>)> {
         let tp = tp.as_ptr() as *mut ffi::PyTypeObject;
         let obj = match recycled {
             // A handle from the loop's free list: exactly this type, owned by nobody else,

@@ -265,6 +265,27 @@ def test_nested_run_of_another_loop(loop, loop_factory):
     assert errors == ["Cannot run the event loop while another loop is running"] * 2
 
 
+def test_refused_run_forever_keeps_the_running_loop(loop, loop_factory):
+    """Another loop's run_forever, refused because this loop runs in the thread, leaves this
+    loop the running one (gh-130145). 3.13.0-3.13.2 ran the cleanup after the refused setup,
+    which unset it: get_running_loop() raised afterwards (fixed in 3.13.3)."""
+    other = loop_factory()
+
+    async def main():
+        with pytest.raises(RuntimeError, match="another loop is running"):
+            other.run_forever()
+        return asyncio._get_running_loop()
+
+    try:
+        running = loop.run_until_complete(main())
+    finally:
+        other.close()
+    if (3, 13) <= sys.version_info < (3, 13, 3):
+        assert running is None
+    else:
+        assert running is loop
+
+
 def test_nested_run_of_stock_loop_inside(loop):
     """Running a stock asyncio loop from inside our loop is refused as well (shared state)."""
     other = asyncio.SelectorEventLoop()

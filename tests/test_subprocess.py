@@ -905,3 +905,67 @@ def test_two_loops_in_two_threads_reap_their_own(loop_factory):
     for t in threads:
         t.join(60)
     assert results == {"a": [3] * 50, "b": [5] * 50}
+
+
+@pytest.fixture
+def threaded_exit_watcher(loop_kind, monkeypatch):
+    """Exit watching by a thread per child: oxloop's fallback without pidfds, stock asyncio's
+    threaded child watcher (3.14+: chosen by unix_events.can_use_pidfd at loop creation;
+    before: the policy's child watcher, set here)."""
+    from asyncio import unix_events
+
+    if loop_kind == "oxloop":
+        from oxloop import _subprocess
+
+        monkeypatch.setattr(_subprocess, "_pidfd_ok", False)
+        yield
+        return
+    if PY >= (3, 14):
+        monkeypatch.setattr(unix_events, "can_use_pidfd", lambda: False)
+        yield
+        return
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # child watchers, 3.12-3.13
+        policy.set_child_watcher(unix_events.ThreadedChildWatcher())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            policy.set_child_watcher(None)
+
+
+@pytest.mark.timeout(30)
+def test_exit_watching_thread_leaves_the_reaping_to_the_loop(loop_factory, threaded_exit_watcher):
+    """With exit watching by a thread, 3.14.7+ (gh-127049): the thread waits without reaping
+    (waitid WNOWAIT) and the loop thread reaps the child as it publishes the exit, so until
+    then the pid stays the child's (a zombie) and kill() cannot reach a recycled pid. Before
+    3.14.7 the thread reaped the child at once."""
+    lp = loop_factory()
+    threads_before = set(threading.enumerate())
+    r, w = os.pipe()
+
+    async def main():
+        # The child exits once told to, after its watcher thread has been found.
+        proc = await asyncio.create_subprocess_exec("sh", "-c", "read x", stdin=r)
+        (watcher,) = [t for t in set(threading.enumerate()) - threads_before if "waitpid" in t.name]
+        os.write(w, b"go\n")
+        watcher.join(10)  # blocks the loop, which so cannot publish the exit meanwhile
+        assert not watcher.is_alive()
+        assert proc.returncode is None
+        try:
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+            unreaped = True
+        except ChildProcessError:
+            unreaped = False
+        return unreaped, await proc.wait()
+
+    try:
+        assert lp.run_until_complete(main()) == (sys.version_info >= (3, 14, 7), 0)
+    finally:
+        lp.close()
+        os.close(r)
+        os.close(w)

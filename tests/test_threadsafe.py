@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
+import sys
 import threading
 import time
 import warnings
@@ -111,6 +112,94 @@ def test_threadsafe_returns_handle_and_can_be_cancelled(loop):
     loop.call_soon_threadsafe(loop.stop)
     loop.run_forever()
     assert calls == ["ran"]
+
+
+# 3.14+ (gh-128340): call_soon_threadsafe's handle holds a lock while its callback runs, taken
+# by cancel() and cancelled(); before 3.14 it is a plain Handle that takes no lock.
+THREADSAFE_HANDLE_LOCKS = sys.version_info >= (3, 14)
+
+
+@pytest.mark.timeout(30)
+def test_threadsafe_cancel_from_another_thread_waits_for_a_running_callback(loop):
+    """3.14+: a cancel() from another thread while the callback runs returns only once the
+    callback has returned (the callback waits for the cancel in vain, for half a second).
+    Before 3.14, cancel() returns at once, while the callback still runs."""
+    order = []
+    started = threading.Event()
+    cancel_returned = threading.Event()
+
+    def callback():
+        started.set()
+        cancel_returned.wait(0.5)
+        order.append("callback returned")
+
+    def other_thread():
+        h = loop.call_soon_threadsafe(callback)
+        started.wait(10)
+        h.cancel()
+        order.append("cancel returned")
+        cancel_returned.set()
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = start_when_running(loop, other_thread)
+    loop.run_forever()
+    t.join(10)
+    if THREADSAFE_HANDLE_LOCKS:
+        assert order == ["callback returned", "cancel returned"]
+    else:
+        assert order == ["cancel returned", "callback returned"]
+
+
+@pytest.mark.timeout(30)
+def test_threadsafe_cancel_from_another_thread_before_the_callback_runs(loop):
+    """Cancelled from another thread before the loop reaches it, the callback never runs."""
+    calls = []
+    ev = threading.Event()
+
+    def other_thread():
+        h = loop.call_soon_threadsafe(calls.append, "cancelled")
+        h.cancel()
+        calls.append(h.cancelled())
+        ev.set()
+        loop.call_soon_threadsafe(loop.stop)
+
+    # The loop starts the thread, then waits in ev.wait until the thread has queued and
+    # cancelled the handle.
+    t = start_when_running(loop, other_thread)
+    loop.call_soon(ev.wait, 10)
+    loop.run_forever()
+    t.join(10)
+    assert calls == [True]
+
+
+def test_threadsafe_callback_cancels_its_own_handle(loop):
+    """A callback may cancel its own handle (3.14+: the lock is reentrant): it runs to its end
+    and the handle reads as cancelled."""
+    handles = []
+    calls = []
+
+    def callback():
+        handles[0].cancel()
+        calls.append(handles[0].cancelled())
+        loop.stop()
+
+    handles.append(loop.call_soon_threadsafe(callback))
+    loop.run_forever()
+    assert calls == [True]
+    assert handles[0].cancelled()
+
+
+def test_threadsafe_handle_source_traceback_in_debug(loop):
+    """In debug mode the handle's creation point is the call_soon_threadsafe call, whatever
+    the handle's class."""
+    loop.set_debug(True)
+
+    def caller():
+        return loop.call_soon_threadsafe(lambda: None)
+
+    h = caller()
+    assert h._source_traceback[-1].name == "caller"
+    h.cancel()
 
 
 def test_threadsafe_from_loop_thread_keeps_fifo_with_call_soon(loop):

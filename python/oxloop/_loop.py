@@ -38,7 +38,7 @@ from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _insight, _oxloop, _pipes, _subprocess
+from . import _insight, _oxloop, _pipes, _subprocess, _transports
 from ._metrics import LoopMetrics
 from ._oxloop import sock_recv as _sock_recv
 from ._oxloop import sock_recv_into as _sock_recv_into
@@ -52,6 +52,11 @@ if TYPE_CHECKING:
 __all__ = ["Loop", "new_event_loop"]
 
 _PY313 = sys.version_info >= (3, 13)
+
+# 3.14+ (gh-128340): call_soon_threadsafe returns this Handle subclass, whose RLock makes a
+# cancel() from another thread wait for a callback that has started. The core builds it too
+# (src/handles.rs); None where asyncio has no such class.
+_ThreadSafeHandle: type[events.Handle] | None = getattr(events, "_ThreadSafeHandle", None)
 
 
 def _sighandler_noop(signum: int, frame: Any) -> None:
@@ -269,14 +274,31 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
 
     if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):
         # 3.13+: asyncio exposes the setup and cleanup steps; use them as they are.
-        def run_forever(self) -> None:
-            """Run until stop() is called."""
-            try:
+        if sys.version_info < (3, 13, 3):
+
+            def run_forever(self) -> None:
+                """Run until stop() is called."""
+                # 3.13.0-3.13.2 set up inside the try: a refused start (closed, or another
+                # loop running in this thread) still runs the cleanup, which unsets the
+                # running loop of the caller (gh-130145, fixed in 3.13.3).
+                try:
+                    self._run_forever_setup()
+                    _monitor_autostart(self)
+                    self._run()
+                finally:
+                    self._run_forever_cleanup()
+
+        else:
+
+            def run_forever(self) -> None:
+                """Run until stop() is called."""
+                # Set up before the try (gh-130145): a refused start runs no cleanup.
                 self._run_forever_setup()
-                _monitor_autostart(self)
-                self._run()
-            finally:
-                self._run_forever_cleanup()
+                try:
+                    _monitor_autostart(self)
+                    self._run()
+                finally:
+                    self._run_forever_cleanup()
 
     else:
 
@@ -435,20 +457,41 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
 
     # -- transports ---------------------------------------------------------------------------
 
-    def _make_socket_transport(
-        self,
-        sock: Any,
-        protocol: Any,
-        waiter: Any = None,
-        *,
-        extra: Any = None,
-        server: Any = None,
-    ) -> Any:
-        """asyncio's stream socket transport with its read and write paths in Rust."""
-        if sys.version_info >= (3, 12):
-            # 3.12+ refuse a socket another transport already uses (selector_events.py).
+    if _transports.MAKE_TRANSPORT_CONTEXT:
+
+        def _make_socket_transport(
+            self,
+            sock: Any,
+            protocol: Any,
+            waiter: Any = None,
+            *,
+            extra: Any = None,
+            server: Any = None,
+            context: Any = None,
+        ) -> Any:
+            """asyncio's stream socket transport with its read and write paths in Rust; its
+            callbacks run in ``context`` (3.15: the connection's, see base_events.py
+            ``_create_connection_transport`` and selector_events.py ``_accept_connection``)."""
             self._ensure_fd_no_transport(sock)
-        return _SocketTransport(self, sock, protocol, waiter, extra, server)
+            if _transports.TRANSPORT_CONTEXT:
+                return _SocketTransport(self, sock, protocol, waiter, extra, server, context)
+            return _SocketTransport(self, sock, protocol, waiter, extra, server)
+    else:
+
+        def _make_socket_transport(
+            self,
+            sock: Any,
+            protocol: Any,
+            waiter: Any = None,
+            *,
+            extra: Any = None,
+            server: Any = None,
+        ) -> Any:
+            """asyncio's stream socket transport with its read and write paths in Rust."""
+            if sys.version_info >= (3, 12):
+                # 3.12+ refuse a socket another transport already uses (selector_events.py).
+                self._ensure_fd_no_transport(sock)
+            return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
     # -- the sock_* API -----------------------------------------------------------------------
     # asyncio's sock_recv / sock_recv_into / sock_sendall (selector_events.py, the same code on
@@ -547,7 +590,13 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         if not threadsafe:
             self._check_thread()
         self._check_callback(callback, method)
-        handle = events.Handle(callback, args, self, context)
+        if threadsafe and _ThreadSafeHandle is not None:
+            handle = _ThreadSafeHandle(callback, args, self, context)
+            if handle._source_traceback:
+                # _ThreadSafeHandle.__init__'s frame, as base_events drops it.
+                del handle._source_traceback[-1]
+        else:
+            handle = events.Handle(callback, args, self, context)
         if handle._source_traceback:
             # Drop this helper's frame so the traceback ends at the caller, as in asyncio.
             del handle._source_traceback[-1]

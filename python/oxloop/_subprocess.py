@@ -11,7 +11,8 @@ way the loop learns that the child exited differs from stock asyncio:
   ``os.waitpid(pid, os.WNOHANG)`` on the loop thread. No thread, no signal.
 * Without it (older kernel, seccomp policy, fd exhaustion) a daemon thread per child blocks in
   ``os.waitpid(pid, 0)`` and hands the status to the loop with ``call_soon_threadsafe``, as
-  ``unix_events.ThreadedChildWatcher`` does.
+  ``unix_events.ThreadedChildWatcher`` does; where that watcher leaves the reaping to the loop
+  thread (3.14.7+, gh-127049), the thread waits with ``waitid(WNOWAIT)`` and the loop reaps.
 
 Either way the status reaches ``transport._process_exited`` through the loop's inherited
 ``_child_watcher_callback`` (so the version's own scheduling of that call applies), no SIGCHLD
@@ -50,6 +51,17 @@ _pidfd_open = getattr(os, "pidfd_open", None)
 # None until probed: whether os.pidfd_open works here (it may exist yet be refused by the kernel
 # or a seccomp policy; unix_events.can_use_pidfd of 3.12+ probes the same way).
 _pidfd_ok: bool | None = None
+
+
+# gh-127049 (3.14.7+, 3.15): asyncio's threaded watcher waits for the child with
+# waitid(WEXITED | WNOWAIT), which leaves it a zombie, and reaps it on the loop thread as it
+# publishes the exit, so the pid cannot be recycled while the transport may still signal it
+# (Process.kill() after the exit). Before, its thread reaped the child at once. oxloop's
+# fallback thread follows the running version's watcher, recognised by its _reap_and_notify.
+_stock_threaded = getattr(unix_events, "_ThreadedChildWatcher", None) or getattr(
+    unix_events, "ThreadedChildWatcher", None
+)
+_REAP_ON_LOOP = hasattr(os, "waitid") and hasattr(_stock_threaded, "_reap_and_notify")
 
 
 def _can_use_pidfd() -> bool:
@@ -147,21 +159,35 @@ class _LoopChildren:
         child = self._children.get(pid)
         if child is None:  # pragma: no cover - the reader is removed with the entry
             return
-        returncode = _status_of(pid, child.proc)
+        try:
+            returncode = _status_of(pid, child.proc)
+        except BaseException:
+            # An unexpected waitpid error still releases the pidfd, as _PidfdChildWatcher's
+            # _do_wait does in 3.14 (its try/finally); the error goes to the exception handler
+            # and the child is no longer watched.
+            self._unwatch(pid, child)
+            raise
         if returncode is None:
             # pidfd_open(2): readable once the process has exited; a not-yet-waitable status
             # cannot follow, but keep watching rather than lose the child.
             return
-        loop = self._loop()
-        del self._children[pid]
-        if loop is not None:
-            loop._remove_reader(child.pidfd)
-        os.close(child.pidfd)
+        loop = self._unwatch(pid, child)
         self._deliver(loop, pid, transp, returncode)
 
+    def _unwatch(self, pid: int, child: _Child) -> Any:
+        """Stops watching a pidfd child: its entry, reader and pidfd go. Returns the loop."""
+        loop = self._loop()
+        del self._children[pid]
+        try:
+            if loop is not None:
+                loop._remove_reader(child.pidfd)
+        finally:
+            os.close(child.pidfd)
+        return loop
+
     def _thread_done(self, pid: int, transp: Any, returncode: int | None) -> None:
-        """On the loop thread: the waitpid thread saw `pid` exit (None: it was reaped by
-        someone else first)."""
+        """On the loop thread: the waitpid thread saw `pid` exit. `returncode` None: the
+        child is still to be reaped here (3.14.7+), or someone else reaped it first."""
         child = self._children.pop(pid, None)
         if child is None:  # pragma: no cover - one thread per pid
             return
@@ -184,6 +210,11 @@ class _LoopChildren:
         orphans: dict[int, tuple[int, Any]] = {}
         for child in self._children.values():
             if child.pidfd < 0:
+                if _REAP_ON_LOOP and child.proc is not None:
+                    # Its thread may have seen the exit and handed the reaping to this loop,
+                    # too late: reap a zombie now (Popen.poll absorbs ECHILD). A child still
+                    # running is reaped by its thread, which sees _closed.
+                    child.proc.poll()
                 continue  # its waitpid thread reaps it and drops the result
             if loop is not None and not loop.is_closed():
                 loop._remove_reader(child.pidfd)
@@ -203,6 +234,25 @@ class _LoopChildren:
 
 def _wait_in_thread(loop: Any, children: _LoopChildren, pid: int, transp: Any) -> None:
     """Fallback watcher thread (as unix_events.ThreadedChildWatcher._do_waitpid)."""
+    if _REAP_ON_LOOP:
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass  # reaped elsewhere: the loop thread's waitpid finds out
+        if not children._closed:
+            try:
+                # _thread_done reaps it (None: not reaped yet) and publishes the exit.
+                loop.call_soon_threadsafe(children._thread_done, pid, transp, None)
+                return
+            except RuntimeError:  # pragma: no cover - the loop closed after the check
+                pass
+        # The loop is closed: reap the zombie here, nobody to tell. _orphan_all may have
+        # reaped it already.
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+        return
     returncode: int | None
     try:
         _, status = os.waitpid(pid, 0)

@@ -173,9 +173,7 @@ fn is_context(py: Python<'_>, name: *mut ffi::PyObject) -> bool {
     // intern, so compare the characters. (PyUnicode_IS_COMPACT_ASCII and PyUnicode_DATA, once
     // used here to skip the call, are not exposed by PyO3 for 3.14+; this path is rare.)
     // SAFETY: name is a live str (vectorcall keyword names are str).
-    unsafe {
-        ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) == 0
-    }
+    unsafe { ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) == 0 }
 }
 
 /// A new tuple of the `n` objects at `items`.
