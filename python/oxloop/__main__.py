@@ -152,12 +152,17 @@ def _run_file(path: str, args: list[str]) -> None:
     _set_path0(os.path.dirname(os.path.realpath(abspath)))
     module = _fresh_main(
         __file__=abspath,
-        __cached__=None,
+        **_NO_CACHED,
         __loader__=importlib.machinery.SourceFileLoader("__main__", abspath),
     )
     # dont_inherit: our own `from __future__ import annotations` must not leak into the program.
     code = compile(source, abspath, "exec", dont_inherit=True)
     exec(code, module.__dict__)
+
+
+# python sets __main__.__cached__ = None for a script or stdin up to 3.14; 3.15 sets no
+# __cached__ there at all (its module attributes now come from __spec__ alone).
+_NO_CACHED: dict[str, None] = {"__cached__": None} if sys.version_info < (3, 15) else {}
 
 
 def _run_source(source: str, filename: str, argv0: str, args: list[str]) -> None:
@@ -166,7 +171,7 @@ def _run_source(source: str, filename: str, argv0: str, args: list[str]) -> None
     module = _fresh_main(__loader__=importlib.machinery.BuiltinImporter)
     if filename == "<stdin>":
         # python runs stdin as a file named <stdin>, -c code as no file at all.
-        module.__dict__.update(__file__=filename, __cached__=None)
+        module.__dict__.update(__file__=filename, **_NO_CACHED)
     elif sys.version_info >= (3, 13):
         # python 3.13 keeps the -c source in linecache, so its tracebacks show the lines.
         lines = [line + "\n" for line in source.splitlines()]
