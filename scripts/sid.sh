@@ -114,8 +114,16 @@ setup() {
   [ -f "$ROOT/etc/ssl/certs/ca-certificates.crt" ] || want="$want ca-certificates"
   # procps: ps, which tests of `python -m asyncio ps` and the CLI use.
   [ -x "$ROOT/usr/bin/ps" ] || want="$want procps"
+  # PostgreSQL's server, for tests/integration/test_asyncpg.py (it starts its own throwaway
+  # cluster). No service is started in the chroot (policy-rc.d) and no default cluster made.
+  ls "$ROOT"/usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want="$want postgresql"
   if [ -n "$want" ]; then
     log "installing:$want"
+    printf '#!/bin/sh\n# A chroot: no daemon is ever started by a package here.\nexit 101\n' \
+      >"$ROOT/usr/sbin/policy-rc.d"
+    chmod +x "$ROOT/usr/sbin/policy-rc.d"
+    mkdir -p "$ROOT/etc/postgresql-common"
+    echo "create_main_cluster = false" >"$ROOT/etc/postgresql-common/createcluster.conf"
     chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive "${APT[@]}" update >&2
     # shellcheck disable=SC2086
     chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive "${APT[@]}" \
@@ -134,7 +142,7 @@ run() {
   mounts
   # env -C: the same working directory inside (the work tree is mounted at its own path).
   # PATH: cargo's bin first (maturin calls cargo), then the chroot's own system folders.
-  exec chroot "$ROOT" /usr/bin/env -C "$PWD" PATH="$CARGO_HOME/bin:/usr/local/bin:/usr/bin:/bin" \
+  exec chroot "$ROOT" /usr/bin/env -C "$PWD" PATH="$CARGO_HOME/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     CARGO_HOME="$CARGO_HOME" RUSTUP_HOME="$RUSTUP_HOME" "$@"
 }
 
