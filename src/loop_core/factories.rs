@@ -18,7 +18,7 @@
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyTuple};
 use pyo3::{intern, Py};
 
 use super::LoopCore;
@@ -81,10 +81,12 @@ pub(super) fn create_future<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'
 
 /// What the keywords of a `create_task` call let the Rust path do.
 enum Keywords {
-    /// None, or only ones that change nothing: `Task(coro, loop=self)`.
+    /// None, or only ones that change nothing (`name=None`, `context=None`, a false
+    /// `eager_start`): `Task(coro, loop=self)`.
     Trivial,
-    /// Only `name` / `context` (3.11+) / a false `eager_start` (3.14+): the version's
-    /// method calls `Task(coro, loop=self, **those)` then, so the Rust path does the same.
+    /// Only `name`, `context` (3.11+) and `eager_start` (3.14+), a name or context among them:
+    /// the version's method calls `Task(coro, loop=self, **those)` then (3.10-3.13 spell
+    /// them out), so the Rust path does the same.
     Forward,
     /// Anything else is asyncio's method's business: unknown names (its TypeError), and a true
     /// `eager_start`, whose first step runs inside the constructor: under asyncio's method
@@ -110,11 +112,11 @@ fn classify_keywords(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyRe
                 out = Keywords::Forward;
             }
         } else if version >= (3, 14) && k.eq(intern!(py, "eager_start"))? {
-            // Exactly None or False: any other value may be true (or raise in `bool()`).
-            if !(v.is_none() || v.is(&pyo3::types::PyBool::new(py, false))) {
+            // Exactly None or False, which is Task's default: any other value may be true (or
+            // raise in `bool()`).
+            if !(v.is_none() || v.is(PyBool::new(py, false))) {
                 return Ok(Keywords::Python);
             }
-            out = Keywords::Forward;
         } else {
             return Ok(Keywords::Python);
         }
