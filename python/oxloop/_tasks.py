@@ -42,8 +42,11 @@ from ._oxloop import SockWaiter
 __all__ = ["dump_tasks", "format_task_tree", "task_tree"]
 
 _GatheringFuture = getattr(tasks, "_GatheringFuture", None)
-# The generator frame of a pure-Python Future's __await__ only says "yield self".
-_FUTURE_AWAIT_CODE = futures._PyFuture.__await__.__code__  # type: ignore[attr-defined]
+# The generator frame of a pure-Python Future's __await__ only says "yield self" (skipped in
+# stacks). Probed: present on 3.10-3.15; without it such frames just show.
+_FUTURE_AWAIT_CODE = getattr(
+    getattr(getattr(futures, "_PyFuture", None), "__await__", None), "__code__", None
+)
 _MAX_CHAIN = 200  # await chains deeper than this are cut (recursion in user code).
 
 
