@@ -502,8 +502,8 @@ def test_task_tree_during_an_eager_step(loop):
 
 
 def test_task_tree_sees_python_class_tasks(loop):
-    # tasks._PyTask registers where asyncio.all_tasks() on 3.14+ does not look; oxloop's dump
-    # and monitor count find it on every version.
+    # tasks._PyTask registers where asyncio.all_tasks() on 3.14+ does not look; oxloop's dump,
+    # task counts and deadlock report find it on every version.
     import oxloop
     from oxloop._tasks import live_tasks
 
@@ -512,13 +512,15 @@ def test_task_tree_sees_python_class_tasks(loop):
         await asyncio.sleep(0)
         names = {n["name"] for n in oxloop.task_tree(loop)["roots"]}
         count = len(live_tasks(loop))
+        report = oxloop.testing.describe_tasks(loop)
         t.cancel()
         await asyncio.gather(t, return_exceptions=True)
-        return names, count
+        return names, count, report
 
-    names, count = loop.run_until_complete(main())
+    names, count, report = loop.run_until_complete(main())
     assert "py-task" in names
     assert count == 2
+    assert "  py-task: " in report
 
 
 # -- python -m asyncio ps / pstree ------------------------------------------------------------
