@@ -105,6 +105,27 @@ def test_create_task_context_keyword_per_version(loop):
         coro.close()
 
 
+def test_create_task_context_that_is_not_a_context(loop):
+    # 3.15 checks the type in Task.__init__ (gh-157301). 3.11-3.14 build the task, and its first
+    # step fails when the loop runs its handle (Handle._run calls context.run), so the task
+    # never starts. 3.10: no context keyword.
+    coro = _value(1)
+    if not HAS_CREATE_TASK_CONTEXT or sys.version_info >= (3, 15):
+        with pytest.raises(TypeError, match="context"):
+            loop.create_task(coro, context=object())
+        coro.close()
+        return
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx["exception"]))
+    task = loop.create_task(coro, context=object())
+    loop.run_until_complete(asyncio.sleep(0))
+    assert [type(e) for e in errors] == [AttributeError]
+    assert "run" in str(errors[0])
+    assert not task.done()
+    task._log_destroy_pending = False
+    coro.close()
+
+
 def test_create_task_keyword_errors(loop):
     coro = _value(1)
     with pytest.raises(TypeError):
