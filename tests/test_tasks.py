@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import inspect
 import sys
 
 import pytest
@@ -18,12 +17,11 @@ import pytest
 VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
 
 HAS_EAGER = hasattr(asyncio, "eager_task_factory")
-CREATE_TASK_PARAMS = inspect.signature(asyncio.BaseEventLoop.create_task).parameters
-HAS_CREATE_TASK_CONTEXT = "context" in CREATE_TASK_PARAMS
-HAS_CREATE_TASK_KWARGS = (
-    any(p.kind is inspect.Parameter.VAR_KEYWORD for p in CREATE_TASK_PARAMS.values())
-    or "eager_start" in CREATE_TASK_PARAMS
-)
+# create_task's keywords: name (3.8+), context (3.11+, a parameter of create_task); on 3.14+
+# create_task(coro, **kwargs) passes every keyword on to Task or to the task factory (gh-128308),
+# and Task takes eager_start (gh-128307).
+HAS_CREATE_TASK_CONTEXT = sys.version_info >= (3, 11)
+HAS_CREATE_TASK_KWARGS = sys.version_info >= (3, 14)
 
 
 async def _value(x):
@@ -95,11 +93,36 @@ def test_create_task_context(loop):
         assert task.get_context() is ctx
 
 
-@pytest.mark.skipif(HAS_CREATE_TASK_CONTEXT, reason="3.10 has no create_task(context=)")
-def test_create_task_context_keyword_rejected_on_3_10(loop):
+def test_create_task_context_keyword_per_version(loop):
+    # 3.10: create_task has no context keyword. 3.11-3.13: a parameter of create_task. 3.14+:
+    # create_task passes it on to Task, whose keyword it is.
     coro = _value(1)
-    with pytest.raises(TypeError):
-        loop.create_task(coro, context=None)
+    if HAS_CREATE_TASK_CONTEXT:
+        assert loop.run_until_complete(loop.create_task(coro, context=None)) == 1
+    else:
+        with pytest.raises(TypeError, match="context"):
+            loop.create_task(coro, context=None)
+        coro.close()
+
+
+def test_create_task_context_that_is_not_a_context(loop):
+    # 3.15 checks the type in Task.__init__ (gh-157301). 3.11-3.14 build the task, and its first
+    # step fails when the loop runs its handle (Handle._run calls context.run), so the task
+    # never starts. 3.10: no context keyword.
+    coro = _value(1)
+    if not HAS_CREATE_TASK_CONTEXT or sys.version_info >= (3, 15):
+        with pytest.raises(TypeError, match="context"):
+            loop.create_task(coro, context=object())
+        coro.close()
+        return
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx["exception"]))
+    task = loop.create_task(coro, context=object())
+    loop.run_until_complete(asyncio.sleep(0))
+    assert [type(e) for e in errors] == [AttributeError]
+    assert "run" in str(errors[0])
+    assert not task.done()
+    task._log_destroy_pending = False
     coro.close()
 
 
@@ -288,8 +311,18 @@ def test_task_factory_plain_function(loop):
 
     loop.set_task_factory(factory)
     assert loop.get_task_factory() is factory
-    task = loop.create_task(_value(1), name="named")
-    assert task.get_name() == "named"
+    if HAS_CREATE_TASK_KWARGS:
+        # 3.14+ passes the keywords on to the factory (gh-128308): a factory without **kwargs
+        # cannot take a name. 3.10-3.13 called factory(loop, coro), then task.set_name(name).
+        coro = _value(1)
+        with pytest.raises(TypeError, match="name"):
+            loop.create_task(coro, name="named")
+        coro.close()
+        assert calls == []
+        task = loop.create_task(_value(1))
+    else:
+        task = loop.create_task(_value(1), name="named")
+        assert task.get_name() == "named"
     assert loop.run_until_complete(task) == 1
     # run_until_complete(coroutine) goes through the factory as well
     assert loop.run_until_complete(_value(2)) == 2

@@ -4,7 +4,7 @@
 over its socket); ``dump_tasks(loop)`` prints it; ``format_task_tree(tree)`` turns a tree,
 possibly received from another process, into the text ``dump_tasks`` prints.
 
-Edges come from what asyncio's own objects hold, on 3.10-3.13, on C and Python tasks alike, on
+Edges come from what asyncio's own objects hold, on 3.10-3.15, on C and Python tasks alike, on
 oxloop and on stock loops:
 - ``task._fut_waiter`` is the future a suspended task waits on. A Task there is a plain
   ``await task``; a ``tasks._GatheringFuture`` lists its children in ``_children``.
@@ -42,12 +42,50 @@ from ._oxloop import SockWaiter
 __all__ = ["dump_tasks", "format_task_tree", "task_tree"]
 
 _GatheringFuture = getattr(tasks, "_GatheringFuture", None)
-# The generator frame of a pure-Python Future's __await__ only says "yield self".
-_FUTURE_AWAIT_CODE = futures._PyFuture.__await__.__code__  # type: ignore[attr-defined]
+# The generator frame of a pure-Python Future's __await__ only says "yield self" (skipped in
+# stacks). Probed: present on 3.10-3.15; without it such frames just show.
+_FUTURE_AWAIT_CODE = getattr(
+    getattr(getattr(futures, "_PyFuture", None), "__await__", None), "__code__", None
+)
 _MAX_CHAIN = 200  # await chains deeper than this are cut (recursion in user code).
 
 
 _TASK_TYPES = (asyncio.Task, getattr(tasks, "_PyTask", asyncio.Task))
+
+# 3.14 keeps C tasks in per-thread linked lists that ``_asyncio.all_tasks`` / ``current_task``
+# read (Modules/_asynciomodule.c; part of the external task inspection of gh-91048), while the
+# Python Task class (``tasks._PyTask``, as a task factory may install it) still registers in
+# ``tasks._scheduled_tasks`` and ``tasks._current_tasks``, which only the Python twins
+# ``tasks._py_all_tasks`` / ``_py_current_task`` read: asyncio's own ``all_tasks()`` misses
+# such tasks there. On 3.10-3.13 both classes share one registry (``_py_all_tasks`` does not
+# exist; ``_py_current_task`` reads the dict the C one reads). Probed by name; without them
+# the dump shows what asyncio's functions show.
+_PY_ALL_TASKS = getattr(tasks, "_py_all_tasks", None)
+_PY_CURRENT_TASK = getattr(tasks, "_py_current_task", None)
+
+
+def live_tasks(loop: asyncio.AbstractEventLoop) -> set[Any]:
+    """``asyncio.all_tasks(loop)`` plus, on 3.14+, the Python-class tasks it does not see.
+
+    Callable from another thread as asyncio's is: a registry changed mid-copy raises
+    RuntimeError after a few tries, as ``all_tasks`` does on 3.10-3.13."""
+    found = set(tasks.all_tasks(loop))
+    if _PY_ALL_TASKS is not None and _PY_ALL_TASKS is not tasks.all_tasks:
+        for attempt in range(100):
+            try:
+                found |= _PY_ALL_TASKS(loop)
+                break
+            except RuntimeError:  # "Set changed size during iteration": another thread
+                if attempt == 99:
+                    raise
+    return found
+
+
+def _current_task(loop: asyncio.AbstractEventLoop) -> Any:
+    current = tasks.current_task(loop)
+    if current is None and _PY_CURRENT_TASK is not None:
+        current = _PY_CURRENT_TASK(loop)
+    return current
 
 
 def _is_task(obj: Any) -> bool:
@@ -183,8 +221,8 @@ class _Builder:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.now = loop.time()
-        self.tasks = list(tasks.all_tasks(loop))
-        current = tasks.current_task(loop)
+        self.tasks = list(live_tasks(loop))
+        current = _current_task(loop)
         if current is not None and current not in self.tasks:
             self.tasks.append(current)
         self.current = current

@@ -23,7 +23,8 @@ monitored loop, or ``{"ok": false, "error": text}``.
 Invariants: the server runs in one daemon thread (plus one per client connection), never on a
 loop's thread, and touches a loop only through ``call_soon_threadsafe``, ``metrics()``,
 ``is_running``/``is_closed`` and ``asyncio.all_tasks`` (which asyncio makes safe to call from
-another thread by retrying its copy of the task set). The socket file exists exactly while at
+another thread by retrying its copy of the task set; ``_tasks.live_tasks`` adds 3.14's Python
+task registry, retried the same way). The socket file exists exactly while at
 least one monitored loop is open: the server removes it when the last one closes (checked every
 ``_POLL_S``), on ``disable()``, and at process exit; a forked child starts with no monitor.
 """
@@ -41,10 +42,10 @@ import sys
 import threading
 import traceback
 import weakref
-from asyncio import AbstractEventLoop, events, tasks
+from asyncio import AbstractEventLoop, events
 from typing import Any
 
-from ._tasks import task_tree
+from ._tasks import live_tasks, task_tree
 
 __all__ = ["disable", "enable", "socket_path"]
 
@@ -258,7 +259,7 @@ class _Server:
         else:
             entry["metrics"] = metrics().as_dict()
         try:
-            entry["tasks"] = len(tasks.all_tasks(loop))
+            entry["tasks"] = len(live_tasks(loop))
         except RuntimeError:  # the task set kept changing under us; asyncio gives up too
             entry["tasks"] = None
         return entry

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import threading
 import weakref
-from asyncio import AbstractEventLoop, tasks
+from asyncio import AbstractEventLoop
 from collections.abc import Iterator
 from typing import Any
+
+from ._tasks import live_tasks
 
 __all__ = ["LoopCollector", "register", "unregister"]
 
@@ -106,7 +108,7 @@ class LoopCollector:
         samples = []
         for name, loop in self._live():
             try:
-                n_tasks: int | None = len(tasks.all_tasks(loop))
+                n_tasks: int | None = len(live_tasks(loop))
             except RuntimeError:  # the task set kept changing: asyncio gives up too
                 n_tasks = None
             samples.append((name, _metrics_of(loop), n_tasks))

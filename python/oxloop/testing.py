@@ -41,6 +41,8 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._tasks import live_tasks
+
 if TYPE_CHECKING:
     from ._loop import Loop
 
@@ -248,7 +250,8 @@ def _await_chain(task: asyncio.Task[Any]) -> list[str]:
 
 def describe_tasks(loop: asyncio.AbstractEventLoop) -> str:
     """One line per pending task of ``loop``: its name and what it awaits."""
-    tasks = sorted(asyncio.all_tasks(loop), key=lambda t: t.get_name())
+    # live_tasks: asyncio.all_tasks() plus the Python-class tasks it misses on 3.14+.
+    tasks = sorted(live_tasks(loop), key=lambda t: t.get_name())
     if not tasks:
         return "no task is pending"
     lines = [f"{len(tasks)} pending task(s):"]

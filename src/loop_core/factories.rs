@@ -6,17 +6,19 @@
 //! the common case is done directly, and every other case calls asyncio's own method:
 //! - `create_future()`: `futures.Future(loop=self)`, with `Future` read from `asyncio.futures`
 //!   at each call as the Python code does (so a patched class is honoured).
-//! - `create_task(coro)` with no `name`, no `context`, debug off and no task factory:
-//!   `tasks.Task(coro, loop=self)`, which is what asyncio's method does then (the
+//! - `create_task(coro, **kwargs)` with debug off and no task factory, when `kwargs` holds only
+//!   the version's own keywords (`name`, `context` on 3.11+, a false `eager_start` on 3.14+):
+//!   `tasks.Task(coro, loop=self, **kwargs)`, which is what asyncio's method does then (the
 //!   `_source_traceback` trim only applies in debug mode, and `_set_task_name` only with a
-//!   name or a factory). Anything else goes to `BaseEventLoop.create_task`.
+//!   factory). Anything else, a true `eager_start` included (see `Keywords::Python`), goes
+//!   to `BaseEventLoop.create_task`.
 //!
 //! Invariant: both return exactly what asyncio's methods return for the same loop state; the
 //! closed check comes first, as `_check_closed` does.
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyTuple};
 use pyo3::{intern, Py};
 
 use super::LoopCore;
@@ -77,21 +79,49 @@ pub(super) fn create_future<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'
     call_with_loop(&cls, None, slf.as_any())
 }
 
-/// Whether the keywords of a `create_task` call change nothing: none, or only `name=None`
-/// and (3.11+, where the parameter exists) `context=None`. Anything else, including unknown
-/// names, is asyncio's method's business (and its TypeError).
-fn trivial_keywords(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<bool> {
+/// What the keywords of a `create_task` call let the Rust path do.
+enum Keywords {
+    /// None, or only ones that change nothing (`name=None`, `context=None`, a false
+    /// `eager_start`): `Task(coro, loop=self)`.
+    Trivial,
+    /// Only `name`, `context` (3.11+) and `eager_start` (3.14+), a name or context among them:
+    /// the version's method calls `Task(coro, loop=self, **those)` then (3.10-3.13 spell
+    /// them out), so the Rust path does the same.
+    Forward,
+    /// Anything else is asyncio's method's business: unknown names (its TypeError), and a true
+    /// `eager_start`, whose first step runs inside the constructor: under asyncio's method
+    /// the coroutine's frame then sits on `create_task`'s frame, which
+    /// `asyncio.graph.capture_call_graph` (3.14+) takes as the bottom of the task's stack;
+    /// called from Rust it would sit on the caller's coroutine frame and the graph would run
+    /// on into the caller's stack.
+    Python,
+}
+
+/// The `create_task` keywords of the running version: `name` (3.8+), `context` (3.11+),
+/// `eager_start` (3.14+, base_events.py passes `**kwargs` on to `Task`, whose keywords these
+/// are).
+fn classify_keywords(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Keywords> {
     let Some(kw) = kwargs else {
-        return Ok(true);
+        return Ok(Keywords::Trivial);
     };
+    let version = py.version_info();
+    let mut out = Keywords::Trivial;
     for (k, v) in kw.iter() {
-        let known = k.eq(intern!(py, "name"))?
-            || (py.version_info() >= (3, 11) && k.eq(intern!(py, "context"))?);
-        if !known || !v.is_none() {
-            return Ok(false);
+        if k.eq(intern!(py, "name"))? || (version >= (3, 11) && k.eq(intern!(py, "context"))?) {
+            if !v.is_none() {
+                out = Keywords::Forward;
+            }
+        } else if version >= (3, 14) && k.eq(intern!(py, "eager_start"))? {
+            // Exactly None or False, which is Task's default: any other value may be true (or
+            // raise in `bool()`).
+            if !(v.is_none() || v.is(PyBool::new(py, false))) {
+                return Ok(Keywords::Python);
+            }
+        } else {
+            return Ok(Keywords::Python);
         }
     }
-    Ok(true)
+    Ok(out)
 }
 
 pub(super) fn create_task<'py>(
@@ -102,7 +132,8 @@ pub(super) fn create_task<'py>(
     let py = slf.py();
     let this = slf.get();
     this.check_open()?;
-    if !this.is_debug() && trivial_keywords(py, kwargs)? {
+    if !this.is_debug() {
+        let keywords = classify_keywords(py, kwargs)?;
         let factory = instance_dict(slf.as_any())
             .map(|d| dict_get(&d, intern!(py, "_task_factory")))
             .transpose()?
@@ -111,7 +142,17 @@ pub(super) fn create_task<'py>(
             let task = TASKS
                 .import(py, "asyncio", "tasks")?
                 .getattr(intern!(py, "Task"))?;
-            return call_with_loop(&task, Some(coro), slf.as_any());
+            match (keywords, kwargs) {
+                (Keywords::Trivial, _) | (Keywords::Forward, None) => {
+                    return call_with_loop(&task, Some(coro), slf.as_any());
+                }
+                (Keywords::Forward, Some(kw)) => {
+                    let kw = kw.copy()?;
+                    kw.set_item(intern!(py, "loop"), slf)?;
+                    return task.call((coro,), Some(&kw));
+                }
+                (Keywords::Python, _) => {}
+            }
         }
     }
     let base = BASE_CREATE_TASK.get_or_try_init(py, || -> PyResult<_> {
