@@ -185,7 +185,11 @@ def test_signal_after_exit(run):
     async def main():
         proc = await asyncio.create_subprocess_exec("true")
         await proc.wait()
-        # The transport dropped its Popen once the process was reported (base_subprocess).
+        # The transport drops its Popen in _call_connection_lost, which _process_exited
+        # schedules with call_soon (base_subprocess). wait() returns at once when the exit was
+        # already seen, before that callback ran (on either loop, depending on timing): one
+        # turn of the loop runs it (the queue is FIFO).
+        await asyncio.sleep(0)
         with pytest.raises(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         with pytest.raises(ProcessLookupError):
