@@ -20,6 +20,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         loop_core::fastcall::_install_fast_methods,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(loop_core::_set_io_context_keyword, m)?)?;
     m.add_class::<transport::SocketReader>()?;
     m.add_class::<transport::SocketWriter>()?;
     transport::install_fast_write(m.py())?;

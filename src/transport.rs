@@ -29,6 +29,11 @@
 //!   ones Python code would see.
 //! - A bytes object is refilled ([`bytes_for`]) only while the thread's spare slot holds its
 //!   one reference: nothing else can have seen it since its last `data_received` returned.
+//! - Neither path changes `_buffer` (the writer only reads its length), so 3.15's
+//!   `_buffer_size`, which `get_write_buffer_size` returns, stays asyncio's bookkeeping.
+//! - Neither path enters a context: the reader runs inside the loop's reader handle, whose
+//!   context the loop enters (3.15: the connection's `_context`, which the transport hands to
+//!   `_add_reader`), and the writer runs in its caller's, as asyncio's `write` does.
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io;

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import socket
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -301,3 +303,14 @@ def fill(transport: asyncio.WriteTransport, *, beyond: int = 0, seed: int = 0) -
         written += block
         assert len(written) < 256 * 1024 * 1024, "the transport never buffered"
     return bytes(written)
+
+
+def write_type_error(data: Any) -> str:
+    """A regex for the TypeError of a stream transport's ``write(data)`` when ``data`` is not
+    bytes-like, as selector_events.py words it: 3.14 names the three accepted types."""
+    name = type(data).__name__
+    if sys.version_info >= (3, 14):
+        message = f"data argument must be a bytes, bytearray, or memoryview object, not {name!r}"
+    else:
+        message = f"data argument must be a bytes-like object, not {name!r}"
+    return "^" + re.escape(message) + "$"

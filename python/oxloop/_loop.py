@@ -38,7 +38,7 @@ from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import _insight, _oxloop, _pipes, _subprocess
+from . import _insight, _oxloop, _pipes, _subprocess, _transports
 from ._metrics import LoopMetrics
 from ._oxloop import sock_recv as _sock_recv
 from ._oxloop import sock_recv_into as _sock_recv_into
@@ -457,20 +457,41 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
 
     # -- transports ---------------------------------------------------------------------------
 
-    def _make_socket_transport(
-        self,
-        sock: Any,
-        protocol: Any,
-        waiter: Any = None,
-        *,
-        extra: Any = None,
-        server: Any = None,
-    ) -> Any:
-        """asyncio's stream socket transport with its read and write paths in Rust."""
-        if sys.version_info >= (3, 12):
-            # 3.12+ refuse a socket another transport already uses (selector_events.py).
+    if _transports.MAKE_TRANSPORT_CONTEXT:
+
+        def _make_socket_transport(
+            self,
+            sock: Any,
+            protocol: Any,
+            waiter: Any = None,
+            *,
+            extra: Any = None,
+            server: Any = None,
+            context: Any = None,
+        ) -> Any:
+            """asyncio's stream socket transport with its read and write paths in Rust; its
+            callbacks run in ``context`` (3.15: the connection's, see base_events.py
+            ``_create_connection_transport`` and selector_events.py ``_accept_connection``)."""
             self._ensure_fd_no_transport(sock)
-        return _SocketTransport(self, sock, protocol, waiter, extra, server)
+            if _transports.TRANSPORT_CONTEXT:
+                return _SocketTransport(self, sock, protocol, waiter, extra, server, context)
+            return _SocketTransport(self, sock, protocol, waiter, extra, server)
+    else:
+
+        def _make_socket_transport(
+            self,
+            sock: Any,
+            protocol: Any,
+            waiter: Any = None,
+            *,
+            extra: Any = None,
+            server: Any = None,
+        ) -> Any:
+            """asyncio's stream socket transport with its read and write paths in Rust."""
+            if sys.version_info >= (3, 12):
+                # 3.12+ refuse a socket another transport already uses (selector_events.py).
+                self._ensure_fd_no_transport(sock)
+            return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
     # -- the sock_* API -----------------------------------------------------------------------
     # asyncio's sock_recv / sock_recv_into / sock_sendall (selector_events.py, the same code on

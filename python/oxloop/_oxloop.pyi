@@ -19,6 +19,7 @@ __all__ = [
     "SockWaiter",
     "TRANSPORT_FIELDS",
     "_install_fast_methods",
+    "_set_io_context_keyword",
     "register_transport_slots",
     "sock_recv",
     "sock_recv_into",
@@ -30,6 +31,10 @@ __version__: str
 def _install_fast_methods(cls: type[LoopCore]) -> None:
     """Sets call_soon, call_soon_threadsafe, call_later, call_at and get_debug on ``cls`` as raw
     vectorcall method descriptors of the same core."""
+
+def _set_io_context_keyword(on: bool) -> None:
+    """Whether ``LoopCore._add_reader`` / ``_add_writer`` accept ``context=`` (set at import
+    from the running asyncio's signatures; otherwise the keyword is a TypeError)."""
 
 @disjoint_base
 class LoopCore:
@@ -76,11 +81,21 @@ class LoopCore:
     def stop(self) -> None: ...
     def is_closed(self) -> bool: ...
     def get_debug(self) -> bool: ...
+    # `context=` only where the running asyncio's methods take it (3.15): see
+    # `_set_io_context_keyword`.
     def _add_reader(
-        self, fd: Any, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]
+        self,
+        fd: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
+        context: contextvars.Context | None = None,
     ) -> asyncio.Handle: ...
     def _add_writer(
-        self, fd: Any, callback: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]
+        self,
+        fd: Any,
+        callback: Callable[[Unpack[_Ts]], object],
+        *args: Unpack[_Ts],
+        context: contextvars.Context | None = None,
     ) -> asyncio.Handle: ...
     def _remove_reader(self, fd: Any) -> bool: ...
     def _remove_writer(self, fd: Any) -> bool: ...

@@ -20,16 +20,52 @@ lookup. A subclass of ``_SocketTransport`` gets the attribute protocol instead.
 
 Invariant: ``_oxloop_buffered`` tells the read path which protocol shape to drive and follows
 ``set_protocol`` as ``_read_ready_cb`` does in asyncio.
+
+Connection contexts (3.15): asyncio's transport takes ``context=`` and keeps it as
+``_context``; its ``_add_reader`` / ``_add_writer`` / ``_call_soon`` hand it to the loop, so the
+reader and writer handles (the ones that run the Rust paths above) and every protocol callback
+run in it. Nothing here reads it: the loop enters a handle's context around every callback,
+the Rust ones included. Whether the running asyncio has these keywords is probed below from
+its signatures, never from the version number.
 """
 
 from __future__ import annotations
 
+import inspect
 from asyncio import protocols, selector_events
 from typing import Any
 
 from . import _oxloop
 
 __all__ = ["_SocketTransport"]
+
+
+def _takes_keyword(func: Any, name: str) -> bool:
+    """Whether ``func`` accepts the keyword ``name``; False when its signature is unknown."""
+    try:
+        param = inspect.signature(func).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
+_Base = selector_events.BaseSelectorEventLoop  # type: ignore[attr-defined]
+# 3.15's `_add_reader(fd, callback, *args, context=None)` and `_add_writer`: the loop's
+# Rust versions take the keyword exactly when asyncio's do.
+IO_CONTEXT = _takes_keyword(_Base._add_reader, "context") and _takes_keyword(
+    _Base._add_writer, "context"
+)
+# 3.15's `_make_socket_transport(..., context=None)` and `_SelectorSocketTransport(...,
+# context=None)`: the connection's context, which the transport keeps as `_context`.
+MAKE_TRANSPORT_CONTEXT = _takes_keyword(_Base._make_socket_transport, "context")
+TRANSPORT_CONTEXT = _takes_keyword(
+    selector_events._SelectorSocketTransport.__init__,  # type: ignore[attr-defined]
+    "context",
+)
+_oxloop._set_io_context_keyword(IO_CONTEXT)
 
 
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
@@ -40,17 +76,33 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
     # asyncio's write, for everything the native fast path leaves to it.
     _write_slow = selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
 
-    def __init__(
-        self,
-        loop: Any,
-        sock: Any,
-        protocol: Any,
-        waiter: Any = None,
-        extra: Any = None,
-        server: Any = None,
-    ) -> None:
-        self.write = _oxloop.SocketWriter(self).write
-        super().__init__(loop, sock, protocol, waiter, extra, server)
+    if TRANSPORT_CONTEXT:
+
+        def __init__(
+            self,
+            loop: Any,
+            sock: Any,
+            protocol: Any,
+            waiter: Any = None,
+            extra: Any = None,
+            server: Any = None,
+            context: Any = None,
+        ) -> None:
+            self.write = _oxloop.SocketWriter(self).write
+            super().__init__(loop, sock, protocol, waiter, extra, server, context=context)
+    else:
+
+        def __init__(
+            self,
+            loop: Any,
+            sock: Any,
+            protocol: Any,
+            waiter: Any = None,
+            extra: Any = None,
+            server: Any = None,
+        ) -> None:
+            self.write = _oxloop.SocketWriter(self).write
+            super().__init__(loop, sock, protocol, waiter, extra, server)
 
     @property
     def _read_ready(self) -> Any:

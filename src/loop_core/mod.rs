@@ -47,6 +47,42 @@ use crate::time::{Clock, TimerHeap, VirtualClock};
 use crate::transport::SocketReader;
 
 /// asyncio's MAXIMUM_SELECT_TIMEOUT (base_events.py): one day.
+/// Whether `_add_reader` / `_add_writer` take a `context` keyword, as the running asyncio's
+/// do from 3.15 on. Set at import by `_loop.py` from the signature of
+/// `selector_events.BaseSelectorEventLoop._add_reader` (`_set_io_context_keyword`); off, the
+/// keyword is the TypeError it is for asyncio's own methods before 3.15.
+static IO_CONTEXT_KEYWORD: AtomicBool = AtomicBool::new(false);
+
+/// `_set_io_context_keyword(on)`: see [`IO_CONTEXT_KEYWORD`].
+#[pyfunction]
+pub fn _set_io_context_keyword(on: bool) {
+    IO_CONTEXT_KEYWORD.store(on, Relaxed);
+}
+
+/// The `context` keyword of `_add_reader` / `_add_writer` (`name`), when the running
+/// asyncio's methods have one; any other keyword is Python's TypeError for the signature.
+/// Without keywords (every call before 3.15, and the sock_* waits) nothing is allocated.
+fn io_context<'py>(
+    kwargs: Option<&Bound<'py, PyDict>>,
+    name: &str,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Some(kwargs) = kwargs else {
+        return Ok(None);
+    };
+    let mut context = None;
+    for (key, value) in kwargs.iter() {
+        if IO_CONTEXT_KEYWORD.load(Relaxed) && key.eq(pyo3::intern!(kwargs.py(), "context"))? {
+            context = Some(value);
+            continue;
+        }
+        return Err(PyTypeError::new_err(format!(
+            "LoopCore.{name}() got an unexpected keyword argument '{key}'"
+        )));
+    }
+    // An explicit None is the default: the handle copies the current context.
+    Ok(context.filter(|c| !c.is_none()))
+}
+
 const MAX_TIMEOUT_SECS: f64 = 24.0 * 3600.0;
 const EVENTS_CAPACITY: usize = 1024;
 /// How long (real time) a virtual loop that nothing can wake waits before calling it a
@@ -333,20 +369,22 @@ impl LoopCore {
         Ok(h)
     }
 
-    /// Registers `callback` for `fd` readiness (`mask` is READABLE or WRITABLE).
+    /// Registers `callback` for `fd` readiness (`mask` is READABLE or WRITABLE). `context`:
+    /// the handle's context (3.15's keyword); None copies the current one, as `Handle` does.
     fn add_io<'py>(
         slf: &Bound<'py, Self>,
         fd: &Bound<'py, PyAny>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
         mask: u32,
+        context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let fd = fileobj_to_fd(fd)?;
         // epoll.register's error for an fd beyond a C int, as asyncio gets it.
         let fd = i32::try_from(fd).map_err(|_| {
             pyo3::exceptions::PyOverflowError::new_err("signed integer is greater than maximum")
         })?;
-        Self::add_io_fd(slf, fd, callback, args, mask, None)
+        Self::add_io_fd(slf, fd, callback, args, mask, None, context)
     }
 
     /// `add_io` once the fd is known to be a valid C int. `owner`: the socket object whose
@@ -359,18 +397,18 @@ impl LoopCore {
         args: &Bound<'py, PyTuple>,
         mask: u32,
         owner: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
         this.check_open()?;
         let handle = if this.is_debug() {
             let lay = handles::layout(py)?;
-            lay.handle_type
-                .bind(py)
-                .call1((callback, args, slf, py.None()))?
+            let ctx = context.map_or_else(|| py.None(), |c| c.clone().unbind());
+            lay.handle_type.bind(py).call1((callback, args, slf, ctx))?
         } else {
             handles::layout(py)?
-                .build(py, None, false, None, callback, args, slf.as_any(), None)?
+                .build(py, None, false, None, callback, args, slf.as_any(), context)?
                 .0
         };
         // The owner's weak reference, made unborrowed (an allocation can run the GC). CPython
@@ -466,6 +504,7 @@ impl LoopCore {
             &PyTuple::empty(slf.py()),
             mask,
             Some(sock),
+            None,
         )
     }
 
@@ -1431,25 +1470,32 @@ impl LoopCore {
 
     /// `BaseSelectorEventLoop._add_reader`: watch `fd` for reading and return the handle
     /// (the public `add_reader` in `_loop.py` first checks that no transport owns the fd).
-    #[pyo3(signature = (fd, callback, *args))]
+    /// Takes `context=` where the running asyncio's does (3.15: `_add_reader(self, fd,
+    /// callback, *args, context=None)`, which its transports pass their `_context` to); see
+    /// [`io_context`].
+    #[pyo3(signature = (fd, callback, *args, **kwargs))]
     fn _add_reader<'py>(
         slf: &Bound<'py, Self>,
         fd: &Bound<'py, PyAny>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::add_io(slf, fd, callback, args, READABLE)
+        let context = io_context(kwargs, "_add_reader")?;
+        Self::add_io(slf, fd, callback, args, READABLE, context.as_ref())
     }
 
     /// `BaseSelectorEventLoop._add_writer`, as `_add_reader`.
-    #[pyo3(signature = (fd, callback, *args))]
+    #[pyo3(signature = (fd, callback, *args, **kwargs))]
     fn _add_writer<'py>(
         slf: &Bound<'py, Self>,
         fd: &Bound<'py, PyAny>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Self::add_io(slf, fd, callback, args, WRITABLE)
+        let context = io_context(kwargs, "_add_writer")?;
+        Self::add_io(slf, fd, callback, args, WRITABLE, context.as_ref())
     }
 
     fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
