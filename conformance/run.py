@@ -151,7 +151,7 @@ class ModuleRunner:
             return
         self.result.tests[rec.id] = rec
 
-    def _spawn(self, skip_file: str, report_w: int, log) -> subprocess.Popen:
+    def _spawn(self, skip_file: str, report_w: int, log, cwd: str) -> subprocess.Popen:
         cmd = [
             sys.executable,
             os.path.join(HERE, "_child.py"),
@@ -169,6 +169,11 @@ class ModuleRunner:
         for k in self.args.k:
             cmd += ["-k", k]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if env.get("PYTHONPATH"):
+            # The child runs elsewhere (see _run_child): keep relative entries pointing here.
+            env["PYTHONPATH"] = os.pathsep.join(
+                os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep)
+            )
         return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -176,6 +181,9 @@ class ModuleRunner:
             stderr=subprocess.STDOUT,
             pass_fds=(report_w,),
             env=env,
+            # A fresh working directory, as regrtest gives each test run: files a test writes
+            # there (test_sendfile's data file, say) go away even when the child is killed.
+            cwd=cwd,
             # Its own process group: a hung module is killed with everything it spawned.
             start_new_session=True,
         )
@@ -187,10 +195,13 @@ class ModuleRunner:
             skip_file = f.name
         report_r, report_w = os.pipe()
         try:
-            with open(self.log_path, "a") as log:
-                proc = self._spawn(skip_file, report_w, log)
-            os.close(report_w)
-            return self._follow(proc, report_r)
+            with tempfile.TemporaryDirectory(
+                prefix="conformance-", ignore_cleanup_errors=True
+            ) as cwd:
+                with open(self.log_path, "a") as log:
+                    proc = self._spawn(skip_file, report_w, log, cwd)
+                os.close(report_w)
+                return self._follow(proc, report_r)
         finally:
             os.close(report_r)
             os.unlink(skip_file)

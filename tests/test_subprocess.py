@@ -973,3 +973,54 @@ def test_exit_watching_thread_leaves_the_reaping_to_the_loop(loop_factory, threa
         lp.close()
         os.close(r)
         os.close(w)
+
+
+def _open_pidfds() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+        except OSError:  # the listing's own fd, gone already
+            pass
+    return n
+
+
+@pytest.mark.timeout(30)
+def test_waitpid_error_releases_the_pidfd(loop, loop_kind):
+    """waitpid failing with an unexpected error while the loop reaps a child: the error goes to
+    the exception handler and the child is no longer watched. oxloop closes the child's pidfd;
+    so does stock asyncio 3.14+ (a try/finally in _PidfdChildWatcher._do_wait), while its
+    3.12-3.13 watcher leaves the pidfd open; 3.10-3.11 watch with a thread and no pidfd."""
+    from unittest import mock
+
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx.get("exception")))
+    real_waitpid = os.waitpid
+    failed = threading.Event()
+
+    def failing_waitpid(pid, options):
+        failed.set()
+        raise OSError("unexpected")
+
+    async def main():
+        before = _open_pidfds()
+        proc = await asyncio.create_subprocess_exec("sh", "-c", "read x; exit 0", stdin=PIPE)
+        with mock.patch.object(os, "waitpid", side_effect=failing_waitpid):
+            proc.stdin.close()
+            while not failed.is_set() and proc.returncode is None:
+                await asyncio.sleep(0)
+        if failed.is_set():
+            # As CPython's test: the status is lost; reap the child and report it by hand.
+            real_waitpid(proc.pid, 0)
+            proc._transport._process_exited(0)
+        assert await proc.wait() == 0
+        return failed.is_set(), _open_pidfds() - before
+
+    outcome = loop.run_until_complete(main())
+    if loop_kind == "asyncio" and PY < (3, 12):
+        # The watcher thread was already blocked in the real waitpid: it reports the exit.
+        assert (outcome, errors) == ((False, 0), [])
+    elif loop_kind == "asyncio" and PY < (3, 14):
+        assert (outcome, [type(e) for e in errors]) == ((True, 1), [OSError])
+    else:
+        assert (outcome, [type(e) for e in errors]) == ((True, 0), [OSError])

@@ -282,7 +282,8 @@ impl LoopCore {
             return slf.call_method1("_call_soon_debug", (callback, args, context, method));
         }
         let lay = handles::layout(py)?;
-        let (h, hidden_ctx) = if threadsafe {
+        // Before 3.14 a threadsafe call builds a plain Handle, from the free list like the rest.
+        let (h, hidden_ctx) = if threadsafe && lay.threadsafe.is_some() {
             lay.build_threadsafe(py, true, callback, args, slf.as_any(), context)?
         } else {
             let recycled = this.state.borrow(py)?.free_handles.pop();
