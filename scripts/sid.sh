@@ -114,6 +114,9 @@ setup() {
   [ -f "$ROOT/etc/ssl/certs/ca-certificates.crt" ] || want="$want ca-certificates"
   # procps: ps, which tests of `python -m asyncio ps` and the CLI use.
   [ -x "$ROOT/usr/bin/ps" ] || want="$want procps"
+  # wrk: the HTTP rows of benches/net.py; git: the commit the benchmarks name.
+  [ -x "$ROOT/usr/bin/wrk" ] || want="$want wrk"
+  [ -x "$ROOT/usr/bin/git" ] || want="$want git"
   # PostgreSQL's server, for tests/integration/test_asyncpg.py (it starts its own throwaway
   # cluster). No service is started in the chroot (policy-rc.d) and no default cluster made.
   ls "$ROOT"/usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || want="$want postgresql"
