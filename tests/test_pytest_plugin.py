@@ -351,3 +351,30 @@ def test_unittest_recipe_without_the_mixin_on_313(run_pytest):
         """
     )
     result.assert_outcomes(passed=1)
+
+
+def test_plugin_adds_no_deprecation_warning(run_pytest):
+    # 3.14 deprecates policies; the plugin reaches asyncio's policy through the non-warning
+    # accessors (oxloop/_compat.py), so a project whose pytest config turns DeprecationWarning
+    # into errors keeps working, for oxloop tests and for the tests it leaves to asyncio.
+    result = run_pytest(
+        """
+        import asyncio, oxloop, pytest
+
+        @pytest.mark.asyncio
+        @pytest.mark.oxloop
+        async def test_on_oxloop():
+            assert isinstance(asyncio.get_running_loop(), oxloop.Loop)
+
+        @pytest.mark.asyncio
+        async def test_left_to_asyncio():
+            assert not isinstance(asyncio.get_running_loop(), oxloop.Loop)
+
+        @pytest.mark.oxloop
+        async def test_plain_coroutine_on_oxloop():
+            assert isinstance(asyncio.get_running_loop(), oxloop.Loop)
+        """,
+        "-W",
+        "error::DeprecationWarning",
+    )
+    result.assert_outcomes(passed=3)
