@@ -510,6 +510,46 @@ def test_huge_fd_number(loop):
     )
 
 
+@pytest.mark.parametrize("fd", [746782748, 2**31 - 1], ids=["large", "c-int-max"])
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_fd_number_no_file_has(request, loop_kind, loop, method, fd):
+    # asyncio: EBADF from epoll.register. oxloop grew its fd table up to the number before asking
+    # the kernel, and 746782748 aborted the process on OOM (issue 15): isolated, so a crash
+    # fails this test rather than the session.
+    if isolate_oxloop(request, loop_kind):
+        return
+
+    def scenario(lp):
+        return getattr(lp, method)(fd, lambda: None)
+
+    expected = stock_outcome(scenario)
+    assert expected == ("raise", OSError, errno.EBADF)
+    assert outcome(scenario, loop) == expected
+    assert getattr(loop, method.replace("add", "remove"))(fd) is False
+    assert loop.run_until_complete(asyncio.sleep(0, "ok")) == "ok"
+
+
+BEYOND_64_BITS = [2**63, 2**64 + 5, 10**100, -(2**63) - 1, -(10**100)]
+
+
+@pytest.mark.parametrize(
+    "fd", BEYOND_64_BITS, ids=["2**63", "2**64+5", "1e100", "-2**63-1", "-1e100"]
+)
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+def test_fd_numbers_beyond_64_bits(loop, method, fd):
+    # asyncio: removing answers False (no such key) or ValueError (negative); adding raises
+    # epoll's OverflowError or ValueError. oxloop raised OverflowError for all of them.
+    args = (fd,) if method.startswith("remove") else (fd, lambda: None)
+
+    def scenario(lp):
+        return getattr(lp, method)(*args)
+
+    expected = stock_outcome(scenario)
+    assert outcome(scenario, loop) == expected
+    if method.startswith("remove"):
+        assert expected == (("raise", ValueError, None) if fd < 0 else ("ok", False))
+
+
 @pytest.mark.parametrize("method", ["add_reader", "add_writer"])
 def test_closed_fd_number(request, loop_kind, loop, method):
     if isolate_oxloop(request, loop_kind):

@@ -110,6 +110,11 @@ impl FdTable {
             .and_then(|e| e.as_mut())
     }
 
+    /// Whether `fd` falls inside the table as it is (creating its entry allocates nothing).
+    pub fn covers(&self, fd: i32) -> bool {
+        usize::try_from(fd).is_ok_and(|i| i < self.entries.len())
+    }
+
     /// The entry for `fd`, created empty if absent; `fd` must be non-negative.
     pub fn entry(&mut self, fd: i32) -> &mut FdEntry {
         let i = usize::try_from(fd).unwrap_or(0);

@@ -159,20 +159,24 @@ fn slow_threshold_ns(v: &Bound<'_, PyAny>) -> u64 {
 }
 
 /// `selectors._fileobj_to_fd`: an int, or an object whose `fileno()` gives one.
+///
+/// An int beyond 64 bits is no error there: a negative one is an invalid descriptor, a positive
+/// one is a number no fd has. Such a number comes back as `i64::MAX`, which callers treat as
+/// beyond a C int (`add_*`: epoll's OverflowError; `remove_*`: not registered, False).
 fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
-    let fd: i64 = if obj.is_instance_of::<PyInt>() {
-        obj.extract()?
+    let py = obj.py();
+    let value = if obj.is_instance_of::<PyInt>() {
+        obj.clone()
     } else {
-        let r = obj.call_method0("fileno").and_then(|f| {
-            let as_int = f.py().get_type::<PyInt>().call1((f,))?;
-            as_int.extract::<i64>()
-        });
+        let r = obj
+            .call_method0("fileno")
+            .and_then(|f| py.get_type::<PyInt>().call1((f,)));
         match r {
-            Ok(fd) => fd,
+            Ok(v) => v,
             Err(e)
-                if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py())
-                    || e.is_instance_of::<PyTypeError>(obj.py())
-                    || e.is_instance_of::<PyValueError>(obj.py()) =>
+                if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
+                    || e.is_instance_of::<PyTypeError>(py)
+                    || e.is_instance_of::<PyValueError>(py) =>
             {
                 return Err(PyValueError::new_err(format!(
                     "Invalid file object: {}",
@@ -182,12 +186,19 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
             Err(e) => return Err(e),
         }
     };
-    if fd < 0 {
-        return Err(PyValueError::new_err(format!(
-            "Invalid file descriptor: {fd}"
-        )));
+    let negative = match value.extract::<i64>() {
+        Ok(fd) if fd >= 0 => return Ok(fd),
+        Ok(_) => true,
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => value.lt(0)?,
+        Err(e) => return Err(e),
+    };
+    if !negative {
+        return Ok(i64::MAX);
     }
-    Ok(fd)
+    Err(PyValueError::new_err(format!(
+        "Invalid file descriptor: {}",
+        value.str()?
+    )))
 }
 
 fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
@@ -418,6 +429,12 @@ impl LoopCore {
         let owner = owner
             .map(|o| pyo3::types::PyWeakrefReference::new(o).map(|w| w.into_any().unbind()))
             .transpose()?;
+        // A number past the end of the fd table grows the table to it, so first make sure a
+        // file is open there: a number no fd has (746782748, say) would otherwise allocate an
+        // entry per lower number and abort on OOM; asyncio's epoll.register says EBADF.
+        if !this.state.borrow(py)?.fds.covers(fd) {
+            crate::sys::check_fd(fd).map_err(os_error)?;
+        }
         let mut failed = None;
         let outcome = {
             let mut st = this.state.borrow(py)?;

@@ -26,6 +26,12 @@ pub mod clock;
 pub mod epoll;
 pub mod waker;
 
+/// Whether `fd` is an open descriptor of this process (`fcntl(F_GETFD)`: EBADF if not).
+pub fn check_fd(fd: i32) -> std::io::Result<()> {
+    // F_GETFD takes no argument and reads nothing; any fd number is safe to ask about.
+    syscall!(fcntl(fd, libc::F_GETFD)).map(|_| ())
+}
+
 /// `recv(2)` into `len` bytes at `buf`; returns the byte count (0 at end of stream).
 pub fn recv(fd: i32, buf: *mut std::ffi::c_void, len: usize) -> std::io::Result<usize> {
     // recv on a bad fd is an EBADF error, not UB; `buf` points to `len` writable bytes (the
