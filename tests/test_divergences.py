@@ -25,6 +25,27 @@ def test_call_at_with_a_non_number(loop, loop_kind):
         handle.cancel()
 
 
+def test_earliest_deadline_beyond_a_float_with_nothing_else_to_do(loop, loop_kind):
+    # The loop's next timer is an int deadline no float can hold (call_at(10**400)) and nothing
+    # is ready. asyncio: _run_once computes `when - self.time()`, which raises OverflowError out
+    # of run_forever. oxloop: a timer that never fires; the loop waits for other events.
+    import threading
+
+    handle = loop.call_at(10**400, lambda: None)
+    try:
+        if loop_kind == "oxloop":
+            # Woken from another thread once it has had time to compute its poll timeout.
+            timer = threading.Timer(0.05, loop.call_soon_threadsafe, (loop.stop,))
+            timer.start()
+            loop.run_forever()
+            timer.join()
+        else:
+            with pytest.raises(OverflowError):
+                loop.run_forever()
+    finally:
+        handle.cancel()
+
+
 def test_many_equal_deadlines_fire_in_scheduling_order_on_oxloop(loop, loop_kind):
     order = []
     when = loop.time() + 0.001

@@ -428,3 +428,22 @@ def test_call_later_accepts_int_and_bool_delays(loop):
     run_briefly(loop)
     assert calls == ["int", "bool"]
     h.cancel()
+
+
+def test_call_at_with_an_int_deadline_beyond_a_float(loop):
+    # asyncio accepts it: the handle keeps the int, and the heap orders it exactly (int/float
+    # comparisons are exact). oxloop refused it with OverflowError (issue 15).
+    fired = []
+    far = loop.call_at(10**400, fired.append, "far")
+    past = loop.call_at(-(10**400), fired.append, "past")
+    assert far.when() == 10**400 and past.when() == -(10**400)
+    loop.call_later(0, fired.append, "now")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert fired == ["past", "now"]
+    assert not far.cancelled()
+    # Still ordered behind every reachable deadline.
+    loop.call_later(0, loop.stop)
+    loop.run_forever()
+    assert fired == ["past", "now"]
+    far.cancel()

@@ -355,7 +355,22 @@ impl LoopCore {
             // 3.10: TimerHandle.__init__ asserts `when is not None`.
             return Err(PyAssertionError::new_err(()));
         }
-        let key: f64 = when.extract()?;
+        let key: f64 = match when.extract() {
+            Ok(key) => key,
+            // An int beyond a float's range: asyncio accepts it (the handle keeps the int) and
+            // the heap orders it exactly; as a key it is as far as a float goes, either way.
+            Err(e)
+                if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py)
+                    && when.is_instance_of::<PyInt>() =>
+            {
+                if when.lt(0)? {
+                    f64::NEG_INFINITY
+                } else {
+                    f64::INFINITY
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let lay = handles::layout(py)?;
         let recycled = this.state.borrow(py)?.free_timers.pop();
         let (h, hidden_ctx) = lay.build(
