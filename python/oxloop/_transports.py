@@ -76,33 +76,11 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
     # asyncio's write, for everything the native fast path leaves to it.
     _write_slow = selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
 
-    if TRANSPORT_CONTEXT:
-
-        def __init__(
-            self,
-            loop: Any,
-            sock: Any,
-            protocol: Any,
-            waiter: Any = None,
-            extra: Any = None,
-            server: Any = None,
-            context: Any = None,
-        ) -> None:
-            self.write = _oxloop.SocketWriter(self).write
-            super().__init__(loop, sock, protocol, waiter, extra, server, context=context)
-    else:
-
-        def __init__(
-            self,
-            loop: Any,
-            sock: Any,
-            protocol: Any,
-            waiter: Any = None,
-            extra: Any = None,
-            server: Any = None,
-        ) -> None:
-            self.write = _oxloop.SocketWriter(self).write
-            super().__init__(loop, sock, protocol, waiter, extra, server)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # asyncio's own signature, whatever the version (3.15 adds ``context``): its __init__
+        # checks the arguments, so a wrong call fails as it does on stock asyncio.
+        self.write = _oxloop.SocketWriter(self).write
+        super().__init__(*args, **kwargs)
 
     @property
     def _read_ready(self) -> Any:
