@@ -816,3 +816,197 @@ def test_add_on_a_removed_and_closed_fd_fails_as_asyncio(loop):
         run_briefly(loop, 2)
     finally:
         b.close()
+
+
+# -- a registration found by its object once the object's fileno() fails (selectors'
+# _fileobj_lookup: a closed socket's fileno() is -1, so remove_reader(sock) after sock.close()
+# looks the socket up among the objects the registrations were made with).
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        c = socket.create_connection(listener.getsockname())
+        s, _ = listener.accept()
+    return c, s
+
+
+def _fd_steps(lp, family: str, steps: list[str]) -> list:
+    """Runs `steps` (expressions over `lp`, `a` (a socket), `fd` (its number) and `cb`, or
+    "close" to close `a`) on a fresh connected pair; each step's outcome, summarised without
+    fd numbers (asyncio's self-pipe takes one more)."""
+    import selectors
+
+    a, b = socket.socketpair() if family == "unix" else _tcp_pair()
+    a.setblocking(False)
+    b.setblocking(False)
+    env = {"lp": lp, "a": a, "fd": a.fileno(), "cb": lambda: None}
+    out = []
+    try:
+        for step in steps:
+            if step == "close":
+                a.close()
+                continue
+            try:
+                r = eval(step, {}, env)
+            except Exception as exc:
+                out.append((type(exc), getattr(exc, "errno", None), str(exc)))
+                continue
+            if isinstance(r, selectors.SelectorKey):
+                r = ("key", r.fileobj is a, r.fileobj == env["fd"], r.fd == env["fd"], r.events)
+            out.append(r)
+    finally:
+        for remove in (lp.remove_reader, lp.remove_writer):
+            try:
+                remove(env["fd"])
+            except Exception:
+                pass
+        a.close()
+        b.close()
+    return out
+
+
+CLOSED_SOCKET_STEPS = {
+    # The reported case: remove_reader(sock) once sock is closed.
+    "remove": ["lp.add_reader(a, cb)", "close", "lp.remove_reader(a)", "lp.remove_reader(a)"],
+    "remove-other-side": [
+        "lp.add_reader(a, cb)",
+        "close",
+        "lp.remove_writer(a)",
+        "lp.remove_reader(a)",
+    ],
+    "get-key": [
+        "lp.add_reader(a, cb)",
+        "close",
+        "lp._selector.get_key(a)",
+        "lp._selector.get_key(fd)",
+    ],
+    "add-same-side": [
+        "lp.add_reader(a, cb)",
+        "close",
+        "lp.add_reader(a, cb)",
+        "lp.remove_reader(a)",
+    ],
+    # epoll.modify of the closed fd fails: selectors drops the key and raises.
+    "add-other-side": [
+        "lp.add_reader(a, cb)",
+        "close",
+        "lp.add_writer(a, cb)",
+        "lp.remove_reader(a)",
+        "lp.remove_reader(fd)",
+    ],
+    "remove-one-of-two": [
+        "lp.add_reader(a, cb)",
+        "lp.add_writer(a, cb)",
+        "close",
+        "lp.remove_reader(a)",
+        "lp.remove_writer(a)",
+        "lp.remove_writer(fd)",
+    ],
+    # Registered by number: nothing to find the closed socket by.
+    "registered-by-number": [
+        "lp.add_reader(fd, cb)",
+        "close",
+        "lp.remove_reader(a)",
+        "lp.remove_reader(fd)",
+    ],
+    # The key keeps the object of the registration that made it (modify keeps it).
+    "first-object-kept": [
+        "lp.add_reader(fd, cb)",
+        "lp.add_writer(a, cb)",
+        "close",
+        "lp.remove_writer(a)",
+        "lp._selector.get_key(fd)",
+    ],
+    "key-object": [
+        "lp.add_reader(a, cb)",
+        "lp._selector.get_key(fd)",
+        "lp.add_writer(fd, cb)",
+        "lp.remove_reader(fd)",
+        "lp._selector.get_key(fd)",
+    ],
+    # Unregistered (by number) before the close: the object is forgotten.
+    "forgotten-after-remove": [
+        "lp.add_reader(a, cb)",
+        "lp.remove_reader(fd)",
+        "close",
+        "lp.remove_reader(a)",
+    ],
+    "forgotten-after-re-add": [
+        "lp.add_reader(a, cb)",
+        "lp.remove_reader(a)",
+        "lp.add_reader(fd, cb)",
+        "close",
+        "lp.remove_reader(a)",
+    ],
+    "closed-before-add": ["close", "lp.add_reader(a, cb)", "lp.remove_reader(a)"],
+}
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+@pytest.mark.parametrize("case", sorted(CLOSED_SOCKET_STEPS))
+def test_registration_found_by_its_closed_socket(loop, loop_kind, family, case):
+    steps = CLOSED_SOCKET_STEPS[case]
+    got = _fd_steps(loop, family, steps)
+    if loop_kind == "oxloop":
+        ref = asyncio.SelectorEventLoop()
+        try:
+            expected = _fd_steps(ref, family, steps)
+        finally:
+            ref.close()
+        assert got == expected
+    if case == "remove":
+        assert got == [None, True, (ValueError, None, "Invalid file descriptor: -1")]
+    elif case == "get-key":
+        assert got == [None, ("key", True, False, True, 1), ("key", True, False, True, 1)]
+
+
+def test_registered_object_is_released_with_its_registration(loop):
+    # The loop holds the object while it is registered (selectors' key does), no longer.
+    import weakref
+
+    class Fileno:
+        def __init__(self, fd):
+            self.fd = fd
+
+        def fileno(self):
+            return self.fd
+
+    a, b = socket.socketpair()
+    with a, b:
+        obj = Fileno(a.fileno())
+        ref = weakref.ref(obj)
+        loop.add_reader(obj, lambda: None)
+        loop.add_writer(obj, lambda: None)
+        del obj
+        assert ref() is not None
+        assert loop.remove_reader(a) is True
+        assert ref() is not None  # still registered for writing
+        assert loop.remove_writer(a.fileno()) is True
+        assert ref() is None
+
+
+def test_registered_object_in_a_cycle_is_collected(loop_factory):
+    # A registered object that refers back to the loop: a cycle the GC breaks once nothing
+    # else holds the loop (the core traverses and clears what its fd table holds).
+    import gc
+    import weakref
+
+    class Fileno:
+        def __init__(self, fd, lp):
+            self.fd = fd
+            self.lp = lp
+
+        def fileno(self):
+            return self.fd
+
+    a, b = socket.socketpair()
+    with a, b:
+        lp = loop_factory()
+        obj = Fileno(a.fileno(), lp)
+        lp.add_reader(obj, lambda: None)
+        refs = weakref.ref(obj), weakref.ref(lp)
+        del obj, lp
+        gc.collect()
+        assert [r() for r in refs] == [None, None]

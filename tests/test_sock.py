@@ -1020,3 +1020,114 @@ def test_waits_on_a_new_socket_at_a_closed_sockets_fd_number(loop, run, dup):
                     s.close()
 
     run(main())
+
+
+# -- a socket closed under (or after) a sock_* operation, then remove_reader / remove_writer
+# of the socket object: the registration asyncio's sock_* make is by fd number, so the closed
+# socket (fileno() -1) leads to none and both loops raise selectors' ValueError; the
+# operation then ends as asyncio ends it (it waits until cancelled). A registration made with
+# the socket object itself is found (tests/test_io.py).
+
+
+def _tcp_nb_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def _start_op(lp, family: str, op: str):
+    """(task, socket it waits on, things to close): a sock_* operation that has to wait."""
+    if op in ("accept", "connect"):
+        listener = socket.socket(socket.AF_UNIX if family == "unix" else socket.AF_INET)
+        listener.setblocking(False)
+        listener.bind("" if family == "unix" else ("127.0.0.1", 0))
+        if op == "accept":
+            listener.listen()
+            return asyncio.ensure_future(lp.sock_accept(listener)), listener, [listener]
+        # A full accept queue (backlog 0, one connection queued, never accepted): the next
+        # TCP connect stays in progress (its SYNs are dropped).
+        listener.listen(0)
+        filler = socket.create_connection(listener.getsockname())
+        a = nb_socket()
+        task = asyncio.ensure_future(lp.sock_connect(a, listener.getsockname()))
+        return task, a, [listener, filler, a]
+    a, b = nb_pair() if family == "unix" else _tcp_nb_pair()
+    if op == "recv":
+        task = asyncio.ensure_future(lp.sock_recv(a, 10))
+    elif op == "recv_into":
+        task = asyncio.ensure_future(lp.sock_recv_into(a, bytearray(10)))
+    else:
+        task = asyncio.ensure_future(lp.sock_sendall(a, b"x" * 16 * 1024 * 1024))
+    return task, a, [a, b]
+
+
+async def _ending(task) -> tuple[Any, ...]:
+    """How `task` ends: ("ok",) or the summary of what it raises (cancellation included)."""
+    try:
+        await task
+    except BaseException as exc:
+        return summary(exc)
+    return ("ok",)
+
+
+def _closed_socket_scenario(family: str, op: str, cancel_first: bool):
+    async def scenario(lp):
+        task, a, to_close = _start_op(lp, family, op)
+        out = []
+        try:
+            await drain_loop(3)
+            out.append(task.done())
+            fd = a.fileno()
+            if cancel_first:
+                task.cancel()
+                out.append(await _ending(task))
+            a.close()
+            for remove in (lp.remove_reader, lp.remove_writer):
+                try:
+                    out.append(remove(a))
+                except Exception as exc:
+                    out.append(summary(exc))
+            await drain_loop(3)
+            out.append(task.done())
+            if not cancel_first:
+                task.cancel()
+                out.append(await _ending(task))
+            out.append(fd in lp._selector.get_map())
+        finally:
+            for s in to_close:
+                s.close()
+        return out
+
+    return scenario
+
+
+@pytest.mark.parametrize("cancel_first", [False, True], ids=["pending", "cancelled"])
+@pytest.mark.parametrize(
+    ("family", "op"),
+    [
+        ("unix", "recv"),
+        ("unix", "recv_into"),
+        ("unix", "sendall"),
+        ("unix", "accept"),
+        ("tcp", "recv"),
+        ("tcp", "recv_into"),
+        ("tcp", "sendall"),
+        ("tcp", "accept"),
+        # A Unix connect does not wait: it completes or fails at once (EAGAIN).
+        ("tcp", "connect"),
+    ],
+)
+def test_socket_closed_under_an_operation_then_removed(loop, loop_kind, family, op, cancel_first):
+    got = same_as_stock(loop, loop_kind, _closed_socket_scenario(family, op, cancel_first))
+    invalid = (ValueError, "Invalid file descriptor: -1")
+    cancelled = (asyncio.CancelledError, "")
+    if cancel_first:
+        assert got == [False, cancelled, invalid, invalid, True, False]
+    else:
+        assert got == [False, invalid, invalid, False, cancelled, False]
+

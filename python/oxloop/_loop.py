@@ -119,10 +119,6 @@ def _is_numeric_port(port: Any) -> bool:
 _NUMERIC_NAMEINFO = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
 
 
-def _fileobj_to_fd(fileobj: Any) -> int:
-    return selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
-
-
 class _FdMap(Mapping[int, selectors.SelectorKey]):
     """``selector.get_map()`` of the view below: fd -> SelectorKey."""
 
@@ -156,14 +152,16 @@ class _SelectorView:
         self._core = core
 
     def _key(self, fileobj: Any) -> selectors.SelectorKey | None:
-        fd = _fileobj_to_fd(fileobj)
-        if self._core.is_closed():
-            return None
-        found = self._core._fd_key(fd)
+        # The core looks the object up as selectors' _fileobj_lookup does: by its fileno(),
+        # else (a closed socket) among the objects registrations were made with.
+        found = self._core._fd_key(fileobj)
         if found is None:
             return None
-        events_, reader, writer = found
-        return selectors.SelectorKey(fileobj, fd, events_, (reader, writer))
+        fd, events_, reader, writer, key_fileobj = found
+        # The key holds the object it was registered with, as selectors' does.
+        return selectors.SelectorKey(
+            fd if key_fileobj is None else key_fileobj, fd, events_, (reader, writer)
+        )
 
     def get_key(self, fileobj: Any) -> selectors.SelectorKey:
         key = self._key(fileobj)

@@ -60,6 +60,12 @@ pub struct FdEntry {
     /// valid and re-adding needs no syscall. A weak reference leaves the socket's lifetime (and
     /// so its fd's) unchanged.
     pub owner: Option<Py<PyAny>>,
+    /// The object (not an int) `add_reader` / `add_writer` registered the fd with, held while
+    /// the entry is active: selectors' `SelectorKey.fileobj`, set by the `register` that made
+    /// the key and kept by `modify`. selectors' `_fileobj_lookup` finds a registration by this
+    /// object when its `fileno()` no longer gives the fd (a closed socket's is -1); so does
+    /// [`FdTable::find_fileobj`].
+    pub fileobj: Option<Py<PyAny>>,
 }
 
 impl FdEntry {
@@ -149,19 +155,37 @@ impl FdTable {
         old
     }
 
-    /// Takes the reader (`mask` READABLE) or the writer of `fd`, if any.
-    pub fn take_handler(&mut self, fd: i32, mask: u32) -> Option<Py<PyAny>> {
+    /// Takes the reader (`mask` READABLE) or the writer of `fd`, if any, and the entry's
+    /// `fileobj` when that was its last interest (selectors' `unregister` drops the key).
+    pub fn take_handler(&mut self, fd: i32, mask: u32) -> Option<(Py<PyAny>, Option<Py<PyAny>>)> {
         let e = self.get_mut(fd)?;
         let was_active = e.is_active();
         let old = if mask == READABLE {
             e.reader.take()
         } else {
             e.writer.take()
-        };
+        }?;
+        let mut fileobj = None;
         if was_active && !e.is_active() {
+            fileobj = e.fileobj.take();
             self.active -= 1;
         }
-        old
+        Some((old, fileobj))
+    }
+
+    /// The fd of the active entry registered with this very object (`is`), as selectors'
+    /// `_fileobj_lookup` searches its keys when `_fileobj_to_fd` fails. A linear scan, made
+    /// only on that error path.
+    pub fn find_fileobj(&self, obj: &Bound<'_, PyAny>) -> Option<i32> {
+        self.entries.iter().enumerate().find_map(|(i, e)| {
+            let e = e.as_ref().filter(|e| e.is_active())?;
+            let f = e.fileobj.as_ref()?;
+            if f.is(obj) {
+                i32::try_from(i).ok()
+            } else {
+                None
+            }
+        })
     }
 
     /// Drops `fd`'s entry (its handlers and owner go to the caller, to drop unborrowed).

@@ -139,6 +139,17 @@ pub struct LoopCore {
     resolution: f64,
 }
 
+/// What dropping one interest of an fd releases, to be dropped once the state is unborrowed.
+struct Released {
+    /// The reader or writer handle that was registered.
+    handle: Py<PyAny>,
+    /// The entry's `fileobj`, when that was its last interest.
+    fileobj: Option<Py<PyAny>>,
+    /// The failure to set the interest that remains (the fd was closed): the kernel holds
+    /// no registration for the entry any more.
+    error: Option<std::io::Error>,
+}
+
 /// What other threads read without the GIL or the loop state: the counters and
 /// the activity word of the slow-callback watchdog (see counters.rs).
 #[derive(Default)]
@@ -406,17 +417,37 @@ impl LoopCore {
         mask: u32,
         context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let fd = fileobj_to_fd(fd)?;
+        let fileobj = fd;
+        let fd = slf.get().fileobj_lookup(fileobj)?;
         // epoll.register's error for an fd beyond a C int, as asyncio gets it.
         let fd = i32::try_from(fd).map_err(|_| {
             pyo3::exceptions::PyOverflowError::new_err("signed integer is greater than maximum")
         })?;
-        Self::add_io_fd(slf, fd, callback, args, mask, None, context)
+        // An int is its own fd: only another object is worth keeping for the lookup.
+        let keep = (!fileobj.is_instance_of::<PyInt>()).then_some(fileobj);
+        Self::add_io_fd(slf, fd, callback, args, mask, None, keep, context)
+    }
+
+    /// selectors' `_fileobj_lookup`: [`fileobj_to_fd`], or, when that raises ValueError (a
+    /// closed socket's `fileno()` is -1), the fd of the active registration made with this
+    /// very object, so that `remove_reader(sock)` after `sock.close()` still finds it, as
+    /// `_BaseSelectorImpl._fileobj_lookup` (Lib/selectors.py) does.
+    fn fileobj_lookup(&self, obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+        let py = obj.py();
+        match fileobj_to_fd(obj) {
+            Err(e) if e.is_instance_of::<PyValueError>(py) && !self.closed.load(Relaxed) => {
+                let found = self.state.borrow(py)?.fds.find_fileobj(obj);
+                found.map(i64::from).ok_or(e)
+            }
+            r => r,
+        }
     }
 
     /// `add_io` once the fd is known to be a valid C int. `owner`: the socket object whose
     /// `fileno()` is `fd` right now, when the caller knows one (the sock_* API); see
-    /// `FdEntry::owner`.
+    /// `FdEntry::owner`. `fileobj`: the object the caller passed for the fd, kept by a
+    /// registration this call makes (see `FdEntry::fileobj`).
+    #[allow(clippy::too_many_arguments)]
     fn add_io_fd<'py>(
         slf: &Bound<'py, Self>,
         fd: i32,
@@ -424,6 +455,7 @@ impl LoopCore {
         args: &Bound<'py, PyTuple>,
         mask: u32,
         owner: Option<&Bound<'py, PyAny>>,
+        fileobj: Option<&Bound<'py, PyAny>>,
         context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
@@ -457,7 +489,7 @@ impl LoopCore {
             if st.poller.is_none() {
                 return Err(closed_error());
             }
-            let existed = st.fds.get(fd).is_some();
+            let was_active = st.fds.get(fd).is_some_and(io::FdEntry::is_active);
             let gen = st.fds.next_gen();
             let entry = st.fds.entry(fd);
             let new_mask = entry.mask() | mask;
@@ -478,27 +510,31 @@ impl LoopCore {
                 st.poller_ctl(Epoll::modify, fd, new_mask, gen)
             };
             if let Err(e) = res {
-                // A new entry goes; so does a parked one that lost its registration (the
-                // ctl failed: nothing is registered, nobody is interested). Its owner is
-                // dropped below, unborrowed.
-                let idle = st
-                    .fds
-                    .get(fd)
-                    .is_some_and(|e| !e.is_active() && e.kmask == 0);
-                if !existed || idle {
-                    failed = st.fds.remove(fd);
-                }
+                // The entry goes, whatever it was: a new or parked one has lost its
+                // registration (nothing is registered, nobody is interested), and an active
+                // one goes as selectors' EpollSelector.modify drops its key when
+                // epoll.modify fails (its handles are dropped, not cancelled). Its handles,
+                // owner and fileobj are dropped below, unborrowed.
+                failed = st.fds.remove(fd);
                 Err(os_error(e))
             } else {
                 // The owner is recorded only with a registration armed now for its fd, i.e.
                 // for its file (a ctl by number reaches the fd's current file).
                 let mut spare = owner;
+                let mut spare_fileobj = None;
                 if let Some(e) = st.fds.get_mut(fd) {
                     if armed && spare.is_some() {
                         std::mem::swap(&mut e.owner, &mut spare);
                     }
+                    // selectors' `register` makes the key with the object passed; `modify`
+                    // (an fd already active) keeps the key's.
+                    if !was_active {
+                        spare_fileobj =
+                            std::mem::replace(&mut e.fileobj, fileobj.map(|f| f.clone().unbind()));
+                    }
                 }
-                Ok((st.fds.set_handler(fd, mask, handle.clone().unbind()), spare))
+                let old = st.fds.set_handler(fd, mask, handle.clone().unbind());
+                Ok((old, (spare, spare_fileobj)))
             }
         };
         drop(failed);
@@ -538,6 +574,7 @@ impl LoopCore {
             mask,
             Some(sock),
             None,
+            None,
         )
     }
 
@@ -550,7 +587,7 @@ impl LoopCore {
             return Ok(());
         }
         let old = this.state.borrow(py)?.remove_interest(fd, mask);
-        if let Some(h) = old {
+        if let Some(Released { handle: h, .. }) = &old {
             let h = h.bind(py);
             if this.is_debug() {
                 // Debug mode's cancel also keeps the handle's repr and traceback.
@@ -569,13 +606,33 @@ impl LoopCore {
             return Ok(false);
         }
         // An fd beyond a C int cannot be registered, so it is not (asyncio: a KeyError, False).
-        let Ok(fd) = i32::try_from(fileobj_to_fd(fd)?) else {
+        let Ok(fd) = i32::try_from(this.fileobj_lookup(fd)?) else {
             return Ok(false);
         };
-        let old = this.state.borrow(py)?.remove_interest(fd, mask);
+        let (old, gone) = {
+            let mut st = this.state.borrow(py)?;
+            let old = st.remove_interest(fd, mask);
+            // The other interest could not be kept (the fd was closed): selectors' modify
+            // drops the key and raises, so `_remove_reader` neither cancels the handle nor
+            // returns (selector_events.py); the entry goes, its handles dropped unborrowed.
+            let gone = match &old {
+                Some(Released { error: Some(_), .. }) => st.fds.remove(fd),
+                _ => None,
+            };
+            (old, gone)
+        };
+        drop(gone);
         match old {
-            Some(h) => {
-                h.bind(py).call_method0("cancel")?;
+            Some(Released {
+                error: Some(e),
+                handle,
+                fileobj,
+            }) => {
+                drop((handle, fileobj));
+                Err(os_error(e))
+            }
+            Some(r) => {
+                r.handle.bind(py).call_method0("cancel")?;
                 Ok(true)
             }
             None => Ok(false),
@@ -1001,8 +1058,9 @@ impl LoopCore {
             st.events = events;
             let mut gone = Vec::new();
             for (fd, mask) in cancelled_io {
-                if let Some(h) = st.remove_interest(fd, mask) {
-                    gone.push(h);
+                if let Some(r) = st.remove_interest(fd, mask) {
+                    gone.push(r.handle);
+                    gone.extend(r.fileobj);
                 }
             }
             let mut gone_fds = Vec::new();
@@ -1135,16 +1193,23 @@ impl State {
         out
     }
 
-    /// Drops `mask` interest for `fd`; returns the handle that was registered for it. The
-    /// last interest parks the registration (see src/io/mod.rs): no syscall now.
-    fn remove_interest(&mut self, fd: i32, mask: u32) -> Option<Py<PyAny>> {
-        let old = self.fds.take_handler(fd, mask)?;
-        let (new_mask, kmask) = self.fds.get(fd).map(|e| (e.mask(), e.kmask))?;
-        if new_mask != 0 && new_mask != kmask {
-            let gen = self.fds.next_gen();
-            let _ = self.poller_ctl(Epoll::modify, fd, new_mask, gen);
+    /// Drops `mask` interest for `fd`; returns the handle that was registered for it, with
+    /// what else goes (see [`Released`]). The last interest parks the registration (see
+    /// src/io/mod.rs): no syscall now.
+    fn remove_interest(&mut self, fd: i32, mask: u32) -> Option<Released> {
+        let (handle, fileobj) = self.fds.take_handler(fd, mask)?;
+        let mut error = None;
+        if let Some((new_mask, kmask)) = self.fds.get(fd).map(|e| (e.mask(), e.kmask)) {
+            if new_mask != 0 && new_mask != kmask {
+                let gen = self.fds.next_gen();
+                error = self.poller_ctl(Epoll::modify, fd, new_mask, gen).err();
+            }
         }
-        Some(old)
+        Some(Released {
+            handle,
+            fileobj,
+            error,
+        })
     }
 
     /// `ctl` (`Epoll::add`, or `Epoll::modify`, which falls back to ADD on ENOENT) of `fd`
@@ -1539,25 +1604,42 @@ impl LoopCore {
         Self::remove_io(slf, fd, WRITABLE)
     }
 
-    #[allow(clippy::type_complexity)] // (events, reader, writer), the shape selectors use
-    /// What the poller watches for `fd`: `(events, reader_handle, writer_handle)` with
-    /// selectors' EVENT_READ = 1 / EVENT_WRITE = 2 bits, or None when it is not registered.
-    /// Backs the `_selector` view that asyncio's transports read for their repr.
+    #[allow(clippy::type_complexity)] // (fd, events, reader, writer, fileobj): a SelectorKey
+    /// The registration `fileobj` leads to, as selectors' `get_key` finds it (through
+    /// `_fileobj_lookup`): `(fd, events, reader_handle, writer_handle, key_fileobj)` with
+    /// selectors' EVENT_READ = 1 / EVENT_WRITE = 2 bits and the object the registration was
+    /// made with (None when that was the fd itself), or None when nothing is registered.
+    /// Raises ValueError as `_fileobj_lookup` does. Backs the `_selector` view that asyncio's
+    /// transports read for their repr.
     fn _fd_key<'py>(
         &self,
         py: Python<'py>,
-        fd: i64,
-    ) -> PyResult<Option<(u32, Option<Py<PyAny>>, Option<Py<PyAny>>)>> {
+        fileobj: &Bound<'py, PyAny>,
+    ) -> PyResult<
+        Option<(
+            i32,
+            u32,
+            Option<Py<PyAny>>,
+            Option<Py<PyAny>>,
+            Option<Py<PyAny>>,
+        )>,
+    > {
+        let fd = self.fileobj_lookup(fileobj)?;
         let Ok(fd) = i32::try_from(fd) else {
             return Ok(None);
         };
+        if self.closed.load(Relaxed) {
+            return Ok(None);
+        }
         let st = self.state.borrow(py)?;
         Ok(st.fds.get_active(fd).map(|e| {
             let events = u32::from(e.reader.is_some()) | (u32::from(e.writer.is_some()) << 1);
             (
+                fd,
                 events,
                 e.reader.as_ref().map(|h| h.clone_ref(py)),
                 e.writer.as_ref().map(|h| h.clone_ref(py)),
+                e.fileobj.as_ref().map(|f| f.clone_ref(py)),
             )
         }))
     }
@@ -1729,6 +1811,9 @@ impl LoopCore {
             visit.call(h)?;
         }
         for e in st.fds.iter() {
+            if let Some(f) = &e.fileobj {
+                visit.call(f)?;
+            }
             if let Some(r) = &e.reader {
                 visit.call(r)?;
             }
