@@ -246,6 +246,12 @@ fn is_eagain(e: &io::Error) -> bool {
 
 /// One `sock.recv(n)`: `Ok(None)` when it would block.
 fn recv_once<'py>(py: Python<'py>, fd: i32, n: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    if n == 0 {
+        // socket.recv(0) makes no syscall: `sock_recv_guts` returns 0 for a zero length
+        // (Modules/socketmodule.c), so asyncio's sock_recv(sock, 0) returns b'' at once on
+        // any socket, listening, unconnected or closed.
+        return Ok(Some(PyBytes::new(py, b"")));
+    }
     loop {
         match recv_bytes(py, fd, n) {
             Ok(b) => return Ok(Some(b)),

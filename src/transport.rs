@@ -625,7 +625,13 @@ pub(crate) fn recv_into(buf: &Bound<'_, PyAny>, fd: i32) -> PyResult<Result<usiz
     // SAFETY: PyObject_GetBuffer succeeded, so the view is initialised.
     let mut view = unsafe { view.assume_init() };
     let len = usize::try_from(view.len).unwrap_or(0);
-    let res = crate::sys::recv(fd, view.buf, len);
+    // As socket.recv_into: a zero length makes no syscall (`sock_recv_guts` returns 0,
+    // Modules/socketmodule.c), so an empty buffer gets 0 on any socket.
+    let res = if len == 0 {
+        Ok(0)
+    } else {
+        crate::sys::recv(fd, view.buf, len)
+    };
     // SAFETY: the view came from a successful PyObject_GetBuffer and is released once.
     unsafe { ffi::PyBuffer_Release(&mut view) };
     Ok(res)

@@ -1131,3 +1131,67 @@ def test_socket_closed_under_an_operation_then_removed(loop, loop_kind, family, 
     else:
         assert got == [False, invalid, invalid, False, cancelled, False]
 
+
+# -- zero-length receives: socket.recv(0) and recv_into of an empty buffer make no syscall
+# (Modules/socketmodule.c, sock_recv_guts), so asyncio's sock_recv(sock, 0) returns b'' (and
+# sock_recv_into(sock, <empty>) 0) at once on any socket: listening, unconnected, connected
+# with nothing to read, closed.
+
+
+def _zero_length_sockets(family: str):
+    fam = socket.AF_UNIX if family == "unix" else socket.AF_INET
+    listening = socket.socket(fam)
+    listening.bind("" if family == "unix" else ("127.0.0.1", 0))
+    listening.listen()
+    unconnected = socket.socket(fam)
+    connected, peer = nb_pair() if family == "unix" else _tcp_nb_pair()
+    closed = socket.socket(fam)
+    closed.close()
+    for s in (listening, unconnected):
+        s.setblocking(False)
+    return {
+        "listening": listening,
+        "unconnected": unconnected,
+        "connected": connected,
+        "closed": closed,
+    }, [listening, unconnected, connected, peer]
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+def test_zero_length_receives(loop, loop_kind, family):
+    async def scenario(lp):
+        socks, to_close = _zero_length_sockets(family)
+        out = {}
+        try:
+            for name, s in socks.items():
+                for what, make in (
+                    ("recv", lambda s=s: lp.sock_recv(s, 0)),
+                    ("recv_into", lambda s=s: lp.sock_recv_into(s, bytearray())),
+                    (
+                        "recv_into_view",
+                        lambda s=s: lp.sock_recv_into(s, memoryview(bytearray(8))[:0]),
+                    ),
+                    ("recv_1", lambda s=s: lp.sock_recv(s, 1)),
+                ):
+                    task = asyncio.ensure_future(make())
+                    await drain_loop(3)
+                    if task.done():
+                        exc = task.exception()
+                        out[name, what] = ("result", task.result()) if exc is None else summary(exc)
+                    else:
+                        task.cancel()
+                        out[name, what] = "waits"
+                        await _ending(task)
+        finally:
+            for s in to_close:
+                s.close()
+        return out
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    for name in ("listening", "unconnected", "connected", "closed"):
+        assert got[name, "recv"] == ("result", b"")
+        assert got[name, "recv_into"] == ("result", 0)
+        assert got[name, "recv_into_view"] == ("result", 0)
+    assert got["connected", "recv_1"] == "waits"
+    assert got["listening", "recv_1"][0] is OSError
+
