@@ -73,6 +73,10 @@ pub struct SocketReader {
 pub struct SocketWriter {
     transport: Py<PyWeakrefReference>,
     fd: FdCache,
+    /// False when the transport's socket is not exactly `socket.socket` (a subclass may
+    /// override `send`, as a wrapper counting or logging I/O does): every write is then
+    /// asyncio's, which calls the object's `send`.
+    native: bool,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -684,10 +688,12 @@ impl SocketReader {
 #[pymethods]
 impl SocketWriter {
     #[new]
-    fn new(transport: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (transport, native = true))]
+    fn new(transport: &Bound<'_, PyAny>, native: bool) -> PyResult<Self> {
         Ok(Self {
             transport: PyWeakrefReference::new(transport)?.unbind(),
             fd: FdCache(AtomicI32::new(-1)),
+            native,
         })
     }
 
@@ -696,6 +702,9 @@ impl SocketWriter {
         let Some(t) = self.transport.bind(py).upgrade() else {
             return Ok(());
         };
+        if !self.native {
+            return write_slow(&t, data);
+        }
         let is_memoryview = data.is_exact_instance_of::<PyMemoryView>();
         if !data.is_exact_instance_of::<PyBytes>()
             && !data.is_exact_instance_of::<PyByteArray>()

@@ -1195,3 +1195,127 @@ def test_zero_length_receives(loop, loop_kind, family):
     assert got["connected", "recv_1"] == "waits"
     assert got["listening", "recv_1"][0] is OSError
 
+
+# -- a socket subclass that overrides its I/O methods (a wrapper counting or logging I/O):
+# asyncio's sock_* call the object's methods, so both loops must (oxloop's native paths take
+# only the exact socket.socket).
+
+
+class CountingSocket(socket.socket):
+    """Counts the calls of its I/O methods in `calls` (a class attribute the test resets)."""
+
+    calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        CountingSocket.calls[name] = CountingSocket.calls.get(name, 0) + 1
+
+    def recv(self, *args):
+        self._count("recv")
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self._count("recv_into")
+        return super().recv_into(*args)
+
+    def send(self, *args):
+        self._count("send")
+        return super().send(*args)
+
+    def sendall(self, *args):
+        self._count("sendall")
+        return super().sendall(*args)
+
+    def accept(self):
+        self._count("accept")
+        return super().accept()
+
+    def recvfrom(self, *args):
+        self._count("recvfrom")
+        return super().recvfrom(*args)
+
+    def sendto(self, *args):
+        self._count("sendto")
+        return super().sendto(*args)
+
+
+def counting(sock: socket.socket) -> CountingSocket:
+    """`sock` as a non-blocking CountingSocket (it takes over the fd)."""
+    s = CountingSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    s.setblocking(False)
+    return s
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+def test_socket_subclass_methods_are_called_on_every_path(loop, loop_kind, family):
+    # As test_socket_subclass_methods_are_called, over TCP too, with a sendall that waits and
+    # with sock_accept.
+    async def scenario(lp):
+        CountingSocket.calls = {}
+        a, b = nb_pair() if family == "unix" else _tcp_nb_pair()
+        a = counting(a)
+        with a, b:
+            b.send(b"1")
+            await drain_loop(2)
+            assert await wait(lp.sock_recv(a, 10)) == b"1"  # data there: the first attempt
+            task = asyncio.ensure_future(lp.sock_recv(a, 10))  # waits, then reads
+            await drain_loop(3)
+            b.send(b"2")
+            assert await wait(task) == b"2"
+            buf = bytearray(10)
+            task = asyncio.ensure_future(lp.sock_recv_into(a, buf))
+            await drain_loop(3)
+            b.send(b"3")
+            assert await wait(task) == 1 and buf[:1] == b"3"
+            await wait(lp.sock_sendall(a, b"out"))
+            await drain_loop(2)
+            assert b.recv(10) == b"out"
+            # A send that must wait for room: the rest goes out from the waiter.
+            big = payload(4 * 1024 * 1024)
+            task = asyncio.ensure_future(lp.sock_sendall(a, big))
+            got = bytearray()
+            while len(got) < len(big):
+                await drain_loop(1)
+                try:
+                    got += b.recv(1024 * 1024)
+                except BlockingIOError:
+                    pass
+            await wait(task)
+            assert digest(got) == digest(big)
+        with socket.socket(a.family) as raw:
+            raw.bind("" if family == "unix" else ("127.0.0.1", 0))
+            listener = counting(raw.dup())
+        with listener:
+            listener.listen()
+            peer = socket.socket(listener.family)
+            with peer:
+                peer.connect(listener.getsockname())
+                conn, _ = await wait(lp.sock_accept(listener))
+                conn.close()
+        calls = dict(CountingSocket.calls)
+        # The waiting sendall's own count depends on the socket buffer sizes: only "called".
+        assert calls.pop("send") >= 2
+        return calls
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    # A wait costs one more call: the first attempt would block, the waiter's succeeds.
+    assert got == {"recv": 3, "recv_into": 2, "accept": 1}
+
+
+@pytest.mark.skipif(not PY311, reason="sock_sendto / sock_recvfrom are 3.11+")
+def test_socket_subclass_datagram_methods_are_called(loop, loop_kind):
+    async def scenario(lp):
+        CountingSocket.calls = {}
+        a = counting(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        with a, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+            a.bind(("127.0.0.1", 0))
+            b.bind(("127.0.0.1", 0))
+            await wait(lp.sock_sendto(a, b"d", b.getsockname()))
+            assert b.recvfrom(10)[0] == b"d"
+            task = asyncio.ensure_future(lp.sock_recvfrom(a, 10))
+            await drain_loop(3)
+            b.sendto(b"e", a.getsockname())
+            assert (await wait(task))[0] == b"e"
+        return dict(CountingSocket.calls)
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got == {"sendto": 1, "recvfrom": 2}

@@ -604,3 +604,122 @@ def test_each_read_gets_bytes_of_its_own(loop, run, how):
     else:
         assert b"".join(bytes(k) for k in kept) == b"".join(messages)
     b.close()
+
+
+# -- a transport over a socket subclass that overrides its I/O methods (a wrapper counting or
+# logging I/O): asyncio's transport calls the object's recv / recv_into / send, so both loops
+# must; oxloop's native read and write paths take only the exact socket.socket.
+
+
+class CountingSocket(socket.socket):
+    calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        CountingSocket.calls[name] = CountingSocket.calls.get(name, 0) + 1
+
+    def recv(self, *args):
+        self._count("recv")
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self._count("recv_into")
+        return super().recv_into(*args)
+
+    def send(self, *args):
+        self._count("send")
+        return super().send(*args)
+
+    def sendall(self, *args):
+        self._count("sendall")
+        return super().sendall(*args)
+
+
+def _counting_pair(family: str) -> tuple[CountingSocket, socket.socket]:
+    if family == "unix":
+        a, b = socket.socketpair()
+    else:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            a = socket.create_connection(listener.getsockname())
+            b, _ = listener.accept()
+    a = CountingSocket(a.family, a.type, a.proto, fileno=a.detach())
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+async def _peer_gets(b: socket.socket, n: int) -> bytes:
+    got = b""
+    while len(got) < n:
+        await asyncio.sleep(0)
+        try:
+            got += b.recv(100)
+        except BlockingIOError:
+            pass
+    return got
+
+
+def _subclass_scenario(family: str, how: str, shape: str):
+    async def scenario(lp):
+        CountingSocket.calls = {}
+        a, b = _counting_pair(family)
+        with b:
+            proto = Recorder() if shape == "protocol" else Buffered(size=64)
+            if how == "create_connection":
+                if family == "unix":
+                    transport, _ = await lp.create_unix_connection(lambda: proto, sock=a)
+                else:
+                    transport, _ = await lp.create_connection(lambda: proto, sock=a)
+            else:
+                transport, _ = await lp.connect_accepted_socket(lambda: proto, a)
+            b.send(b"abc")
+            while len(proto.data) < 3:
+                await asyncio.sleep(0)
+            transport.write(b"xyz")  # nothing queued: one send
+            assert await wait(_peer_gets(b, 3)) == b"xyz"
+            b.shutdown(socket.SHUT_WR)  # the next read gets the end of the stream
+            exc = await wait(proto.lost)
+        return bytes(proto.data), exc, dict(CountingSocket.calls)
+
+    return scenario
+
+
+@pytest.mark.parametrize("shape", ["protocol", "buffered"])
+@pytest.mark.parametrize("how", ["create_connection", "connect_accepted_socket"])
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+def test_socket_subclass_methods_are_called_by_the_transport(loop, loop_kind, family, how, shape):
+    from _net import same_as_stock
+
+    got = same_as_stock(loop, loop_kind, _subclass_scenario(family, how, shape))
+    read = "recv" if shape == "protocol" else "recv_into"
+    # The data, then the end of the stream (a Recorder keeps its transport open on EOF only
+    # if eof_received says so; neither does): one read call each, and one send.
+    assert got == (b"abc", None, {read: 2, "send": 1})
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+def test_socket_subclass_methods_are_called_by_streams(loop, loop_kind, family):
+    from _net import same_as_stock
+
+    async def scenario(lp):
+        CountingSocket.calls = {}
+        a, b = _counting_pair(family)
+        with b:
+            if family == "unix":
+                reader, writer = await asyncio.open_unix_connection(sock=a)
+            else:
+                reader, writer = await asyncio.open_connection(sock=a)
+            b.send(b"line\n")
+            line = await wait(reader.readline())
+            writer.write(b"back")
+            await wait(writer.drain())
+            assert await wait(_peer_gets(b, 4)) == b"back"
+            b.shutdown(socket.SHUT_WR)
+            rest = await wait(reader.read())
+            writer.close()
+            await wait(writer.wait_closed())
+        return line, rest, dict(CountingSocket.calls)
+
+    got = same_as_stock(loop, loop_kind, scenario)
+    assert got == (b"line\n", b"", {"recv": 2, "send": 1})

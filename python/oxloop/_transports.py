@@ -18,6 +18,10 @@ them as usual, through the slot descriptors), so the Rust side reads each with o
 offset it takes from the descriptors at import (``register_transport_slots``) instead of a dict
 lookup. A subclass of ``_SocketTransport`` gets the attribute protocol instead.
 
+Both paths read and write the fd themselves, which only ``socket.socket``'s own methods do: a
+transport over a socket subclass (which may override ``recv`` / ``send``, as a wrapper counting
+or logging I/O does) reads and writes through asyncio's code, which calls the object's methods.
+
 Invariant: ``_oxloop_buffered`` tells the read path which protocol shape to drive and follows
 ``set_protocol`` as ``_read_ready_cb`` does in asyncio.
 
@@ -32,6 +36,7 @@ its signatures, never from the version number.
 from __future__ import annotations
 
 import inspect
+import socket
 from asyncio import protocols, selector_events
 from typing import Any
 
@@ -68,6 +73,9 @@ TRANSPORT_CONTEXT = _takes_keyword(
 _oxloop._set_io_context_keyword(IO_CONTEXT)
 
 
+_AsyncioTransport = selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
+
+
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
     # The fields src/transport.rs reads by offset, and ``write``, the bound fast write, which
     # callers find sooner in a slot than in the dict.
@@ -81,11 +89,20 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
         # checks the arguments, so a wrong call fails as it does on stock asyncio.
         self.write = _oxloop.SocketWriter(self).write
         super().__init__(*args, **kwargs)
+        if type(self._sock) is not socket.socket:
+            # A socket subclass may override send (a wrapper counting or logging I/O), which
+            # asyncio's write calls: every write goes to asyncio's.
+            self.write = _oxloop.SocketWriter(self, False).write
 
     @property
     def _read_ready(self) -> Any:
-        # Read where asyncio registers (or re-registers, on resume_reading) its reader.
-        return _oxloop.SocketReader(self)
+        # Read where asyncio registers (or re-registers, on resume_reading) its reader. The
+        # native reader reads the fd itself, which only `socket.socket`'s own recv /
+        # recv_into do: a subclass (which may override them) gets asyncio's _read_ready,
+        # which calls the object's methods.
+        if type(self._sock) is socket.socket:
+            return _oxloop.SocketReader(self)
+        return _AsyncioTransport._read_ready.__get__(self)
 
     def set_protocol(self, protocol: Any) -> None:
         self._oxloop_buffered = isinstance(protocol, protocols.BufferedProtocol)
