@@ -415,6 +415,8 @@ def test_accept_at_the_fd_limit_waits_without_spinning_and_serves_every_client(l
                 assert chunk, (i, data)
                 data += chunk
             assert data == want
+        for s in socks:  # 3.12.1+: wait_closed() waits for the connections to end
+            s.close()
         out, err = proc.communicate(timeout=30)  # closes the child's stdin: it ends
     finally:
         for s in socks:
