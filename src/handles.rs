@@ -445,7 +445,15 @@ impl Layout {
             // CPython's _PyObject_GET_WEAKREFS_LISTPTR computes it.
             let wl = (*tp).tp_weaklistoffset;
             let tb = get(obj, self.source_tb);
+            // A cancelled handle is not kept: that is how the reader (writer) handles of the
+            // fd table arrive here, one per connection closed while its readiness event was
+            // queued (remove_reader cancels it and the queue holds the last reference). They
+            // are not the demand the spares serve (handles queued at once by call_soon and
+            // call_at): kept, they filled the free list up to FREE_LIST_MAX at ~1 per
+            // connection, ~3 MiB a busy server never gave back (benches/churn.py: +10.9 MiB
+            // RSS per 100k connections until it was full).
             if (!timer && tp != self.handle_type.as_ptr() as *mut ffi::PyTypeObject)
+                || is_true(get(obj, self.cancelled))
                 || ffi::Py_REFCNT(obj) != 1
                 || (wl != 0
                     && !(*((obj as *mut u8).offset(wl) as *mut *mut ffi::PyObject)).is_null())

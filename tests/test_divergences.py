@@ -7,6 +7,7 @@ side (a fix in oxloop, a change in a new CPython) shows up here and in the doc t
 from __future__ import annotations
 
 import gc
+import sys
 
 import pytest
 
@@ -99,3 +100,52 @@ def test_stream_feed_frames_are_not_profiled_on_oxloop(loop, loop_kind):
     assert fed == (
         set() if loop_kind == "oxloop" else {"data_received", "feed_data", "_wakeup_waiter"}
     )
+
+
+def test_accept_out_of_descriptors_reports_once_per_attempt(loop, loop_kind, monkeypatch):
+    # accept() failing with EMFILE on a listener whose client waits (docs/compatibility.md).
+    # asyncio: `backlog` failing calls per event, each reported and each scheduling a retry,
+    # and a retry due after the listener closed calls _add_reader(-1) (a ValueError, reported).
+    # oxloop: one report and one retry per attempt; a retry after the close does nothing.
+    import asyncio
+    import errno
+    import socket
+    from asyncio import constants
+
+    class Exhausted(socket.socket):
+        def accept(self):
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(constants, "ACCEPT_RETRY_DELAY", 0.01)
+    reports = []
+    loop.set_exception_handler(lambda lp, ctx: reports.append(ctx))
+    listener = Exhausted(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(10)
+    listener.setblocking(False)
+    client = socket.create_connection(listener.getsockname())
+    try:
+        backlog = 5
+        loop._start_serving(asyncio.Protocol, listener, None, None, backlog)
+
+        async def first_attempt():
+            while not reports:
+                await asyncio.sleep(0)
+
+        loop.run_until_complete(first_attempt())
+        first = len(reports)
+        listener.close()  # as Server.close() does, with the retry pending
+        loop.run_until_complete(asyncio.sleep(0.1))
+    finally:
+        client.close()
+        listener.close()
+    messages = [r["message"] for r in reports]
+    resource = "socket.accept() out of system resource"
+    if loop_kind == "oxloop":
+        assert messages == [resource]
+    else:
+        per_event = backlog + 1 if sys.version_info >= (3, 14) else backlog
+        assert first == per_event
+        assert messages[:per_event] == [resource] * per_event
+        later = [r for r in reports[per_event:] if r["message"] != resource]
+        assert later and all(isinstance(r["exception"], ValueError) for r in later), messages

@@ -135,3 +135,44 @@ def test_handles_are_distinct_objects_while_queued(loop):
     assert len({id(h) for h in handles}) == len(handles)
     loop.call_soon(loop.stop)
     loop.run_forever()
+
+
+def test_connections_closed_on_eof_keep_nothing(loop, run):
+    # A transport that closes from its own read callback (EOF) removes the reader handle that
+    # is running: the loop's queue then holds its last reference. oxloop kept such handles as
+    # spares for call_soon, one per connection, up to 32,768 (~3 MiB) that a busy server
+    # never gave back (benches/churn.py). Nothing a connection leaves behind may accumulate.
+    import asyncio
+    import socket
+    import sys
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+    async def connections(n):
+        for _ in range(n):
+            a, b = socket.socketpair()
+            b.setblocking(False)
+            transport, _ = await loop.connect_accepted_socket(Echo, a)
+            b.sendall(b"ping")
+            assert await loop.sock_recv(b, 4) == b"ping"
+            b.close()  # EOF: the transport closes itself
+            while not transport.is_closing():
+                await asyncio.sleep(0)
+            for _ in range(3):  # connection_lost runs
+                await asyncio.sleep(0)
+
+    def blocks():
+        gc.collect()
+        return sys.getallocatedblocks()
+
+    run(connections(500))  # warm-up: caches of the interpreter and of both loops fill
+    before = blocks()
+    n = 2000
+    run(connections(n))
+    grown = blocks() - before
+    assert grown < n // 10, grown  # oxloop kept ~n before (asyncio: ~0)

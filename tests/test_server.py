@@ -4,8 +4,8 @@ Pins base_events.Server of the running version: sockets, is_serving, start_servi
 serve_forever, close, wait_closed (whose semantics changed in 3.12.1), close_clients /
 abort_clients (3.13), async with, get_loop; create_server with several hosts, reuse_port,
 reuse_address, keep_alive (3.13), sock=, start_serving=False; bad arguments; a server closed
-while clients are connected; and accept failing with EMFILE (the server keeps running and
-retries after asyncio's ACCEPT_RETRY_DELAY without spinning).
+while clients are connected; and accept failing with EMFILE (the server keeps running,
+retries after asyncio's ACCEPT_RETRY_DELAY without spinning, and serves every queued client).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import errno
 import json
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -322,68 +323,117 @@ def test_invalid_arguments(loop, loop_kind):
 
 
 EMFILE_CHILD = r"""
-import asyncio, json, resource, socket, sys, time
+import asyncio, json, os, resource, sys, threading, time
 import oxloop
 
 loop = oxloop.new_event_loop() if sys.argv[1] == "oxloop" else asyncio.SelectorEventLoop()
+WINDOW = float(sys.argv[2])
 
 async def main():
-    errors = []
-    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
-    accepted = loop.create_future()
+    reports = []
+    failed = loop.create_future()
 
-    class P(asyncio.Protocol):
+    def handler(lp, ctx):
+        reports.append(ctx)
+        if not failed.done():
+            failed.set_result(None)
+
+    loop.set_exception_handler(handler)
+
+    class Echo(asyncio.Protocol):
         def connection_made(self, transport):
-            if not accepted.done():
-                accepted.set_result(transport)
+            self.transport = transport
 
-    server = await loop.create_server(P, "127.0.0.1", 0)
-    addr = server.sockets[0].getsockname()
+        def data_received(self, data):
+            self.transport.write(data)
+
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
     # Use every descriptor the limit allows, so accept() fails with EMFILE.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
-    client = socket.socket()
-    client.connect(addr)  # the kernel completes the handshake; accept() is what fails
     held = []
     try:
         while True:
-            held.append(open("/dev/null", "rb"))
+            held.append(os.open("/dev/null", os.O_RDONLY))
     except OSError:
         pass
-    failed = loop.create_future()
-    loop.set_exception_handler(
-        lambda lp, ctx: (errors.append(ctx), failed.done() or failed.set_result(None)))
+    print(server.sockets[0].getsockname()[1], flush=True)
+    # The parent connects its clients now (the kernel completes the handshakes; accept() is
+    # what fails), then closes our stdin once it has checked their echoes.
+    finished = loop.create_future()
+    threading.Thread(
+        target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(finished.set_result, None)),
+        daemon=True,
+    ).start()
     await asyncio.wait_for(failed, 10)
-    cpu0 = time.process_time()
-    wall0 = time.monotonic()
-    for f in held:
-        f.close()
-    transport = await asyncio.wait_for(accepted, 10)
-    # asyncio retries after constants.ACCEPT_RETRY_DELAY (1 s): no busy loop meanwhile.
-    out = {
-        "messages": sorted({e["message"] for e in errors}),
-        "errnos": sorted({getattr(e.get("exception"), "errno", None) for e in errors}),
+    first = len(reports)
+    # The limit persists for WINDOW seconds with every client queued.
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(WINDOW)
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    during = len(reports)
+    for fd in held:
+        os.close(fd)
+    print(json.dumps({
+        "first": first,
+        "during": during,
+        "cpu": cpu,
+        "wall": wall,
+        "messages": sorted({e["message"] for e in reports}),
+        "errnos": sorted({getattr(e.get("exception"), "errno", None) for e in reports}),
         "serving": server.is_serving(),
-        "cpu": time.process_time() - cpu0,
-        "waited": time.monotonic() - wall0,
-    }
-    transport.close()
-    client.close()
+    }), flush=True)
+    await finished
     server.close()
     await server.wait_closed()
-    print(json.dumps(out))
 
 loop.run_until_complete(main())
 loop.close()
 """
 
 
-def test_accept_emfile_keeps_serving_without_spinning(loop_kind):
-    proc = python_subprocess(EMFILE_CHILD, loop_kind)
-    out, err = proc.communicate(timeout=30)
+def test_accept_at_the_fd_limit_waits_without_spinning_and_serves_every_client(loop_kind):
+    # The child lowers its own RLIMIT_NOFILE and fills its fd table; this process's clients
+    # queue in the listener's backlog meanwhile. (benches: 10,500 reports and 0.43 s of CPU in
+    # 8 s on stock asyncio with its default handler; 9 reports and 5 ms on oxloop.)
+    clients, window = 20, 1.5
+    proc = python_subprocess(EMFILE_CHILD, loop_kind, str(window), stdin=subprocess.PIPE)
+    socks = []
+    try:
+        port = int(proc.stdout.readline())
+        for i in range(clients):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            socks.append(s)
+            s.sendall(b"client %d" % i)
+        got = json.loads(proc.stdout.readline())
+        # Every queued client is accepted once descriptors are free, and echoed.
+        for i, s in enumerate(socks):
+            want = b"client %d" % i
+            data = b""
+            while len(data) < len(want):
+                chunk = s.recv(64)
+                assert chunk, (i, data)
+                data += chunk
+            assert data == want
+        for s in socks:  # 3.12.1+: wait_closed() waits for the connections to end
+            s.close()
+        out, err = proc.communicate(timeout=30)  # closes the child's stdin: it ends
+    finally:
+        for s in socks:
+            s.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
-    got = json.loads(out)
     assert got["messages"] == ["socket.accept() out of system resource"]
     assert got["errnos"] == [errno.EMFILE]
     assert got["serving"]
-    assert got["cpu"] < 0.5 * max(got["waited"], 0.2), got
+    if loop_kind == "oxloop":
+        # One accept() and one report per ACCEPT_RETRY_DELAY (1 s), nothing in between.
+        assert got["first"] == 1, got
+        assert got["during"] <= 2 + got["wall"], got
+        assert got["cpu"] < 0.1 * got["wall"], got
+    else:
+        # asyncio goes on with its accept loop after the first report: `backlog` (100)
+        # failing accept() calls, reports and retry timers per event (3.14+: backlog + 1).
+        assert got["first"] >= 100, got
