@@ -8,6 +8,13 @@ Public API (mirrors uvloop where users know it already):
 - ``LoopMetrics`` (``loop.metrics()``) and ``SlowCallbackReport``
   (``loop.enable_slow_callback_reports()``): always-on loop insight;
 - ``oxloop.testing``: ``VirtualClock``, virtual time for tests (docs/testing.md).
+
+PYTEST_DONT_REWRITE: pytest marks every top-level module of a distribution with a ``pytest11``
+entry point (oxloop's plugin) for assertion rewriting, and warns about one that was imported
+before it started (``python -m oxloop -m pytest``, sitecustomize, ``pytest.main()`` in a
+wrapper) unless its docstring says this; the warning fails projects whose pytest config says
+``filterwarnings = error``. This module has no assert to rewrite; the plugin module itself
+(oxloop.pytest_plugin) is still rewritten when pytest imports it.
 """
 
 from __future__ import annotations
