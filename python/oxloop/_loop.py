@@ -65,6 +65,11 @@ _PY313 = sys.version_info >= (3, 13)
 _ThreadSafeHandle: type[events.Handle] | None = getattr(events, "_ThreadSafeHandle", None)
 
 
+# 3.14 deprecates asyncio.iscoroutinefunction (it warns on every call); asyncio's own
+# add_signal_handler calls the silent private one there (Lib/asyncio/unix_events.py).
+_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction)
+
+
 def _sighandler_noop(signum: int, frame: Any) -> None:
     """Installed for signals with an add_signal_handler callback: Python writes the signal
     number to the wakeup fd, and the loop reads it from there."""
@@ -677,7 +682,7 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         Raise ValueError if the signal number is invalid or uncatchable.
         Raise RuntimeError if there is a problem setting up the handler.
         """
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()
