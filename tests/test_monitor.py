@@ -433,3 +433,35 @@ def test_cli_top_redraws_on_a_terminal(monitored, runtime_dir):
         assert lines[0] == f"oxloop top: process {monitored.pid}, every 0.2 s (Ctrl-C to quit)"
         assert lines[1].split()[:3] == ["loop", "thread", "util"]
         assert lines[2].split()[:2] == ["0", "MainThread"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["dump"],
+        pytest.param(
+            ["top", "--interval", "0.2"],
+            marks=pytest.mark.skipif(not HAS_METRICS, reason="loop.metrics() is not built in"),
+        ),
+    ],
+    ids=["dump", "top"],
+)
+def test_cli_ends_quietly_when_its_reader_is_gone(monitored, runtime_dir, args):
+    # `python -m oxloop top PID | head`: once head exits, every write fails with EPIPE. A Unix
+    # tool dies of SIGPIPE there, silently; so does the CLI (no BrokenPipeError traceback).
+    command, *options = args
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write: deterministic EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "oxloop", command, str(monitored.pid), *options],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env({"XDG_RUNTIME_DIR": runtime_dir}),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == -signal.SIGPIPE

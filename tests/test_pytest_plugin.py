@@ -378,3 +378,53 @@ def test_plugin_adds_no_deprecation_warning(run_pytest):
         "error::DeprecationWarning",
     )
     result.assert_outcomes(passed=3)
+
+
+# A project that turns every warning into an error (aiohttp, anyio, uvicorn and httpx do), with
+# a test on oxloop's virtual clock: the plugin must still work, and pytest must have nothing to
+# say about oxloop however early it was imported.
+STRICT_INI = """
+[pytest]
+filterwarnings = error
+asyncio_default_fixture_loop_scope = function
+addopts = -p no:cacheprovider
+"""
+STRICT_TESTS = """
+import asyncio, oxloop, pytest
+
+def assert_rewritten():
+    x = 1
+    assert x == 2
+
+def test_asserts_are_still_rewritten():
+    with pytest.raises(AssertionError, match="assert 1 == 2"):
+        assert_rewritten()
+
+@pytest.mark.asyncio
+@pytest.mark.oxloop
+async def test_on_virtual_time(oxloop_clock):
+    assert isinstance(asyncio.get_running_loop(), oxloop.Loop)
+    await asyncio.sleep(3600)
+    assert oxloop_clock.now == 3600.0
+"""
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        ["-m", "oxloop", "-m", "pytest"],
+        # sitecustomize, a .pth or a wrapper script: oxloop is imported before pytest starts.
+        ["-c", "import sys, oxloop, pytest; sys.exit(pytest.main(sys.argv[1:]))"],
+    ],
+    ids=["python -m oxloop -m pytest", "import oxloop; pytest.main()"],
+)
+def test_importing_oxloop_before_pytest_is_invisible(pytester, how):
+    # pytest marks for assertion rewriting every top-level module of a distribution that has a
+    # pytest11 entry point, and warns (PytestAssertRewriteWarning) about one already imported
+    # unless its docstring says PYTEST_DONT_REWRITE (_pytest/assertion/rewrite.py, mark_rewrite).
+    pytester.makeini(STRICT_INI)
+    pytester.makepyfile(test_it=STRICT_TESTS)
+    result = pytester.run(sys.executable, *how, "-v", "-p", "no:randomly")
+    assert "PytestAssertRewriteWarning" not in result.stdout.str() + result.stderr.str()
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=2)

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 from _helpers import collect_errors, outcome, python_subprocess, stock_outcome
@@ -205,6 +206,16 @@ def test_coroutine_function_handler(loop):
     finally:
         coro.close()
     assert loop.remove_signal_handler(signal.SIGUSR1) is False
+
+
+def test_add_emits_no_deprecation_warning(loop):
+    # 3.14 deprecates asyncio.iscoroutinefunction; asyncio's own add_signal_handler checks the
+    # callback with the silent private one, so a project whose pytest config says
+    # `filterwarnings = error` can install signal handlers (uvicorn does) on either loop.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+    assert loop.remove_signal_handler(signal.SIGUSR1) is True
 
 
 def test_add_from_non_main_thread(loop):

@@ -26,14 +26,19 @@ import asyncio
 import sys
 import warnings
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
 
 from ._compat import default_policy_class
 from ._loop import Loop, new_event_loop
 
-__all__ = ["EventLoopPolicy", "install", "run"]
+# Not `from typing import ...`: typing is not loaded by asyncio on 3.14+, and `import oxloop`
+# must not pay for it (benches/import_time.py). Type checkers treat this name as typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
 
-_T = TypeVar("_T")
+    _T = TypeVar("_T")
+
+__all__ = ["EventLoopPolicy", "install", "run"]
 
 
 def run(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import gc
-import ipaddress
 import os
 import selectors
 import signal
@@ -36,17 +35,24 @@ import weakref
 from asyncio import base_events, constants, coroutines, events, format_helpers, futures, unix_events
 from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
 
-from . import _insight, _oxloop, _pipes, _subprocess, _transports
-from ._metrics import LoopMetrics
+from . import _oxloop, _pipes, _subprocess, _transports
 from ._oxloop import sock_recv as _sock_recv
 from ._oxloop import sock_recv_into as _sock_recv_into
 from ._oxloop import sock_sendall as _sock_sendall
 from ._transports import _SocketTransport
-from .monitor import _autostart as _monitor_autostart
 
+# What a loop does not need to run (slow-callback reports, metrics snapshots, the monitor,
+# virtual time, ipaddress) is imported on first use, so `import oxloop` costs no more than
+# `import uvloop` (benches/import_time.py; tests/test_import.py checks the module list).
+# Not `from typing import TYPE_CHECKING`: asyncio does not load typing on 3.14+, and `import
+# oxloop` must not pay for it. Type checkers treat this name as typing's.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+    from . import _insight
+    from ._metrics import LoopMetrics
     from .testing import VirtualClock
 
 __all__ = ["Loop", "new_event_loop"]
@@ -66,6 +72,11 @@ _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 
 class _AcceptPaused(Exception):
     """Ends asyncio's accept loop at its first out-of-resource report (Loop._accept_connection)."""
+
+
+# 3.14 deprecates asyncio.iscoroutinefunction (it warns on every call); asyncio's own
+# add_signal_handler calls the silent private one there (Lib/asyncio/unix_events.py).
+_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction)
 
 
 def _sighandler_noop(signum: int, frame: Any) -> None:
@@ -100,6 +111,16 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
 gc.callbacks.append(_on_gc)
 
 
+def _monitor_autostart(loop: Loop) -> None:
+    """Start the monitor when ``OXLOOP_MONITOR`` asks for it (oxloop.monitor._autostart);
+    only then is oxloop.monitor imported."""
+    if os.environ.get("OXLOOP_MONITOR", "") in ("", "0"):
+        return
+    from .monitor import _autostart
+
+    _autostart(loop)
+
+
 def _is_numeric_host(host: Any) -> bool:
     """None or an IP literal (IPv6 with an optional %scope): getaddrinfo answers it without a
     name lookup."""
@@ -112,6 +133,8 @@ def _is_numeric_host(host: Any) -> bool:
             return False
     if not isinstance(host, str):
         return False
+    import ipaddress  # on first use: a name lookup is a per-connection cost already
+
     try:
         ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
@@ -417,6 +440,8 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
     def metrics(self) -> LoopMetrics:
         """An immutable snapshot of the loop's counters, as of its last poll (safe from any
         thread). ``later - earlier`` gives the interval between two snapshots."""
+        from ._metrics import LoopMetrics
+
         return LoopMetrics._from_raw(self._metrics_raw())
 
     def enable_slow_callback_reports(
@@ -434,6 +459,9 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         min_interval = float(min_interval)
         if not min_interval >= 0.0:
             raise ValueError(f"min_interval must be >= 0, not {min_interval!r}")
+        # Imported here, on the loop's side, before the watchdog thread can need it.
+        from . import _insight
+
         self._slow_reporter = _insight.Reporter(hook, min_interval)
         self._start_watchdog()
 
@@ -443,7 +471,10 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         self._stop_watchdog()
 
     def _watchdog_sample(self, handle: events.Handle) -> Any:
-        # Watchdog thread, loop thread paused inside `handle`.
+        # Watchdog thread, loop thread paused inside `handle`. enable_slow_callback_reports
+        # imported _insight before starting the watchdog: this import only reads sys.modules.
+        from . import _insight
+
         return _insight.sample(self, handle)
 
     def _watchdog_report(self, sample: Any, duration: float, unsampled: bool, seq: int) -> None:
@@ -459,6 +490,8 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         reporter = self._slow_reporter
         handle = self._take_slow_handle(seq)
         if reporter is not None:
+            from . import _insight
+
             report = _insight.build_report(sample, duration, unsampled, handle)
             reporter.deliver(self, report)
 
@@ -711,7 +744,7 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         Raise ValueError if the signal number is invalid or uncatchable.
         Raise RuntimeError if there is a problem setting up the handler.
         """
-        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)
         self._check_closed()

@@ -9,16 +9,20 @@
 task count, refreshed every interval (1 s) until Ctrl-C, which exits with status 0.
 
 Invariants: exit status 0 on success, 1 when the process cannot be reached or a loop is
-stalled (dump), 2 on a usage error; no traceback for expected failures or Ctrl-C.
+stalled (dump), 2 on a usage error; no traceback for expected failures or Ctrl-C. When the
+reader of the output goes away (``top PID | head``), the command ends quietly as a Unix tool
+does there: killed by SIGPIPE (the shell's status 141).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from ._tasks import format_task_tree
 from .monitor import Client, MonitorError
@@ -181,9 +185,31 @@ def top(pid: int, args: list[str]) -> int:
 def main(command: str, pid: int, args: list[str]) -> int:
     """Run ``dump`` or ``top`` against process ``pid``; returns the exit status."""
     try:
-        return dump(pid, args) if command == "dump" else top(pid, args)
+        status = dump(pid, args) if command == "dump" else top(pid, args)
+        # Inside the try: a reader that is gone is found here, not by the interpreter's own
+        # flush at exit (which prints "Exception ignored ... BrokenPipeError", status 120).
+        sys.stdout.flush()
+        return status
     except MonitorError as exc:
         sys.stderr.write(f"python -m oxloop {command}: {exc}\n")
         return 1
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:
+        # The monitor socket's errors are MonitorErrors (monitor.Client): this is stdout.
+        _reader_gone()
+
+
+def _reader_gone() -> NoReturn:
+    """End as a Unix tool whose reader has gone away ends: killed by SIGPIPE, no message.
+
+    Python ignores SIGPIPE and raises BrokenPipeError instead; what is still buffered for
+    stdout goes to /dev/null so that the flush at exit does not fail again (the Python docs'
+    "Note on SIGPIPE", library/signal.html). SIGPIPE's default action is restored only now,
+    on the way out: left in place it would kill the process on any closed socket.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    sys.exit(128 + signal.SIGPIPE)  # not reached: the status a shell shows for SIGPIPE

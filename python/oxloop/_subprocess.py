@@ -41,7 +41,12 @@ import threading
 import weakref
 from asyncio import unix_events
 from asyncio.log import logger
-from typing import Any
+
+# Not `from typing import ...`: typing is not loaded by asyncio on 3.14+, and `import oxloop`
+# must not pay for it (benches/import_time.py). Type checkers treat this name as typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["loop_closing", "make_subprocess_transport"]
 

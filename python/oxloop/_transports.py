@@ -38,9 +38,14 @@ from __future__ import annotations
 import inspect
 import socket
 from asyncio import protocols, selector_events
-from typing import Any
 
 from . import _oxloop
+
+# Not `from typing import ...`: typing is not loaded by asyncio on 3.14+, and `import oxloop`
+# must not pay for it (benches/import_time.py). Type checkers treat this name as typing's.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["_SocketTransport"]
 
