@@ -23,6 +23,13 @@ def sized(ci, full):
     return full if FULL else ci
 
 
+def stress_timeout(ci: float, full: float):
+    """A hard per-test timeout covering setup and teardown as well (pytest-timeout's thread
+    method: on expiry it dumps every thread's stack and ends the run, so a hang cannot outlive
+    it even where a signal would be swallowed or a teardown would join a stuck thread)."""
+    return pytest.mark.timeout(sized(ci, full), method="thread", func_only=False)
+
+
 def rss_mib() -> float:
     """This process's resident set size now, in MiB (/proc/self/statm)."""
     with open("/proc/self/statm") as f:

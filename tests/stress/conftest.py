@@ -48,9 +48,7 @@ def figures(request):
         "test": request.node.nodeid.split("::", 1)[-1],
         "wall_s": round(wall, 2),
         "cpu_s": round(self1.ru_utime + self1.ru_stime - self0.ru_utime - self0.ru_stime, 2),
-        "child_cpu_s": round(
-            kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime, 2
-        ),
+        "child_cpu_s": round(kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime, 2),
         "rss_mib": round(rss_mib(), 1),
         "rss_delta_mib": round(rss_mib() - rss0, 1),
         **figs,

@@ -14,8 +14,7 @@ import asyncio
 import gc
 import resource
 
-import pytest
-from _stress import FULL, child, nofile_limit, rss_mib, sized
+from _stress import FULL, child, nofile_limit, rss_mib, sized, stress_timeout
 
 CONCURRENT = 10_000
 
@@ -95,7 +94,7 @@ def _stats(loop):
     }
 
 
-@pytest.mark.timeout(300)
+@stress_timeout(300, 300)
 def test_ten_thousand_concurrent_connections(loop, figures):
     """10,000 TCP connections open at once (both sizes), each echoing a payload unique to it
     that the client checks byte for byte; the server sees all 10,000 open together, then all
@@ -154,7 +153,7 @@ print(sum(done), len(bad), flush=True)
 """
 
 
-@pytest.mark.timeout(sized(300, 3600))
+@stress_timeout(300, 3600)
 def test_connection_churn_memory(loop, loop_kind, figures):
     """Connections opened, echoed once and closed by the client, one after the other from 4
     client threads: 50,000 (ci) or 1,000,000 (full; 200,000 on stock asyncio, measured as the

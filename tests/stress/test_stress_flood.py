@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from _stress import sized
+from _stress import sized, stress_timeout
 
 THREADS = 4
 STOP_AFTER = 0.3
@@ -85,7 +85,7 @@ def _round(lp, stop_from_thread: bool) -> dict:
     }
 
 
-@pytest.mark.timeout(sized(120, 600))
+@stress_timeout(120, 600)
 def test_threadsafe_flood_stop_and_close(loop_factory, figures):
     """4 threads flood call_soon_threadsafe; stop() is due at 0.3 s (called on the loop, or from
     another thread through call_soon_threadsafe, in alternate rounds) and the loop is closed right
@@ -93,7 +93,8 @@ def test_threadsafe_flood_stop_and_close(loop_factory, figures):
     after close(); every flooding thread ends with RuntimeError (within 10 s of close);
     call_soon_threadsafe on the closed loop raises RuntimeError; the 5 timers due in the first
     0.25 s all ran; stop() took effect within 0.5 s of its due time (the issue's loose bound; the
-    figures report the real latency and timer lateness). Limits: one process, 4 threads, GIL-bound."""
+    figures report the real latency and timer lateness). Limits: one process, 4 threads, under
+    the GIL."""
     rounds = sized(3, 20)
     results = []
     for r in range(rounds):
