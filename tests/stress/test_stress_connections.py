@@ -157,9 +157,9 @@ print(sum(done), len(bad), flush=True)
 def test_connection_churn_memory(loop, loop_kind, figures):
     """Connections opened, echoed once and closed by the client, one after the other from 4
     client threads: 50,000 (ci) or 1,000,000 (full; 200,000 on stock asyncio, measured as the
-    reference, which is slower). The server's RSS after a warm-up of a tenth of the run (at
-    least 10,000 connections) and at the end may differ by under 2 MiB (issue 15), with
-    gc.collect() before each reading. Limits: TCP over loopback (client-side TIME_WAIT ports
+    reference, which is slower). The server's RSS at the end may exceed its lowest reading after
+    a warm-up of a tenth of the run (at least 10,000 connections; read then and at each quarter
+    after) by under 2 MiB (issue 15), with gc.collect() before each reading. Limits: TCP over loopback (client-side TIME_WAIT ports
     are reused, net.ipv4.tcp_tw_reuse); RSS is the whole test process's."""
     n = sized(50_000, 1_000_000 if loop_kind == "oxloop" else 200_000)
     warmup = max(10_000, n // 10)
@@ -193,7 +193,9 @@ def test_connection_churn_memory(loop, loop_kind, figures):
     wall = loop.time() - t0
     gc.collect()
     end = rss_mib()
-    start = samples[min(samples)]
+    # From the lowest reading after the warm-up: malloc may hand memory back once, early, and a
+    # drop must not hide a later growth.
+    start = min(samples.values())
     growth = end - start
     figures.update(
         connections=n,
