@@ -104,7 +104,9 @@ def test_accept_emfile_then_recovery(loop_kind, figures):
     (full) clients connect and send a unique payload while accept() fails with EMFILE, for 1.5 s;
     then the child frees its descriptors and every queued client must get its echo (within 60 s
     in all). The child's CPU use while at the limit is reported (cpu_at_limit_pct), not asserted
-    (the accept-spin fix owns that bound). Limits: loopback; the backlog holds every client."""
+    (the accept-spin fix owns that bound), nor are the exception handler's calls (asyncio reports
+    each failed accept; a loop may choose not to). Limits: loopback; the backlog holds every
+    client."""
     n = sized(50, 1000)
     window = 1.5
     proc = child(EMFILE_SERVER, loop_kind, str(n))
@@ -122,6 +124,16 @@ def test_accept_emfile_then_recovery(loop_kind, figures):
             time.sleep(window)  # the state under test is "nothing happens": measure it
             cpu = proc_cpu_s(proc.pid) - cpu0
             wall = time.monotonic() - t0
+            # Nobody was served at the limit (else the test tests nothing).
+            early = 0
+            for s in clients:
+                s.settimeout(0)
+                try:
+                    early += len(s.recv(1)) > 0
+                except BlockingIOError:
+                    pass
+                s.settimeout(60)
+            assert early == 0
             proc.stdin.write("release\n")
             proc.stdin.flush()
             r0 = time.monotonic()
@@ -149,10 +161,10 @@ def test_accept_emfile_then_recovery(loop_kind, figures):
         cpu_at_limit_pct=round(100 * cpu / wall, 1),
         recovery_s=round(recovery, 2),
         handler_calls=report["messages"],
+        handler_errnos=report["errnos"],
     )
     assert served == n
     assert report["made"] == report["lost"] == n
-    assert 24 in report["errnos"] or 23 in report["errnos"], report  # EMFILE / ENFILE seen
 
 
 # ---------------------------------------------------------------------------------------------
