@@ -40,7 +40,7 @@ test-one:
 	py=$$($(ENV) build $(PY)) && $$py -m pytest -q tests && $$py conformance/run.py
 
 # Load and fault tests (tests/stress/README.md), on oxloop and stock asyncio: the reduced size CI
-# runs (a few minutes on 2 cores), and the full size the issue names (about half an hour).
+# runs (40-90 s on 2 cores), and the full size the issue names (about 10 minutes).
 # Figures (time, CPU, RSS) are printed at the end; ARGS go to pytest (e.g. ARGS="-k churn").
 stress-ci:
 	py=$$($(ENV) build $(PY)) && OXLOOP_STRESS=ci $$py -m pytest -q tests/stress $(ARGS)
