@@ -10,6 +10,7 @@ import asyncio
 import gc
 import signal
 import sys
+from pathlib import Path
 
 import oxloop
 import pytest
@@ -20,6 +21,22 @@ import pytest
 # Python's handler, so children start from the default disposition as under a terminal.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+_STRESS_DIR = Path(__file__).parent / "stress"
+
+
+def pytest_ignore_collect(collection_path, config):
+    """tests/stress/ (minutes of load and fault tests) is collected only when a path inside it is
+    named on the command line (`make stress`, `make stress-ci`), never by `pytest tests`."""
+    if collection_path != _STRESS_DIR:
+        return None
+    base = Path(config.invocation_params.dir)
+    for arg in config.args:
+        named = (base / arg.split("::")[0]).resolve()
+        if named == _STRESS_DIR or _STRESS_DIR in named.parents:
+            return None
+    return True
+
 
 FACTORIES = {
     "asyncio": asyncio.new_event_loop
