@@ -42,13 +42,14 @@ const CHUNK: Duration = Duration::from_millis(5);
 /// A loop that ran no callback for this long is stalled.
 const STALL: Duration = Duration::from_millis(50);
 
-/// A small id per OS thread (0 is never handed out).
+/// A small id per OS thread (0 is never handed out; a thread whose thread-locals are already
+/// gone, as it exits, gets u64::MAX, which no loop thread has).
 fn thread_token() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
         static TOKEN: u64 = NEXT.fetch_add(1, Relaxed);
     }
-    TOKEN.with(|t| *t)
+    TOKEN.try_with(|t| *t).unwrap_or(u64::MAX)
 }
 
 pub struct Pacer {
