@@ -434,6 +434,7 @@ impl Layout {
     ///
     /// Must be called with no loop state borrowed: releasing the old slot values can run
     /// arbitrary Python code (`__del__`).
+    #[inline(always)]
     pub fn recycle(&self, py: Python<'_>, q: Queued) -> Option<(Py<PyAny>, bool)> {
         let obj = q.handle.as_ptr();
         // SAFETY: obj is a live object; we only read its type, refcount and weaklist slot.

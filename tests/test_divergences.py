@@ -149,3 +149,39 @@ def test_accept_out_of_descriptors_reports_once_per_attempt(loop, loop_kind, mon
         assert messages[:per_event] == [resource] * per_event
         later = [r for r in reports[per_event:] if r["message"] != resource]
         assert later and all(isinstance(r["exception"], ValueError) for r in later), messages
+
+
+@pytest.mark.timeout(60)
+def test_threadsafe_call_waits_for_a_loop_far_behind_on_oxloop(loop, loop_kind):
+    # A thread calls call_soon_threadsafe while the running loop has 500,000 callbacks queued.
+    # asyncio: the call returns at once (the queue is still almost full when it does).
+    # oxloop: a foreign thread's call that leaves 8,192 or more ready waits, GIL released,
+    # until the loop has run all but 2,048 of the callbacks ahead of its own (pacing.rs: what
+    # keeps a flood of such calls from starving timers and stop()).
+    import threading
+
+    n = 500_000
+    ran = [0]
+    pending_at_return = []
+
+    def noop():
+        ran[0] += 1
+
+    def call_from_thread():
+        loop.call_soon_threadsafe(loop.stop)
+        pending_at_return.append(n - ran[0])
+
+    def fill():
+        for _ in range(n):
+            loop.call_soon(noop)
+        threading.Thread(target=call_from_thread).start()
+
+    loop.call_soon(fill)
+    loop.run_forever()
+    while not pending_at_return:  # the thread appends right after its call returns
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    if loop_kind == "oxloop":
+        assert pending_at_return[0] <= 2048
+    else:
+        assert pending_at_return[0] > 2048

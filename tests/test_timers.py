@@ -447,3 +447,166 @@ def test_call_at_with_an_int_deadline_beyond_a_float(loop):
     loop.run_forever()
     assert fired == ["past", "now"]
     far.cancel()
+
+
+# -- a replaced clock (issue 15) -----------------------------------------------------------------
+# Test suites control time by replacing `loop.time`: asyncio's `_run_once` calls `self.time()`
+# for the poll timeout (when nothing is ready and a timer is scheduled) and, after the poll,
+# for which timers are due; `call_later` uses `self.time() + delay`. The expected outcomes
+# below are what stock asyncio does, and the same on every version.
+
+
+def _tick_until(loop, now, out, step, end):
+    """A callback chain that advances the fake clock by `step` per iteration (so the loop
+    never blocks) and stops the loop once it reaches `end`."""
+
+    def tick():
+        out.append(("tick", now[0]))
+        now[0] += step
+        if now[0] < end:
+            loop.call_soon(tick)
+        else:
+            loop.stop()
+
+    loop.call_soon(tick)
+
+
+def test_patched_time_drives_call_later_and_call_at(loop):
+    from unittest import mock
+
+    out = []
+    now = [1000.0]
+    with mock.patch.object(loop, "time", side_effect=lambda: now[0]) as fake:
+        assert loop.call_later(10, out.append, "later 10").when() == 1010.0
+        loop.call_at(1005, out.append, "at 1005")
+        _tick_until(loop, now, out, 3, 1020)
+        loop.run_forever()
+        calls = fake.call_count
+    assert out == [
+        ("tick", 1000.0),
+        ("tick", 1003.0),
+        ("tick", 1006.0),
+        "at 1005",
+        ("tick", 1009.0),
+        ("tick", 1012.0),
+        "later 10",
+        ("tick", 1015.0),
+        ("tick", 1018.0),
+    ]
+    # One call for call_later, one per iteration after the poll (the loop never blocks, so
+    # never asks for a timeout).
+    assert calls == 8
+
+
+def test_frozen_patched_time_holds_a_due_timer_back(loop):
+    """A timer due by the real clock does not run while the patched clock says it is not."""
+    from unittest import mock
+
+    out = []
+    fake_now = 50.0
+    spins = [0]
+
+    def spin():
+        spins[0] += 1
+        if spins[0] < 200:
+            loop.call_soon(spin)
+        else:
+            loop.stop()
+
+    loop.time = mock.Mock(return_value=fake_now)
+    try:
+        loop.call_later(0, out.append, "due at once")
+        loop.call_at(fake_now + 1, out.append, "due at 51")
+        loop.call_soon(spin)
+        loop.run_forever()
+        assert out == ["due at once"]
+        loop.time.return_value = fake_now + 1.5
+        spins[0] = 190
+        loop.call_soon(spin)
+        loop.run_forever()
+        assert out == ["due at once", "due at 51"]
+    finally:
+        del loop.time
+    # The real clock again: a short timer fires promptly, a far one does not.
+    loop.call_later(0.01, out.append, "real")
+    loop.call_later(3600, out.append, "far")
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert out[-1] == "real"
+
+
+def test_patched_time_sets_the_poll_timeout(loop):
+    """Nothing ready, one timer: the loop blocks for `_when - self.time()` (here 0.05 s of real
+    time, although the real clock says the timer is an hour away), asking the patched clock
+    before and after the poll."""
+    from unittest import mock
+
+    out = []
+    times = [0.0, 3600.0 - 0.05, 3600.0]
+    with mock.patch.object(loop, "time", side_effect=lambda: times.pop(0) if times else 3600.0):
+        loop.call_later(3600, out.append, "fired")  # time() -> 0.0: when = 3600
+        loop.call_at(3600, loop.stop)
+        t0 = time.monotonic()
+        loop.run_forever()
+        waited = time.monotonic() - t0
+        calls = loop.time.call_count
+    assert out == ["fired"]
+    assert 0.04 <= waited < 2.0
+    assert calls == 3  # call_later, the timeout, the due timers
+
+
+def test_subclass_time_drives_timers(loop_kind, loop_factory):
+    base = type(loop_factory())
+
+    class Clocked(base):
+        fake = 100.0
+
+        def time(self):
+            return self.fake
+
+    lp = Clocked()
+    try:
+        out = []
+        lp.call_later(5, out.append, "at 105")
+        lp.call_at(103, out.append, "at 103")
+        steps = iter([101.0, 104.0, 106.0])
+
+        def advance():
+            try:
+                lp.fake = next(steps)
+            except StopIteration:
+                lp.stop()
+                return
+            out.append(lp.fake)
+            lp.call_soon(advance)
+
+        lp.call_soon(advance)
+        lp.run_forever()
+        # The timers due at an iteration run after the callbacks already ready.
+        assert out == [101.0, 104.0, 106.0, "at 103", "at 105"]
+    finally:
+        lp.close()
+
+
+def test_time_patched_on_the_class(loop):
+    from unittest import mock
+
+    out = []
+    now = [10.0]
+    with mock.patch.object(type(loop), "time", lambda self: now[0]):
+        loop.call_later(2, out.append, "at 12")
+        _tick_until(loop, now, out, 1, 15)
+        loop.run_forever()
+    assert out == [
+        ("tick", 10.0),
+        ("tick", 11.0),
+        ("tick", 12.0),
+        "at 12",
+        ("tick", 13.0),
+        ("tick", 14.0),
+    ]
+    # Unpatched again: the loop follows the real clock.
+    loop.call_later(0.01, out.append, "real")
+    loop.call_later(0.05, loop.stop)
+    loop.run_forever()
+    assert out[-1] == "real"
