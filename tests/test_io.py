@@ -816,3 +816,16 @@ def test_add_on_a_removed_and_closed_fd_fails_as_asyncio(loop):
         run_briefly(loop, 2)
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("fd", [-1, -4171, 2**63, 10**30])
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_closed_loop_is_checked_before_the_fd(loop_factory, method, fd):
+    """asyncio's `_add_reader` checks that the loop is open before it looks the fd up: a closed
+    loop is a RuntimeError for any int, a bad one included (oxloop said ValueError or
+    OverflowError; found by the fuzzer, fuzz/)."""
+    lp = loop_factory()
+    lp.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        getattr(lp, method)(fd, lambda: None)
+    assert getattr(lp, method.replace("add", "remove"))(fd) is False

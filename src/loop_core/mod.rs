@@ -406,6 +406,9 @@ impl LoopCore {
         mask: u32,
         context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        // asyncio's `_add_reader` checks that the loop is open before it looks at the fd: a
+        // closed loop is a RuntimeError whatever the fd (-1 included).
+        slf.get().check_open()?;
         let fd = fileobj_to_fd(fd)?;
         // epoll.register's error for an fd beyond a C int, as asyncio gets it.
         let fd = i32::try_from(fd).map_err(|_| {
