@@ -253,6 +253,7 @@ class Session:
                 status = "flaky"
             else:
                 status = "new"
+        key = (status.split(":")[0],) + key
         old = self.findings.get(key)
         if old is None:
             self.findings[key] = Finding(key, prog_shown, step_i, a, o, status)

@@ -157,7 +157,7 @@ protos = tagged(
     ["proto", "buffered", "datagram", "subprocess", "raising", "factory_raises", "returns_none"],
 )
 proto_insts = tagged("protoinst", ["proto", "buffered", "datagram", "subprocess"])
-coros = tagged("coro", ["value", "raise", "sleep0", "forever"])
+coros = tagged("coro", ["value", "raise", "sleep0", "forever", "sock_recv", "sock_accept"])
 futs = tagged("fut", ["pending", "done", "cancelled", "exc", "foreign"])
 loops = tagged("loop", ["self", "foreign", "closed"])
 fileobjs = tagged("fileobj", ["pipe_r", "pipe_w", "file_rb", "file_text", "closed_file"])
@@ -423,14 +423,42 @@ PRODUCERS = st.one_of(
     ),
     st.just(_loop_call("create_future")),
     st.builds(lambda s: _loop_call("sock_accept", ("sock", s)), st.sampled_from(["listener"])),
+    # Registrations and pending operations for later steps to close sockets under.
+    st.builds(
+        lambda m, s: _loop_call(m, ("sock", s), ("fn", "noop")),
+        st.sampled_from(["add_reader", "add_writer"]),
+        st.sampled_from(["pair_a", "listener", "udp", "subclass"]),
+    ),
+    st.builds(
+        lambda c: _loop_call("create_task", ("coro", c)),
+        st.sampled_from(["sock_recv", "sock_accept", "sock_sendall_big"]),
+    ),
+)
+
+
+# What happens to the program's own sockets between calls: a peer sends, shuts down, a socket
+# the loop watches is closed or detached under it.
+SOCKET_ACTIONS = st.builds(
+    lambda name, action: ("direct", ("sock", name)) + action,
+    st.sampled_from(["pair_a", "pair_b", "listener", "connected", "accepted", "udp", "subclass"]),
+    st.sampled_from(
+        [
+            ("close", "call", (), ()),
+            ("detach", "call", (), ()),
+            ("shutdown", "call", (("c", 1),), ()),  # SHUT_WR
+            ("send", "call", (("c", b"data"),), ()),
+        ]
+    ),
 )
 
 
 @st.composite
 def step(draw):
-    which = draw(st.sampled_from(["loop"] * 4 + ["pool"] * 4 + ["producer"] * 2))
+    which = draw(st.sampled_from(["loop"] * 4 + ["pool"] * 4 + ["producer"] * 2 + ["socket"]))
     if which == "producer":
         return draw(PRODUCERS)
+    if which == "socket":
+        return draw(SOCKET_ACTIONS)
     if which == "loop":
         return draw(generic_step("loop"))
     return draw(generic_step(draw(st.sampled_from(["transport", "server", "handle", "future"]))))
@@ -465,7 +493,10 @@ def render_value(v) -> str:
 
 def render_step(s) -> str:
     mode, target, method, kind, args, kwargs = s
-    obj = "loop" if target == ("loop", "self") else f"{target[1]}[{target[2]}]"
+    if target[0] == "sock":
+        obj = f"<sock {target[1]}>"
+    else:
+        obj = "loop" if target == ("loop", "self") else f"{target[1]}[{target[2]}]"
     if kind == "attr":
         return f"[{mode}] {obj}.{method}"
     parts = [render_value(a) for a in args] + [f"{k}={render_value(x)}" for k, x in kwargs]
@@ -475,4 +506,6 @@ def render_step(s) -> str:
 def step_label(s) -> str:
     """The method a step calls, as the report counts it: ``loop.call_at``, ``transport.write``."""
     target = s[1]
+    if target[0] == "sock":
+        return f"socket({target[1]}).{s[2]}"
     return ("loop" if target[0] == "loop" else target[1]) + "." + s[2]
