@@ -99,3 +99,17 @@ def test_stream_feed_frames_are_not_profiled_on_oxloop(loop, loop_kind):
     assert fed == (
         set() if loop_kind == "oxloop" else {"data_received", "feed_data", "_wakeup_waiter"}
     )
+
+
+@pytest.mark.parametrize("value", [0, 1, "", "yes", [], [0]])
+def test_get_debug_after_set_debug_of_a_non_bool(loop, loop_kind, value):
+    # asyncio stores what set_debug got and get_debug returns it as it is; oxloop keeps the
+    # flag as a bool in the core and returns bool(value). Found by the fuzzer (fuzz/).
+    loop.set_debug(value)
+    try:
+        if loop_kind == "oxloop":
+            assert loop.get_debug() is bool(value)
+        else:
+            assert loop.get_debug() is value
+    finally:
+        loop.set_debug(False)
