@@ -45,6 +45,10 @@ def _arg(step, i):
     return args[i] if len(args) > i else None
 
 
+def _kwarg(step, name):
+    return dict(step[5]).get(name)
+
+
 def _not_a_number(step) -> bool:
     v = _arg(step, 0)
     return not (v and v[0] == "c" and isinstance(v[1], (int, float)) and not isinstance(v[1], bool))
@@ -104,9 +108,17 @@ PENDING: list[Entry] = [
         "loop.sock_recv",
         None,
         None,
-        "sock_recv(sock, 0) on a listening socket",
+        "sock_recv(sock, 0): socket.recv(0) returns b'' without a syscall; oxloop waits",
         pending="issue 15: sock_recv(sock, 0) on a listening socket",
-        when=lambda s: _arg(s, 0) in (("sock", "listener"), ("sock", "unix_listener")),
+        when=lambda s: _arg(s, 1) == ("c", 0) or _kwarg(s, "nbytes") == ("c", 0),
+    ),
+    Entry(
+        "loop.sock_recv_into",
+        None,
+        None,
+        "sock_recv_into of an empty buffer: socket.recv_into returns 0 at once; oxloop waits",
+        pending="issue 15: sock_recv(sock, 0) on a listening socket (same cause)",
+        when=lambda s: _arg(s, 1) in (("buf", 0), ("memview", 0)),
     ),
 ]
 

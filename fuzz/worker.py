@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import fcntl
 import gc
 import logging
 import os
@@ -58,6 +59,9 @@ FIXED_FD = {
         " subclass subclass_peer pipe_r pipe_w file fileobj_pipe_r fileobj_pipe_w".split()
     )
 }
+# fds below this are /dev/null in both workers (see main()); the protocol's pipe is above them.
+LOW_FDS = 128
+PROTOCOL_FD = 590
 # Thread-mode calls are joined for this long (a call that blocks longer is a "thread-hang").
 THREAD_JOIN = 5.0
 
@@ -722,7 +726,6 @@ def isolate_network() -> None:
     allows it (root): the two workers run at once, and a generated port number would otherwise
     be bound by one of them and busy for the other. Nothing here can reach another host."""
     import ctypes
-    import fcntl
 
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET (sched.h)
@@ -740,8 +743,19 @@ def main() -> None:
     warnings.simplefilter("ignore")
     logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)
     inp = sys.stdin.buffer
-    out = os.fdopen(os.dup(1), "wb")
+    out = os.fdopen(fcntl.fcntl(1, fcntl.F_DUPFD_CLOEXEC, PROTOCOL_FD), "wb")
     os.dup2(2, 1)  # stray prints go to stderr, never into the protocol
+    # Low fd numbers are the same file in both workers: the loops' own fds (asyncio's epoll
+    # and self-pipe, oxloop's epoll and eventfd) come after these, so that a generated small
+    # int names /dev/null in both, never one loop's internal fd.
+    for fd in range(3, LOW_FDS):
+        try:
+            os.fstat(fd)
+        except OSError:
+            new = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            if new != fd:
+                os.dup2(new, fd, inheritable=False)
+                os.close(new)
     # A generated add_signal_handler(SIGINT, ...) and friends must not stop this process.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
