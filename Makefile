@@ -50,7 +50,7 @@ fuzz:
 
 fuzz-ci:
 	@set -e; for v in $(FUZZ_CI_VERSIONS); do \
-	  py=$$($(ENV) build $$v) && $$py -m fuzz --seed 0 --max-programs 500 --seconds 100; done
+	  py=$$($(ENV) build $$v) && $$py -m fuzz --seed 0 --max-programs 800 --seconds 100; done
 
 conformance:
 	py=$$($(ENV) build $(PY)) && $$py conformance/run.py $(ARGS)

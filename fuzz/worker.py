@@ -603,9 +603,16 @@ class Env:
 
     def _run(self, coro) -> tuple:
         try:
-            return self.loop.run_until_complete(coro)
+            task = self.loop.create_task(coro)
         except BaseException as e:
             coro.close()
+            return ("driver-raise", type_name(e))
+        try:
+            return self.loop.run_until_complete(task)
+        except BaseException as e:
+            # The loop stopped first (a generated stop()): the task is cancelled, and the
+            # final run lets it end.
+            task.cancel()
             return ("driver-raise", type_name(e))
 
     def _settle_direct(self, call) -> tuple:
