@@ -26,6 +26,7 @@ from . import allowlist
 from .program import TARGETS, render_step, step_label
 
 KINDS = ("asyncio", "oxloop")
+PANIC = "PanicException"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # No step takes this long on either loop (coroutines time out after 0.25 s): past it, a hang.
 STEP_TIMEOUT = 10.0
@@ -218,9 +219,14 @@ class Session:
                 if k == "oxloop":
                     self.outcomes[label][out[0]] += 1
         for k in KINDS:
-            for i, out in enumerate(res[k][0]):
-                if out[0] in ("crash", "hang", "worker-error"):
+            outs, events = res[k]
+            for i, out in enumerate(outs):
+                # A Rust panic reaching Python is pyo3's PanicException: a crash that the
+                # interpreter survived, counted with the crashes whatever asyncio did.
+                if out[0] in ("crash", "hang", "worker-error") or PANIC in out:
                     self.crashes.append((k, prog, i, out))
+            if events and any(PANIC in e for e in events):
+                self.crashes.append((k, prog, len(prog), ("panic in a callback", events)))
         diff = self.compare(prog, res)
         if diff is None:
             return
@@ -275,10 +281,11 @@ class Session:
         w(f"fuzz: Python {sys.version.split()[0]}, seed {seed}, {self.programs} programs\n")
         w(f"calls made: asyncio {total['asyncio']}, oxloop {total['oxloop']}")
         w(f" (worker restarts: {', '.join(f'{k} {self.workers[k].restarts}' for k in KINDS)})\n")
-        w("\nper method (oxloop calls: outcome kinds):\n")
-        for label in sorted(self.calls["oxloop"]):
+        w("\nper method: calls on asyncio, on oxloop; oxloop's outcome kinds\n")
+        for label in sorted(set(self.calls["oxloop"]) | set(self.calls["asyncio"])):
             kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.outcomes[label].items()))
-            w(f"  {label:42} {self.calls['oxloop'][label]:6}  {kinds}\n")
+            n_a, n_o = self.calls["asyncio"][label], self.calls["oxloop"][label]
+            w(f"  {label:40} {n_a:6} {n_o:6}  {kinds}\n")
         w("\ncoverage (methods called at least once, not skipped):\n")
         for cat, methods in TARGETS.items():
             done = [m for m in methods if self.calls["oxloop"][f"{cat}.{m}"]]
