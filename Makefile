@@ -49,8 +49,9 @@ fuzz:
 	py=$$($(ENV) build $(PY)) && $$py -m fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 fuzz-ci:
-	@set -e; for v in $(FUZZ_CI_VERSIONS); do \
-	  py=$$($(ENV) build $$v) && $$py -m fuzz --seed 0 --max-programs 800 --seconds 100; done
+	@rc=0; for v in $(FUZZ_CI_VERSIONS); do \
+	  py=$$($(ENV) build $$v) && $$py -m fuzz --seed 0 --max-programs 800 --seconds 100 \
+	    --out target/fuzz/py$$v || rc=1; done; exit $$rc
 
 conformance:
 	py=$$($(ENV) build $(PY)) && $$py conformance/run.py $(ARGS)

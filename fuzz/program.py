@@ -165,6 +165,9 @@ buffers = st.one_of(
     st.builds(lambda n: ("buf", n), st.sampled_from([0, 1, 16, 70000])),
     st.builds(lambda n: ("memview", n), st.sampled_from([0, 16])),
     st.builds(lambda n: ("robuf", n), st.sampled_from([0, 16])),
+    tagged(
+        "weirdbuf", ["strided", "2d", "ints", "released", "bytes_sub", "bytearray_sub", "array"]
+    ),
 )
 pools = st.builds(
     lambda cat, i: ("pool", cat, i),

@@ -216,6 +216,38 @@ PROTOCOL_FACTORIES = {
     "returns_none": lambda: None,
 }
 
+
+class BytesSub(bytes):
+    pass
+
+
+class BytearraySub(bytearray):
+    pass
+
+
+def weird_buffer(name: str):
+    """Buffers the native paths must refuse or handle as socket.send / recv_into do."""
+    import array
+
+    if name == "strided":
+        return memoryview(bytearray(b"abcdefgh" * 4))[::2]
+    if name == "2d":
+        return memoryview(bytearray(16)).cast("B", (4, 4))
+    if name == "ints":
+        return memoryview(array.array("i", [1, 2, 3]))
+    if name == "released":
+        m = memoryview(bytearray(8))
+        m.release()
+        return m
+    if name == "bytes_sub":
+        return BytesSub(b"data")
+    if name == "bytearray_sub":
+        return BytearraySub(16)
+    if name == "array":
+        return array.array("b", [1, 2, 3, 4])
+    raise KeyError(name)  # pragma: no cover
+
+
 _current: Env
 
 
@@ -475,6 +507,8 @@ class Env:
             return memoryview(bytearray(v[1]))
         if tag == "robuf":
             return memoryview(b"x" * v[1])
+        if tag == "weirdbuf":
+            return weird_buffer(v[1])
         if tag == "list":
             return [self.resolve(x) for x in v[1]]
         if tag == "tuple":
@@ -590,7 +624,10 @@ class Env:
             and not loop.is_closed()
             and not loop.is_running()
         ):
-            watchdog = loop.call_later(RUN_WATCHDOG, loop.stop)
+            try:
+                watchdog = loop.call_later(RUN_WATCHDOG, loop.stop)
+            except Exception as e:  # asyncio's heap holds a non-number deadline (call_at)
+                return ("driver-raise", type_name(e))
         try:
             if mode == "direct":
                 return self._settle_direct(call)
