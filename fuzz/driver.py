@@ -244,8 +244,7 @@ class Session:
             prog_shown, step_i = prog[: i + 1], i
         else:
             _, ea, eo = diff
-            why = allowlist.classify_events(ea, eo)
-            status = ("pending: " + why) if why else None
+            status = allowlist.classify_events(ea, eo)
             if status is None and allowlist.taint(prog):
                 status = "allowed: " + str(allowlist.taint(prog))
             only_a = sorted(set(map(tuple, ea)) - set(map(tuple, eo)), key=repr)
