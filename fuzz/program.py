@@ -63,8 +63,7 @@ for _cls in (
     TRANSPORT_METHODS.update(_public(_cls))
 SERVER_METHODS = _public(base_events.Server)
 HANDLE_METHODS = _public(events.TimerHandle)
-FUTURE_METHODS = {n: v for n, v in _public(asyncio.Future).items() if n not in ("get_loop",)}
-FUTURE_METHODS["get_loop"] = ("call", None)
+FUTURE_METHODS = _public(asyncio.Future)
 
 TARGETS = {
     "loop": LOOP_METHODS,
