@@ -467,11 +467,42 @@ def step(draw):
 
 
 @st.composite
+def closed_under(draw):
+    """A socket closed (or detached) under the loop: while registered, while a sock_* call on it
+    waits, or after that call was cancelled; then calls that find the registration."""
+    name = draw(st.sampled_from(["pair_a", "listener", "udp", "subclass"]))
+    sock = ("sock", name)
+    run = _loop_call("run_until_complete", ("coro", "sleep0"))
+    how = draw(st.sampled_from(["registered", "pending", "cancelled"]))
+    if how == "registered" or name not in ("pair_a", "listener"):
+        steps = [
+            _loop_call(draw(st.sampled_from(["add_reader", "add_writer"])), sock, ("fn", "noop"))
+        ]
+    else:
+        coro = "sock_recv" if name == "pair_a" else "sock_accept"
+        steps = [_loop_call("create_task", ("coro", coro)), run]
+        if how == "cancelled":
+            steps += [("direct", ("pool", "future", -1), "cancel", "call", (), ()), run]
+    steps.append(("direct", sock, draw(st.sampled_from(["close", "detach"])), "call", (), ()))
+    after = st.sampled_from(
+        [
+            _loop_call("remove_reader", sock),
+            _loop_call("remove_writer", sock),
+            _loop_call("add_reader", sock, ("fn", "noop")),
+            _loop_call("add_writer", sock, ("fn", "noop")),
+            run,
+        ]
+    )
+    return steps + draw(st.lists(after, min_size=1, max_size=3))
+
+
+@st.composite
 def programs(draw):
     # Objects first (the pools' transports, servers, handles), then calls on them and the loop.
-    steps = draw(st.lists(PRODUCERS, min_size=0, max_size=2)) + draw(
-        st.lists(step(), min_size=1, max_size=6)
-    )
+    steps = draw(st.lists(PRODUCERS, min_size=0, max_size=2))
+    if draw(st.sampled_from([False] * 4 + [True])):
+        steps += draw(closed_under())
+    steps += draw(st.lists(step(), min_size=1, max_size=6))
     start = draw(st.sampled_from(["as is"] * 13 + ["closed", "debug"]))
     if start == "closed":
         steps.insert(0, _loop_call("close"))
