@@ -145,6 +145,16 @@ TAINTS = [
         lambda s: step_label(s) in ("loop.call_at", "loop.call_later") and _not_a_number(s),
         "`call_at(when)` with a `when` that is not a number",
     ),
+    # asyncio keeps the object set_debug got (its _debug), oxloop only its truth: an object
+    # kept alive on one loop only (a future whose exception was never retrieved, say) is
+    # collected, and reported, on oxloop alone.
+    (
+        lambda s: (
+            step_label(s) == "loop.set_debug"
+            and (_arg(s, 0) or ("",)) not in (("c", True), ("c", False))
+        ),
+        "`get_debug()` after `set_debug(x)` with an `x` that is not a bool",
+    ),
 ]
 
 

@@ -220,10 +220,18 @@ class Session:
                     self.outcomes[label][out[0]] += 1
         for k in KINDS:
             outs, events = res[k]
+            other = res["asyncio" if k == "oxloop" else "oxloop"][0]
             for i, out in enumerate(outs):
                 # A Rust panic reaching Python is pyo3's PanicException: a crash that the
-                # interpreter survived, counted with the crashes whatever asyncio did.
-                if out[0] in ("crash", "hang", "worker-error") or PANIC in out:
+                # interpreter survived, counted with the crashes whatever asyncio did. A
+                # worker-error is a bug of the fuzzer. A crash or hang on both loops alike is
+                # the program's (a blocking call), not a loop's.
+                same = i < len(other) and outcome_key(other[i]) == outcome_key(out)
+                if (
+                    out[0] == "worker-error"
+                    or PANIC in out
+                    or (out[0] in ("crash", "hang") and not same)
+                ):
                     self.crashes.append((k, prog, i, out))
             if events and any(PANIC in e for e in events):
                 self.crashes.append((k, prog, len(prog), ("panic in a callback", events)))

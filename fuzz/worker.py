@@ -337,7 +337,7 @@ class Env:
         """s, moved to fd FIXED_FD[name] (s is closed)."""
         fd = os.dup2(s.fileno(), FIXED_FD[name], inheritable=False)
         moved = type(s)(s.family, s.type, s.proto, fileno=fd)
-        moved.setblocking(s.getblocking())
+        moved.settimeout(s.gettimeout())
         s.close()
         return self._own(moved)
 
@@ -359,7 +359,10 @@ class Env:
             self.res[("sock", "pair_b")] = self._fixed(b, "pair_b")
             return self.res[key]
         if name == "blocking":
+            # Blocking, as asyncio's debug mode refuses, but with a timeout: a sock_* call
+            # on it blocks the loop's thread (on both loops), for a bounded time.
             a, b = socket.socketpair()
+            a.settimeout(0.05)
             self._fixed(b, "blocking_peer")
             s = a
         elif name == "listener":
@@ -500,6 +503,8 @@ class Env:
             return self.future(v[1])
         if tag == "pool":
             items = self.pool[v[1]]
+            if not items:
+                raise LookupError("empty pool")
             return items[v[2] % len(items)]
         if tag == "buf":
             return bytearray(v[1])
@@ -648,8 +653,11 @@ class Env:
             return self.loop.run_until_complete(task)
         except BaseException as e:
             # The loop stopped first (a generated stop()): the task is cancelled, and the
-            # final run lets it end.
-            task.cancel()
+            # final run lets it end. (A generated task factory may have returned anything.)
+            if asyncio.isfuture(task):
+                task.cancel()
+            else:
+                coro.close()
             return ("driver-raise", type_name(e))
 
     def _settle_direct(self, call) -> tuple:
