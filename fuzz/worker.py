@@ -635,13 +635,33 @@ class Env:
                 return ("driver-raise", type_name(e))
         try:
             if mode == "direct":
-                return self._settle_direct(call)
+                out = self._settle_direct(call)
+                if method.startswith("subprocess_") and ("exe", "true") in args and out[0] == "ok":
+                    self._settle_exit()
+                return out
             if mode == "running":
                 return self._run(self._settle_running(call))
             return self._thread(call, running=mode == "thread_running")
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+
+    def _settle_exit(self) -> None:
+        """Run the loop until the child that exits at once (``true``) has been seen to exit:
+        oxloop's pidfd notices an exit sooner than asyncio's child watcher, and a program that
+        closes its loop next would otherwise see the exit on one loop only."""
+        loop = self.loop
+        tr = self.pool["transport"][-1] if self.pool["transport"] else None
+        if tr is None or not hasattr(tr, "get_returncode") or loop.is_closed():
+            return
+        try:
+            for _ in range(200):
+                if tr.get_returncode() is not None:
+                    break
+                loop.run_until_complete(asyncio.sleep(0.005))
+            loop.run_until_complete(asyncio.sleep(0.01))
+        except BaseException as e:  # a generated task factory or stop(): as the final run
+            self.events.add(("flush-raise", type_name(e)))
 
     def _run(self, coro) -> tuple:
         try:
