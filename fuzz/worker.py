@@ -11,9 +11,12 @@ not finish within COROUTINE_TIMEOUT, the same on both loops for an operation tha
 peer), ``("skip", why)``; crashes and hangs are seen by the driver.
 
 Everything here must give the same answer on both loops for the same behaviour, so what differs
-between two processes is normalised away: fd numbers are never reported, a "closed fd" is a high
-number that nothing reopens, host names other than numeric ones and ``localhost`` fail at once
-(no DNS), and a result is reported by the first class of its MRO outside oxloop.
+between two processes is normalised away: fd numbers are never reported; every named socket,
+pipe and file sits at the same fd number in both workers, low numbers are /dev/null in both and
+a "closed fd" is a high number that nothing reopens; each worker has a network namespace of its
+own (a port one binds is free for the other); host names other than numeric ones and
+``localhost`` fail at once (no DNS); a child that exits at once is waited for; and a result is
+reported by the first class of its MRO outside oxloop.
 """
 
 from __future__ import annotations
