@@ -6,7 +6,7 @@ PY ?= 3.11
 DEBUG_PY ?= 3.14d
 ENV := scripts/env.sh
 
-.PHONY: demo test test-one test-debug provision conformance lint build clean stress stress-ci
+.PHONY: demo test test-one test-debug provision conformance lint build clean stress stress-ci fuzz fuzz-ci
 
 build:
 	$(ENV) build $(PY) >/dev/null
@@ -48,14 +48,28 @@ stress-ci:
 stress:
 	py=$$($(ENV) build $(PY)) && OXLOOP_STRESS=full $$py -m pytest -q tests/stress $(ARGS)
 
+# The differential fuzzer (fuzz/): generated calls on oxloop and stock asyncio, compared.
+# `make fuzz` runs FUZZ_SECONDS with a random seed (printed; FUZZ_ARGS="--seed N" repeats it);
+# `make fuzz-ci` runs the same fixed-seed programs every time, on FUZZ_CI_VERSIONS (~1 min each).
+FUZZ_SECONDS ?= 600
+FUZZ_ARGS ?=
+FUZZ_CI_VERSIONS ?= 3.11 3.14
+fuzz:
+	py=$$($(ENV) build $(PY)) && $$py -m fuzz --seconds $(FUZZ_SECONDS) $(FUZZ_ARGS)
+
+fuzz-ci:
+	@rc=0; for v in $(FUZZ_CI_VERSIONS); do \
+	  py=$$($(ENV) build $$v) && $$py -m fuzz --seed 0 --max-programs 800 --seconds 100 \
+	    --out target/fuzz/py$$v || rc=1; done; exit $$rc
+
 conformance:
 	py=$$($(ENV) build $(PY)) && $$py conformance/run.py $(ARGS)
 
 lint:
 	cargo fmt --check
 	CARGO_TARGET_DIR=target/lint PYO3_PYTHON=$$($(ENV) venv $(PY)) cargo clippy --all-targets -- -D warnings
-	py=$$($(ENV) build $(PY)) && $$py -m ruff check python tests conformance benches \
-	  && $$py -m ruff format --check python tests conformance benches \
+	py=$$($(ENV) build $(PY)) && $$py -m ruff check python tests conformance benches fuzz \
+	  && $$py -m ruff format --check python tests conformance benches fuzz \
 	  && $$py -m mypy.stubtest oxloop._oxloop --allowlist python/oxloop/stubtest-allowlist.txt
 
 clean:

@@ -185,3 +185,17 @@ def test_threadsafe_call_waits_for_a_loop_far_behind_on_oxloop(loop, loop_kind):
         assert pending_at_return[0] <= 2048
     else:
         assert pending_at_return[0] > 2048
+
+
+@pytest.mark.parametrize("value", [0, 1, "", "yes", [], [0]])
+def test_get_debug_after_set_debug_of_a_non_bool(loop, loop_kind, value):
+    # asyncio stores what set_debug got and get_debug returns it as it is; oxloop keeps the
+    # flag as a bool in the core and returns bool(value). Found by the fuzzer (fuzz/).
+    loop.set_debug(value)
+    try:
+        if loop_kind == "oxloop":
+            assert loop.get_debug() is bool(value)
+        else:
+            assert loop.get_debug() is value
+    finally:
+        loop.set_debug(False)

@@ -1014,3 +1014,16 @@ def test_registered_object_in_a_cycle_is_collected(loop_factory):
             warnings.simplefilter("ignore", ResourceWarning)
             gc.collect()
         assert [r() for r in refs] == [None, None]
+
+
+@pytest.mark.parametrize("fd", [-1, -4171, 2**63, 10**30])
+@pytest.mark.parametrize("method", ["add_reader", "add_writer"])
+def test_closed_loop_is_checked_before_the_fd(loop_factory, method, fd):
+    """asyncio's `_add_reader` checks that the loop is open before it looks the fd up: a closed
+    loop is a RuntimeError for any int, a bad one included (oxloop said ValueError or
+    OverflowError; found by the fuzzer, fuzz/)."""
+    lp = loop_factory()
+    lp.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        getattr(lp, method)(fd, lambda: None)
+    assert getattr(lp, method.replace("add", "remove"))(fd) is False

@@ -575,6 +575,9 @@ impl LoopCore {
         mask: u32,
         context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        // asyncio's `_add_reader` checks that the loop is open before it looks at the fd: a
+        // closed loop is a RuntimeError whatever the fd (-1 included).
+        slf.get().check_open()?;
         let fileobj = fd;
         let fd = slf.get().fileobj_lookup(fileobj)?;
         // epoll.register's error for an fd beyond a C int, as asyncio gets it.
