@@ -6,7 +6,7 @@ PY ?= 3.11
 DEBUG_PY ?= 3.14d
 ENV := scripts/env.sh
 
-.PHONY: demo test test-one test-debug provision conformance lint build clean
+.PHONY: demo test test-one test-debug provision conformance lint build clean memcheck memcheck-ci
 
 build:
 	$(ENV) build $(PY) >/dev/null
@@ -48,6 +48,17 @@ lint:
 	py=$$($(ENV) build $(PY)) && $$py -m ruff check python tests conformance benches \
 	  && $$py -m ruff format --check python tests conformance benches \
 	  && $$py -m mypy.stubtest oxloop._oxloop --allowlist python/oxloop/stubtest-allowlist.txt
+
+# Memory checks of the native code: the timers, fd watching, transports, sock_*, streams,
+# subprocess, pipes, UDP and cross-thread tests on oxloop under valgrind memcheck (a build with line
+# tables, beside the release one; scripts/memcheck.py). Fails on any invalid read or write or use
+# of an uninitialised value, or any definite leak through _oxloop. memcheck-ci: CI's subset.
+MEMCHECK_PY ?= 3.13
+memcheck:
+	scripts/memcheck.py --python $(MEMCHECK_PY) $(ARGS)
+
+memcheck-ci:
+	scripts/memcheck.py --python $(MEMCHECK_PY) --ci $(ARGS)
 
 clean:
 	rm -rf target .venv dist
