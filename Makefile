@@ -50,9 +50,10 @@ lint:
 	  && $$py -m mypy.stubtest oxloop._oxloop --allowlist python/oxloop/stubtest-allowlist.txt
 
 # Memory checks of the native code: the timers, fd watching, transports, sock_*, streams,
-# subprocess, pipes, UDP and cross-thread tests on oxloop under valgrind memcheck (a build with line
-# tables, beside the release one; scripts/memcheck.py). Fails on any invalid read or write or use
-# of an uninitialised value, or any definite leak through _oxloop. memcheck-ci: CI's subset.
+# subprocess, pipes, UDP, cross-thread, task, server, TLS, signal and GC tests on oxloop under
+# valgrind memcheck (a build with line tables, beside the release one; scripts/memcheck.py). Fails
+# on any invalid read or write or use of an uninitialised value, or any definite leak through
+# _oxloop. memcheck-ci: CI's subset. ARGS: e.g. --track-origins, or `-- tests/test_tcp.py -k eof`.
 MEMCHECK_PY ?= 3.13
 memcheck:
 	scripts/memcheck.py --python $(MEMCHECK_PY) $(ARGS)
