@@ -6,7 +6,7 @@ PY ?= 3.11
 DEBUG_PY ?= 3.14d
 ENV := scripts/env.sh
 
-.PHONY: demo test test-one test-debug provision conformance lint build clean stress stress-ci fuzz fuzz-ci
+.PHONY: demo test test-one test-debug provision conformance lint build clean stress stress-ci fuzz fuzz-ci memcheck memcheck-ci
 
 build:
 	$(ENV) build $(PY) >/dev/null
@@ -71,6 +71,18 @@ lint:
 	py=$$($(ENV) build $(PY)) && $$py -m ruff check python tests conformance benches fuzz \
 	  && $$py -m ruff format --check python tests conformance benches fuzz \
 	  && $$py -m mypy.stubtest oxloop._oxloop --allowlist python/oxloop/stubtest-allowlist.txt
+
+# Memory checks of the native code: the timers, fd watching, transports, sock_*, streams,
+# subprocess, pipes, UDP, cross-thread, task, server, TLS, signal and GC tests on oxloop under
+# valgrind memcheck (a build with line tables, beside the release one; scripts/memcheck.py). Fails
+# on any invalid read or write or use of an uninitialised value, or any definite leak through
+# _oxloop. memcheck-ci: CI's subset. ARGS: e.g. --track-origins, or `-- tests/test_tcp.py -k eof`.
+MEMCHECK_PY ?= 3.13
+memcheck:
+	scripts/memcheck.py --python $(MEMCHECK_PY) $(ARGS)
+
+memcheck-ci:
+	scripts/memcheck.py --python $(MEMCHECK_PY) --ci $(ARGS)
 
 clean:
 	rm -rf target .venv dist

@@ -97,4 +97,21 @@ build() {
   echo "$py"
 }
 
+# memcheck 3.11: oxloop built with Cargo.toml's memcheck profile (release code with line tables,
+# for valgrind's stacks) into target/memcheck/py3.X and unpacked there in site/; prints the venv's
+# python and that directory. First on PYTHONPATH, the directory shadows the release build, which
+# maturin develop keeps in python/oxloop for the tests and benchmarks and which stays untouched.
+# Native interpreters only: valgrind runs on the host.
+memcheck() {
+  local v=$1 py dir
+  py=$(venv "$v")
+  [ -f ".venv/$v/.in-sid" ] && { echo "memcheck: python$v is not native" >&2; return 1; }
+  dir="target/memcheck/py$v"
+  rm -rf "$dir/wheels" "$dir/site"
+  CARGO_TARGET_DIR="$dir" ".venv/$v/bin/maturin" build -q --profile memcheck \
+    -i ".venv/$v/bin/python" -o "$dir/wheels" >&2
+  ".venv/$v/bin/python" -m zipfile -e "$dir"/wheels/oxloop-*.whl "$dir/site"
+  echo "$py $PWD/$dir/site"
+}
+
 "$@"
