@@ -11,10 +11,11 @@ protocol fails its own future, and nobody retrieves it: "Future exception was ne
 retrieved", which asyncpg's test case turns into a failure. Stock asyncio does exactly the
 same (asyncpg's test_pool_config_persistence shows it in about 1 run in 4 on either loop,
 3.11, 3.13 and 3.14); the first test pins that sequence, without asyncpg, iteration by
-iteration. The second pins the iteration in which connection_lost follows each close path
-of selector_events.py's ``_SelectorSocketTransport`` (``close`` / ``abort`` /
-``_force_close`` schedule ``_call_connection_lost`` with ``call_soon``; a flushed
-``close`` calls it from ``_write_ready`` directly), so an oxloop transport that ran it
+iteration, the second the quiet path (answer, then close). The last pins the iteration in
+which connection_lost follows each close path of selector_events.py's
+``_SelectorSocketTransport`` (``close`` / ``abort`` / ``_force_close`` schedule
+``_call_connection_lost`` with ``call_soon``; a flushed ``close`` calls it from
+``_write_ready`` directly), so an oxloop transport that ran it
 sooner, later or twice fails here on its own.
 
 A ticker callback that re-schedules itself runs once per iteration; every event records the
