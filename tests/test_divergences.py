@@ -199,3 +199,24 @@ def test_get_debug_after_set_debug_of_a_non_bool(loop, loop_kind, value):
             assert loop.get_debug() is value
     finally:
         loop.set_debug(False)
+
+
+def test_time_written_into_the_instance_dict_is_not_followed_on_oxloop(loop, loop_kind):
+    # A replacement of loop.time that bypasses setattr (a write into the instance's __dict__)
+    # reaches asyncio's _run_once, which calls self.time(); oxloop's core notices replacements
+    # in its __setattr__ (docs/compatibility.md), so it keeps its own clock. Through setattr
+    # (mock.patch.object, loop.time = ...) both follow it: tests/test_timers.py.
+    fired = []
+    loop.call_later(3600, fired.append, "late")
+    loop.__dict__["time"] = lambda: 1e9
+    try:
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    finally:
+        del loop.__dict__["time"]
+    if loop_kind == "oxloop":
+        assert fired == []
+    else:
+        assert fired == ["late"]
