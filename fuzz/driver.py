@@ -125,26 +125,42 @@ class Worker:
             rc = None
         how = f"signal {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exit {rc}"
         tail = self._stderr_tail()
-        self.proc = None
+        self._release()
         self.restarts += 1
         return ("crash", how, tail)
+
+    def _release(self) -> None:
+        """Forget the ended worker, closing its pipes and stderr file (no ResourceWarning)."""
+        if self.proc is not None:
+            for f in (self.proc.stdin, self.proc.stdout):
+                if f is not None:
+                    try:
+                        f.close()
+                    except OSError:  # a broken pipe's unflushed data: the worker is gone
+                        pass
+            self.proc = None
+        self.stderr.close()
 
     def _kill(self) -> None:
         if self.proc is not None:
             self.proc.kill()  # our own child, by its Popen
             self.proc.wait()
-            self.proc = None
+            self._release()
             self.restarts += 1
 
     def close(self) -> None:
         if self.proc is not None:
             assert self.proc.stdin
-            self.proc.stdin.close()
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self._kill()
-            self.proc = None
+                return
+            self._release()
 
 
 def outcome_key(o: tuple) -> tuple:
