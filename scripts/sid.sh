@@ -71,7 +71,15 @@ mount_one() { # mount_one SRC DEST [mount options...]
   local src=$1 dst=$ROOT$2
   shift 2
   mkdir -p "$dst"
-  mountpoint -q "$dst" && return 0
+  if mountpoint -q "$dst"; then
+    # A bind mount of a folder since deleted and made again (a fresh clone at the same path)
+    # still shows the old, deleted one: remount when the two are not the same inode.
+    case $src in
+      /*) [ "$(stat -c %d:%i "$src")" = "$(stat -c %d:%i "$dst")" ] && return 0
+          umount -l "$dst" ;;
+      *) return 0 ;;
+    esac
+  fi
   mount "$@" "$src" "$dst"
 }
 
