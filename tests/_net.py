@@ -314,3 +314,52 @@ def write_type_error(data: Any) -> str:
     else:
         message = f"data argument must be a bytes-like object, not {name!r}"
     return "^" + re.escape(message) + "$"
+
+
+# A socket subclass that overrides its I/O methods (a wrapper counting or logging I/O):
+# asyncio calls the object's methods, so both loops must (tests/test_sock.py,
+# tests/test_transport_fastpath.py).
+
+
+class CountingSocket(socket.socket):
+    """Counts the calls of its I/O methods in `calls` (a class attribute the test resets)."""
+
+    calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        CountingSocket.calls[name] = CountingSocket.calls.get(name, 0) + 1
+
+    def recv(self, *args):
+        self._count("recv")
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self._count("recv_into")
+        return super().recv_into(*args)
+
+    def send(self, *args):
+        self._count("send")
+        return super().send(*args)
+
+    def sendall(self, *args):
+        self._count("sendall")
+        return super().sendall(*args)
+
+    def accept(self):
+        self._count("accept")
+        return super().accept()
+
+    def recvfrom(self, *args):
+        self._count("recvfrom")
+        return super().recvfrom(*args)
+
+    def sendto(self, *args):
+        self._count("sendto")
+        return super().sendto(*args)
+
+
+def counting(sock: socket.socket) -> CountingSocket:
+    """`sock` as a non-blocking CountingSocket (it takes over the fd)."""
+    s = CountingSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    s.setblocking(False)
+    return s

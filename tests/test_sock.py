@@ -24,9 +24,11 @@ from typing import Any
 
 import pytest
 from _net import (
+    CountingSocket,
     Recorder,
     aoutcome,
     close_all,
+    counting,
     digest,
     drain_loop,
     payload,
@@ -1199,50 +1201,6 @@ def test_zero_length_receives(loop, loop_kind, family):
 # -- a socket subclass that overrides its I/O methods (a wrapper counting or logging I/O):
 # asyncio's sock_* call the object's methods, so both loops must (oxloop's native paths take
 # only the exact socket.socket).
-
-
-class CountingSocket(socket.socket):
-    """Counts the calls of its I/O methods in `calls` (a class attribute the test resets)."""
-
-    calls: dict[str, int] = {}
-
-    def _count(self, name: str) -> None:
-        CountingSocket.calls[name] = CountingSocket.calls.get(name, 0) + 1
-
-    def recv(self, *args):
-        self._count("recv")
-        return super().recv(*args)
-
-    def recv_into(self, *args):
-        self._count("recv_into")
-        return super().recv_into(*args)
-
-    def send(self, *args):
-        self._count("send")
-        return super().send(*args)
-
-    def sendall(self, *args):
-        self._count("sendall")
-        return super().sendall(*args)
-
-    def accept(self):
-        self._count("accept")
-        return super().accept()
-
-    def recvfrom(self, *args):
-        self._count("recvfrom")
-        return super().recvfrom(*args)
-
-    def sendto(self, *args):
-        self._count("sendto")
-        return super().sendto(*args)
-
-
-def counting(sock: socket.socket) -> CountingSocket:
-    """`sock` as a non-blocking CountingSocket (it takes over the fd)."""
-    s = CountingSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-    s.setblocking(False)
-    return s
 
 
 @pytest.mark.parametrize("family", ["unix", "tcp"])

@@ -17,7 +17,7 @@ import warnings
 
 import pytest
 from _helpers import collect_errors
-from _net import socket_pair, wait, write_type_error
+from _net import CountingSocket, counting, socket_pair, wait, write_type_error
 
 
 class Recorder(asyncio.Protocol):
@@ -611,29 +611,6 @@ def test_each_read_gets_bytes_of_its_own(loop, run, how):
 # must; oxloop's native read and write paths take only the exact socket.socket.
 
 
-class CountingSocket(socket.socket):
-    calls: dict[str, int] = {}
-
-    def _count(self, name: str) -> None:
-        CountingSocket.calls[name] = CountingSocket.calls.get(name, 0) + 1
-
-    def recv(self, *args):
-        self._count("recv")
-        return super().recv(*args)
-
-    def recv_into(self, *args):
-        self._count("recv_into")
-        return super().recv_into(*args)
-
-    def send(self, *args):
-        self._count("send")
-        return super().send(*args)
-
-    def sendall(self, *args):
-        self._count("sendall")
-        return super().sendall(*args)
-
-
 def _counting_pair(family: str) -> tuple[CountingSocket, socket.socket]:
     if family == "unix":
         a, b = socket.socketpair()
@@ -643,10 +620,8 @@ def _counting_pair(family: str) -> tuple[CountingSocket, socket.socket]:
             listener.listen()
             a = socket.create_connection(listener.getsockname())
             b, _ = listener.accept()
-    a = CountingSocket(a.family, a.type, a.proto, fileno=a.detach())
-    a.setblocking(False)
     b.setblocking(False)
-    return a, b
+    return counting(a), b
 
 
 async def _peer_gets(b: socket.socket, n: int) -> bytes:
