@@ -494,8 +494,8 @@ class _Flood:
         assert not any(t.is_alive() for t in self.threads)
 
 
-@pytest.mark.timeout(60)
-def test_flood_does_not_starve_timers_or_stop(loop):
+def _flood_once(loop):
+    """One 0.3 s run under a 4-thread flood: (when stop() returned, each timer's lateness)."""
     flood = _Flood(loop, 4)
     lateness = []
     started = []
@@ -523,13 +523,25 @@ def test_flood_does_not_starve_timers_or_stop(loop):
     assert flood.ran == sum(flood.made)
     assert ran_by_stop > 1000  # the flood really ran alongside
     assert len(lateness) == 8
-    assert stopped_after < 0.5, f"stop() due at 0.3 s returned after {stopped_after:.2f} s"
-    # All but the latest timer within 100 ms: on a loaded 2-core machine the OS alone can hold
-    # the loop thread off the CPU for one timer (seen: 155-196 ms once per run, on both loops);
-    # a backlog delays every timer after it.
-    late = sorted(lateness)
-    assert late[-2] < 0.1, f"timers ran {[round(x * 1e3) for x in late]} ms late"
-    assert late[-1] < 0.3, f"a timer ran {late[-1] * 1e3:.0f} ms late"
+    return stopped_after, sorted(lateness)
+
+
+@pytest.mark.timeout(60)
+def test_flood_does_not_starve_timers_or_stop(loop):
+    # Timing on a shared 2-core machine: five threads compete for two CPUs, and other processes
+    # for the same CPUs can hold the loop thread off for 100-200 ms at a time (seen in CI on
+    # oxloop, and locally on stock asyncio under load). Starvation, the bug this guards against,
+    # fails every attempt (0.6-4 s late before the fix); noise does not, so the best of three
+    # attempts must meet the bounds.
+    attempts = []
+    for _ in range(3):
+        stopped_after, late = _flood_once(loop)
+        attempts.append((stopped_after, [round(x * 1e3) for x in late]))
+        # All but the latest timer within 100 ms: the OS alone can hold the loop thread off the
+        # CPU for one timer (seen: 155-196 ms once per run, on both loops).
+        if stopped_after < 0.5 and late[-2] < 0.1 and late[-1] < 0.3:
+            return
+    pytest.fail(f"stop() returned after (s), timers ran late (ms): {attempts}")
 
 
 @pytest.mark.timeout(60)
