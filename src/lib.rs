@@ -12,10 +12,16 @@ mod sys;
 mod time;
 mod transport;
 
-// gil_used = true: the loop's state is a RefCell-guarded single-threaded design that relies on
-// the GIL to serialise every entry from Python. On a free-threaded build this makes CPython
-// re-enable the GIL (with a RuntimeWarning) rather than run it unserialised; oxloop/_compat.py
-// refuses such builds before this module is imported at all.
+// The module declares that it needs the GIL. `gil_used = true` makes PyO3 set the module's
+// `Py_mod_gil` slot (3.13+, PEP 703; https://docs.python.org/3/c-api/module.html#c.Py_mod_gil)
+// to `Py_MOD_GIL_USED`; without it PyO3 0.28 and later set `Py_MOD_GIL_NOT_USED`, a claim that
+// the module is thread-safe without the GIL (PyO3 guide, "Supporting Free-Threaded CPython",
+// and its 0.27 -> 0.28 migration note). That claim would be false: the loop state is a
+// `GilCell` (loop_core/cell.rs) and the free lists, refcount-1 reuse, GC untracking and raw
+// slot reads all rely on the GIL (docs/free-threading.md lists each and what replaces it).
+// A free-threaded interpreter that loads the module anyway re-enables the GIL, with a
+// RuntimeWarning, unless PYTHON_GIL=0 / -X gil=0 overrides it; oxloop/_compat.py refuses such
+// builds before this module is imported at all. tests/test_interpreter.py reads the slot back.
 #[pymodule(gil_used = true)]
 fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

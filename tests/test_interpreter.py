@@ -5,10 +5,15 @@ must raise ImportError naming the running and the supported versions (so the com
 ``try: import oxloop / except ImportError`` falls back to asyncio), unless
 OXLOOP_ALLOW_UNSUPPORTED_PYTHON=1. The running interpreter is faked in a child process by
 replacing ``sys.version_info`` / ``sys.abiflags`` before the import.
+
+The extension itself declares that it needs the GIL (its ``Py_mod_gil`` slot, 3.13+), so a
+free-threaded interpreter forced to load it turns the GIL back on; the slot is read back here
+(docs/free-threading.md says why, and what would have to change).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -96,3 +101,85 @@ def test_the_running_interpreter_is_supported():
 def test_unsupported_reason(version, implementation, abiflags, refused):
     reason = _compat.unsupported_reason(version, implementation, abiflags)
     assert (reason is not None) is refused
+
+
+# ---- the extension's own declaration: it needs the GIL ------------------------------------------
+# `Py_mod_gil` (PEP 703; https://docs.python.org/3/c-api/module.html#c.Py_mod_gil): a slot of the
+# module's definition, read by a free-threaded interpreter at import, which re-enables the GIL
+# (with a RuntimeWarning) for a module that says Py_MOD_GIL_USED. On a GIL build CPython reads
+# nothing from it, so the only way to check it here is to read the slot table itself. PyO3 0.28+
+# writes Py_MOD_GIL_NOT_USED unless `#[pymodule(gil_used = true)]` says otherwise (src/lib.rs).
+PY_MOD_GIL_USED = 0  # (void *)0, Include/moduleobject.h (3.13+)
+PY_MOD_GIL_NOT_USED = 1  # (void *)1
+
+
+class _ModuleDefSlot(ctypes.Structure):
+    # PyModuleDef_Slot, Include/moduleobject.h (3.5-3.14).
+    _fields_ = [("slot", ctypes.c_int), ("value", ctypes.c_size_t)]
+
+
+class _ModuleDef(ctypes.Structure):
+    # PyModuleDef (Include/moduleobject.h): PyModuleDef_Base, whose head is a PyObject
+    # (object.__basicsize__ bytes), then m_init, m_index, m_copy; then m_name ... m_free.
+    _fields_ = [
+        ("ob_base", ctypes.c_char * object.__basicsize__),
+        ("m_init", ctypes.c_void_p),
+        ("m_index", ctypes.c_ssize_t),
+        ("m_copy", ctypes.c_void_p),
+        ("m_name", ctypes.c_char_p),
+        ("m_doc", ctypes.c_char_p),
+        ("m_size", ctypes.c_ssize_t),
+        ("m_methods", ctypes.c_void_p),
+        ("m_slots", ctypes.POINTER(_ModuleDefSlot)),
+    ]
+
+
+class _PySlot(ctypes.Structure):
+    # PySlot, Include/slots.h (3.15): sl_id, sl_flags, a reserved word, then a pointer-sized
+    # union (sl_ptr for Py_mod_gil, which PySlot_DATA stores).
+    _fields_ = [
+        ("sl_id", ctypes.c_uint16),
+        ("sl_flags", ctypes.c_uint16),
+        ("sl_reserved", ctypes.c_uint32),
+        ("sl_ptr", ctypes.c_size_t),
+    ]
+
+
+def _gil_slot_values() -> list[int]:
+    """The values of every Py_mod_gil slot the loaded extension declares."""
+    from oxloop import _oxloop
+
+    found = []
+    if sys.version_info >= (3, 15):
+        # 3.15 imports a module from the slot array its `PyModExport_<name>` returns (PEP 793;
+        # PyO3 0.30 exports one), where Py_mod_gil is 87 (Include/slots_generated.h).
+        export = ctypes.PyDLL(_oxloop.__file__).PyModExport__oxloop
+        export.restype = ctypes.POINTER(_PySlot)
+        export.argtypes = []
+        slots = export()
+        i = 0
+        while slots[i].sl_id != 0:
+            if slots[i].sl_id == 87:
+                found.append(slots[i].sl_ptr)
+            i += 1
+    else:
+        get_def = ctypes.pythonapi.PyModule_GetDef
+        get_def.restype = ctypes.POINTER(_ModuleDef)
+        get_def.argtypes = [ctypes.py_object]
+        slots = get_def(_oxloop).contents.m_slots
+        i = 0
+        while slots[i].slot != 0:
+            if slots[i].slot == 4:  # Py_mod_gil, Include/moduleobject.h (3.13, 3.14)
+                found.append(slots[i].value)
+            i += 1
+    return found
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 13),
+    reason="Py_mod_gil exists from 3.13 (PEP 703), the first version with a free-threaded build",
+)
+def test_extension_declares_that_it_needs_the_gil():
+    # docs/free-threading.md lists what in the binding relies on the GIL; until that is
+    # replaced, a free-threaded interpreter must turn the GIL on for this module, not trust it.
+    assert _gil_slot_values() == [PY_MOD_GIL_USED]
