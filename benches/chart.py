@@ -154,7 +154,7 @@ def caption(doc: dict[str, Any]) -> str:
 
 
 def _x_range(per_row: list[dict[str, float | None]], axes_inches: float) -> tuple[float, float]:
-    """The x limits: every bar, with room beyond oxloop's bar ends for their labels.
+    """The x limits: every bar, and room beside the 1x line for oxloop's labels.
 
     On a log axis a label of fixed width covers a fixed share of log(hi / lo), so the limits
     that leave it room are found by a few rounds of widening.
@@ -166,8 +166,9 @@ def _x_range(per_row: list[dict[str, float | None]], axes_inches: float) -> tupl
     for _ in range(4):
         span = math.log(hi / lo)
         room = math.exp(share * span)
-        lo = min(lo, min((r for r in ox if r < 1), default=1.0) / room)
-        hi = max(hi, max((r for r in ox if r >= 1), default=1.0) * room)
+        # A bar left of 1x has its label right of it, and the other way round.
+        hi = max(hi, room * 1.04 if any(r < 1 for r in ox) else hi)
+        lo = min(lo, 1 / (room * 1.04) if any(r >= 1 for r in ox) else lo)
     return lo, hi
 
 
@@ -206,8 +207,9 @@ def _draw_panel(ax: Any, doc: dict[str, Any], title: str) -> None:
                 linewidth=0.6,
             )
             if name == "oxloop":
-                pad = 1.04
-                x, ha = (r / pad, "right") if r < 1 else (r * pad, "left")
+                # Beside the 1x line, on the side the bar leaves empty: the labels form a
+                # column there, and no bar end or floor tick runs through them.
+                x, ha = (1.04, "left") if r < 1 else (1 / 1.04, "right")
                 ax.text(
                     x,
                     y,
@@ -218,6 +220,7 @@ def _draw_panel(ax: Any, doc: dict[str, Any], title: str) -> None:
                     fontweight="bold",
                     color="#7a2e00",
                     zorder=4,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8},
                 )
         floor = cells.get(FLOOR)
         if floor is not None:
