@@ -220,7 +220,7 @@ def _draw_panel(ax: Any, doc: dict[str, Any], title: str) -> None:
                     fontweight="bold",
                     color="#7a2e00",
                     zorder=4,
-                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8},
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
                 )
         floor = cells.get(FLOOR)
         if floor is not None:
