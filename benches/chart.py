@@ -172,11 +172,11 @@ def _x_range(per_row: list[dict[str, float | None]], axes_inches: float) -> tupl
     return lo, hi
 
 
-def _draw_panel(ax: Any, doc: dict[str, Any], title: str) -> None:
+def _draw_panel(ax: Any, doc: dict[str, Any], title: str, xlim: tuple[float, float]) -> None:
     bars, labels, per_row = ratios(doc)
     n_bars = len(bars)
     height = 0.8 / max(n_bars, 1)
-    lo, hi = _x_range(per_row, ax.get_position().width * ax.figure.get_figwidth())
+    lo, hi = xlim
     ax.set_xscale("log")
     ax.set_xlim(lo, hi)
     ax.axvspan(lo, 1.0, color="#eef6ee", zorder=0)
@@ -300,13 +300,16 @@ def render(docs: list[dict[str, Any]], out_base: str) -> list[str]:
     bar_names: list[str] = []
     has_floor = False
     top = fig_h - legend_h
+    # One x range for every panel: the 1x line and the scale line up from panel to panel.
+    ranges = [_x_range(ratios(doc)[2], width - left_in - right_in) for doc in docs]
+    xlim = (min(r[0] for r in ranges), max(r[1] for r in ranges))
     for k, doc in enumerate(docs):
         axes_h = row_h * len(doc["rows"])
         bottom = top - title_h - axes_h
         ax = fig.add_axes(
             (left_in / width, bottom / fig_h, (width - left_in - right_in) / width, axes_h / fig_h)
         )
-        _draw_panel(ax, doc, KINDS[kind_of(doc)]["title"])
+        _draw_panel(ax, doc, KINDS[kind_of(doc)]["title"], xlim)
         bars, _, per_row = ratios(doc)
         bar_names += [b for b in bars if b not in bar_names]
         has_floor = has_floor or any(cells.get(FLOOR) is not None for cells in per_row)
@@ -346,9 +349,16 @@ def render(docs: list[dict[str, Any]], out_base: str) -> list[str]:
     for ext in ("png", "svg"):
         path = f"{out_base}.{ext}"
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        # svg.fonttype none: text stays text (small files, selectable); PNG at 150 dpi.
-        with _rc({"svg.fonttype": "none"}):
-            fig.savefig(path, dpi=150 if ext == "png" else None, facecolor="white")
+        # svg.fonttype none: text stays text (small files, selectable); PNG at 150 dpi. No
+        # date and fixed ids in the SVG: the same results give the same files (committed ones
+        # change only when the results do).
+        with _rc({"svg.fonttype": "none", "svg.hashsalt": "oxloop"}):
+            fig.savefig(
+                path,
+                dpi=150 if ext == "png" else None,
+                facecolor="white",
+                metadata={"Date": None} if ext == "svg" else None,
+            )
         paths.append(path)
     return paths
 
