@@ -110,7 +110,7 @@ def _status(doc: dict[str, Any], row_index: int, name: str) -> str:
 
 
 def caption(doc: dict[str, Any]) -> str:
-    """Machine, versions, date and method of one results file, as two or three short lines."""
+    """Machine, versions, date, method and noise of one results file, wrapped to the figure."""
     meta = doc["meta"]
     m = meta["machine"]
     versions = []
@@ -142,14 +142,25 @@ def caption(doc: dict[str, Any]) -> str:
     else:
         noise = "1 round, so no spread measured"
     when = f"{date} UTC" if meta.get("date") else date
+    try:
+        busy = float(str(m["load_avg"]).split()[0]) >= 0.5 * float(m["cores"])
+    except (ValueError, IndexError, TypeError):
+        busy = False
+    if busy:
+        warning = (
+            "The machine was busy with other work, so moderate noise is expected (CPU time moves"
+            " far less with load than wall time, but a few tens of percent between two bars can"
+            " still be noise)."
+        )
+    else:
+        warning = "CPU time moves far less with load than wall time; a few percent is still noise."
     text = (
         f"{m['cpu']}, {m['cores']} cores (load average at start {m['load_avg']});"
         f" {m['python']}; {', '.join(versions)}. Measured {when}"
         f"{', a quick run (small N)' if quick else ''}; CPU time, each sample a fresh process,"
-        f" loops interleaved; {noise}. The machine is shared with other work, so moderate"
-        " noise is expected (CPU time moves far less with load than wall time; a few tens of"
-        " percent between two bars can still be noise)."
+        f" loops interleaved; {noise}. {warning}"
     )
+    # 138 characters of 8 pt fill the 9-inch figure's width.
     return "\n".join(textwrap.wrap(text, 138))
 
 

@@ -121,7 +121,11 @@ def test_the_caption_names_machine_versions_date_and_noise(chart):
     for part in ("Test CPU 9000", "2 cores", "CPython 3.99.0", "oxloop 1.0 (git abc1234)"):
         assert part in text
     assert "2026-01-02 03:04 UTC" in text
-    assert "median of 3 rounds" in text and "noise" in text
+    assert "median of 3 rounds" in text and "5% typically" in text
+    assert "busy" not in text  # load average 0.10 on 2 cores
+    busy = net_doc()
+    busy["meta"]["machine"]["load_avg"] = "6.90 6.63 4.22"
+    assert "The machine was busy with other work" in chart.caption(busy).replace("\n", " ")
 
 
 def test_a_chart_is_drawn_from_a_results_file(chart, tmp_path, capsys):
