@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -169,3 +170,26 @@ def test_without_matplotlib_the_results_are_saved_and_the_chart_is_skipped(
     assert path.exists()
     assert not (tmp_path / "micro.png").exists()
     assert "chart   : skipped (matplotlib is not installed" in capsys.readouterr().out
+
+
+def test_a_benchmark_script_saves_its_results_and_chart_beside_its_table(tmp_path):
+    # children.py's pipe row at 1 MiB on three loops: a few seconds, the scripts' real path.
+    out = tmp_path / "sub.json"
+    script = os.path.join(ROOT, "benches", "children.py")
+    args = ["--rows", "pipe", "--n", str(1 << 20), "--loops", "asyncio,uvloop,oxloop"]
+    proc = subprocess.run(
+        [sys.executable, script, *args, "--rounds", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 MiB from a child's stdout" in proc.stdout  # the table is still printed
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["bench"] == "subprocess" and doc["meta"]["date"]
+    assert doc["rows"]["pipe"]["results"]["oxloop"]["status"] == "ok"
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "chart   : skipped" in proc.stdout
+    else:
+        assert (tmp_path / "sub.png").stat().st_size > 20_000
+        assert (tmp_path / "sub.svg").exists()
