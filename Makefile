@@ -6,7 +6,7 @@ PY ?= 3.11
 DEBUG_PY ?= 3.14d
 ENV := scripts/env.sh
 
-.PHONY: demo test test-one test-debug provision conformance lint build clean stress stress-ci fuzz fuzz-ci memcheck memcheck-ci
+.PHONY: demo bench-charts test test-one test-debug provision conformance lint build clean stress stress-ci fuzz fuzz-ci memcheck memcheck-ci
 
 build:
 	$(ENV) build $(PY) >/dev/null
@@ -14,10 +14,27 @@ build:
 # The demonstration: the micro benchmark table, then echo servers (Protocol, BufferedProtocol,
 # streams, sock_*, over TCP and Unix) driven by one Rust client: oxloop beside asyncio, uvloop,
 # rloop and a pure-Rust floor. `benches/net.py` alone runs the fuller network table.
+# Each table's results (JSON) and chart (PNG, SVG) go to benches/results/ (git-ignored), and
+# both tables into one chart there, demo.png: the README's picture (benches/chart.py).
 DEMO_NET_ROWS := protocol-1k-10c-tcp,buffered-1k-10c-tcp,streams-1k-10c-tcp,sock-1k-10c-tcp,protocol-1k-10c-unix
 demo:
-	py=$$($(ENV) build $(PY)) && $$py benches/micro.py \
-	  && $$py benches/net.py --rows $(DEMO_NET_ROWS) --rounds 1
+	py=$$($(ENV) build $(PY)) && $$py benches/micro.py --json benches/results/micro.json \
+	  && $$py benches/net.py --rows $(DEMO_NET_ROWS) --rounds 1 --json benches/results/net.json \
+	  && $$py benches/chart.py benches/results/micro.json benches/results/net.json \
+	    -o benches/results/demo
+
+# The committed charts (README.md, docs/benchmarks.md), refreshed deliberately, never by CI:
+# one interleaved round of micro.py, net.py (default rows) and children.py on PY, saved with
+# their printed tables in docs/bench/, and the README's picture (make demo's rows) drawn from
+# them. About 8 minutes; commit docs/bench/ and update the dates in the docs after looking at it.
+BENCH_DOCS := docs/bench
+bench-charts:
+	py=$$($(ENV) build $(PY)) && d=$(BENCH_DOCS) \
+	  && $$py benches/micro.py --rounds 1 --json $$d/micro.json >$$d/micro.txt \
+	  && $$py benches/net.py --rounds 1 --json $$d/net.json >$$d/net.txt \
+	  && $$py benches/children.py --rounds 1 --json $$d/subprocess.json >$$d/subprocess.txt \
+	  && cat $$d/micro.txt $$d/net.txt $$d/subprocess.txt \
+	  && $$py benches/chart.py $$d/micro.json $$d/net.json --rows $(DEMO_NET_ROWS) -o $$d/demo
 
 # Every test on every interpreter of VERSIONS found here (natively or in the sid chroot; the
 # others are named and skipped): pytest, then the conformance runner; then pytest on the debug

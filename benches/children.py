@@ -336,7 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small N, 1 round: a smoke test")
     ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows")
     ap.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops")
-    ap.add_argument("--json", metavar="FILE", help="also write every sample and median here")
+    ap.add_argument(
+        "--json",
+        metavar="FILE",
+        help="where to save every sample and median (default benches/results/subprocess.json);"
+        " the chart goes beside it (.png, .svg)",
+    )
+    ap.add_argument("--no-chart", action="store_true", help="save the JSON but draw no chart")
+    ap.add_argument("--no-save", action="store_true", help="print the table only")
     ap.add_argument("--n", type=int, help="override N (children, or bytes) for selected rows")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per sample")
     ap.add_argument("--child", nargs=2, metavar=("ROW", "LOOP"), help=argparse.SUPPRESS)
@@ -352,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (1 if args.quick else 5)
     ns = {r.name: args.n or (r.quick_n if args.quick else r.n) for r in rows}
     meta: dict[str, Any] = {
+        "bench": "subprocess",
+        "date": micro.utc_now(),
         "machine": machine_info(),
         "git": git_rev(),
         "quick": args.quick,
@@ -386,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print_report(meta, loops, rows, ns, results, rounds)
     print(f"({total} samples in {elapsed:.0f} s)")
-    if args.json:
+    if not args.no_save:
         doc = {
             "meta": meta,
             "baseline": BASELINE,
@@ -401,8 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in rows
             },
         }
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+        micro.load_chart().save(doc, args.json, "subprocess", chart=not args.no_chart)
     failed = any(
         res["status"] not in ("ok", "n/a") for per in results.values() for res in per.values()
     )

@@ -535,6 +535,29 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def load_chart() -> Any:
+    """benches/chart.py, loaded by its path: net.py keeps benches/ off sys.path (its docstring).
+
+    chart.py imports matplotlib only when it draws, so this works without it.
+    """
+    import importlib.util
+
+    if "chart" in sys.modules:
+        return sys.modules["chart"]
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chart.py")
+    spec = importlib.util.spec_from_file_location("chart", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["chart"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def utc_now() -> str:
+    """When a run started, for the results file and the chart's caption."""
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+
+
 def git_rev() -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
@@ -735,7 +758,14 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated rows (default: all but the opt-in sock_* rows)",
     )
     ap.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops")
-    ap.add_argument("--json", metavar="FILE", help="also write every sample and median here")
+    ap.add_argument(
+        "--json",
+        metavar="FILE",
+        help="where to save every sample and median (default benches/results/micro.json);"
+        " the chart goes beside it (.png, .svg)",
+    )
+    ap.add_argument("--no-chart", action="store_true", help="save the JSON but draw no chart")
+    ap.add_argument("--no-save", action="store_true", help="print the table only")
     ap.add_argument("--seed", type=int, default=1234, help="seed of the random delays")
     ap.add_argument("--n", type=int, help="override N for every selected row")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per sample")
@@ -759,6 +789,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = {r.name: args.n or (r.quick_n if args.quick else r.n) for r in rows}
 
     meta: dict[str, Any] = {
+        "bench": "micro",
+        "date": utc_now(),
         "machine": machine_info(),
         "git": git_rev(),
         "quick": args.quick,
@@ -800,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     print_report(meta, loops, rows, ns, results, rounds)
     print(f"({total} samples in {elapsed:.0f} s)")
 
-    if args.json:
+    if not args.no_save:
         doc = {
             "meta": meta,
             "baseline": BASELINE,
@@ -815,8 +847,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in rows
             },
         }
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+        load_chart().save(doc, args.json, "micro", chart=not args.no_chart)
     failed = any(
         res["status"] not in ("ok", "n/a") for per in results.values() for res in per.values()
     )

@@ -854,7 +854,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="measured seconds per cell (default 2)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 0.5)")
     ap.add_argument("--timeout", type=float, default=30.0, help="slack per wait, seconds")
-    ap.add_argument("--json", metavar="FILE", help="also write every sample and median here")
+    ap.add_argument(
+        "--json",
+        metavar="FILE",
+        help="where to save every sample and median (default benches/results/net.json);"
+        " the chart goes beside it (.png, .svg)",
+    )
+    ap.add_argument("--no-chart", action="store_true", help="save the JSON but draw no chart")
+    ap.add_argument("--no-save", action="store_true", help="print the table only")
     ap.add_argument("--list", action="store_true", help="list the rows and exit")
     ap.add_argument("--server", nargs=3, metavar=("KIND", "LOOP", "ADDR"), help=argparse.SUPPRESS)
     ap.add_argument("--probe", metavar="LOOP", help=argparse.SUPPRESS)
@@ -887,6 +894,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"net.py: the Rust client is needed: {floor_why}", file=sys.stderr)
         return 1
     meta: dict[str, Any] = {
+        "bench": "net",
+        "date": micro.utc_now(),
         "machine": micro.machine_info(),
         "git": micro.git_rev(),
         "mode": "quick" if args.quick else "full" if args.full else "default",
@@ -937,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print_report(meta, loops, rows, results)
     print(f"({total} samples in {elapsed:.0f} s)")
-    if args.json:
+    if not args.no_save:
         doc = {
             "meta": meta,
             "baseline": BASELINE,
@@ -947,8 +956,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in rows
             },
         }
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
+        micro.load_chart().save(doc, args.json, "net", chart=not args.no_chart)
     failed = any(
         res["status"] not in ("ok", "n/a") for per in results.values() for res in per.values()
     )
