@@ -15,15 +15,13 @@
 //!   writes the waker only then, and `close` refuses to close the poller under a waiting thread;
 //! - every callback runs inside its `contextvars.Context`.
 mod cell;
-pub mod counters;
 mod factories;
 pub mod fastcall;
-mod pacing;
 mod watchdog;
 
-use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+pub use oxloop_engine::counters;
+use oxloop_engine::pacing;
+
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -43,9 +41,11 @@ use crate::io::{self, FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
 use crate::sock::SockWaiter;
 use crate::sys::clock;
 use crate::sys::epoll::{self, Epoll, READABLE, WRITABLE};
-use crate::sys::waker::{read_available, Waker};
+use crate::sys::waker::Waker;
 use crate::time::{Clock, TimerHeap, VirtualClock};
 use crate::transport::SocketReader;
+use oxloop_engine::ready::ReadyQueue;
+use oxloop_engine::signal::SignalWakeup;
 
 /// asyncio's MAXIMUM_SELECT_TIMEOUT (base_events.py): one day.
 /// Whether `_add_reader` / `_add_writer` take a `context` keyword, as the running asyncio's
@@ -92,14 +92,13 @@ const EVENTS_CAPACITY: usize = 1024;
 const DEADLOCK_GRACE_MS: i32 = 100;
 
 struct State {
-    ready: VecDeque<Queued>,
-    timers: TimerHeap,
-    fds: FdTable,
+    ready: ReadyQueue<Queued>,
+    timers: TimerHeap<Queued>,
+    fds: FdTable<Py<PyAny>>,
     poller: Option<Epoll>,
     waker: Option<Waker>,
     /// The socket pair handed to `signal.set_wakeup_fd` (write end) and polled (read end).
-    sig_read: Option<UnixStream>,
-    sig_write: Option<UnixStream>,
+    sig: Option<SignalWakeup>,
     events: Vec<epoll::Event>,
     polling: bool,
     wake_pending: bool,
@@ -174,12 +173,12 @@ struct Released {
 }
 
 /// What other threads read without the GIL or the loop state: the counters and
-/// the activity word of the slow-callback watchdog (see counters.rs).
+/// the activity word of the slow-callback watchdog (see engine/src/counters.rs).
 #[derive(Default)]
 pub struct Shared {
     pub activity: Activity,
     pub counters: Counters,
-    /// Paces threads flooding `call_soon_threadsafe` (see pacing.rs).
+    /// Paces threads flooding `call_soon_threadsafe` (see engine/src/pacing.rs).
     pub pacer: pacing::Pacer,
 }
 
@@ -472,7 +471,7 @@ impl LoopCore {
         };
         let ready = this.push_ready(py, entry, threadsafe)?;
         if threadsafe {
-            // A flooding thread waits for the loop to catch up (see pacing.rs); its callback
+            // A flooding thread waits for the loop to catch up (see engine/src/pacing.rs); its callback
             // is already queued, in its place.
             if let Some(target) = this.shared.pacer.should_wait(ready) {
                 let pacer = &this.shared.pacer;
@@ -597,7 +596,7 @@ impl LoopCore {
         let py = obj.py();
         match fileobj_to_fd(obj) {
             Err(e) if e.is_instance_of::<PyValueError>(py) && !self.closed.load(Relaxed) => {
-                let found = self.state.borrow(py)?.fds.find_fileobj(obj);
+                let found = self.state.borrow(py)?.fds.find_fileobj(|f| f.is(obj));
                 found.map(i64::from).ok_or(e)
             }
             r => r,
@@ -810,7 +809,7 @@ impl LoopCore {
             return Ok(());
         }
         let activity = &slf.get().shared.activity;
-        activity.enter(h.as_ptr());
+        activity.enter(h.as_ptr().cast());
         let r = Self::run_live_handle(slf, lay, h, debug);
         if let Some(seq) = activity.exit() {
             Self::keep_slow_handle(slf, h, seq)?;
@@ -968,7 +967,7 @@ impl LoopCore {
             let st = this.state.borrow(py)?;
             // A deadline at +inf is no deadline time can jump to.
             let next = st.timers.peek().map(|t| t.when()).filter(|t| t.is_finite());
-            (next, st.fds.len() > 0)
+            (next, !st.fds.is_empty())
         };
         if let Some(target) = v.advance_to.get_opt() {
             return match next {
@@ -1118,7 +1117,7 @@ impl LoopCore {
             // its idle logic reads the poll's result.
             let skip_poll = timeout_ms == 0
                 && matches!(this.clock, Clock::Real)
-                && st.fds.len() == 0
+                && st.fds.is_empty()
                 && !st.signals_armed;
             (
                 timeout_ms,
@@ -1288,7 +1287,7 @@ impl LoopCore {
                 },
                 this.shared.activity.slow_ns.load(Relaxed),
             );
-            let sig_fd = st.sig_read.as_ref().map(|s| s.as_raw_fd());
+            let sig_fd = st.sig.as_ref().map(SignalWakeup::read_fd);
             // An idle loop gives its surplus spare handles back (dropped below, unborrowed).
             let spares = if t1.saturating_sub(t0) >= FREE_LIST_IDLE_NS {
                 st.trim_spares()
@@ -1305,7 +1304,7 @@ impl LoopCore {
             let mut bytes = Vec::new();
             if signal_ready {
                 if let Some(fd) = sig_fd {
-                    read_available(fd, &mut bytes).map_err(os_error)?;
+                    oxloop_engine::signal::read_available(fd, &mut bytes).map_err(os_error)?;
                 }
             }
             // SAFETY: called with the GIL held on the loop thread.
@@ -1400,7 +1399,7 @@ impl State {
 
     /// Drops `mask` interest for `fd`; returns the handle that was registered for it, with
     /// what else goes (see [`Released`]). The last interest parks the registration (see
-    /// src/io/mod.rs): no syscall now.
+    /// engine/src/io/mod.rs): no syscall now.
     fn remove_interest(&mut self, fd: i32, mask: u32) -> Option<Released> {
         let (handle, fileobj) = self.fds.take_handler(fd, mask)?;
         let mut error = None;
@@ -1452,13 +1451,13 @@ impl State {
     /// while the file stays open elsewhere). Parked entries are dropped (returned, to be dropped
     /// unborrowed); an active entry whose fd is closed is kept with no registration, as the
     /// selector would keep it.
-    fn rebuild_poller(&mut self) -> std::io::Result<Vec<io::FdEntry>> {
+    fn rebuild_poller(&mut self) -> std::io::Result<Vec<io::FdEntry<Py<PyAny>>>> {
         let new = Epoll::new()?;
         if let Some(w) = &self.waker {
             new.add(w.raw(), READABLE, WAKER_TOKEN)?;
         }
-        if let Some(s) = &self.sig_read {
-            new.add(s.as_raw_fd(), READABLE, SIGNAL_TOKEN)?;
+        if let Some(s) = &self.sig {
+            new.add(s.read_fd(), READABLE, SIGNAL_TOKEN)?;
         }
         let mut parked = Vec::new();
         let mut active = Vec::new();
@@ -1503,21 +1502,18 @@ impl LoopCore {
         poller
             .add(waker.raw(), READABLE, WAKER_TOKEN)
             .map_err(os_error)?;
-        let (sig_read, sig_write) = UnixStream::pair().map_err(os_error)?;
-        sig_read.set_nonblocking(true).map_err(os_error)?;
-        sig_write.set_nonblocking(true).map_err(os_error)?;
+        let sig = SignalWakeup::new().map_err(os_error)?;
         poller
-            .add(sig_read.as_raw_fd(), READABLE, SIGNAL_TOKEN)
+            .add(sig.read_fd(), READABLE, SIGNAL_TOKEN)
             .map_err(os_error)?;
         Ok(LoopCore {
             state: GilCell::new(State {
-                ready: VecDeque::with_capacity(1024),
+                ready: ReadyQueue::with_capacity(1024),
                 timers: TimerHeap::default(),
                 fds: FdTable::default(),
                 poller: Some(poller),
                 waker: Some(waker),
-                sig_read: Some(sig_read),
-                sig_write: Some(sig_write),
+                sig: Some(sig),
                 events: Vec::new(),
                 polling: false,
                 wake_pending: false,
@@ -1792,7 +1788,7 @@ impl LoopCore {
     fn _signal_wakeup_fd(&self, py: Python<'_>) -> PyResult<Option<i32>> {
         let mut st = self.state.borrow(py)?;
         st.signals_armed = true;
-        Ok(st.sig_write.as_ref().map(|s| s.as_raw_fd()))
+        Ok(st.sig.as_ref().map(SignalWakeup::write_fd))
     }
 
     /// `BaseSelectorEventLoop._add_reader`: watch `fd` for reading and return the handle
@@ -1891,7 +1887,7 @@ impl LoopCore {
             }
             self.closed.store(true, Relaxed);
             let slow = st.slow_handle.take();
-            let ready: Vec<Queued> = st.ready.drain(..).collect();
+            let ready: Vec<Queued> = st.ready.drain();
             let timers = st.timers.drain();
             let fds = st.fds.drain();
             let spares = (
@@ -1899,12 +1895,7 @@ impl LoopCore {
                 std::mem::take(&mut st.free_timers),
             );
             // Drop the fds last so nothing writes to a closed (maybe reused) fd number.
-            let sys = (
-                st.poller.take(),
-                st.waker.take(),
-                st.sig_read.take(),
-                st.sig_write.take(),
-            );
+            let sys = (st.poller.take(), st.waker.take(), st.sig.take());
             (ready, timers, fds, spares, sys, slow)
         };
         let lay = handles::layout(py)?;
@@ -2057,7 +2048,7 @@ impl LoopCore {
         Python::attach(|py| {
             let garbage = self.state.borrow(py).ok().map(|mut st| {
                 let slow = st.slow_handle.take();
-                let ready: Vec<Queued> = st.ready.drain(..).collect();
+                let ready: Vec<Queued> = st.ready.drain();
                 (ready, st.timers.drain(), st.fds.drain(), slow)
             });
             if let (Some(g), Ok(lay)) = (&garbage, handles::layout(py)) {

@@ -1,5 +1,9 @@
 //! Time: the clock seam and the timer heap.
 //!
+//! The heap is generic over its entry (the binding stores its `Queued` handle; the tests store
+//! numbers), so the engine owns the ordering and the compaction rule while the binding decides
+//! what "cancelled" means (a flag in a Python object).
+//!
 //! The loop reads time only through [`Clock`]: `Clock::Real` is `time.monotonic()` read live,
 //! `Clock::Virtual` a test clock that moves only when the loop jumps it (see
 //! [`VirtualClock`] and `loop_core::virtual_idle`). The choice is made once, when the loop is
@@ -12,7 +16,6 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use crate::handles::Queued;
 use crate::sys::clock;
 
 /// The loop's clock.
@@ -134,32 +137,34 @@ impl VirtualClock {
 const MIN_SCHEDULED: usize = 100;
 const MIN_CANCELLED_FRACTION: f64 = 0.5;
 
-pub struct Timer {
+pub struct Timer<T> {
     /// The deadline as a sortable key: NaN sorts first, as a NaN deadline in CPython's heap
     /// is never ">= now" and so is due at once.
     key: f64,
     seq: u64,
-    pub entry: Queued,
+    pub entry: T,
 }
 
-impl Timer {
+impl<T> Timer<T> {
+    /// The deadline as ordered: a NaN deadline reads as -inf (due at once).
+    #[inline]
     pub fn when(&self) -> f64 {
         self.key
     }
 }
 
-impl PartialEq for Timer {
+impl<T> PartialEq for Timer<T> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for Timer {}
-impl PartialOrd for Timer {
+impl<T> Eq for Timer<T> {}
+impl<T> PartialOrd for Timer<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Timer {
+impl<T> Ord for Timer<T> {
     // Reversed: BinaryHeap is a max-heap and we want the earliest deadline on top.
     fn cmp(&self, other: &Self) -> Ordering {
         other
@@ -169,16 +174,27 @@ impl Ord for Timer {
     }
 }
 
-#[derive(Default)]
-pub struct TimerHeap {
-    heap: BinaryHeap<Timer>,
+pub struct TimerHeap<T> {
+    heap: BinaryHeap<Timer<T>>,
     seq: u64,
     /// Timers cancelled while scheduled (CPython's `_timer_cancelled_count`).
     pub cancelled: usize,
 }
 
-impl TimerHeap {
-    pub fn push(&mut self, when: f64, entry: Queued) {
+impl<T> Default for TimerHeap<T> {
+    fn default() -> Self {
+        Self {
+            heap: BinaryHeap::new(),
+            seq: 0,
+            cancelled: 0,
+        }
+    }
+}
+
+impl<T> TimerHeap<T> {
+    /// Schedules `entry` at `when`; among equal deadlines it fires after those pushed before.
+    #[inline]
+    pub fn push(&mut self, when: f64, entry: T) {
         let key = if when.is_nan() {
             f64::NEG_INFINITY
         } else {
@@ -192,19 +208,29 @@ impl TimerHeap {
         });
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.heap.len()
     }
 
-    pub fn peek(&self) -> Option<&Timer> {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// The earliest timer (the first scheduled among equal deadlines).
+    #[inline]
+    pub fn peek(&self) -> Option<&Timer<T>> {
         self.heap.peek()
     }
 
-    pub fn pop(&mut self) -> Option<Timer> {
+    #[inline]
+    pub fn pop(&mut self) -> Option<Timer<T>> {
         self.heap.pop()
     }
 
     /// Whether CPython would rebuild the heap now.
+    #[inline]
     pub fn wants_compaction(&self) -> bool {
         let n = self.heap.len();
         n > MIN_SCHEDULED && (self.cancelled as f64) / (n as f64) > MIN_CANCELLED_FRACTION
@@ -212,20 +238,152 @@ impl TimerHeap {
 
     /// Splits out every timer for which `is_cancelled` holds and returns them; the caller
     /// drops them once no loop state is borrowed (dropping a handle may run Python code).
-    pub fn take_cancelled(&mut self, mut is_cancelled: impl FnMut(&Timer) -> bool) -> Vec<Timer> {
+    pub fn take_cancelled(
+        &mut self,
+        mut is_cancelled: impl FnMut(&Timer<T>) -> bool,
+    ) -> Vec<Timer<T>> {
         let all = std::mem::take(&mut self.heap).into_vec();
-        let (gone, keep): (Vec<Timer>, Vec<Timer>) = all.into_iter().partition(|t| is_cancelled(t));
+        let (gone, keep): (Vec<Timer<T>>, Vec<Timer<T>>) =
+            all.into_iter().partition(|t| is_cancelled(t));
         self.heap = BinaryHeap::from(keep);
         self.cancelled = 0;
         gone
     }
 
-    pub fn drain(&mut self) -> Vec<Timer> {
+    /// Every timer, in no particular order; the heap is left empty.
+    pub fn drain(&mut self) -> Vec<Timer<T>> {
         self.cancelled = 0;
         std::mem::take(&mut self.heap).into_vec()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Timer> {
+    /// Every timer, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Timer<T>> {
         self.heap.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pop_all(h: &mut TimerHeap<u32>) -> Vec<u32> {
+        std::iter::from_fn(|| h.pop().map(|t| t.entry)).collect()
+    }
+
+    #[test]
+    fn earliest_first_equal_deadlines_fifo() {
+        let mut h = TimerHeap::default();
+        for (i, when) in [3.0, 1.0, 2.0, 1.0, 3.0, 1.0].into_iter().enumerate() {
+            h.push(when, i as u32);
+        }
+        assert_eq!(h.len(), 6);
+        assert_eq!(h.peek().map(|t| t.when()), Some(1.0));
+        assert_eq!(pop_all(&mut h), vec![1, 3, 5, 2, 0, 4]);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn nan_is_due_first_and_infinities_order() {
+        let mut h = TimerHeap::default();
+        h.push(f64::INFINITY, 0);
+        h.push(f64::NAN, 1);
+        h.push(f64::NEG_INFINITY, 2);
+        h.push(-1e300, 3);
+        h.push(f64::NAN, 4);
+        // NaN reads as -inf and keeps its scheduling order among -inf deadlines.
+        assert_eq!(h.peek().map(|t| t.when()), Some(f64::NEG_INFINITY));
+        assert_eq!(pop_all(&mut h), vec![1, 2, 4, 3, 0]);
+    }
+
+    #[test]
+    fn compaction_follows_cpython_thresholds() {
+        let mut h = TimerHeap::default();
+        for i in 0..=MIN_SCHEDULED as u32 {
+            h.push(f64::from(i), i);
+        }
+        // 101 timers: more than half cancelled is needed.
+        h.cancelled = 50;
+        assert!(!h.wants_compaction());
+        h.cancelled = 51;
+        assert!(h.wants_compaction());
+        let gone = h.take_cancelled(|t| t.entry % 2 == 0);
+        assert_eq!(h.cancelled, 0);
+        assert_eq!(gone.len(), 51);
+        assert!(gone.iter().all(|t| t.entry % 2 == 0));
+        let rest = pop_all(&mut h);
+        assert_eq!(rest, (0..=100).filter(|i| i % 2 == 1).collect::<Vec<_>>());
+        // At most MIN_SCHEDULED timers: never compacted, whatever is cancelled.
+        let mut small = TimerHeap::default();
+        for i in 0..MIN_SCHEDULED as u32 {
+            small.push(0.0, i);
+        }
+        small.cancelled = MIN_SCHEDULED;
+        assert!(!small.wants_compaction());
+    }
+
+    #[test]
+    fn drain_and_iter() {
+        let mut h = TimerHeap::default();
+        h.push(2.0, 'b');
+        h.push(1.0, 'a');
+        h.cancelled = 1;
+        let mut seen: Vec<char> = h.iter().map(|t| t.entry).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, vec!['a', 'b']);
+        assert_eq!(h.drain().len(), 2);
+        assert_eq!(h.cancelled, 0);
+        assert!(h.peek().is_none());
+    }
+
+    #[test]
+    fn virtual_clock_moves_forward_only() {
+        let v = VirtualClock::new(10.0, f64::INFINITY, Some(20.0), None);
+        let c = Clock::Virtual(Box::new(v));
+        assert_eq!(c.now(), 10.0);
+        assert_eq!(c.at(123_456_789), 10.0, "a virtual clock ignores real time");
+        let Clock::Virtual(v) = &c else {
+            unreachable!()
+        };
+        v.jump_to(15.0);
+        v.jump_to(12.0);
+        assert_eq!(c.now(), 15.0);
+        assert_eq!(v.end.get_opt(), Some(20.0));
+        assert_eq!(v.advance_to.get_opt(), None);
+    }
+
+    #[test]
+    fn real_clock_reads_monotonic() {
+        let c = Clock::Real;
+        let a = c.now();
+        let b = clock::monotonic();
+        assert!(a <= b);
+        assert_eq!(c.at(1_500_000_000), 1.5);
+        assert_eq!(c.at(2_000_000_000), 2.0);
+    }
+
+    #[test]
+    fn seeded_shuffle_is_a_replayable_permutation() {
+        let a = VirtualClock::new(0.0, 0.0, None, Some(42));
+        let b = VirtualClock::new(0.0, 0.0, None, Some(42));
+        let mut x: Vec<u32> = (0..50).collect();
+        let mut y = x.clone();
+        a.shuffle(&mut x);
+        b.shuffle(&mut y);
+        assert_eq!(x, y);
+        assert_ne!(x, (0..50).collect::<Vec<_>>());
+        x.sort_unstable();
+        assert_eq!(x, (0..50).collect::<Vec<_>>());
+        let unseeded = VirtualClock::new(0.0, 0.0, None, None);
+        let mut z: Vec<u32> = (0..50).collect();
+        unseeded.shuffle(&mut z);
+        assert_eq!(z, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn atomic_f64_nan_is_none() {
+        let a = AtomicF64::new(f64::NAN);
+        assert_eq!(a.get_opt(), None);
+        a.set(-0.5);
+        assert_eq!(a.get_opt(), Some(-0.5));
     }
 }
