@@ -10,6 +10,7 @@
 //! | [`ready`]     | the ready queue (FIFO of callbacks to run)                            |
 //! | [`time`]      | the clock seam (real, virtual) and the timer heap                     |
 //! | [`io`]        | the fd table with its generation tokens, and the poller tokens        |
+//! | [`iteration`] | one iteration of CPython's `_run_once`, as its named steps            |
 //! | [`signal`]    | the signal wake-up socket pair (`signal.set_wakeup_fd`)               |
 //! | [`pacing`]    | pacing of cross-thread `call_soon_threadsafe` floods                  |
 //! | [`counters`]  | the metrics seqlock and the watchdog's activity word                  |
@@ -21,6 +22,7 @@
 pub mod sys;
 pub mod counters;
 pub mod io;
+pub mod iteration;
 pub mod pacing;
 pub mod ready;
 pub mod signal;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use oxloop_engine::io::{self, FdTable};
+use oxloop_engine::iteration;
 use oxloop_engine::ready::ReadyQueue;
 use oxloop_engine::sys::epoll::{READABLE, WRITABLE};
 use oxloop_engine::time::TimerHeap;
@@ -351,8 +352,8 @@ fn cpython_order(program: &[Vec<Action>], roots: &[(Option<f64>, u32)]) -> Vec<(
     out
 }
 
-/// The same iteration, driven over the engine's ReadyQueue and TimerHeap as `loop_core` drives
-/// them (steps: timeout, poll, due timers, run exactly what was ready).
+/// The same iteration through the engine's own steps (`iteration::take_due_timers`,
+/// `iteration::run_ready`) over its ReadyQueue and TimerHeap, as `loop_core` drives them.
 fn engine_order(program: &[Vec<Action>], roots: &[(Option<f64>, u32)]) -> Vec<(u32, u32)> {
     let mut now = 0.0f64;
     let mut ready: ReadyQueue<u32> = ReadyQueue::default();
@@ -372,24 +373,26 @@ fn engine_order(program: &[Vec<Action>], roots: &[(Option<f64>, u32)]) -> Vec<(u
             }
         }
         let end_time = now + 1e-9;
-        while let Some(t) = timers.peek() {
-            if t.when() >= end_time {
-                break;
-            }
-            let t = timers.pop().expect("peeked");
-            ready.push_back(t.entry);
-        }
+        iteration::take_due_timers(&mut timers, &mut ready, end_time, |_| {});
         let ntodo = ready.len();
-        for _ in 0..ntodo {
-            let id = ready.pop_front().expect("counted");
-            out.push((id, iteration));
-            for a in &program[id as usize] {
-                match a {
-                    Action::Soon(c) => ready.push_back(*c),
-                    Action::Later(d, c) => timers.push(now + d, *c),
+        // The binding borrows its state only to pop; callbacks schedule through the loop.
+        let cell = std::cell::RefCell::new((&mut ready, &mut timers));
+        let r: Result<(), ()> = iteration::run_ready(
+            ntodo,
+            || Ok(cell.borrow_mut().0.pop_front()),
+            |id| {
+                out.push((id, iteration));
+                let mut st = cell.borrow_mut();
+                for a in &program[id as usize] {
+                    match a {
+                        Action::Soon(c) => st.0.push_back(*c),
+                        Action::Later(d, c) => st.1.push(now + d, *c),
+                    }
                 }
-            }
-        }
+                Ok(())
+            },
+        );
+        assert!(r.is_ok());
         iteration += 1;
     }
     out

@@ -132,6 +132,82 @@ impl VirtualClock {
     }
 }
 
+/// How long (real time) a virtual loop that nothing can wake waits before calling it a
+/// deadlock: long enough for a thread the loop does not know of to call back, short enough
+/// that a deadlocked test fails well within a second.
+pub const DEADLOCK_GRACE_MS: i32 = 100;
+
+/// What a virtual loop does when it finds nothing to do (nothing ready, no timer due, and a
+/// zero-timeout poll found no event): [`VirtualClock::idle_step`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum IdleStep {
+    /// Jump to the next timer, on the way to a pending `advance()` target.
+    Jump(f64),
+    /// No timer before the pending `advance()` target: jump there and report it reached.
+    Advance(f64),
+    /// Autojump: sit idle `ms` real milliseconds (0: not at all) in the real poller; if still
+    /// nothing happened and no thread work started, jump to the next deadline `to`.
+    Autojump { ms: i32, to: f64 },
+    /// Something outside can still wake the loop (a watched fd, pending thread work): wait for
+    /// it in the real poller.
+    Wait,
+    /// Nothing can: wait `grace_ms` in the real poller (for a thread the loop does not know of),
+    /// then report the deadlock.
+    Deadlock { grace_ms: i32 },
+}
+
+impl VirtualClock {
+    /// The idle policy, decided once per idle iteration, in this order:
+    /// 1. an `advance()` is pending: jump to the next timer on the way, or to its target when
+    ///    none is left before it;
+    /// 2. autojump (trio's rule): a timer exists, no executor / to_thread work is pending, and
+    ///    the threshold is finite: after sitting idle for the threshold in real time, jump to
+    ///    the next deadline;
+    /// 3. something outside can still wake the loop (`has_fds`, pending thread work): wait;
+    /// 4. nothing can: a deadlock, after a short grace.
+    ///
+    /// `next` is the first deadline; one at +inf is no deadline time can jump to.
+    pub fn idle_step(&self, next: Option<f64>, has_fds: bool) -> IdleStep {
+        let next = next.filter(|t| t.is_finite());
+        if let Some(target) = self.advance_to.get_opt() {
+            return match next {
+                Some(t) if t <= target => IdleStep::Jump(t),
+                _ => IdleStep::Advance(target),
+            };
+        }
+        let threshold = self.threshold.get();
+        let threads = self.threads.load(Relaxed);
+        if let (Some(to), true, 0) = (next, threshold.is_finite(), threads) {
+            let ms = if threshold > 0.0 {
+                (threshold * 1e3).ceil().min(i32::MAX as f64) as i32
+            } else {
+                0
+            };
+            return IdleStep::Autojump { ms, to };
+        }
+        if has_fds || threads != 0 {
+            return IdleStep::Wait;
+        }
+        IdleStep::Deadlock {
+            grace_ms: DEADLOCK_GRACE_MS,
+        }
+    }
+
+    /// Moves time to `t`, or to the clock's `end` if `t` reaches it: then `end` is cleared
+    /// (reported once, so cleanup can run) and true returned.
+    pub fn jump_or_end(&self, t: f64) -> bool {
+        if let Some(end) = self.end.get_opt() {
+            if t >= end {
+                self.jump_to(end);
+                self.end.set(f64::NAN);
+                return true;
+            }
+        }
+        self.jump_to(t);
+        false
+    }
+}
+
 /// CPython's thresholds for rebuilding the heap (base_events.py: _MIN_SCHEDULED_TIMER_HANDLES,
 /// _MIN_CANCELLED_TIMER_HANDLES_FRACTION).
 const MIN_SCHEDULED: usize = 100;
@@ -377,6 +453,47 @@ mod tests {
         let mut z: Vec<u32> = (0..50).collect();
         unseeded.shuffle(&mut z);
         assert_eq!(z, (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn idle_policy() {
+        let v = VirtualClock::new(0.0, 0.5, Some(10.0), None);
+        assert_eq!(
+            v.idle_step(Some(2.0), false),
+            IdleStep::Autojump { ms: 500, to: 2.0 }
+        );
+        assert_eq!(
+            v.idle_step(Some(f64::INFINITY), false),
+            IdleStep::Deadlock {
+                grace_ms: DEADLOCK_GRACE_MS
+            }
+        );
+        assert_eq!(v.idle_step(None, true), IdleStep::Wait);
+        v.threads.store(1, Relaxed);
+        assert_eq!(
+            v.idle_step(Some(2.0), false),
+            IdleStep::Wait,
+            "thread work pending"
+        );
+        v.threads.store(0, Relaxed);
+        v.advance_to.set(3.0);
+        assert_eq!(v.idle_step(Some(2.0), false), IdleStep::Jump(2.0));
+        assert_eq!(v.idle_step(Some(4.0), false), IdleStep::Advance(3.0));
+        assert_eq!(v.idle_step(None, false), IdleStep::Advance(3.0));
+        v.advance_to.set(f64::NAN);
+        v.threshold.set(0.0);
+        assert_eq!(
+            v.idle_step(Some(2.0), false),
+            IdleStep::Autojump { ms: 0, to: 2.0 }
+        );
+        v.threshold.set(f64::INFINITY);
+        assert_eq!(v.idle_step(Some(2.0), true), IdleStep::Wait, "autojump off");
+        assert!(!v.jump_or_end(4.0));
+        assert_eq!(v.now(), 4.0);
+        assert!(v.jump_or_end(12.0), "end reached");
+        assert_eq!(v.now(), 10.0);
+        assert!(!v.jump_or_end(12.0), "reported once");
+        assert_eq!(v.now(), 12.0);
     }
 
     #[test]
