@@ -86,7 +86,7 @@ conformance:
 	py=$$($(ENV) build $(PY)) && $$py conformance/run.py $(ARGS)
 
 lint:
-	cargo fmt --check
+	cargo fmt --all --check
 	CARGO_TARGET_DIR=target/lint PYO3_PYTHON=$$($(ENV) venv $(PY)) cargo clippy --workspace --all-targets -- -D warnings
 	py=$$($(ENV) build $(PY)) && $$py -m ruff check python tests conformance benches fuzz \
 	  && $$py -m ruff format --check python tests conformance benches fuzz \
