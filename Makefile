@@ -6,7 +6,7 @@ PY ?= 3.11
 DEBUG_PY ?= 3.14d
 ENV := scripts/env.sh
 
-.PHONY: demo bench-charts test test-one test-debug provision conformance lint build clean stress stress-ci fuzz fuzz-ci memcheck memcheck-ci
+.PHONY: demo bench-charts test test-one test-debug test-rust sanitize provision conformance lint build clean stress stress-ci fuzz fuzz-ci memcheck memcheck-ci
 
 build:
 	$(ENV) build $(PY) >/dev/null
@@ -36,10 +36,10 @@ bench-charts:
 	  && cat $$d/micro.txt $$d/net.txt $$d/subprocess.txt \
 	  && $$py benches/chart.py $$d/micro.json $$d/net.json --rows $(DEMO_NET_ROWS) -o $$d/demo
 
-# Every test on every interpreter of VERSIONS found here (natively or in the sid chroot; the
-# others are named and skipped): pytest, then the conformance runner; then pytest on the debug
-# build, where there is one.
-test:
+# Every test: the engine's own (test-rust, then under the sanitizers), then on every interpreter
+# of VERSIONS found here (natively or in the sid chroot; the others are named and skipped):
+# pytest, then the conformance runner; then pytest on the debug build, where there is one.
+test: test-rust sanitize
 	@set -e; vs=$$($(ENV) available $(VERSIONS)); echo "make test: interpreters: $$vs"; \
 	for v in $$vs; do $(MAKE) --no-print-directory test-one PY=$$v; done; \
 	if [ -n "$$($(ENV) available $(DEBUG_PY))" ]; then $(MAKE) --no-print-directory test-debug; fi
@@ -47,6 +47,26 @@ test:
 # pytest on CPython's debug build: a refcount or assertion error in the extension aborts there.
 test-debug:
 	py=$$($(ENV) build $(DEBUG_PY)) && $$py -m pytest -q tests
+
+# The engine crate (engine/: ready queue, timer heap, fd table, poller, clock, counters) on its
+# own: unit, model (property) and multi-thread stress tests; links no libpython (~20 s).
+test-rust:
+	CARGO_TARGET_DIR=target/engine cargo test -p oxloop-engine
+
+# The engine's tests under AddressSanitizer (all, with LeakSanitizer) and its threaded tests
+# under ThreadSanitizer (engine/tests/threads.rs). The stable toolchain ships both runtimes;
+# RUSTC_BOOTSTRAP=1 unlocks -Z on it. std is not rebuilt (no rust-src, so no -Zbuild-std):
+# TSan needs -Cunsafe-allow-abi-mismatch for the uninstrumented std, and engine/tsan.supp
+# silences the false positives that leaves (std's thread packet, libtest's own threads; one
+# test thread at a time keeps libtest's threads out of the way).
+# Each gets its own target dir; ~1 min the first time, seconds after.
+SAN_TARGET ?= x86_64-unknown-linux-gnu
+sanitize:
+	RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=address" CARGO_TARGET_DIR=target/asan \
+	  cargo test -p oxloop-engine --target $(SAN_TARGET)
+	RUSTC_BOOTSTRAP=1 RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" \
+	  TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/engine/tsan.supp" CARGO_TARGET_DIR=target/tsan \
+	  cargo test -p oxloop-engine --target $(SAN_TARGET) --test threads -- --test-threads=1
 
 # Python 3.14 and 3.15 (with their debug builds and test suites) where the machine lacks them:
 # a Debian sid chroot in /opt/oxloop-sid (root; ~2 min the first time, ~1 s after).
@@ -83,8 +103,8 @@ conformance:
 	py=$$($(ENV) build $(PY)) && $$py conformance/run.py $(ARGS)
 
 lint:
-	cargo fmt --check
-	CARGO_TARGET_DIR=target/lint PYO3_PYTHON=$$($(ENV) venv $(PY)) cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	CARGO_TARGET_DIR=target/lint PYO3_PYTHON=$$($(ENV) venv $(PY)) cargo clippy --workspace --all-targets -- -D warnings
 	py=$$($(ENV) build $(PY)) && $$py -m ruff check python tests conformance benches fuzz \
 	  && $$py -m ruff format --check python tests conformance benches fuzz \
 	  && $$py -m mypy.stubtest oxloop._oxloop --allowlist python/oxloop/stubtest-allowlist.txt

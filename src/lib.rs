@@ -1,15 +1,16 @@
-//! `oxloop._oxloop`: module registration only. The loop lives in `loop_core`.
+//! `oxloop._oxloop`: module registration only. The loop lives in `loop_core`, on the pure-Rust
+//! engine (`engine/`, the `oxloop-engine` crate: ready queue, timer heap, fd table, poller,
+//! clock), whose modules are re-exported here under the names the binding has always used.
 use pyo3::prelude::*;
+
+pub(crate) use oxloop_engine::{io, sys, time};
 
 mod errors;
 mod handles;
-mod io;
 mod loop_core;
 mod pyutil;
 mod sock;
 mod streams;
-mod sys;
-mod time;
 mod transport;
 
 // The module declares that it needs the GIL. `gil_used = true` makes PyO3 set the module's

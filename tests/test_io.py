@@ -653,7 +653,7 @@ def test_selector_view_reports_registrations(loop, loop_kind):
 
 
 # -- registrations kept across remove/add (oxloop parks the epoll registration of an fd whose
-# last reader/writer is removed, and re-arms it on the next add; see src/io/mod.rs). Each
+# last reader/writer is removed, and re-arms it on the next add; see engine/src/io/mod.rs). Each
 # behaviour is the selector loop's, where the registration is deleted at once.
 
 

@@ -1,6 +1,6 @@
 """Loop metrics: the immutable snapshot ``loop.metrics()`` returns, and intervals between two.
 
-The Rust core counts per iteration (src/loop_core/counters.rs) and publishes its counters once
+The Rust core counts per iteration (engine/src/counters.rs) and publishes its counters once
 per iteration; ``LoopCore._metrics_raw()`` reads that published copy (from any thread, without a
 lock) as a flat tuple in the order of ``_RAW_FIELDS``. This module only shapes it.
 

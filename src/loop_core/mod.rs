@@ -1,10 +1,12 @@
 //! The loop core: `LoopCore`, the Rust base class of `oxloop.Loop`.
 //!
-//! It owns the ready queue, the timer heap, the poller and the fd registry, and runs
-//! iterations in CPython's order (`BaseEventLoop._run_once`): drop cancelled timers, compute the
-//! poll timeout from the ready queue and the nearest timer, poll (GIL released when the timeout
-//! is not zero), queue I/O callbacks, then due timers, then run exactly the callbacks that were
-//! ready when the run began. Cold paths (task factories, exception handlers, executors, async
+//! It owns the engine's ready queue, timer heap, poller and fd table (engine/, the
+//! `oxloop-engine` crate) holding Python handles, and runs iterations in CPython's order
+//! (`BaseEventLoop._run_once`) through the engine's named steps (`oxloop_engine::iteration`):
+//! drop cancelled timers, compute the poll timeout (the clock's policy), poll (GIL released when
+//! the timeout is not zero), dispatch I/O events, queue due timers, then run exactly the
+//! callbacks that were ready when the run began. `run_once_with` sequences those steps and adds
+//! only what needs Python between them. Cold paths (task factories, exception handlers, executors, async
 //! generator hooks, debug mode) live in Python in `oxloop/_loop.py`, mostly inherited from
 //! `asyncio.BaseEventLoop` so they behave as the running version's asyncio does.
 //!
@@ -15,15 +17,13 @@
 //!   writes the waker only then, and `close` refuses to close the poller under a waiting thread;
 //! - every callback runs inside its `contextvars.Context`.
 mod cell;
-pub mod counters;
 mod factories;
 pub mod fastcall;
-mod pacing;
 mod watchdog;
 
-use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+pub use oxloop_engine::counters;
+use oxloop_engine::pacing;
+
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -43,11 +43,13 @@ use crate::io::{self, FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
 use crate::sock::SockWaiter;
 use crate::sys::clock;
 use crate::sys::epoll::{self, Epoll, READABLE, WRITABLE};
-use crate::sys::waker::{read_available, Waker};
-use crate::time::{Clock, TimerHeap, VirtualClock};
+use crate::sys::waker::Waker;
+use crate::time::{Clock, IdleStep, TimerHeap, VirtualClock};
 use crate::transport::SocketReader;
+use oxloop_engine::iteration::{self, Dispatch};
+use oxloop_engine::ready::ReadyQueue;
+use oxloop_engine::signal::SignalWakeup;
 
-/// asyncio's MAXIMUM_SELECT_TIMEOUT (base_events.py): one day.
 /// Whether `_add_reader` / `_add_writer` take a `context` keyword, as the running asyncio's
 /// do from 3.15 on. Set at import by `_loop.py` from the signature of
 /// `selector_events.BaseSelectorEventLoop._add_reader` (`_set_io_context_keyword`); off, the
@@ -84,22 +86,16 @@ fn io_context<'py>(
     Ok(context.filter(|c| !c.is_none()))
 }
 
-const MAX_TIMEOUT_SECS: f64 = 24.0 * 3600.0;
 const EVENTS_CAPACITY: usize = 1024;
-/// How long (real time) a virtual loop that nothing can wake waits before calling it a
-/// deadlock: long enough for a thread the loop does not know of to call back, short enough
-/// that a deadlocked test fails well within a second.
-const DEADLOCK_GRACE_MS: i32 = 100;
 
 struct State {
-    ready: VecDeque<Queued>,
-    timers: TimerHeap,
-    fds: FdTable,
+    ready: ReadyQueue<Queued>,
+    timers: TimerHeap<Queued>,
+    fds: FdTable<Py<PyAny>>,
     poller: Option<Epoll>,
     waker: Option<Waker>,
     /// The socket pair handed to `signal.set_wakeup_fd` (write end) and polled (read end).
-    sig_read: Option<UnixStream>,
-    sig_write: Option<UnixStream>,
+    sig: Option<SignalWakeup>,
     events: Vec<epoll::Event>,
     polling: bool,
     wake_pending: bool,
@@ -174,12 +170,12 @@ struct Released {
 }
 
 /// What other threads read without the GIL or the loop state: the counters and
-/// the activity word of the slow-callback watchdog (see counters.rs).
+/// the activity word of the slow-callback watchdog (see engine/src/counters.rs).
 #[derive(Default)]
 pub struct Shared {
     pub activity: Activity,
     pub counters: Counters,
-    /// Paces threads flooding `call_soon_threadsafe` (see pacing.rs).
+    /// Paces threads flooding `call_soon_threadsafe` (see engine/src/pacing.rs).
     pub pacer: pacing::Pacer,
 }
 
@@ -472,7 +468,7 @@ impl LoopCore {
         };
         let ready = this.push_ready(py, entry, threadsafe)?;
         if threadsafe {
-            // A flooding thread waits for the loop to catch up (see pacing.rs); its callback
+            // A flooding thread waits for the loop to catch up (see engine/src/pacing.rs); its callback
             // is already queued, in its place.
             if let Some(target) = this.shared.pacer.should_wait(ready) {
                 let pacer = &this.shared.pacer;
@@ -597,7 +593,7 @@ impl LoopCore {
         let py = obj.py();
         match fileobj_to_fd(obj) {
             Err(e) if e.is_instance_of::<PyValueError>(py) && !self.closed.load(Relaxed) => {
-                let found = self.state.borrow(py)?.fds.find_fileobj(obj);
+                let found = self.state.borrow(py)?.fds.find_fileobj(|f| f.is(obj));
                 found.map(i64::from).ok_or(e)
             }
             r => r,
@@ -810,7 +806,7 @@ impl LoopCore {
             return Ok(());
         }
         let activity = &slf.get().shared.activity;
-        activity.enter(h.as_ptr());
+        activity.enter(h.as_ptr().cast());
         let r = Self::run_live_handle(slf, lay, h, debug);
         if let Some(seq) = activity.exit() {
             Self::keep_slow_handle(slf, h, seq)?;
@@ -943,18 +939,10 @@ impl LoopCore {
     }
 
     /// A virtual loop found nothing to do: nothing ready, no timer due, and a zero-timeout
-    /// poll returned no event. Decides, once per iteration, what happens next, and returns the
-    /// poll result the iteration goes on with:
-    /// 1. an `advance()` is pending: jump to the next timer on the way, or to its target when
-    ///    none is left before it (then tell Python, which resolves the waiting futures);
-    /// 2. autojump (trio's rule): a timer exists, no executor / to_thread work is pending, and
-    ///    the loop has sat idle for the threshold in real time: jump to the next deadline;
-    /// 3. something outside can still wake the loop (a watched fd, pending thread work): wait
-    ///    for it in the real poller;
-    /// 4. nothing can: after a short real grace (for a hand-made thread about to call
-    ///    `call_soon_threadsafe`), Python raises the deadlock error naming the tasks.
-    ///
-    /// No borrow is held across the Python hooks or the blocking polls.
+    /// poll returned no event. Carries out, once per iteration, what the clock's idle policy
+    /// decides (`VirtualClock::idle_step`: advance, autojump, a real wait, or the deadlock
+    /// report), and returns the poll result the iteration goes on with. No borrow is held
+    /// across the Python hooks or the blocking polls.
     #[cold]
     fn virtual_idle(
         slf: &Bound<'_, Self>,
@@ -964,65 +952,52 @@ impl LoopCore {
     ) -> PyResult<std::io::Result<usize>> {
         let py = slf.py();
         let this = slf.get();
-        let (next, has_fds) = {
+        let step = {
             let st = this.state.borrow(py)?;
-            // A deadline at +inf is no deadline time can jump to.
-            let next = st.timers.peek().map(|t| t.when()).filter(|t| t.is_finite());
-            (next, st.fds.len() > 0)
+            v.idle_step(st.timers.peek().map(|t| t.when()), !st.fds.is_empty())
         };
-        if let Some(target) = v.advance_to.get_opt() {
-            return match next {
-                Some(t) if t <= target => Self::virtual_jump(slf, v, t).map(|()| Ok(0)),
-                _ => {
-                    Self::virtual_jump(slf, v, target)?;
-                    v.advance_to.set(f64::NAN);
-                    slf.call_method0("_virtual_advanced")?;
-                    Ok(Ok(0))
+        match step {
+            IdleStep::Jump(t) => Self::virtual_jump(slf, v, t).map(|()| Ok(0)),
+            IdleStep::Advance(target) => {
+                Self::virtual_jump(slf, v, target)?;
+                v.advance_to.set(f64::NAN);
+                slf.call_method0("_virtual_advanced")?;
+                Ok(Ok(0))
+            }
+            IdleStep::Autojump { ms, to } => {
+                if ms > 0 {
+                    let n = Self::virtual_wait(slf, epfd, events, ms)?;
+                    if !matches!(n, Ok(0)) {
+                        return Ok(n);
+                    }
+                    // Re-check after the real wait: thread work may have started meanwhile.
+                    let st = this.state.borrow(py)?;
+                    if !st.ready.is_empty() || v.threads.load(Relaxed) != 0 {
+                        return Ok(Ok(0));
+                    }
                 }
-            };
-        }
-        let threshold = v.threshold.get();
-        let threads = v.threads.load(Relaxed);
-        if let (Some(t), true, 0) = (next, threshold.is_finite(), threads) {
-            if threshold > 0.0 {
-                let ms = (threshold * 1e3).ceil().min(i32::MAX as f64) as i32;
-                let n = Self::virtual_wait(slf, epfd, events, ms)?;
+                Self::virtual_jump(slf, v, to).map(|()| Ok(0))
+            }
+            IdleStep::Wait => Self::virtual_wait(slf, epfd, events, -1),
+            IdleStep::Deadlock { grace_ms } => {
+                let n = Self::virtual_wait(slf, epfd, events, grace_ms)?;
                 if !matches!(n, Ok(0)) {
                     return Ok(n);
                 }
-                // Re-check after the real wait: thread work may have started meanwhile.
-                let st = this.state.borrow(py)?;
-                if !st.ready.is_empty() || v.threads.load(Relaxed) != 0 {
-                    return Ok(Ok(0));
-                }
+                // Raises the deadlock error, unless Python knows of a wake-up source the core
+                // does not see (a signal handler): then wait for it.
+                slf.call_method0("_virtual_deadlock")?;
+                Self::virtual_wait(slf, epfd, events, -1)
             }
-            return Self::virtual_jump(slf, v, t).map(|()| Ok(0));
         }
-        if has_fds || threads != 0 {
-            return Self::virtual_wait(slf, epfd, events, -1);
-        }
-        let n = Self::virtual_wait(slf, epfd, events, DEADLOCK_GRACE_MS)?;
-        if !matches!(n, Ok(0)) {
-            return Ok(n);
-        }
-        // Raises the deadlock error, unless Python knows of a wake-up source the core does not
-        // see (a signal handler): then wait for it.
-        slf.call_method0("_virtual_deadlock")?;
-        Self::virtual_wait(slf, epfd, events, -1)
     }
 
     /// Moves virtual time to `t`; if that reaches the clock's `end`, stops there and lets
     /// Python raise its TimeoutError subclass (once: `end` is cleared so cleanup can run).
     fn virtual_jump(slf: &Bound<'_, Self>, v: &VirtualClock, t: f64) -> PyResult<()> {
-        if let Some(end) = v.end.get_opt() {
-            if t >= end {
-                v.jump_to(end);
-                v.end.set(f64::NAN);
-                slf.call_method0("_virtual_end_reached")?;
-                return Ok(());
-            }
+        if v.jump_or_end(t) {
+            slf.call_method0("_virtual_end_reached")?;
         }
-        v.jump_to(t);
         Ok(())
     }
 
@@ -1083,43 +1058,33 @@ impl LoopCore {
             st.drop_cancelled_timers(py, lay, &mut trash);
             let timeout_ms = if !st.ready.is_empty() || this.stopping.load(Relaxed) {
                 0
-            } else {
-                match &this.clock {
-                    Clock::Real if PATCHED => match patched_timeout {
-                        Some(secs) => (secs.clamp(0.0, MAX_TIMEOUT_SECS) * 1e3).ceil() as i32,
-                        // `self.time()` scheduled a timer: look again at once.
-                        None if st.timers.peek().is_some() => 0,
-                        None => -1,
-                    },
-                    Clock::Real => {
-                        if let Some(t) = st.timers.peek() {
-                            let secs = (t.when() - this.clock.at(t0)).clamp(0.0, MAX_TIMEOUT_SECS);
-                            // Round up as selectors does, so we never wake before the deadline.
-                            (secs * 1e3).ceil() as i32
-                        } else {
-                            -1
-                        }
-                    }
-                    Clock::Virtual(v) => {
-                        // Poll without blocking; if that finds nothing and no timer is due,
-                        // `virtual_idle` decides whether time jumps or the loop waits.
-                        let due = v.now() + this.resolution;
-                        virtual_idle = !matches!(st.timers.peek(), Some(t) if t.when() < due);
-                        0
-                    }
+            } else if PATCHED {
+                // A patched `loop.time` is only ever a real clock's (`time_patched`).
+                match patched_timeout {
+                    Some(secs) => iteration::timeout_ms(secs),
+                    // `self.time()` scheduled a timer: look again at once.
+                    None if st.timers.peek().is_some() => 0,
+                    None => -1,
                 }
+            } else {
+                // The clock's policy: a real clock blocks until the first deadline; a virtual
+                // one polls without blocking and, with nothing due, leaves it to
+                // `virtual_idle` whether time jumps or the loop waits.
+                let next = st.timers.peek().map(|t| t.when());
+                let plan = this.clock.plan_poll(next, t0, this.resolution);
+                virtual_idle = plan.idle_check;
+                plan.timeout_ms
             };
             st.polling = timeout_ms != 0;
-            // A zero-timeout poll can only find what is registered: with no fd watched and no
-            // signal handler, the waker is the one source left, and it is written only while
-            // the loop blocks (`polling`). So skip that syscall (about half the cost of an
-            // iteration that runs one callback: benches/micro.py futures). libuv does the same
-            // (uv__io_poll returns at once when loop->nfds is 0). Virtual time always polls:
-            // its idle logic reads the poll's result.
-            let skip_poll = timeout_ms == 0
-                && matches!(this.clock, Clock::Real)
-                && st.fds.len() == 0
-                && !st.signals_armed;
+            // A zero-timeout poll that can find nothing is skipped (about half the cost of an
+            // iteration that runs one callback: benches/micro.py futures); the waker is written
+            // only while the loop blocks (`polling`). See `iteration::may_skip_poll`.
+            let skip_poll = iteration::may_skip_poll(
+                &this.clock,
+                timeout_ms,
+                !st.fds.is_empty(),
+                st.signals_armed,
+            );
             (
                 timeout_ms,
                 skip_poll,
@@ -1185,52 +1150,34 @@ impl LoopCore {
                 v.shuffle(&mut events[..n]);
             }
             for ev in &events[..n] {
-                let token = ev.u64;
-                let flags = ev.events;
-                if token == WAKER_TOKEN {
-                    st.wake_pending = false;
-                    if let Some(w) = &st.waker {
-                        w.drain();
-                    }
-                    continue;
-                }
-                if token == SIGNAL_TOKEN {
-                    signal_ready = true;
-                    continue;
-                }
-                let (fd, gen) = io::split_token(token);
-                let entry = match st.fds.get(fd) {
-                    Some(e) if e.gen == gen && e.kmask != 0 => e,
-                    // A registration the table does not hold under this token: an orphan.
-                    _ => {
-                        orphan = true;
-                        continue;
-                    }
-                };
-                if !entry.is_active() {
-                    // Parked: nobody wants it; delete it now (below) so it cannot fire again.
-                    parked_ready.push(fd);
-                    continue;
-                }
-                // selectors.EpollSelector: anything but EPOLLOUT counts as readable, anything
-                // but EPOLLIN as writable (so errors and hangups wake both sides).
-                if flags & !WRITABLE != 0 {
-                    if let Some(r) = &entry.reader {
-                        if lay.is_cancelled(py, r.bind(py)) {
-                            cancelled_io.push((fd, READABLE));
-                        } else {
-                            st.ready.push_back(Queued::plain(r.clone_ref(py)));
+                let (token, flags) = (ev.u64, ev.events);
+                match iteration::dispatch(&st.fds, token, flags) {
+                    Dispatch::Waker => {
+                        st.wake_pending = false;
+                        if let Some(w) = &st.waker {
+                            w.drain();
                         }
                     }
-                }
-                if flags & !READABLE != 0 {
-                    if let Some(w) = &entry.writer {
-                        if lay.is_cancelled(py, w.bind(py)) {
-                            cancelled_io.push((fd, WRITABLE));
-                        } else {
-                            st.ready.push_back(Queued::plain(w.clone_ref(py)));
+                    Dispatch::Signal => signal_ready = true,
+                    Dispatch::Io { fd, reader, writer } => {
+                        if let Some(r) = reader {
+                            if lay.is_cancelled(py, r.bind(py)) {
+                                cancelled_io.push((fd, READABLE));
+                            } else {
+                                st.ready.push_back(Queued::plain(r.clone_ref(py)));
+                            }
+                        }
+                        if let Some(w) = writer {
+                            if lay.is_cancelled(py, w.bind(py)) {
+                                cancelled_io.push((fd, WRITABLE));
+                            } else {
+                                st.ready.push_back(Queued::plain(w.clone_ref(py)));
+                            }
                         }
                     }
+                    // Nobody wants it: delete it now (below) so it cannot fire again.
+                    Dispatch::Parked(fd) => parked_ready.push(fd),
+                    Dispatch::Orphan => orphan = true,
                 }
             }
             st.events = events;
@@ -1263,19 +1210,11 @@ impl LoopCore {
                 clock::monotonic_ns()
             };
             let end_time = patched_now.unwrap_or_else(|| this.clock.at(t1)) + this.resolution;
-            let mut fired = 0u64;
-            while let Some(t) = st.timers.peek() {
-                if t.when() >= end_time {
-                    break;
-                }
-                if let Some(t) = st.timers.pop() {
-                    // CPython clears `_scheduled` as it pops a timer. Storing a bool into the
-                    // slot runs no Python code, so it is safe under the borrow.
-                    lay.set_scheduled(py, t.entry.handle.bind(py), false);
-                    st.ready.push_back(t.entry);
-                    fired += 1;
-                }
-            }
+            // CPython clears `_scheduled` as it pops a timer. Storing a bool into the slot runs
+            // no Python code, so it is safe under the borrow.
+            let fired = iteration::take_due_timers(&mut st.timers, &mut st.ready, end_time, |e| {
+                lay.set_scheduled(py, e.handle.bind(py), false)
+            });
             this.shared.counters.record_poll(
                 &PollSample {
                     start_ns: t0,
@@ -1288,7 +1227,7 @@ impl LoopCore {
                 },
                 this.shared.activity.slow_ns.load(Relaxed),
             );
-            let sig_fd = st.sig_read.as_ref().map(|s| s.as_raw_fd());
+            let sig_fd = st.sig.as_ref().map(SignalWakeup::read_fd);
             // An idle loop gives its surplus spare handles back (dropped below, unborrowed).
             let spares = if t1.saturating_sub(t0) >= FREE_LIST_IDLE_NS {
                 st.trim_spares()
@@ -1305,7 +1244,7 @@ impl LoopCore {
             let mut bytes = Vec::new();
             if signal_ready {
                 if let Some(fd) = sig_fd {
-                    read_available(fd, &mut bytes).map_err(os_error)?;
+                    oxloop_engine::signal::read_available(fd, &mut bytes).map_err(os_error)?;
                 }
             }
             // SAFETY: called with the GIL held on the loop thread.
@@ -1319,32 +1258,35 @@ impl LoopCore {
 
         // 5. Run exactly the callbacks that were ready when this run began.
         let debug = this.is_debug();
-        for _ in 0..ntodo {
-            let h = {
+        iteration::run_ready(
+            ntodo,
+            || {
                 let mut st = this.state.borrow(py)?;
-                let Some(h) = st.ready.pop_front() else {
-                    break;
-                };
-                this.shared.pacer.popped_one();
-                h
-            };
-            if let Err(e) = Self::run_handle(slf, lay, &h, debug) {
-                lay.release(&h);
-                return Err(e);
-            }
-            if let Some((spare, timer)) = lay.recycle(py, h) {
-                let mut st = this.state.borrow(py)?;
-                let free = if timer {
-                    &mut st.free_timers
-                } else {
-                    &mut st.free_handles
-                };
-                if free.len() < FREE_LIST_MAX {
-                    free.push(spare);
+                let h = st.ready.pop_front();
+                if h.is_some() {
+                    this.shared.pacer.popped_one();
                 }
-            }
-        }
-        Ok(())
+                Ok(h)
+            },
+            |h| {
+                if let Err(e) = Self::run_handle(slf, lay, &h, debug) {
+                    lay.release(&h);
+                    return Err(e);
+                }
+                if let Some((spare, timer)) = lay.recycle(py, h) {
+                    let mut st = this.state.borrow(py)?;
+                    let free = if timer {
+                        &mut st.free_timers
+                    } else {
+                        &mut st.free_handles
+                    };
+                    if free.len() < FREE_LIST_MAX {
+                        free.push(spare);
+                    }
+                }
+                Ok(())
+            },
+        )
     }
 }
 
@@ -1368,22 +1310,11 @@ impl State {
     /// once nothing is borrowed.
     #[inline(always)]
     fn drop_cancelled_timers(&mut self, py: Python<'_>, lay: &Layout, trash: &mut Vec<Queued>) {
-        if self.timers.wants_compaction() {
-            let gone = self
-                .timers
-                .take_cancelled(|t| lay.is_cancelled(py, t.entry.handle.bind(py)));
-            trash.extend(gone.into_iter().map(|t| t.entry));
-        } else {
-            while let Some(t) = self.timers.peek() {
-                if !lay.is_cancelled(py, t.entry.handle.bind(py)) {
-                    break;
-                }
-                if let Some(t) = self.timers.pop() {
-                    self.timers.cancelled = self.timers.cancelled.saturating_sub(1);
-                    trash.push(t.entry);
-                }
-            }
-        }
+        iteration::drop_cancelled_timers(
+            &mut self.timers,
+            |e| lay.is_cancelled(py, e.handle.bind(py)),
+            trash,
+        );
     }
 
     /// Splits the spare handles beyond `FREE_LIST_IDLE_KEEP` off each free list.
@@ -1400,7 +1331,7 @@ impl State {
 
     /// Drops `mask` interest for `fd`; returns the handle that was registered for it, with
     /// what else goes (see [`Released`]). The last interest parks the registration (see
-    /// src/io/mod.rs): no syscall now.
+    /// engine/src/io/mod.rs): no syscall now.
     fn remove_interest(&mut self, fd: i32, mask: u32) -> Option<Released> {
         let (handle, fileobj) = self.fds.take_handler(fd, mask)?;
         let mut error = None;
@@ -1452,13 +1383,13 @@ impl State {
     /// while the file stays open elsewhere). Parked entries are dropped (returned, to be dropped
     /// unborrowed); an active entry whose fd is closed is kept with no registration, as the
     /// selector would keep it.
-    fn rebuild_poller(&mut self) -> std::io::Result<Vec<io::FdEntry>> {
+    fn rebuild_poller(&mut self) -> std::io::Result<Vec<io::FdEntry<Py<PyAny>>>> {
         let new = Epoll::new()?;
         if let Some(w) = &self.waker {
             new.add(w.raw(), READABLE, WAKER_TOKEN)?;
         }
-        if let Some(s) = &self.sig_read {
-            new.add(s.as_raw_fd(), READABLE, SIGNAL_TOKEN)?;
+        if let Some(s) = &self.sig {
+            new.add(s.read_fd(), READABLE, SIGNAL_TOKEN)?;
         }
         let mut parked = Vec::new();
         let mut active = Vec::new();
@@ -1503,21 +1434,18 @@ impl LoopCore {
         poller
             .add(waker.raw(), READABLE, WAKER_TOKEN)
             .map_err(os_error)?;
-        let (sig_read, sig_write) = UnixStream::pair().map_err(os_error)?;
-        sig_read.set_nonblocking(true).map_err(os_error)?;
-        sig_write.set_nonblocking(true).map_err(os_error)?;
+        let sig = SignalWakeup::new().map_err(os_error)?;
         poller
-            .add(sig_read.as_raw_fd(), READABLE, SIGNAL_TOKEN)
+            .add(sig.read_fd(), READABLE, SIGNAL_TOKEN)
             .map_err(os_error)?;
         Ok(LoopCore {
             state: GilCell::new(State {
-                ready: VecDeque::with_capacity(1024),
+                ready: ReadyQueue::with_capacity(1024),
                 timers: TimerHeap::default(),
                 fds: FdTable::default(),
                 poller: Some(poller),
                 waker: Some(waker),
-                sig_read: Some(sig_read),
-                sig_write: Some(sig_write),
+                sig: Some(sig),
                 events: Vec::new(),
                 polling: false,
                 wake_pending: false,
@@ -1792,7 +1720,7 @@ impl LoopCore {
     fn _signal_wakeup_fd(&self, py: Python<'_>) -> PyResult<Option<i32>> {
         let mut st = self.state.borrow(py)?;
         st.signals_armed = true;
-        Ok(st.sig_write.as_ref().map(|s| s.as_raw_fd()))
+        Ok(st.sig.as_ref().map(SignalWakeup::write_fd))
     }
 
     /// `BaseSelectorEventLoop._add_reader`: watch `fd` for reading and return the handle
@@ -1891,7 +1819,7 @@ impl LoopCore {
             }
             self.closed.store(true, Relaxed);
             let slow = st.slow_handle.take();
-            let ready: Vec<Queued> = st.ready.drain(..).collect();
+            let ready: Vec<Queued> = st.ready.drain();
             let timers = st.timers.drain();
             let fds = st.fds.drain();
             let spares = (
@@ -1899,12 +1827,7 @@ impl LoopCore {
                 std::mem::take(&mut st.free_timers),
             );
             // Drop the fds last so nothing writes to a closed (maybe reused) fd number.
-            let sys = (
-                st.poller.take(),
-                st.waker.take(),
-                st.sig_read.take(),
-                st.sig_write.take(),
-            );
+            let sys = (st.poller.take(), st.waker.take(), st.sig.take());
             (ready, timers, fds, spares, sys, slow)
         };
         let lay = handles::layout(py)?;
@@ -2057,7 +1980,7 @@ impl LoopCore {
         Python::attach(|py| {
             let garbage = self.state.borrow(py).ok().map(|mut st| {
                 let slow = st.slow_handle.take();
-                let ready: Vec<Queued> = st.ready.drain(..).collect();
+                let ready: Vec<Queued> = st.ready.drain();
                 (ready, st.timers.drain(), st.fds.drain(), slow)
             });
             if let (Some(g), Ok(lay)) = (&garbage, handles::layout(py)) {

@@ -12,7 +12,7 @@
 //!
 //! Invariants:
 //! - The running handle's pointer is dereferenced only with the GIL held and the activity word
-//!   re-read unchanged and odd (counters.rs explains why the handle is alive then).
+//!   re-read unchanged and odd (engine/src/counters.rs explains why the handle is alive then).
 //! - A callback that holds the GIL for its whole stall (a C call) cannot be sampled: the
 //!   watchdog gets the GIL only after it ends, and the report says the stack was not sampled.
 //! - Durations are measured by this thread's monotonic clock from its first sight of the
@@ -136,7 +136,7 @@ fn watch(shared: &Shared, loop_ref: &Py<PyWeakrefReference>, stop: &AtomicBool) 
                 st.unsampled = true;
                 return true;
             }
-            let ptr = activity.current();
+            let ptr = activity.current().cast::<pyo3::ffi::PyObject>();
             if ptr.is_null() {
                 st.unsampled = true;
                 return true;

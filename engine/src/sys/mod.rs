@@ -1,8 +1,8 @@
 //! Platform calls: the only place that talks to the OS directly.
 //!
 //! Every system call goes through [`syscall!`], which turns `-1` into the thread's `errno` as an
-//! `io::Error`; callers convert that into the matching `OSError` subclass with
-//! `crate::errors::os_error`. Linux first: epoll for polling, eventfd for the cross-thread
+//! `io::Error`; the binding converts that into the matching `OSError` subclass
+//! (`src/errors.rs`, `os_error`). Linux first: epoll for polling, eventfd for the cross-thread
 //! waker; a kqueue backend for macOS would sit beside `epoll` with the same shape.
 
 /// Calls `libc::$fn(args...)` and maps a `-1` return to `io::Error::last_os_error()`.
@@ -33,6 +33,11 @@ pub fn check_fd(fd: i32) -> std::io::Result<()> {
 }
 
 /// `recv(2)` into `len` bytes at `buf`; returns the byte count (0 at end of stream).
+///
+/// Contract (not expressed as `unsafe fn` so the binding's fast paths keep their shape): `buf`
+/// points to `len` writable bytes. Only the binding calls it, with a fresh bytes object or a
+/// writable Py_buffer.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn recv(fd: i32, buf: *mut std::ffi::c_void, len: usize) -> std::io::Result<usize> {
     // recv on a bad fd is an EBADF error, not UB; `buf` points to `len` writable bytes (the
     // callers' contract: a fresh bytes object or a writable Py_buffer).
@@ -41,6 +46,9 @@ pub fn recv(fd: i32, buf: *mut std::ffi::c_void, len: usize) -> std::io::Result<
 
 /// `send(2)` of `len` bytes at `buf`. MSG_NOSIGNAL: a closed peer gives EPIPE, never SIGPIPE
 /// (CPython ignores SIGPIPE at startup; an embedding application may not).
+///
+/// Contract (as for [`recv`]): `buf` points to `len` readable bytes the caller keeps alive.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn send(fd: i32, buf: *const std::ffi::c_void, len: usize) -> std::io::Result<usize> {
     // `buf` points to `len` readable bytes (the caller holds the object alive).
     syscall!(send(fd, buf, len, libc::MSG_NOSIGNAL)).map(|n| n as usize)

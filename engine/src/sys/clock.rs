@@ -55,3 +55,19 @@ pub fn ns_to_secs(ns: i64) -> f64 {
         ns as f64 / 1e9
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_as_cpython_converts_them() {
+        assert_eq!(ns_to_secs(3_000_000_000), 3.0);
+        assert_eq!(ns_to_secs(1_500_000_001), 1_500_000_001f64 / 1e9);
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
+        let r = resolution();
+        assert!(r > 0.0 && r < 1.0);
+    }
+}

@@ -1,6 +1,7 @@
 //! The cross-thread waker: an eventfd registered in the loop's epoll set.
 //!
-//! Invariant: `wake()` never blocks and may be called from any thread that holds the GIL;
+//! Invariant: `wake()` never blocks and may be called from any thread (the binding calls it
+//! with the GIL held, only while the loop thread polls);
 //! `drain()` resets the counter so the next `wake()` makes the fd readable again.
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -38,19 +39,23 @@ impl Waker {
     }
 }
 
-/// Reads everything available from a non-blocking fd into `out` (used for the signal
-/// wakeup socket, whose bytes are signal numbers).
-pub fn read_available(fd: RawFd, out: &mut Vec<u8>) -> io::Result<()> {
-    let mut buf = [0u8; 4096];
-    loop {
-        let ptr: *mut libc::c_void = buf.as_mut_ptr().cast();
-        // `ptr` points at `buf.len()` writable bytes.
-        match syscall!(read(fd, ptr, buf.len())) {
-            Ok(0) => return Ok(()),
-            Ok(n) => out.extend_from_slice(&buf[..n as usize]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::epoll::{empty_event, Epoll, READABLE};
+
+    #[test]
+    fn wake_makes_readable_and_drain_resets() {
+        let w = Waker::new().expect("eventfd");
+        let ep = Epoll::new().expect("epoll");
+        ep.add(w.raw(), READABLE, 1).expect("add");
+        let mut ev = vec![empty_event(); 2];
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 0);
+        w.wake();
+        w.wake();
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 1);
+        w.drain();
+        w.drain(); // a second drain is EAGAIN, ignored
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 0);
     }
 }

@@ -26,10 +26,9 @@
 //!   registration and the epoll set was rebuilt); a parked entry's `kmask` is what it was when
 //!   it was parked;
 //! - `gen` is the generation in the token the kernel holds for the entry's registration;
+//! - `H` is whatever the binding stores per fd (a Python handle); the table never looks into it.
 //! - tokens of the loop's own fds (the waker, the signal socket) have all high bits set, which
 //!   no user token has (a user fd is below 2^31).
-use pyo3::prelude::*;
-
 use crate::sys::epoll::{READABLE, WRITABLE};
 
 /// Poller tokens of the loop's own fds; user fds use [`token`].
@@ -37,19 +36,20 @@ pub const WAKER_TOKEN: u64 = u64::MAX;
 pub const SIGNAL_TOKEN: u64 = u64::MAX - 1;
 
 /// The epoll token of a user fd's registration of generation `gen`.
+#[inline]
 pub fn token(fd: i32, gen: u32) -> u64 {
     (u64::from(gen) << 32) | u64::from(fd as u32)
 }
 
 /// `(fd, gen)` of a user token.
+#[inline]
 pub fn split_token(token: u64) -> (i32, u32) {
     ((token & 0xFFFF_FFFF) as u32 as i32, (token >> 32) as u32)
 }
 
-#[derive(Default)]
-pub struct FdEntry {
-    pub reader: Option<Py<PyAny>>,
-    pub writer: Option<Py<PyAny>>,
+pub struct FdEntry<H> {
+    pub reader: Option<H>,
+    pub writer: Option<H>,
     /// The interest set the kernel's registration has (0: no registration).
     pub kmask: u32,
     /// The generation in the registration's token.
@@ -59,17 +59,31 @@ pub struct FdEntry {
     /// to the same open file as when it was registered, so a parked registration is still
     /// valid and re-adding needs no syscall. A weak reference leaves the socket's lifetime (and
     /// so its fd's) unchanged.
-    pub owner: Option<Py<PyAny>>,
+    pub owner: Option<H>,
     /// The object (not an int) `add_reader` / `add_writer` registered the fd with, held while
     /// the entry is active: selectors' `SelectorKey.fileobj`, set by the `register` that made
     /// the key and kept by `modify`. selectors' `_fileobj_lookup` finds a registration by this
     /// object when its `fileno()` no longer gives the fd (a closed socket's is -1); so does
     /// [`FdTable::find_fileobj`].
-    pub fileobj: Option<Py<PyAny>>,
+    pub fileobj: Option<H>,
 }
 
-impl FdEntry {
+impl<H> Default for FdEntry<H> {
+    fn default() -> Self {
+        Self {
+            reader: None,
+            writer: None,
+            kmask: 0,
+            gen: 0,
+            owner: None,
+            fileobj: None,
+        }
+    }
+}
+
+impl<H> FdEntry<H> {
     /// The interest set: READABLE if a reader is set, WRITABLE if a writer is.
+    #[inline]
     pub fn mask(&self) -> u32 {
         let mut m = 0;
         if self.reader.is_some() {
@@ -81,23 +95,34 @@ impl FdEntry {
         m
     }
 
+    #[inline]
     pub fn is_active(&self) -> bool {
         self.reader.is_some() || self.writer.is_some()
     }
 }
 
-#[derive(Default)]
-pub struct FdTable {
-    entries: Vec<Option<FdEntry>>,
+pub struct FdTable<H> {
+    entries: Vec<Option<FdEntry<H>>>,
     /// Active entries.
     active: usize,
     /// The last generation handed out.
     gen: u32,
 }
 
-impl FdTable {
+impl<H> Default for FdTable<H> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+            active: 0,
+            gen: 0,
+        }
+    }
+}
+
+impl<H> FdTable<H> {
     /// The entry of `fd`, active or parked.
-    pub fn get(&self, fd: i32) -> Option<&FdEntry> {
+    #[inline]
+    pub fn get(&self, fd: i32) -> Option<&FdEntry<H>> {
         usize::try_from(fd)
             .ok()
             .and_then(|i| self.entries.get(i))
@@ -105,11 +130,12 @@ impl FdTable {
     }
 
     /// The entry of `fd` when it is active (what asyncio's selector would hold).
-    pub fn get_active(&self, fd: i32) -> Option<&FdEntry> {
+    pub fn get_active(&self, fd: i32) -> Option<&FdEntry<H>> {
         self.get(fd).filter(|e| e.is_active())
     }
 
-    pub fn get_mut(&mut self, fd: i32) -> Option<&mut FdEntry> {
+    #[inline]
+    pub fn get_mut(&mut self, fd: i32) -> Option<&mut FdEntry<H>> {
         usize::try_from(fd)
             .ok()
             .and_then(|i| self.entries.get_mut(i))
@@ -122,7 +148,7 @@ impl FdTable {
     }
 
     /// The entry for `fd`, created empty if absent; `fd` must be non-negative.
-    pub fn entry(&mut self, fd: i32) -> &mut FdEntry {
+    pub fn entry(&mut self, fd: i32) -> &mut FdEntry<H> {
         let i = usize::try_from(fd).unwrap_or(0);
         if i >= self.entries.len() {
             self.entries.resize_with(i + 1, || None);
@@ -138,7 +164,7 @@ impl FdTable {
 
     /// Sets the reader (`mask` READABLE) or the writer of `fd`'s entry (which must exist);
     /// returns the handle it replaces.
-    pub fn set_handler(&mut self, fd: i32, mask: u32, handle: Py<PyAny>) -> Option<Py<PyAny>> {
+    pub fn set_handler(&mut self, fd: i32, mask: u32, handle: H) -> Option<H> {
         let Some(e) = self.get_mut(fd) else {
             return Some(handle); // no entry: nothing stored, the handle goes back
         };
@@ -157,7 +183,7 @@ impl FdTable {
 
     /// Takes the reader (`mask` READABLE) or the writer of `fd`, if any, and the entry's
     /// `fileobj` when that was its last interest (selectors' `unregister` drops the key).
-    pub fn take_handler(&mut self, fd: i32, mask: u32) -> Option<(Py<PyAny>, Option<Py<PyAny>>)> {
+    pub fn take_handler(&mut self, fd: i32, mask: u32) -> Option<(H, Option<H>)> {
         let e = self.get_mut(fd)?;
         let was_active = e.is_active();
         let old = if mask == READABLE {
@@ -173,14 +199,14 @@ impl FdTable {
         Some((old, fileobj))
     }
 
-    /// The fd of the active entry registered with this very object (`is`), as selectors'
-    /// `_fileobj_lookup` searches its keys when `_fileobj_to_fd` fails. A linear scan, made
-    /// only on that error path.
-    pub fn find_fileobj(&self, obj: &Bound<'_, PyAny>) -> Option<i32> {
+    /// The fd of the active entry whose `fileobj` satisfies `matches` (the binding: is this very
+    /// object), as selectors' `_fileobj_lookup` searches its keys when `_fileobj_to_fd` fails. A
+    /// linear scan, made only on that error path.
+    pub fn find_fileobj(&self, matches: impl Fn(&H) -> bool) -> Option<i32> {
         self.entries.iter().enumerate().find_map(|(i, e)| {
             let e = e.as_ref().filter(|e| e.is_active())?;
             let f = e.fileobj.as_ref()?;
-            if f.is(obj) {
+            if matches(f) {
                 i32::try_from(i).ok()
             } else {
                 None
@@ -189,7 +215,7 @@ impl FdTable {
     }
 
     /// Drops `fd`'s entry (its handlers and owner go to the caller, to drop unborrowed).
-    pub fn remove(&mut self, fd: i32) -> Option<FdEntry> {
+    pub fn remove(&mut self, fd: i32) -> Option<FdEntry<H>> {
         let e = usize::try_from(fd)
             .ok()
             .and_then(|i| self.entries.get_mut(i))
@@ -201,11 +227,17 @@ impl FdTable {
     }
 
     /// Active entries.
+    #[inline]
     pub fn len(&self) -> usize {
         self.active
     }
 
-    pub fn drain(&mut self) -> Vec<FdEntry> {
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.active == 0
+    }
+
+    pub fn drain(&mut self) -> Vec<FdEntry<H>> {
         self.active = 0;
         std::mem::take(&mut self.entries)
             .into_iter()
@@ -224,15 +256,121 @@ impl FdTable {
     }
 
     /// Every entry, active or parked.
-    pub fn iter(&self) -> impl Iterator<Item = &FdEntry> {
+    pub fn iter(&self) -> impl Iterator<Item = &FdEntry<H>> {
         self.entries.iter().flatten()
     }
 
     /// Every entry with its fd, mutably.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (i32, &mut FdEntry)> {
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (i32, &mut FdEntry<H>)> {
         self.entries
             .iter_mut()
             .enumerate()
             .filter_map(|(i, e)| Some((i32::try_from(i).ok()?, e.as_mut()?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::epoll::{empty_event, Epoll};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn tokens_round_trip_and_never_collide_with_the_loops_own() {
+        for (fd, gen) in [(0, 0), (3, 1), (i32::MAX, u32::MAX), (1023, 7)] {
+            let t = token(fd, gen);
+            assert_eq!(split_token(t), (fd, gen));
+            assert_ne!(t, WAKER_TOKEN);
+            assert_ne!(t, SIGNAL_TOKEN);
+        }
+    }
+
+    #[test]
+    fn active_count_follows_interests() {
+        let mut t: FdTable<&str> = FdTable::default();
+        assert!(!t.covers(5));
+        assert_eq!(
+            t.set_handler(5, READABLE, "r"),
+            Some("r"),
+            "no entry: handle returned"
+        );
+        t.entry(5);
+        assert!(t.covers(5) && t.covers(0) && !t.covers(6) && !t.covers(-1));
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.set_handler(5, READABLE, "r1"), None);
+        assert_eq!(t.set_handler(5, WRITABLE, "w1"), None);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get(5).map(FdEntry::mask), Some(READABLE | WRITABLE));
+        assert_eq!(t.set_handler(5, READABLE, "r2"), Some("r1"));
+        t.get_mut(5).expect("entry").fileobj = Some("sock");
+        assert_eq!(t.find_fileobj(|f| *f == "sock"), Some(5));
+        assert_eq!(t.take_handler(5, READABLE), Some(("r2", None)));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.take_handler(5, READABLE), None);
+        assert_eq!(t.take_handler(5, WRITABLE), Some(("w1", Some("sock"))));
+        assert_eq!(t.len(), 0);
+        assert!(t.get(5).is_some(), "parked: the entry stays");
+        assert!(t.get_active(5).is_none());
+        assert_eq!(t.find_fileobj(|_| true), None);
+        assert!(t.remove(5).is_some());
+        assert!(t.get(5).is_none());
+        assert_eq!(t.fds(), Vec::<i32>::new());
+    }
+
+    /// The protocol `loop_core` follows with the kernel, end to end: an fd parked, closed while
+    /// a dup keeps its file open, and its number reused, leaves an orphan registration whose
+    /// events carry a generation the table no longer has.
+    #[test]
+    fn generation_tokens_expose_orphans_after_fd_reuse() {
+        let ep = Epoll::new().expect("epoll");
+        let mut table: FdTable<u8> = FdTable::default();
+        let (a, a_peer) = UnixStream::pair().expect("pair");
+        let fd = a.as_raw_fd();
+        // Register for reading (ADD), then park (interest dropped, registration kept).
+        let gen1 = table.next_gen();
+        table.entry(fd);
+        ep.add(fd, READABLE, token(fd, gen1)).expect("add");
+        let e = table.get_mut(fd).expect("entry");
+        e.kmask = READABLE;
+        e.gen = gen1;
+        table.set_handler(fd, READABLE, 1);
+        table.take_handler(fd, READABLE);
+        assert!(table
+            .get(fd)
+            .is_some_and(|e| !e.is_active() && e.kmask != 0));
+        // Close the fd while a dup keeps the file open; the registration survives.
+        let dup = a.try_clone().expect("dup");
+        drop(a);
+        table.remove(fd);
+        // A new socket gets the same number and a fresh generation.
+        let (b, _b_peer) = UnixStream::pair().expect("pair");
+        let reused = b.as_raw_fd() == fd;
+        let fd2 = b.as_raw_fd();
+        let gen2 = table.next_gen();
+        assert_ne!(gen1, gen2);
+        table.entry(fd2);
+        ep.add(fd2, READABLE, token(fd2, gen2)).expect("add new");
+        let e = table.get_mut(fd2).expect("entry");
+        e.kmask = READABLE;
+        e.gen = gen2;
+        table.set_handler(fd2, READABLE, 2);
+        // The old file becomes readable: its event comes under the old token.
+        use std::io::Write;
+        (&a_peer).write_all(b"x").expect("write");
+        let mut ev = vec![empty_event(); 8];
+        let n = Epoll::wait_raw(ep.raw(), &mut ev, 1000).expect("wait");
+        assert_eq!(n, 1);
+        let (efd, egen) = split_token(ev[0].u64);
+        assert_eq!((efd, egen), (fd, gen1));
+        let current = table.get(efd).filter(|e| e.gen == egen && e.kmask != 0);
+        assert!(
+            current.is_none(),
+            "an orphan's event must not match the live entry"
+        );
+        if reused {
+            assert_eq!(table.get(efd).map(|e| e.gen), Some(gen2));
+        }
+        drop(dup);
     }
 }

@@ -10,16 +10,16 @@
 //!   each iteration's updates, so any thread (a watchdog, an exporter, the monitor) reads a
 //!   consistent snapshot without a lock and without touching the loop's state.
 //! - `Activity::seq` is odd exactly while a callback runs; it only changes on the loop thread.
-//!   `Activity::current` is the running handle (a borrowed pointer) and may only be
+//!   `Activity::current` is the running handle (a borrowed pointer; in the binding a
+//!   `PyObject*`, which the engine never dereferences) and may only be
 //!   dereferenced with the GIL held after re-reading `seq` unchanged and odd: the loop thread
 //!   cannot finish that callback without the GIL, and the queue entry owns the handle until
 //!   it has.
 //! - With the `no-metrics` feature every update compiles to nothing.
+use std::ffi::c_void;
 use std::sync::atomic::{fence, AtomicI64, AtomicPtr, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::thread::Thread;
-
-use pyo3::ffi;
 
 /// Log2 buckets of iteration busy time: bucket i counts busy times b (ns) whose bit length
 /// is i (bucket 0: b == 0). 40 buckets reach 2^39 ns, about 9 minutes.
@@ -202,7 +202,7 @@ impl PublishedValues {
 #[derive(Default)]
 pub struct Activity {
     seq: AtomicU64,
-    current: AtomicPtr<ffi::PyObject>,
+    current: AtomicPtr<c_void>,
     /// Reports the watchdog made (the `slow_callbacks` metric).
     pub slow_callbacks: AtomicU64,
     /// `loop.slow_callback_duration` in ns (u64::MAX: never slow).
@@ -216,7 +216,7 @@ pub struct Activity {
 impl Activity {
     /// A callback starts: `handle` stays owned by the ready-queue entry until `exit`.
     #[inline]
-    pub fn enter(&self, handle: *mut ffi::PyObject) {
+    pub fn enter(&self, handle: *mut c_void) {
         if ENABLED {
             self.current.store(handle, Ordering::Relaxed);
             let s = self.seq.load(Ordering::Relaxed);
@@ -267,7 +267,7 @@ impl Activity {
     }
 
     /// The running handle; see the module invariants before dereferencing it.
-    pub fn current(&self) -> *mut ffi::PyObject {
+    pub fn current(&self) -> *mut c_void {
         self.current.load(Ordering::Relaxed)
     }
 }

@@ -6,7 +6,7 @@
 //! Invariant: the registration's `data` is the caller's token, returned unchanged in events.
 //! Registrations belong to the open file description, not to the fd number: closing one fd of a
 //! file that stays open elsewhere (a dup, a forked child) leaves its registration in the set
-//! (see src/io/mod.rs for how the loop copes).
+//! (see the io module, engine/src/io/mod.rs, for how the loop copes).
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -80,5 +80,39 @@ impl Epoll {
         // `buf` is a live, writable slice of `cap` epoll_events.
         let n = syscall!(epoll_wait(epfd, buf.as_mut_ptr(), cap, timeout_ms))?;
         Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn level_triggered_with_tokens_and_fallbacks() {
+        let ep = Epoll::new().expect("epoll");
+        let (a, b) = UnixStream::pair().expect("pair");
+        let mut ev = vec![empty_event(); 4];
+        // MOD of an unregistered fd falls back to ADD; ADD of a registered one to MOD.
+        ep.modify(a.as_raw_fd(), READABLE, 11).expect("modify->add");
+        ep.add(a.as_raw_fd(), READABLE | WRITABLE, 12)
+            .expect("add->modify");
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 1);
+        let (token, events) = (ev[0].u64, ev[0].events);
+        assert_eq!((token, events), (12, WRITABLE));
+        ep.modify(a.as_raw_fd(), READABLE, 13).expect("modify");
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 0);
+        (&b).write_all(b"x").expect("write");
+        // Level-triggered: reported again until drained.
+        for _ in 0..2 {
+            assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 1);
+            let token = ev[0].u64;
+            assert_eq!(token, 13);
+        }
+        ep.delete(a.as_raw_fd()).expect("delete");
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 0);
+        let e = ep.delete(a.as_raw_fd()).expect_err("not registered");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
     }
 }
