@@ -35,7 +35,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use self::cell::GilCell;
+pub(crate) use self::cell::GilCell;
 use self::counters::{Activity, Counters, PollSample};
 use crate::errors::{closed_error, os_error};
 use crate::handles::{self, Layout, Queued, RunKind};
@@ -1165,8 +1165,8 @@ impl LoopCore {
         let mut parked_ready: Vec<i32> = Vec::new();
         let mut orphan = false;
         let (ntodo, sig_fd, gone) = {
-            let mut st = this.state.borrow(py)?;
-            let st = &mut *st;
+            let mut guard = this.state.borrow(py)?;
+            let st = &mut *guard;
             st.polling = false;
             let n = match polled {
                 Ok(n) => n,
@@ -1250,7 +1250,16 @@ impl LoopCore {
                 gone_fds.extend(st.fds.remove(fd));
             }
             if orphan {
-                gone_fds.extend(st.rebuild_poller().map_err(os_error)?);
+                match st.rebuild_poller() {
+                    Ok(parked) => gone_fds.extend(parked),
+                    Err(e) => {
+                        // The state is unborrowed before what was removed is dropped (its
+                        // finalizers may run Python code that uses the loop).
+                        drop(guard);
+                        drop((gone, gone_fds));
+                        return Err(os_error(e));
+                    }
+                }
             }
 
             // After a poll that could not block, no time worth a second clock read (~25 ns
@@ -2039,6 +2048,8 @@ impl LoopCore {
         if let Some((_, h)) = &st.slow_handle {
             visit.call(h)?;
         }
+        // Any object the user set (asyncio keeps it as it is), so it can lead back here.
+        visit.call(&st.slow_duration)?;
         for e in st.fds.iter() {
             if let Some(f) = &e.fileobj {
                 visit.call(f)?;
@@ -2057,8 +2068,9 @@ impl LoopCore {
         Python::attach(|py| {
             let garbage = self.state.borrow(py).ok().map(|mut st| {
                 let slow = st.slow_handle.take();
+                let duration = std::mem::replace(&mut st.slow_duration, py.None());
                 let ready: Vec<Queued> = st.ready.drain(..).collect();
-                (ready, st.timers.drain(), st.fds.drain(), slow)
+                (ready, st.timers.drain(), st.fds.drain(), (slow, duration))
             });
             if let (Some(g), Ok(lay)) = (&garbage, handles::layout(py)) {
                 for h in g.0.iter().chain(g.1.iter().map(|t| &t.entry)) {
