@@ -18,6 +18,7 @@ __all__ = [
     "SocketWriter",
     "SockWaiter",
     "TRANSPORT_FIELDS",
+    "_fileno",
     "_install_fast_methods",
     "_set_io_context_keyword",
     "register_transport_slots",
@@ -29,8 +30,13 @@ __all__ = [
 __version__: str
 
 def _install_fast_methods(cls: type[LoopCore]) -> None:
-    """Sets call_soon, call_soon_threadsafe, call_later, call_at and get_debug on ``cls`` as raw
-    vectorcall method descriptors of the same core."""
+    """Sets call_soon, call_soon_threadsafe, call_later, call_at and get_debug on ``LoopCore``
+    (``cls`` inherits them) as raw vectorcall method descriptors, their only versions; records
+    ``cls`` as the loop class of the ``sock_*`` fast paths."""
+
+def _fileno(obj: Any) -> int:
+    """``obj`` when it is an int, else ``int(obj.fileno())``; ValueError("Invalid file object")
+    as ``selectors._fileobj_to_fd`` raises it (the one copy of that step)."""
 
 def _set_io_context_keyword(on: bool) -> None:
     """Whether ``LoopCore._add_reader`` / ``_add_writer`` accept ``context=`` (set at import
