@@ -811,6 +811,12 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
 # (their only versions; src/loop_core/fastcall.rs says what they save over PyO3 wrappers).
 _oxloop._install_fast_methods(Loop)
 
+if TYPE_CHECKING:
+
+    def _implements_the_hooks(lp: Loop) -> _oxloop.LoopHooks:
+        """mypy: Loop has every hook the core calls by name, with the documented signature."""
+        return lp
+
 
 def new_event_loop(*, clock: VirtualClock | None = None) -> Loop:
     """A new oxloop event loop (the loop factory for asyncio.Runner, uvicorn, anyio, ...).
