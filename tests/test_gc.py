@@ -206,9 +206,12 @@ def test_dropped_unclosed_loop_with_open_connections_is_collected(loop_factory, 
     import os
     import socket
 
+    made = []
+
     class Proto(asyncio.Protocol):
         def connection_made(self, transport):
             self.transport = transport
+            made.append(transport)
 
     fds = []
     unowned = []  # the fds of the sockets no transport owns
@@ -224,8 +227,9 @@ def test_dropped_unclosed_loop_with_open_connections_is_collected(loop_factory, 
             path = str(tmp_path / "s")
             userver = await lp.create_unix_server(Proto, path)
             unix, _ = await lp.create_unix_connection(Proto, path)
-            for _ in range(5):  # the servers' side of both connections
+            while len(made) < 4:  # the servers' side of both connections
                 await asyncio.sleep(0)
+            del made[:]
             a, b = socket.socketpair()
             c, d = socket.socketpair()
             for s in (a, b, c, d):
