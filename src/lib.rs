@@ -32,6 +32,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_function(wrap_pyfunction!(loop_core::_set_io_context_keyword, m)?)?;
+    m.add_function(wrap_pyfunction!(loop_core::fileno_of, m)?)?;
     m.add_class::<transport::SocketReader>()?;
     m.add_class::<transport::SocketWriter>()?;
     transport::install_fast_write(m.py())?;

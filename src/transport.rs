@@ -20,6 +20,11 @@
 //!   nobody else holds alive); the writer, stored on the transport itself, holds it weakly, so
 //!   it adds no reference cycle and an unclosed transport is still freed (and warned about) as
 //!   soon as its last reference goes.
+//! - Both support the cyclic GC as the bound method does: the reader is part of the cycle
+//!   loop -> fd table -> reader handle -> reader -> transport -> loop, which a loop dropped
+//!   without `close()` leaves behind (tests/test_gc.py); the reader traverses and clears its
+//!   transport, the writer traverses its weak reference (which holds nothing strongly, so the
+//!   writer can be in no cycle and needs no clear, as a tuple has none).
 //! - The socket fd is read from the transport once per reader and writer (asyncio never changes
 //!   `_sock_fd`) and used only while `_conn_lost` is 0, i.e. while the transport's socket is
 //!   open (asyncio closes it after counting the loss).
@@ -47,8 +52,10 @@ use pyo3::prelude::*;
 use pyo3::types::{
     PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyType, PyWeakrefReference,
 };
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::os_error;
+use crate::loop_core::GilCell;
 use crate::pyutil::{install_method, MethodDef};
 use crate::streams;
 
@@ -58,7 +65,8 @@ pub(crate) const DEFAULT_MAX_SIZE: usize = 256 * 1024;
 /// The read-event callback of one transport (what the loop's reader handle calls).
 #[pyclass(module = "oxloop._oxloop", frozen)]
 pub struct SocketReader {
-    transport: Py<PyAny>,
+    /// None once the GC cleared the reader (it then does nothing).
+    transport: GilCell<Option<Py<PyAny>>>,
     max_size: usize,
     fd: FdCache,
     /// The size of the last read, which picks how the next one is made ([`SIZED_READ_MIN`]).
@@ -451,6 +459,16 @@ fn recycle(data: Bound<'_, PyBytes>, cap: usize) {
 }
 
 impl SocketReader {
+    /// A strong reference to the transport (a `Bound`, whose drop is one decref: a `Py`'s
+    /// also checks the thread's GIL state, a measurable cost per read event).
+    fn transport<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(self
+            .transport
+            .borrow(py)?
+            .as_ref()
+            .map(|t| t.bind(py).clone()))
+    }
+
     /// How much the next read should take straight into its destination, 0 for a read through
     /// the shared buffer (see [`SIZED_READ_MIN`]).
     fn sized_read(&self, fd: i32) -> usize {
@@ -470,7 +488,11 @@ impl SocketReader {
 
     /// One read event (the body of `__call__`; the loop calls it directly).
     pub(crate) fn read_event(&self, py: Python<'_>) -> PyResult<()> {
-        let t = self.transport.bind(py);
+        // A strong reference out of the cell: no borrow is alive while Python code runs.
+        let Some(t) = self.transport(py)? else {
+            return Ok(()); // cleared by the GC
+        };
+        let t = &t;
         let a = Attrs::new(t);
         if a.flag(Field::ConnLost)? {
             return Ok(());
@@ -651,7 +673,7 @@ impl SocketReader {
             .and_then(|v| v.extract::<usize>())
             .unwrap_or(DEFAULT_MAX_SIZE);
         Self {
-            transport: transport.clone().unbind(),
+            transport: GilCell::new(Some(transport.clone().unbind())),
             max_size: max_size.max(1),
             fd: FdCache(AtomicI32::new(-1)),
             last_read: AtomicUsize::new(0),
@@ -666,10 +688,10 @@ impl SocketReader {
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        Ok(format!(
-            "<SocketReader of {}>",
-            self.transport.bind(py).repr()?
-        ))
+        match self.transport(py)? {
+            Some(t) => Ok(format!("<SocketReader of {}>", t.repr()?)),
+            None => Ok("<SocketReader>".to_string()),
+        }
     }
 
     /// What asyncio's handle repr (format_helpers._format_callback) prints for the reader:
@@ -682,6 +704,27 @@ impl SocketReader {
     #[getter]
     fn __name__(&self) -> &'static str {
         "_read_ready"
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Never borrowed across Python code, so a collection always finds the cell free.
+        if let Some(t) = self
+            .transport
+            .try_peek()
+            .as_deref()
+            .and_then(Option::as_ref)
+        {
+            visit.call(t)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        Python::attach(|py| {
+            // Taken out first: the transport is dropped with the cell unborrowed.
+            let t = self.transport.borrow(py).ok().and_then(|mut t| t.take());
+            drop(t);
+        });
     }
 }
 
@@ -750,6 +793,10 @@ impl SocketWriter {
             Err(e) if would_block(&e) => write_slow(&t, data),
             Err(e) => fatal(&t, os_error(e), "Fatal write error on socket transport"),
         }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.transport)
     }
 }
 

@@ -176,3 +176,112 @@ def test_connections_closed_on_eof_keep_nothing(loop, run):
     run(connections(n))
     grown = blocks() - before
     assert grown < n // 10, grown  # oxloop kept ~n before (asyncio: ~0)
+
+
+def _fd_is_open(fd):
+    import os
+
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _warning_kind(message):
+    """What a ResourceWarning is about: "unclosed event loop", "unclosed transport", ..."""
+    text = str(message)
+    for kind in ("unclosed event loop", "unclosed transport", "unclosed <socket"):
+        if text.startswith(kind):
+            return kind
+    return text
+
+
+def test_dropped_unclosed_loop_with_open_connections_is_collected(loop_factory, tmp_path):
+    # A loop nobody closes and nobody holds any more is collected with everything it serves
+    # (asyncio: cycles through loop, transports, protocols, handles and futures, which the GC
+    # finds). oxloop's native reader callback held its transport where the GC could not see
+    # it, so such a loop, its connections and their fds were never freed.
+    import asyncio
+    import os
+    import socket
+
+    made = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            made.append(transport)
+
+    fds = []
+    unowned = []  # the fds of the sockets no transport owns
+    refs = []
+
+    def make():
+        lp = loop_factory()
+
+        async def setup():
+            server = await lp.create_server(Proto, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            tcp, _ = await lp.create_connection(Proto, "127.0.0.1", port)
+            path = str(tmp_path / "s")
+            userver = await lp.create_unix_server(Proto, path)
+            unix, _ = await lp.create_unix_connection(Proto, path)
+            while len(made) < 4:  # the servers' side of both connections
+                await asyncio.sleep(0)
+            del made[:]
+            a, b = socket.socketpair()
+            c, d = socket.socketpair()
+            for s in (a, b, c, d):
+                s.setblocking(False)
+            # sock_* waits that never complete: nothing is sent to a or c, d's buffer is full.
+            waits = [
+                lp.create_task(lp.sock_recv(a, 10)),
+                lp.create_task(lp.sock_recv_into(c, bytearray(10))),
+            ]
+            try:
+                while True:
+                    d.send(b"x" * 65536)
+            except BlockingIOError:
+                pass
+            waits.append(lp.create_task(lp.sock_sendall(d, b"y" * 1_000_000)))
+            await asyncio.sleep(0)
+            lp.call_later(3600, print)
+            r, w = os.pipe()
+            lp.add_reader(r, print)
+            held = [server, userver, tcp, unix, waits, a, b, c, d, r, w]
+            unowned.extend(s.fileno() for s in (*server.sockets, *userver.sockets, a, b, c, d))
+            fds.extend(unowned)
+            for t in (tcp, unix):
+                fds.append(t.get_extra_info("socket").fileno())
+            return held
+
+        held = lp.run_until_complete(setup())
+        r, w = held[-2:]
+        os.close(w)
+        refs.append(weakref.ref(lp))
+        refs.append(weakref.ref(held[2]))  # the TCP transport
+        return r
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = make()
+        gc.collect()
+        gc.collect()
+    os.close(r)
+    assert [ref() for ref in refs] == [None, None]
+    assert [fd for fd in fds if _fd_is_open(fd)] == []
+    # asyncio's warnings: the loop's and each transport's __del__ warn once; a socket warns
+    # when its own finalizer runs before its transport's __del__ closed it, which depends on
+    # the order the collector finalizes the cycle in (3.11 and 3.13 differ), so the sockets no
+    # transport owns (servers' and the socket pairs) are the ones that always warn.
+    kinds = [_warning_kind(w.message) for w in caught if w.category is ResourceWarning]
+    assert sorted(set(kinds)) == ["unclosed <socket", "unclosed event loop", "unclosed transport"]
+    assert kinds.count("unclosed event loop") == 1
+    assert kinds.count("unclosed transport") == 4  # both ends of the TCP and Unix connections
+    warned = {
+        int(str(w.message).split("fd=")[1].split(",")[0])
+        for w in caught
+        if _warning_kind(w.message) == "unclosed <socket"
+    }
+    assert set(unowned) <= warned, (unowned, [str(w.message) for w in caught])

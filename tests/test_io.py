@@ -1027,3 +1027,16 @@ def test_closed_loop_is_checked_before_the_fd(loop_factory, method, fd):
     with pytest.raises(RuntimeError, match="closed"):
         getattr(lp, method)(fd, lambda: None)
     assert getattr(lp, method.replace("add", "remove"))(fd) is False
+
+
+@pytest.mark.parametrize("method", ["add_reader", "add_writer", "remove_reader", "remove_writer"])
+@pytest.mark.parametrize("fileobj", [object(), type("F", (), {"fileno": lambda self: "x"})()])
+def test_invalid_file_object_is_asyncios_error(loop, method, fileobj):
+    # selector_events' _ensure_fd_no_transport raises it `from None`, from the AttributeError
+    # (no fileno) or ValueError (int("x")) it caught: shown with no context in a traceback.
+    args = (print,) if method.startswith("add") else ()
+    with pytest.raises(ValueError, match=r"^Invalid file object: ") as info:
+        getattr(loop, method)(fileobj, *args)
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+    assert isinstance(info.value.__context__, (AttributeError, ValueError))

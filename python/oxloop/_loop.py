@@ -37,6 +37,7 @@ from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
 
 from . import _oxloop, _pipes, _subprocess, _transports
+from ._oxloop import _fileno
 from ._oxloop import sock_recv as _sock_recv
 from ._oxloop import sock_recv_into as _sock_recv_into
 from ._oxloop import sock_sendall as _sock_sendall
@@ -651,13 +652,7 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         transports = self._transports
         if type(transports) is not weakref.WeakValueDictionary:
             return super()._ensure_fd_no_transport(fd)  # type: ignore[no-any-return]
-        fileno = fd
-        if not isinstance(fileno, int):
-            try:
-                fileno = int(fileno.fileno())
-            except (AttributeError, TypeError, ValueError):
-                # This code matches selectors._fileobj_to_fd function.
-                raise ValueError(f"Invalid file object: {fd!r}") from None
+        fileno = fd if isinstance(fd, int) else _fileno(fd)
         ref = transports.data.get(fileno)
         transport = None if ref is None else ref()
         if transport is not None and not transport.is_closing():
@@ -812,9 +807,15 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
                 self._handle_signal(signum)
 
 
-# call_soon, call_soon_threadsafe, call_later, call_at and get_debug as raw C methods: the same
-# core, without PyO3's generic argument wrapper (src/loop_core/fastcall.rs says what it saves).
+# call_soon, call_soon_threadsafe, call_later, call_at and get_debug as raw C methods of LoopCore
+# (their only versions; src/loop_core/fastcall.rs says what they save over PyO3 wrappers).
 _oxloop._install_fast_methods(Loop)
+
+if TYPE_CHECKING:
+
+    def _implements_the_hooks(lp: Loop) -> _oxloop.LoopHooks:
+        """mypy: Loop has every hook the core calls by name, with the documented signature."""
+        return lp
 
 
 def new_event_loop(*, clock: VirtualClock | None = None) -> Loop:

@@ -4,7 +4,7 @@ import asyncio
 import contextvars
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar, final
+from typing import Any, Protocol, TypeVar, final
 
 from typing_extensions import TypeVarTuple, Unpack, disjoint_base
 
@@ -18,6 +18,7 @@ __all__ = [
     "SocketWriter",
     "SockWaiter",
     "TRANSPORT_FIELDS",
+    "_fileno",
     "_install_fast_methods",
     "_set_io_context_keyword",
     "register_transport_slots",
@@ -29,8 +30,13 @@ __all__ = [
 __version__: str
 
 def _install_fast_methods(cls: type[LoopCore]) -> None:
-    """Sets call_soon, call_soon_threadsafe, call_later, call_at and get_debug on ``cls`` as raw
-    vectorcall method descriptors of the same core."""
+    """Sets call_soon, call_soon_threadsafe, call_later, call_at and get_debug on ``LoopCore``
+    (``cls`` inherits them) as raw vectorcall method descriptors, their only versions; records
+    ``cls`` as the loop class of the ``sock_*`` fast paths."""
+
+def _fileno(obj: Any) -> int:
+    """``obj`` when it is an int, else ``int(obj.fileno())``; ValueError("Invalid file object")
+    as ``selectors._fileobj_to_fd`` raises it (the one copy of that step)."""
 
 def _set_io_context_keyword(on: bool) -> None:
     """Whether ``LoopCore._add_reader`` / ``_add_writer`` accept ``context=`` (set at import
@@ -122,6 +128,98 @@ class LoopCore:
     def slow_callback_duration(self) -> Any: ...
     @slow_callback_duration.setter
     def slow_callback_duration(self, value: Any) -> None: ...
+
+class LoopHooks(Protocol):
+    """What the Rust core calls on its Python subclass by name (``oxloop.Loop`` in
+    ``_loop.py`` implements it): the one interface between the two halves, besides the
+    ``LoopCore`` methods above. Stub-only (no runtime class; listed in stubtest-allowlist.txt).
+
+    Every hook runs on the loop thread with no loop state borrowed, so it may call any loop
+    method, unless said otherwise. An exception a hook raises propagates out of the core
+    method that called it (``run_forever`` / ``run_until_complete`` for the run-loop hooks).
+    """
+
+    _transports: Any
+    """selector_events' ``WeakValueDictionary`` of fd -> transport, read from the instance
+    ``__dict__`` by the ``sock_*`` fast paths: an fd not among the keys of its ``data`` dict
+    belongs to no transport; when it is there, or ``_transports`` is anything else, they ask
+    ``_ensure_fd_no_transport`` / ``remove_reader`` / ``remove_writer`` instead."""
+
+    def time(self) -> float:
+        """Called in place of the core's clock when the class or the instance replaced
+        ``time`` (``mock.patch.object(loop, "time")``), by ``call_later`` and once per
+        iteration, as asyncio calls ``self.time()``."""
+
+    def _call_soon_debug(
+        self, callback: Any, args: tuple[Any, ...], context: Any, method: str
+    ) -> asyncio.Handle:
+        """``call_soon`` / ``call_soon_threadsafe`` in debug mode (``method`` is the name the
+        user called): asyncio's checks, the handle built by ``Handle.__init__`` (which captures
+        the source traceback) and queued; returns that handle. May run on any thread for
+        ``call_soon_threadsafe``."""
+
+    def _call_at_debug(
+        self, when: Any, callback: Any, args: tuple[Any, ...], context: Any
+    ) -> asyncio.TimerHandle:
+        """``call_at`` / ``call_later`` in debug mode: asyncio's checks, then the timer is
+        built and scheduled (``_add_timer``); returns it."""
+
+    def _run_handle_debug(self, handle: asyncio.Handle) -> None:
+        """Runs one ready handle in debug mode (asyncio's slow-callback warning), in place of
+        the core running it. Returns None; only what ``Handle._run`` lets escape propagates."""
+
+    def _report_callback_error(self, handle: asyncio.Handle, exc: BaseException) -> None:
+        """A callback the core ran (outside ``Handle._run``) raised ``exc``, neither
+        SystemExit nor KeyboardInterrupt: report it as ``Handle._run`` does
+        (``call_exception_handler``). Returns None."""
+
+    def _process_signals(self, data: bytes) -> None:
+        """After a poll, with the bytes read from the signal wake-up socket (one signal number
+        each, as ``signal.set_wakeup_fd`` writes them): schedule the handlers
+        ``add_signal_handler`` registered. Returns None."""
+
+    def _virtual_advanced(self) -> None:
+        """Virtual time only: the core stepped time to the earliest ``advance()`` target (and
+        cleared it); wake the callers waiting for it and set the next target
+        (``_virtual_advance_to``). Returns None."""
+
+    def _virtual_end_reached(self) -> None:
+        """Virtual time only: time reached the clock's ``end`` (which the core then clears):
+        raise the clock's ``EndOfVirtualTime``, which ends the run; returning None lets the
+        loop go on."""
+
+    def _virtual_deadlock(self) -> None:
+        """Virtual time only: nothing can ever wake the loop (no ready callback, no finite
+        timer, no fd, no thread work) after a short real grace wait: raise the clock's
+        ``Deadlock``; returning None (a signal handler may still wake the loop) makes the core
+        wait for the poller without a timeout."""
+
+    def _watchdog_sample(self, handle: asyncio.Handle) -> Any:
+        """Called on the watchdog thread (holding the GIL) while the loop thread is stalled in
+        ``handle``'s callback for longer than ``slow_callback_duration``: returns a sample of
+        the loop thread's stack (any object), handed back to ``_watchdog_report``. An exception
+        is reported as unraisable (the report then gets None as the sample)."""
+
+    def _watchdog_report(self, sample: Any, duration: float, unsampled: bool, seq: int) -> None:
+        """Called on the watchdog thread once a stalled callback ended: ``sample`` from
+        ``_watchdog_sample`` (None when it was not called, ``unsampled`` then True, or raised),
+        its duration in
+        seconds and its activity word ``seq`` (for ``LoopCore._take_slow_handle``). Must only
+        hand the report to the loop thread (``call_soon_threadsafe``). Returns None; an
+        exception is reported as unraisable."""
+
+    def _ensure_fd_no_transport(self, fd: Any) -> None:
+        """selector_events' check, called by ``sock_*`` before they watch ``fd`` unless
+        ``_transports`` shows that no transport has it: RuntimeError when an open transport
+        owns it. Returns None."""
+
+    def remove_reader(self, fd: Any) -> bool:
+        """Called by a ``sock_*`` waiter when its operation completed, unless ``_transports``
+        shows that no transport has the fd (asyncio's ``_sock_read_done`` calls it always).
+        The result is ignored."""
+
+    def remove_writer(self, fd: Any) -> bool:
+        """As ``remove_reader``, for ``sock_sendall``."""
 
 @final
 class SocketReader:

@@ -3,9 +3,10 @@
 //! program makes most, and a `METH_NOARGS` `get_debug`, which every Future and Task
 //! constructor calls.
 //!
-//! The `#[pymethods]` versions stay (they are what `LoopCore` itself exposes); `oxloop.Loop`
-//! overrides them with method descriptors built here (`install`). The difference is PyO3's
-//! generic wrapper: its trampoline and its argument extraction for a `(callback, *args,
+//! They are `LoopCore`'s only versions of these methods (set on the class by
+//! `_install_fast_methods`, which `_loop.py` calls at import; `oxloop.Loop` inherits them), so
+//! the arguments of a scheduling call are bound in one place, `bind`. No `#[pymethods]`
+//! version exists because of PyO3's generic wrapper: its trampoline and its argument extraction for a `(callback, *args,
 //! context=None)` signature cost about 150 of call_soon's ~2,500 instructions (callgrind,
 //! benches/callgrind.py call_soon). Here the arguments are read straight from the vector and
 //! the `*args` tuple is built once, as CPython's own `def call_soon(self, callback, *args,
@@ -349,9 +350,10 @@ static DEFS: [MethodDef; 5] = [
     ),
 ];
 
-/// `_install_fast_methods(cls)`: sets the four scheduling methods and `get_debug` on `cls` (a subclass of
-/// `LoopCore`) as method descriptors of the raw entry points above, and records `cls` as the
-/// loop class of the sock_* fast paths (src/sock.rs).
+/// `_install_fast_methods(cls)`: sets the four scheduling methods and `get_debug` on
+/// `LoopCore` (from which `cls`, a subclass, inherits them) as method descriptors of the raw
+/// entry points above, and records `cls` as the loop class of the sock_* fast paths
+/// (src/sock.rs). Calling it again sets the same methods again.
 #[pyfunction]
 pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
     let py = cls.py();
@@ -360,7 +362,7 @@ pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
         return Err(PyTypeError::new_err("expected a subclass of LoopCore"));
     }
     for d in &DEFS {
-        install_method(cls, &core, d)?;
+        install_method(&core, &core, d)?;
     }
     // The sock_* fast paths bypass this class's Python methods only on exact instances.
     let _ = crate::sock::LOOP_TYPE.set(py, cls.clone().unbind());

@@ -35,7 +35,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use self::cell::GilCell;
+pub(crate) use self::cell::GilCell;
 use self::counters::{Activity, Counters, PollSample};
 use crate::errors::{closed_error, os_error};
 use crate::handles::{self, Layout, Queued, RunKind};
@@ -190,6 +190,39 @@ fn slow_threshold_ns(v: &Bound<'_, PyAny>) -> u64 {
     }
 }
 
+/// The number `selectors._fileobj_to_fd` and selector_events' `_ensure_fd_no_transport` both
+/// start from: `obj` itself when it is an int, else `int(obj.fileno())`, whose AttributeError,
+/// TypeError or ValueError becomes `ValueError("Invalid file object: ...")`, raised `from None`
+/// as both raise it. The one copy of that step: `_loop.py`'s `_ensure_fd_no_transport` calls it
+/// as `_oxloop._fileno`.
+#[pyfunction]
+#[pyo3(name = "_fileno")]
+pub fn fileno_of<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    if obj.is_instance_of::<PyInt>() {
+        return Ok(obj.clone());
+    }
+    let r = obj
+        .call_method0("fileno")
+        .and_then(|f| py.get_type::<PyInt>().call1((f,)));
+    match r {
+        Err(e)
+            if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
+                || e.is_instance_of::<PyTypeError>(py)
+                || e.is_instance_of::<PyValueError>(py) =>
+        {
+            let err = PyValueError::new_err(format!("Invalid file object: {}", obj.repr()?));
+            // `raise ... from None` inside the `except`: the caught error is the context, shown
+            // by no traceback.
+            let value = err.value(py);
+            value.setattr(pyo3::intern!(py, "__context__"), e.value(py))?;
+            value.setattr(pyo3::intern!(py, "__suppress_context__"), true)?;
+            Err(err)
+        }
+        r => r,
+    }
+}
+
 /// `selectors._fileobj_to_fd`: an int, or an object whose `fileno()` gives one.
 ///
 /// An int beyond 64 bits is no error there: a negative one is an invalid descriptor, a positive
@@ -197,27 +230,7 @@ fn slow_threshold_ns(v: &Bound<'_, PyAny>) -> u64 {
 /// beyond a C int (`add_*`: epoll's OverflowError; `remove_*`: not registered, False).
 fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     let py = obj.py();
-    let value = if obj.is_instance_of::<PyInt>() {
-        obj.clone()
-    } else {
-        let r = obj
-            .call_method0("fileno")
-            .and_then(|f| py.get_type::<PyInt>().call1((f,)));
-        match r {
-            Ok(v) => v,
-            Err(e)
-                if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py)
-                    || e.is_instance_of::<PyTypeError>(py)
-                    || e.is_instance_of::<PyValueError>(py) =>
-            {
-                return Err(PyValueError::new_err(format!(
-                    "Invalid file object: {}",
-                    obj.repr()?
-                )));
-            }
-            Err(e) => return Err(e),
-        }
-    };
+    let value = fileno_of(obj)?;
     let negative = match value.extract::<i64>() {
         Ok(fd) if fd >= 0 => return Ok(fd),
         Ok(_) => true,
@@ -1130,8 +1143,8 @@ impl LoopCore {
         let mut parked_ready: Vec<i32> = Vec::new();
         let mut orphan = false;
         let (ntodo, sig_fd, gone) = {
-            let mut st = this.state.borrow(py)?;
-            let st = &mut *st;
+            let mut guard = this.state.borrow(py)?;
+            let st = &mut *guard;
             st.polling = false;
             let n = match polled {
                 Ok(n) => n,
@@ -1197,7 +1210,16 @@ impl LoopCore {
                 gone_fds.extend(st.fds.remove(fd));
             }
             if orphan {
-                gone_fds.extend(st.rebuild_poller().map_err(os_error)?);
+                match st.rebuild_poller() {
+                    Ok(parked) => gone_fds.extend(parked),
+                    Err(e) => {
+                        // The state is unborrowed before what was removed is dropped (its
+                        // finalizers may run Python code that uses the loop).
+                        drop(guard);
+                        drop((gone, gone_fds));
+                        return Err(os_error(e));
+                    }
+                }
             }
 
             // After a poll that could not block, no time worth a second clock read (~25 ns
@@ -1551,48 +1573,9 @@ impl LoopCore {
         factories::create_task(slf, coro, kwargs)
     }
 
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon<'py>(
-        slf: &Bound<'py, Self>,
-        callback: &Bound<'py, PyAny>,
-        args: &Bound<'py, PyTuple>,
-        context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::schedule_soon(slf, callback, args, context, false)
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe<'py>(
-        slf: &Bound<'py, Self>,
-        callback: &Bound<'py, PyAny>,
-        args: &Bound<'py, PyTuple>,
-        context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::schedule_soon(slf, callback, args, context, true)
-    }
-
-    #[pyo3(signature = (delay, callback, *args, context=None))]
-    fn call_later<'py>(
-        slf: &Bound<'py, Self>,
-        delay: &Bound<'py, PyAny>,
-        callback: &Bound<'py, PyAny>,
-        args: &Bound<'py, PyTuple>,
-        context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let when = Self::when_after(slf, delay)?;
-        Self::schedule_at(slf, &when, callback, args, context)
-    }
-
-    #[pyo3(signature = (when, callback, *args, context=None))]
-    fn call_at<'py>(
-        slf: &Bound<'py, Self>,
-        when: &Bound<'py, PyAny>,
-        callback: &Bound<'py, PyAny>,
-        args: &Bound<'py, PyTuple>,
-        context: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        Self::schedule_at(slf, when, callback, args, context)
-    }
+    // call_soon, call_soon_threadsafe, call_later, call_at and get_debug: raw C methods set
+    // on this class by `_install_fast_methods` (fastcall.rs), the one binder of their
+    // arguments.
 
     fn stop(&self) {
         self.stopping.store(true, Relaxed);
@@ -1600,10 +1583,6 @@ impl LoopCore {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Relaxed)
-    }
-
-    fn get_debug(&self) -> bool {
-        self.is_debug()
     }
 
     #[getter(_closed)]
@@ -1962,6 +1941,8 @@ impl LoopCore {
         if let Some((_, h)) = &st.slow_handle {
             visit.call(h)?;
         }
+        // Any object the user set (asyncio keeps it as it is), so it can lead back here.
+        visit.call(&st.slow_duration)?;
         for e in st.fds.iter() {
             if let Some(f) = &e.fileobj {
                 visit.call(f)?;
@@ -1980,8 +1961,9 @@ impl LoopCore {
         Python::attach(|py| {
             let garbage = self.state.borrow(py).ok().map(|mut st| {
                 let slow = st.slow_handle.take();
+                let duration = std::mem::replace(&mut st.slow_duration, py.None());
                 let ready: Vec<Queued> = st.ready.drain();
-                (ready, st.timers.drain(), st.fds.drain(), slow)
+                (ready, st.timers.drain(), st.fds.drain(), (slow, duration))
             });
             if let (Some(g), Ok(lay)) = (&garbage, handles::layout(py)) {
                 for h in g.0.iter().chain(g.1.iter().map(|t| &t.entry)) {
