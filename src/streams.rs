@@ -29,6 +29,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyDict, PyInt, PyString, PyType, PyWeakrefReference};
 
+use crate::cpython::{self, Entry};
 use crate::pyutil::dict_get;
 
 /// asyncio.streams' classes and the functions the fast path stands in for, as imported.
@@ -80,7 +81,19 @@ fn own_function<'py>(cls: &Bound<'py, PyType>, name: &str) -> Option<Bound<'py, 
     (module == "asyncio.streams" && qualname == expected).then_some(f)
 }
 
+/// Runs the `get_method` probe now (for `_contract_status`).
+pub(crate) fn probe_now(py: Python<'_>) {
+    LAYOUT.get_or_init(py, || load(py));
+}
+
 fn load(py: Python<'_>) -> Option<Layout> {
+    // The identity checks ask `_PyObject_GetMethod` (the `get_method` contract); without it
+    // the fast path stays off.
+    if !cpython::check(Entry::GetMethod, || {
+        cpython::method::probe(py).unwrap_or(false)
+    }) {
+        return None;
+    }
     let streams = py.import("asyncio.streams").ok()?;
     let protocol = streams
         .getattr("StreamReaderProtocol")
@@ -102,20 +115,6 @@ fn load(py: Python<'_>) -> Option<Layout> {
     })
 }
 
-// `_PyObject_GetMethod` (Objects/object.c): what `obj.name(...)` resolves to, without binding
-// a method object. It returns 1 with the type's function when `name` is a method found on the
-// type and no instance attribute shadows it (the resolution the interpreter's LOAD_METHOD and
-// `PyObject_VectorcallMethod` use), 0 with the attribute otherwise. Exported by 3.10-3.13
-// (declared in Include/cpython/object.h, on 3.13 in Include/internal/pycore_object.h);
-// pyo3's ffi does not declare it.
-extern "C" {
-    fn _PyObject_GetMethod(
-        obj: *mut ffi::PyObject,
-        name: *mut ffi::PyObject,
-        method: *mut *mut ffi::PyObject,
-    ) -> std::ffi::c_int;
-}
-
 /// True when `obj.name` is still `original` bound to `obj`: the class attribute unchanged and
 /// no instance attribute shadowing it. Asked through the attribute protocol rather than the
 /// instance `__dict__`: materialising that dict (3.11+ keep attributes inline until someone
@@ -125,18 +124,7 @@ fn unpatched<'py>(
     name: &Bound<'py, PyString>,
     original: &Py<PyAny>,
 ) -> bool {
-    let py = obj.py();
-    let mut m: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: obj and name are live; on return `m` holds a new reference or NULL (with an
-    // exception set, which is cleared: the Python call then reports it).
-    let found = unsafe { _PyObject_GetMethod(obj.as_ptr(), name.as_ptr(), &mut m) };
-    if m.is_null() {
-        drop(PyErr::take(py));
-        return false;
-    }
-    // SAFETY: m is a new strong reference, released here.
-    let m = unsafe { Bound::from_owned_ptr(py, m) };
-    found == 1 && m.is(original)
+    cpython::method::get_method(obj, name).is_some_and(|(found, m)| found && m.is(original))
 }
 
 /// A `StreamReader` about to be fed, its state checked (see the module invariants).

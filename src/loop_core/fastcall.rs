@@ -359,8 +359,11 @@ pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
     if !cls.is_subclass(&core)? {
         return Err(PyTypeError::new_err("expected a subclass of LoopCore"));
     }
-    for d in &DEFS {
-        install_method(cls, &core, d)?;
+    // Without the `fastcall` contract (`crate::cpython`) PyO3's methods stay.
+    if crate::cpython::outcome(crate::cpython::Entry::Fastcall) == Some(true) {
+        for d in &DEFS {
+            install_method(cls, &core, d)?;
+        }
     }
     // The sock_* fast paths bypass this class's Python methods only on exact instances.
     let _ = crate::sock::LOOP_TYPE.set(py, cls.clone().unbind());
