@@ -170,7 +170,12 @@ pub fn layout(py: Python<'_>) -> PyResult<&Layout> {
                 _ => None,
             }
         };
-        let fast = cpython::settle(Entry::HandleSlots, found.is_some());
+        let fast = cpython::settle(
+            Entry::HandleSlots,
+            found.is_some()
+                && cpython::members::weaklist_probe(&handle)?
+                && cpython::members::weaklist_probe(&timer)?,
+        );
         // Hiding handles needs their slots too (the loop's traverse visits them by offset).
         let untrack_ok = cpython::check(Entry::GcUntrack, || {
             fast && timer

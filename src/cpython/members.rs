@@ -6,7 +6,7 @@
 //! stored through the descriptor on a probe instance was found there.
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::{PyDict, PyType, PyWeakrefReference};
 
 /// The offset of the object slot `name` of `cls`, checked on `probe` (an instance of `cls`
 /// made without `__init__`): `None` when `name` is not a writable object slot inside the
@@ -80,4 +80,25 @@ pub(crate) unsafe fn write(obj: *mut ffi::PyObject, offset: isize, val: *mut ffi
         *p = val;
         ffi::Py_XDECREF(old);
     }
+}
+
+/// Whether an instance of `cls` keeps its weak reference list at `tp_weaklistoffset` from
+/// its start (positive for a `__weakref__` slot, 3.10-3.11; negative, in the pre-header, for
+/// managed weak references, 3.12+), as `_PyObject_GET_WEAKREFS_LISTPTR` computes it: the
+/// handles' free list takes only handles with no weak reference (handles.rs `recycle`).
+pub(crate) fn weaklist_probe(cls: &Bound<'_, PyType>) -> PyResult<bool> {
+    // SAFETY: cls is a live type object.
+    let off = unsafe { (*cls.as_type_ptr()).tp_weaklistoffset };
+    if off == 0 {
+        return Ok(false);
+    }
+    let obj = cls.call_method1("__new__", (cls,))?;
+    // SAFETY: obj is a live instance of cls, whose weak reference list pointer is at `off`
+    // (a slot inside the object or the managed pre-header CPython allocated before it).
+    let list = || unsafe { read(obj.as_ptr(), off) };
+    let before = list().is_null();
+    let wr = PyWeakrefReference::new(&obj)?;
+    let during = !list().is_null();
+    drop(wr);
+    Ok(before && during && list().is_null())
 }

@@ -61,7 +61,24 @@ pub(crate) fn probe(py: Python<'_>) -> PyResult<bool> {
         return Ok(false);
     };
     let plain = get_method(&p, &name).is_some_and(|(is_m, f)| is_m && f.is(&func));
+    // streams.rs reads a class attribute from `tp_dict` without the attribute protocol: for a
+    // heap type that is the dict behind its `__dict__` proxy.
+    let cls = cls.cast_into::<pyo3::types::PyType>()?;
+    // SAFETY: cls is a live heap type; a borrowed pointer read under the GIL and turned into
+    // a strong reference at once.
+    let tp_dict = unsafe {
+        let d = (*cls.as_type_ptr()).tp_dict;
+        if d.is_null() {
+            return Ok(false);
+        }
+        Bound::from_borrowed_ptr(py, d)
+    };
+    let own = tp_dict
+        .cast_into::<pyo3::types::PyDict>()
+        .ok()
+        .and_then(|d| d.get_item("m").ok().flatten())
+        .is_some_and(|f| f.is(&func));
     let len = py.import("builtins")?.getattr("len")?;
     let shadowed = get_method(&q, &name).is_some_and(|(is_m, f)| !is_m && f.is(&len));
-    Ok(plain && shadowed)
+    Ok(plain && shadowed && own)
 }
