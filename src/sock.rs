@@ -40,7 +40,8 @@
 //! - The fd and the timeout are read from the socket at every attempt, as `sock.recv` reads
 //!   them, so a socket closed meanwhile gives EBADF, not a read from a reused fd number. They
 //!   are read from the socket object's C struct (what `sock.recv` itself reads) when a probe
-//!   at first use confirmed its layout, else through `fileno()` and `gettimeout()`.
+//!   at first use confirmed its layout (the `socket_head` entry of `crate::cpython`), else
+//!   through `fileno()` and `gettimeout()`.
 use std::ffi::c_void;
 use std::io;
 

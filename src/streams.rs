@@ -81,19 +81,17 @@ fn own_function<'py>(cls: &Bound<'py, PyType>, name: &str) -> Option<Bound<'py, 
     (module == "asyncio.streams" && qualname == expected).then_some(f)
 }
 
-/// Runs the `get_method` probe now (for `_contract_status`).
+/// Runs the `get_method` and `stream_fields` probes now (for `_contract_status`).
 pub(crate) fn probe_now(py: Python<'_>) {
     LAYOUT.get_or_init(py, || load(py));
 }
 
 fn load(py: Python<'_>) -> Option<Layout> {
-    // The identity checks ask `_PyObject_GetMethod` (the `get_method` contract); without it
-    // the fast path stays off.
-    if !cpython::check(Entry::GetMethod, || {
+    // The identity checks ask `_PyObject_GetMethod` (the `get_method` contract) and the feed
+    // uses asyncio's private fields (`stream_fields`); without either the fast path stays off.
+    let method = cpython::check(Entry::GetMethod, || {
         cpython::method::probe(py).unwrap_or(false)
-    }) {
-        return None;
-    }
+    });
     let streams = py.import("asyncio.streams").ok()?;
     let protocol = streams
         .getattr("StreamReaderProtocol")
@@ -105,6 +103,12 @@ fn load(py: Python<'_>) -> Option<Layout> {
         .ok()?
         .cast_into::<PyType>()
         .ok()?;
+    let fields = cpython::check(Entry::StreamFields, || {
+        cpython::streams::probe(&protocol, &reader).unwrap_or(false)
+    });
+    if !(method && fields) {
+        return None;
+    }
     Some(Layout {
         data_received: own_function(&protocol, "data_received")?.unbind(),
         stream_reader: own_function(&protocol, "_stream_reader")?.unbind(),

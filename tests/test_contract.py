@@ -52,6 +52,12 @@ FAST_PATH_TESTS: dict[str, list[str]] = {
         "-k",
         "oxloop",
     ],
+    "stream_fields": [
+        "tests/test_streams.py",
+        "tests/test_divergences.py::test_stream_feed_frames_are_not_profiled_on_oxloop",
+        "-k",
+        "oxloop",
+    ],
     "fastcall": [
         "tests/test_callbacks.py",
         "tests/test_threadsafe.py",

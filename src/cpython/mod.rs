@@ -9,10 +9,11 @@
 //! | `bytes_reuse` | a bytes object whose only reference we hold can be refilled in place: `ob_sval`, `ob_size` (smaller than allocated), the trailing NUL and the cached hash `ob_shash` (-1 = not computed) are all its state | `transport.rs` (`bytes_for`, the spare of `data_received`) | [`bytes`]: a rewritten probe compares and hashes equal to a fresh bytes of the same content | a new bytes object per read |
 //! | `socket_head` | `PySocketSockObject` (Modules/socketmodule.h) starts with `sock_fd`, `sock_family`, `sock_type`, `sock_proto`, `errorhandler`, `sock_timeout` (ns) | `sock.rs` (fd and timeout of `sock_*` sockets) | [`socket`]: a probe socket's fd and timeout read at the offsets in each state (blocking, non-blocking, timeout, closed), at first use | `fileno()` / `gettimeout()` calls |
 //! | `get_method` | `_PyObject_GetMethod` (exported, Objects/object.c) answers 1 and the class's function for an unshadowed method, 0 and the attribute otherwise; a heap type's `tp_dict` is the dict behind its `__dict__` | `streams.rs` (per-event identity checks of `StreamReaderProtocol.data_received`, `StreamReader.feed_data`, `_wakeup_waiter`) | [`method`]: both answers on a probe instance, and `tp_dict` of its class, at first use | no native `data_received` for streams: asyncio's Python frames |
+//! | `stream_fields` | `asyncio.streams` keeps the reader's state in `_buffer` (a bytearray), `_limit`, `_eof`, `_waiter`, `_transport`, `_paused`, and the protocol's reader in `_stream_reader_wr` (each read by attribute and its type checked per event) | `streams.rs` (`fast_feed`, `Feed::finish`) | [`streams`]: asyncio's own code of both classes uses every one of those names, at first use | asyncio's Python frames |
 //! | `fastcall` | a `PyMethodDef` with `METH_FASTCALL \| METH_KEYWORDS` / `METH_NOARGS` wrapped by `PyDescr_NewMethod` is called with the vectorcall argument vector, `nargsf` and `kwnames` | `loop_core/fastcall.rs` (`call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`, `get_debug`), `transport.rs` (`SocketWriter.write`) | [`fastcall`]: a probe descriptor called with positional and keyword arguments sees them as assumed | PyO3's own method wrappers |
 //! | `type_version_tag` | `tp_version_tag` is nonzero after a lookup and changes (or drops to 0; before 3.11 `Py_TPFLAGS_VALID_VERSION_TAG` is cleared) whenever the type or a base is modified | `loop_core/mod.rs` (`TimePatch`: whether `type(loop).time` is still `LoopCore.time`) | [`typetag`]: a probe class's tag before and after a class attribute is set | `type(loop).time` is looked up every iteration |
 //!
-//! Verified (every probe passes, `tests/test_contract.py::test_every_probe_passes`) on CPython
+//! Verified: every entry holds (`tests/test_contract.py::test_every_probe_passes`) on CPython
 //! 3.10, 3.11, 3.12, 3.13, 3.14, 3.14d (debug build) and 3.15. Not probed, because a mismatch
 //! is a load-time error rather than a wrong result: the exported private symbols
 //! `_PyBytes_Resize` (`transport.rs`) and `_PyObject_GetMethod` (`streams.rs`, declared in
@@ -20,8 +21,8 @@
 //!
 //! A probe that fails turns off only the fast path that needs it; what runs then is asyncio's
 //! code or the generic path, whose behaviour is the same. Each entry's result is read once per
-//! registration or creation (or is a plain static read on a path that already branches), never
-//! on its own per event. `OXLOOP_CONTRACT_FAIL=name[,name...]` (read once, at import) makes the
+//! registration or creation, or is a flag beside data the path reads anyway (the handle
+//! layout's, the spare's size limit), so the hot paths cost what they did (callgrind). `OXLOOP_CONTRACT_FAIL=name[,name...]` (read once, at import) makes the
 //! named probes fail, which is how `tests/test_contract.py` runs each fast path's tests with
 //! the fallback; `_oxloop._contract_status()` says which entries hold (`python/oxloop/
 //! _contract.py` has the Python side's table, and shares the variable).
@@ -37,6 +38,7 @@ pub(crate) mod gc;
 pub(crate) mod members;
 pub(crate) mod method;
 pub(crate) mod socket;
+pub(crate) mod streams;
 pub(crate) mod typetag;
 
 /// One assumption of the table above.
@@ -48,18 +50,20 @@ pub(crate) enum Entry {
     BytesReuse,
     SocketHead,
     GetMethod,
+    StreamFields,
     Fastcall,
     TypeVersionTag,
 }
 
 /// Every entry, in the table's order.
-pub(crate) const ENTRIES: [Entry; 8] = [
+pub(crate) const ENTRIES: [Entry; 9] = [
     Entry::HandleSlots,
     Entry::GcUntrack,
     Entry::TransportSlots,
     Entry::BytesReuse,
     Entry::SocketHead,
     Entry::GetMethod,
+    Entry::StreamFields,
     Entry::Fastcall,
     Entry::TypeVersionTag,
 ];
@@ -73,6 +77,7 @@ impl Entry {
             Entry::BytesReuse => "bytes_reuse",
             Entry::SocketHead => "socket_head",
             Entry::GetMethod => "get_method",
+            Entry::StreamFields => "stream_fields",
             Entry::Fastcall => "fastcall",
             Entry::TypeVersionTag => "type_version_tag",
         }
