@@ -79,10 +79,10 @@ FAIL_VAR = "OXLOOP_CONTRACT_FAIL"
 _FORCED = frozenset(n.strip() for n in os.environ.get(FAIL_VAR, "").split(",") if n.strip())
 
 
-def _code_names(cls: type) -> set[str]:
-    """Every name the functions (and property getters) of ``cls`` and its bases use."""
+def _code_names(cls: type, *, bases: bool = True) -> set[str]:
+    """Every name the functions (and property getters) of ``cls`` (and its bases) use."""
     names: set[str] = set()
-    for klass in cls.__mro__:
+    for klass in cls.__mro__ if bases else (cls,):
         for value in vars(klass).values():
             func = getattr(value, "fget", value)
             code = getattr(func, "__code__", None)
@@ -119,7 +119,7 @@ def _probe_sock_methods() -> bool:
     )
     if not all(callable(getattr(base, name, None)) for name in needed):
         return False
-    if "_transports" not in _code_names(base):
+    if "_transports" not in _code_names(base, bases=False):
         return False
     # WeakValueDictionary.data: key -> KeyedRef (Lib/weakref.py), what both the Rust check
     # (src/sock.rs `no_transport_entry`) and `Loop._ensure_fd_no_transport` read.
