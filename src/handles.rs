@@ -20,11 +20,17 @@
 //!
 //! Invariants: every slot of a handle built here is set (never NULL); readers still treat a
 //! NULL slot (a user `del h._callback`) as "take the slow path", never as a crash.
-use pyo3::exceptions::PyImportError;
+//!
+//! Both devices are entries of the CPython contract (`crate::cpython`): without
+//! `handle_slots` handles are made by calling their class and read through their attributes
+//! (no free list), without `gc_untrack` they stay tracked, as asyncio's are.
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyModule, PyTuple, PyType};
+
+use crate::cpython::members::{read as get, slot_offset, write as set};
+use crate::cpython::{self, Entry};
 
 /// A handle owned by the loop's ready queue or timer heap. `hidden_ctx` holds the context copy
 /// the loop made for it and hid from the GC with it; the entry keeps it alive until `release`.
@@ -79,13 +85,6 @@ fn track(obj: *mut ffi::PyObject) {
     }
 }
 
-/// CPython's `PyMemberDescrObject` (Include/cpython/descrobject.h), identical on 3.10-3.13.
-#[repr(C)]
-struct MemberDescr {
-    d_common: ffi::PyDescrObject,
-    d_member: *mut ffi::PyMemberDef,
-}
-
 /// 3.14+: `asyncio.events._ThreadSafeHandle` (gh-128340), the handle `call_soon_threadsafe`
 /// returns: a `Handle` with an `RLock` in its `_lock` slot, taken by `cancel`, `cancelled` and
 /// `_run`, so that another thread's `cancel()` waits for a callback that has started.
@@ -103,6 +102,11 @@ pub struct Layout {
     pub timer_type: Py<PyType>,
     /// `None` before 3.14 (no `_ThreadSafeHandle`): `call_soon_threadsafe` builds a `Handle`.
     pub threadsafe: Option<ThreadSafe>,
+    /// The `handle_slots` contract holds: the offsets below are the slots'. Otherwise they are
+    /// 0 and never used: handles are made by calling the class and read by attribute.
+    fast: bool,
+    /// `fast` and the `gc_untrack` contract holds: queued handles may be hidden from the GC.
+    untrack_ok: bool,
     callback: isize,
     args: isize,
     cancelled: isize,
@@ -116,27 +120,22 @@ pub struct Layout {
 
 static LAYOUT: PyOnceLock<Layout> = PyOnceLock::new();
 
-fn slot_offset(tp: &Bound<'_, PyType>, name: &str) -> PyResult<isize> {
-    let descr = tp.getattr(name)?;
-    let member_type = tp.py().import("types")?.getattr("MemberDescriptorType")?;
-    if !descr.is_instance(&member_type)? {
-        return Err(PyImportError::new_err(format!(
-            "asyncio.{}.{name} is not a slot; oxloop cannot build handles",
-            tp.name()?
-        )));
+/// The offsets of `names` in `tp`, checked on one probe instance (`None` when any is not
+/// the slot the `handle_slots` contract expects).
+fn offsets<const N: usize>(
+    tp: &Bound<'_, PyType>,
+    names: [&str; N],
+) -> PyResult<Option<[isize; N]>> {
+    // object.__new__: an instance with the class's layout and no __init__ run.
+    let probe = tp.call_method1("__new__", (tp,))?;
+    let mut out = [0isize; N];
+    for (slot, name) in out.iter_mut().zip(names) {
+        match slot_offset(tp, &probe, name)? {
+            Some(off) => *slot = off,
+            None => return Ok(None),
+        }
     }
-    // SAFETY: `descr` is a live member_descriptor (checked above), whose C layout is
-    // MemberDescr; d_member points at the PyMemberDef owned by the class.
-    let offset = unsafe { (*(*(descr.as_ptr() as *mut MemberDescr)).d_member).offset };
-    // SAFETY: `tp` is a live type object.
-    let basic = unsafe { (*tp.as_type_ptr()).tp_basicsize };
-    let head = std::mem::size_of::<ffi::PyObject>() as isize;
-    if offset < head || offset + std::mem::size_of::<usize>() as isize > basic {
-        return Err(PyImportError::new_err(format!(
-            "unexpected slot offset for {name}"
-        )));
-    }
-    Ok(offset)
+    Ok(Some(out))
 }
 
 /// The layout once `layout` has run (always, before any loop exists); for contexts without a
@@ -151,18 +150,54 @@ pub fn layout(py: Python<'_>) -> PyResult<&Layout> {
         let events = py.import("asyncio.events")?;
         let handle = events.getattr("Handle")?.cast_into::<PyType>()?;
         let timer = events.getattr("TimerHandle")?.cast_into::<PyType>()?;
-        let threadsafe = probe_threadsafe(&events, &handle)?;
+        let names = [
+            "_callback",
+            "_args",
+            "_cancelled",
+            "_loop",
+            "_source_traceback",
+            "_repr",
+            "_context",
+        ];
+        let found = if cpython::forced(Entry::HandleSlots) {
+            None
+        } else {
+            match (
+                offsets(&handle, names)?,
+                offsets(&timer, ["_scheduled", "_when"])?,
+            ) {
+                (Some(h), Some(t)) => Some((h, t)),
+                _ => None,
+            }
+        };
+        let fast = cpython::settle(
+            Entry::HandleSlots,
+            found.is_some()
+                && cpython::members::weaklist_probe(&handle)?
+                && cpython::members::weaklist_probe(&timer)?,
+        );
+        // Hiding handles needs their slots too (the loop's traverse visits them by offset).
+        let untrack_ok = cpython::check(Entry::GcUntrack, || {
+            fast && timer
+                .call_method1("__new__", (&timer,))
+                .is_ok_and(|h| cpython::gc::probe(&h))
+        });
+        let ([callback, args, cancelled, loop_, source_tb, repr, context], [scheduled, when]) =
+            found.unwrap_or_default();
+        let threadsafe = probe_threadsafe(&events, &handle, fast)?;
         Ok(Layout {
             threadsafe,
-            callback: slot_offset(&handle, "_callback")?,
-            args: slot_offset(&handle, "_args")?,
-            cancelled: slot_offset(&handle, "_cancelled")?,
-            loop_: slot_offset(&handle, "_loop")?,
-            source_tb: slot_offset(&handle, "_source_traceback")?,
-            repr: slot_offset(&handle, "_repr")?,
-            context: slot_offset(&handle, "_context")?,
-            scheduled: slot_offset(&timer, "_scheduled")?,
-            when: slot_offset(&timer, "_when")?,
+            fast,
+            untrack_ok,
+            callback,
+            args,
+            cancelled,
+            loop_,
+            source_tb,
+            repr,
+            context,
+            scheduled,
+            when,
             handle_type: handle.unbind(),
             timer_type: timer.unbind(),
         })
@@ -175,6 +210,7 @@ pub fn layout(py: Python<'_>) -> PyResult<&Layout> {
 fn probe_threadsafe(
     events: &Bound<'_, PyModule>,
     handle: &Bound<'_, PyType>,
+    fast: bool,
 ) -> PyResult<Option<ThreadSafe>> {
     let py = events.py();
     let Ok(tp) = events.getattr("_ThreadSafeHandle") else {
@@ -194,8 +230,12 @@ fn probe_threadsafe(
             (*handle.as_type_ptr()).tp_basicsize,
         )
     };
-    let lock = match slot_offset(&tp, "_lock") {
-        Ok(off) if off >= base && size == base + std::mem::size_of::<usize>() as isize => Some(off),
+    let lock = match offsets(&tp, ["_lock"])? {
+        Some([off])
+            if fast && off >= base && size == base + std::mem::size_of::<usize>() as isize =>
+        {
+            Some(off)
+        }
         _ => None,
     };
     Ok(Some(ThreadSafe {
@@ -214,31 +254,6 @@ pub enum RunKind<'py> {
     Locked(Bound<'py, PyAny>),
     /// A `_ThreadSafeHandle` whose lock cannot be read by offset: its own `_run`.
     OwnRun,
-}
-
-/// Reads a slot as a borrowed pointer (NULL when unset).
-///
-/// # Safety
-/// `obj` must be a live instance of `Handle` (or a subclass) and `off` one of its slot offsets.
-#[inline]
-unsafe fn get(obj: *mut ffi::PyObject, off: isize) -> *mut ffi::PyObject {
-    // SAFETY: per the contract, obj+off is the slot's PyObject* field.
-    unsafe { *((obj as *mut u8).offset(off) as *mut *mut ffi::PyObject) }
-}
-
-/// Stores a new strong reference into a slot, releasing the old value afterwards.
-///
-/// # Safety
-/// As for [`get`]; `val` must be a strong reference whose ownership passes to the slot.
-#[inline]
-unsafe fn set(obj: *mut ffi::PyObject, off: isize, val: *mut ffi::PyObject) {
-    // SAFETY: per the contract, obj+off is the slot's PyObject* field.
-    unsafe {
-        let p = (obj as *mut u8).offset(off) as *mut *mut ffi::PyObject;
-        let old = *p;
-        *p = val;
-        ffi::Py_XDECREF(old);
-    }
 }
 
 fn new_ref(o: &Bound<'_, PyAny>) -> *mut ffi::PyObject {
@@ -365,6 +380,21 @@ impl Layout {
         loop_: &Bound<'py, PyAny>,
         context: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyAny>, Option<Py<PyAny>>)> {
+        if !self.fast {
+            // Without the `handle_slots` contract: the class's own constructor, which is what
+            // the offsets below reproduce (debug off).
+            let ctx = match context {
+                Some(c) => c.clone(),
+                None => py.None().into_bound(py),
+            };
+            let tp = tp.bind(py);
+            let h = match when {
+                Some(w) => tp.call1((w, callback, args, loop_, ctx))?,
+                None => tp.call1((callback, args, loop_, ctx))?,
+            };
+            return Ok((h, None));
+        }
+        let untrack = untrack && self.untrack_ok;
         let tp = tp.as_ptr() as *mut ffi::PyTypeObject;
         let obj = match recycled {
             // A handle from the loop's free list: exactly this type, owned by nobody else,
@@ -392,7 +422,9 @@ impl Layout {
         if ctx.is_null() {
             return Err(PyErr::fetch(py));
         }
-        untrack_atomic_tuple(args);
+        if self.untrack_ok {
+            untrack_atomic_tuple(args);
+        }
         let mut hidden_ctx = None;
         if untrack {
             // SAFETY: obj and ctx are live GC objects we just created; `Queued::release`
@@ -437,6 +469,11 @@ impl Layout {
     #[inline(always)]
     pub fn recycle(&self, py: Python<'_>, q: Queued) -> Option<(Py<PyAny>, bool)> {
         let obj = q.handle.as_ptr();
+        if !self.untrack_ok {
+            // Without the contracts no handle was hidden from the GC, and the free list
+            // (which keeps spares untracked) is off.
+            return None;
+        }
         // SAFETY: obj is a live object; we only read its type, refcount and weaklist slot.
         let reusable = unsafe {
             let tp = ffi::Py_TYPE(obj);
@@ -566,8 +603,30 @@ impl Layout {
         true
     }
 
+    /// `getattr(h, name) is True`, without the `handle_slots` contract (an unset attribute
+    /// reads as an unset slot does: false).
+    #[cold]
+    fn attr_is_true(
+        &self,
+        py: Python<'_>,
+        h: &Bound<'_, PyAny>,
+        name: &Bound<'_, pyo3::types::PyString>,
+    ) -> bool {
+        match h.getattr(name) {
+            Ok(v) => is_true(v.as_ptr()),
+            Err(e) => {
+                drop(e);
+                let _ = py;
+                false
+            }
+        }
+    }
+
     #[inline]
-    pub fn is_cancelled(&self, _py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
+    pub fn is_cancelled(&self, py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
+        if !self.fast {
+            return self.attr_is_true(py, h, pyo3::intern!(py, "_cancelled"));
+        }
         // SAFETY: h is a Handle (the loop only queues handles); the slot may be NULL.
         let v = unsafe { get(h.as_ptr(), self.cancelled) };
         is_true(v)
@@ -579,7 +638,7 @@ impl Layout {
     /// but an exact `Handle` gets its own `cancel()`. Releasing the callback and args can run
     /// arbitrary code, so call this with no loop state borrowed.
     pub fn cancel(&self, py: Python<'_>, h: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !h.get_type().is(self.handle_type.bind(py)) {
+        if !self.fast || !h.get_type().is(self.handle_type.bind(py)) {
             h.call_method0(pyo3::intern!(py, "cancel"))?;
             return Ok(());
         }
@@ -597,14 +656,22 @@ impl Layout {
     }
 
     #[inline]
-    pub fn is_scheduled(&self, _py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
+    pub fn is_scheduled(&self, py: Python<'_>, h: &Bound<'_, PyAny>) -> bool {
+        if !self.fast {
+            return self.attr_is_true(py, h, pyo3::intern!(py, "_scheduled"));
+        }
         // SAFETY: h is a TimerHandle (only timers reach the heap); the slot may be NULL.
         let v = unsafe { get(h.as_ptr(), self.scheduled) };
         is_true(v)
     }
 
     #[inline]
-    pub fn set_scheduled(&self, _py: Python<'_>, h: &Bound<'_, PyAny>, on: bool) {
+    pub fn set_scheduled(&self, py: Python<'_>, h: &Bound<'_, PyAny>, on: bool) {
+        if !self.fast {
+            // What TimerHandle's own code stores; a handle refusing it keeps its value.
+            let _ = h.setattr(pyo3::intern!(py, "_scheduled"), on);
+            return;
+        }
         // SAFETY: h is a TimerHandle; a new reference to the bool passes to the slot, and
         // releasing the old bool runs no Python code.
         unsafe { set(h.as_ptr(), self.scheduled, py_bool(on)) };
@@ -618,6 +685,9 @@ impl Layout {
         py: Python<'py>,
         h: &Bound<'py, PyAny>,
     ) -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        if !self.fast {
+            return None; // the handle's own `_run`
+        }
         // SAFETY: h is a Handle; NULL slots are checked before use, and each pointer is
         // turned into a new strong reference so the callback may mutate the handle freely.
         unsafe {

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 pub(crate) use oxloop_engine::{io, sys, time};
 
+mod cpython;
 mod errors;
 mod handles;
 mod loop_core;
@@ -26,6 +27,13 @@ mod transport;
 #[pymodule(gil_used = true)]
 fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    cpython::init(m.py())?;
+    transport::enable_bytes_reuse(cpython::outcome(cpython::Entry::BytesReuse) == Some(true));
+    m.add_function(wrap_pyfunction!(cpython::_contract_status, m)?)?;
+    m.add(
+        "CONTRACT_ENTRIES",
+        pyo3::types::PyTuple::new(m.py(), cpython::ENTRIES.map(cpython::Entry::name))?,
+    )?;
     m.add_class::<loop_core::LoopCore>()?;
     m.add_function(wrap_pyfunction!(
         loop_core::fastcall::_install_fast_methods,

@@ -40,7 +40,8 @@
 //! - The fd and the timeout are read from the socket at every attempt, as `sock.recv` reads
 //!   them, so a socket closed meanwhile gives EBADF, not a read from a reused fd number. They
 //!   are read from the socket object's C struct (what `sock.recv` itself reads) when a probe
-//!   at first use confirmed its layout, else through `fileno()` and `gettimeout()`.
+//!   at first use confirmed its layout (the `socket_head` entry of `crate::cpython`), else
+//!   through `fileno()` and `gettimeout()`.
 use std::ffi::c_void;
 use std::io;
 
@@ -52,6 +53,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::cpython::{self, Entry};
 use crate::errors::os_error;
 use crate::loop_core::LoopCore;
 use crate::pyutil::{dict_get, instance_dict};
@@ -71,60 +73,9 @@ static SOCKET_CLASS: PyOnceLock<SocketClass> = PyOnceLock::new();
 /// `_install_fast_methods`.
 pub(crate) static LOOP_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-/// The head of CPython's `PySocketSockObject` (Modules/socketmodule.h, the same on 3.10-3.13):
-/// the fields `sock.recv` reads. Used only after [`probe_layout`] confirmed it.
-#[repr(C)]
-struct SockHead {
-    ob_base: ffi::PyObject,
-    sock_fd: std::ffi::c_int,
-    sock_family: std::ffi::c_int,
-    sock_type: std::ffi::c_int,
-    sock_proto: std::ffi::c_int,
-    errorhandler: *mut c_void,
-    /// `_PyTime_t`, nanoseconds; negative when blocking, 0 when non-blocking.
-    sock_timeout: i64,
-}
-
-/// Reads the head of a `socket.socket`.
-///
-/// # Safety
-/// `sock` must be an instance of `socket.socket` and the layout confirmed by `probe_layout`.
-unsafe fn head(sock: &Bound<'_, PyAny>) -> (i32, i64) {
-    // SAFETY: per the contract, the object starts with a SockHead.
-    let h = unsafe { &*(sock.as_ptr() as *const SockHead) };
-    (h.sock_fd, h.sock_timeout)
-}
-
-/// Whether a `socket.socket` made here shows its fd and timeout where `SockHead` says, in
-/// every state that matters (blocking, non-blocking, with a timeout, closed).
-fn probe_layout(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<bool> {
-    // SAFETY: ty is a live type object.
-    let basic = unsafe { (*ty.as_type_ptr()).tp_basicsize };
-    if usize::try_from(basic).unwrap_or(0) < std::mem::size_of::<SockHead>() {
-        return Ok(false);
-    }
-    let socket = py.import("socket")?;
-    let s = ty.call1((socket.getattr("AF_UNIX")?, socket.getattr("SOCK_STREAM")?))?;
-    let check = || -> PyResult<bool> {
-        let fd: i32 = s.call_method0("fileno")?.extract()?;
-        // SAFETY: s is an exact socket.socket (made from ty just above); only the fields
-        // within tp_basicsize (checked above) are read.
-        let read = || unsafe { head(&s) };
-        let mut ok = read().0 == fd;
-        s.call_method1("settimeout", (py.None(),))?;
-        ok &= read().1 < 0; // -1 s in 3.11's nanoseconds
-
-        s.call_method1("setblocking", (false,))?;
-        ok &= read().1 == 0;
-        s.call_method1("settimeout", (2.5,))?;
-        ok &= read().1 == 2_500_000_000;
-        s.call_method0("close")?;
-        ok &= read().0 == -1;
-        Ok(ok)
-    };
-    let ok = check();
-    let _ = s.call_method0("close");
-    ok
+/// Runs the `socket_head` probe now (for `_contract_status`).
+pub(crate) fn probe_now(py: Python<'_>) -> PyResult<()> {
+    socket_class(py).map(|_| ())
 }
 
 fn socket_class(py: Python<'_>) -> PyResult<&SocketClass> {
@@ -134,7 +85,9 @@ fn socket_class(py: Python<'_>) -> PyResult<&SocketClass> {
             .getattr("socket")?
             .cast_into::<PyType>()?;
         // A probe that cannot even make a socket (EMFILE, say) leaves the method calls.
-        let direct = probe_layout(py, &ty).unwrap_or(false);
+        let direct = cpython::check(Entry::SocketHead, || {
+            cpython::socket::probe(py, &ty).unwrap_or(false)
+        });
         Ok(SocketClass {
             ty: ty.unbind(),
             direct,
@@ -152,7 +105,7 @@ fn plain_nonblocking_fd(sock: &Bound<'_, PyAny>) -> PyResult<Option<i32>> {
     }
     if class.direct {
         // SAFETY: sock is exactly socket.socket and the layout was confirmed.
-        let (fd, timeout) = unsafe { head(sock) };
+        let (fd, timeout) = unsafe { cpython::socket::head(sock) };
         return Ok((timeout == 0).then_some(fd));
     }
     let timeout = sock.call_method0(intern!(py, "gettimeout"))?;
@@ -169,7 +122,7 @@ fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
     let class = socket_class(py)?;
     if class.direct && sock.get_type().is(class.ty.bind(py)) {
         // SAFETY: sock is exactly socket.socket and the layout was confirmed.
-        return Ok(unsafe { head(sock) }.0);
+        return Ok(unsafe { cpython::socket::head(sock) }.0);
     }
     sock.call_method0(intern!(py, "fileno"))?.extract()
 }

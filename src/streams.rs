@@ -29,6 +29,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyDict, PyInt, PyString, PyType, PyWeakrefReference};
 
+use crate::cpython::{self, Entry};
 use crate::pyutil::dict_get;
 
 /// asyncio.streams' classes and the functions the fast path stands in for, as imported.
@@ -80,7 +81,17 @@ fn own_function<'py>(cls: &Bound<'py, PyType>, name: &str) -> Option<Bound<'py, 
     (module == "asyncio.streams" && qualname == expected).then_some(f)
 }
 
+/// Runs the `get_method` and `stream_fields` probes now (for `_contract_status`).
+pub(crate) fn probe_now(py: Python<'_>) {
+    LAYOUT.get_or_init(py, || load(py));
+}
+
 fn load(py: Python<'_>) -> Option<Layout> {
+    // The identity checks ask `_PyObject_GetMethod` (the `get_method` contract) and the feed
+    // uses asyncio's private fields (`stream_fields`); without either the fast path stays off.
+    let method = cpython::check(Entry::GetMethod, || {
+        cpython::method::probe(py).unwrap_or(false)
+    });
     let streams = py.import("asyncio.streams").ok()?;
     let protocol = streams
         .getattr("StreamReaderProtocol")
@@ -92,6 +103,12 @@ fn load(py: Python<'_>) -> Option<Layout> {
         .ok()?
         .cast_into::<PyType>()
         .ok()?;
+    let fields = cpython::check(Entry::StreamFields, || {
+        cpython::streams::probe(&protocol, &reader).unwrap_or(false)
+    });
+    if !(method && fields) {
+        return None;
+    }
     Some(Layout {
         data_received: own_function(&protocol, "data_received")?.unbind(),
         stream_reader: own_function(&protocol, "_stream_reader")?.unbind(),
@@ -100,20 +117,6 @@ fn load(py: Python<'_>) -> Option<Layout> {
         protocol: protocol.unbind(),
         reader: reader.unbind(),
     })
-}
-
-// `_PyObject_GetMethod` (Objects/object.c): what `obj.name(...)` resolves to, without binding
-// a method object. It returns 1 with the type's function when `name` is a method found on the
-// type and no instance attribute shadows it (the resolution the interpreter's LOAD_METHOD and
-// `PyObject_VectorcallMethod` use), 0 with the attribute otherwise. Exported by 3.10-3.13
-// (declared in Include/cpython/object.h, on 3.13 in Include/internal/pycore_object.h);
-// pyo3's ffi does not declare it.
-extern "C" {
-    fn _PyObject_GetMethod(
-        obj: *mut ffi::PyObject,
-        name: *mut ffi::PyObject,
-        method: *mut *mut ffi::PyObject,
-    ) -> std::ffi::c_int;
 }
 
 /// True when `obj.name` is still `original` bound to `obj`: the class attribute unchanged and
@@ -125,18 +128,7 @@ fn unpatched<'py>(
     name: &Bound<'py, PyString>,
     original: &Py<PyAny>,
 ) -> bool {
-    let py = obj.py();
-    let mut m: *mut ffi::PyObject = std::ptr::null_mut();
-    // SAFETY: obj and name are live; on return `m` holds a new reference or NULL (with an
-    // exception set, which is cleared: the Python call then reports it).
-    let found = unsafe { _PyObject_GetMethod(obj.as_ptr(), name.as_ptr(), &mut m) };
-    if m.is_null() {
-        drop(PyErr::take(py));
-        return false;
-    }
-    // SAFETY: m is a new strong reference, released here.
-    let m = unsafe { Bound::from_owned_ptr(py, m) };
-    found == 1 && m.is(original)
+    cpython::method::get_method(obj, name).is_some_and(|(found, m)| found && m.is(original))
 }
 
 /// A `StreamReader` about to be fed, its state checked (see the module invariants).

@@ -49,11 +49,11 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyType
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{
-    PyByteArray, PyBytes, PyDict, PyMemoryView, PyString, PyType, PyWeakrefReference,
-};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString, PyType, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::cpython::members::{read as read_slot, slot_offset};
+use crate::cpython::{self, Entry};
 use crate::errors::os_error;
 use crate::loop_core::GilCell;
 use crate::pyutil::{install_method, MethodDef};
@@ -148,53 +148,35 @@ static SLOTS: OnceLock<SlotTable> = OnceLock::new();
 /// largest user-space cost of an echo after the syscalls, about 2,000 instructions of 3,900
 /// per message.) The offsets come from the slots' member descriptors (`PyMemberDef.offset`,
 /// Include/descrobject.h) and are checked against a probe instance before use.
+/// Without the `transport_slots` contract (`crate::cpython`) nothing is registered and every
+/// transport's fields are read through the attribute protocol.
 #[pyfunction]
 pub(crate) fn register_transport_slots(cls: &Bound<'_, PyType>) -> PyResult<()> {
     let py = cls.py();
-    let own = cls.getattr(intern!(py, "__dict__"))?;
-    // object.__new__: an instance with the class's layout and no __init__ run.
-    let probe = cls.call_method1(intern!(py, "__new__"), (cls,))?;
-    let mut offsets = [0isize; FIELD_NAMES.len()];
-    for (slot, name) in offsets.iter_mut().zip(FIELD_NAMES) {
-        let descr = own.get_item(name)?;
-        let member_type = std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type);
-        if descr.get_type().as_ptr() != member_type.cast::<ffi::PyObject>() {
-            return Err(PyRuntimeError::new_err(format!(
-                "oxloop: {name} is not a slot of {}",
-                cls.name()?
-            )));
+    let offsets = if cpython::forced(Entry::TransportSlots) {
+        None
+    } else {
+        // object.__new__: an instance with the class's layout and no __init__ run.
+        let probe = cls.call_method1(intern!(py, "__new__"), (cls,))?;
+        let mut offsets = Some([0isize; FIELD_NAMES.len()]);
+        for (i, name) in FIELD_NAMES.iter().enumerate() {
+            match slot_offset(cls, &probe, name)? {
+                Some(off) => {
+                    if let Some(o) = offsets.as_mut() {
+                        o[i] = off;
+                    }
+                }
+                None => offsets = None,
+            }
         }
-        // SAFETY: descr is a live member descriptor (checked above), whose d_member points at
-        // the PyMemberDef CPython made for the slot (pyo3-ffi types the field as PyGetSetDef
-        // before 3.11; the C struct has always held a PyMemberDef pointer).
-        let def = unsafe {
-            let d = descr.as_ptr().cast::<ffi::PyMemberDescrObject>();
-            *(*d).d_member.cast::<ffi::PyMemberDef>()
-        };
-        // SAFETY: cls is a live type object.
-        let basic = unsafe { (*cls.as_ptr().cast::<ffi::PyTypeObject>()).tp_basicsize };
-        let size = std::mem::size_of::<*mut ffi::PyObject>() as isize;
-        if def.type_code != ffi::Py_T_OBJECT_EX
-            || def.flags & ffi::Py_READONLY != 0
-            || def.offset < size
-            || def.offset + size > basic
-        {
-            return Err(PyRuntimeError::new_err(format!(
-                "oxloop: unexpected slot layout for {name}"
-            )));
-        }
-        // The probe: what Python stores through the descriptor must be what the offset reads.
-        let marker = PyDict::new(py);
-        probe.setattr(name, &marker)?;
-        // SAFETY: probe is a live instance of cls, whose basic size covers the offset.
-        let seen = unsafe { read_slot(probe.as_ptr(), def.offset) };
-        if seen != marker.as_ptr() {
-            return Err(PyRuntimeError::new_err(format!(
-                "oxloop: the slot {name} is not where its descriptor says"
-            )));
-        }
-        *slot = def.offset;
+        offsets
+    };
+    if !cpython::settle(Entry::TransportSlots, offsets.is_some()) {
+        return Ok(());
     }
+    let Some(offsets) = offsets else {
+        return Ok(());
+    };
     let table = SlotTable {
         ty: cls.clone().unbind(),
         offsets,
@@ -205,15 +187,6 @@ pub(crate) fn register_transport_slots(cls: &Bound<'_, PyType>) -> PyResult<()> 
         drop(table);
     }
     Ok(())
-}
-
-/// The object pointer in the slot at `offset` of `obj` (NULL when the slot is unset).
-///
-/// # Safety
-/// `obj` is live and its type's layout has an object slot at `offset`.
-unsafe fn read_slot(obj: *mut ffi::PyObject, offset: isize) -> *mut ffi::PyObject {
-    // SAFETY: per the contract above.
-    unsafe { *obj.cast::<u8>().offset(offset).cast::<*mut ffi::PyObject>() }
 }
 
 /// Reads the transport's fields: from their slots when the transport is exactly
@@ -413,6 +386,15 @@ thread_local! {
 /// ([`SIZED_READ_MIN`]).
 const SPARE_MAX: usize = SIZED_READ_MIN;
 
+/// One past the largest allocation kept as the spare: `SPARE_MAX + 1` with the `bytes_reuse`
+/// contract (`crate::cpython`), 0 (nothing kept) without; set at import.
+static SPARE_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Turns the spare on when the `bytes_reuse` contract holds (called once, at import).
+pub(crate) fn enable_bytes_reuse(on: bool) {
+    SPARE_LIMIT.store(if on { SPARE_MAX + 1 } else { 0 }, Relaxed);
+}
+
 /// A bytes object holding `data`, and the size it was allocated for: the spare one refilled
 /// when nothing but the spare slot refers to it and `data` fits without wasting more than half
 /// of it, a new one otherwise. A 1 KiB bytes object is past glibc's tcache (1,032 bytes), so
@@ -425,18 +407,10 @@ fn bytes_for<'py>(py: Python<'py>, data: &[u8]) -> (Bound<'py, PyBytes>, usize) 
     if let Some((spare, cap)) = SPARE.with(|s| s.borrow_mut().take()) {
         let spare = spare.into_bound(py);
         if n <= cap && n * 2 >= cap && refcnt(&spare) == 1 {
-            let p = spare.as_ptr().cast::<ffi::PyBytesObject>();
             // SAFETY: the object is a bytes object allocated for `cap` bytes plus the NUL
-            // (PyBytes_FromStringAndSize), n <= cap, and we hold its only reference, so
-            // nothing can observe the rewrite.
-            #[allow(deprecated)]
-            unsafe {
-                let sval = std::ptr::addr_of_mut!((*p).ob_sval).cast::<u8>();
-                std::ptr::copy_nonoverlapping(data.as_ptr(), sval, n);
-                *sval.add(n) = 0;
-                (*p).ob_base.ob_size = n as ffi::Py_ssize_t;
-                (*p).ob_shash = -1;
-            }
+            // (PyBytes_FromStringAndSize), n <= cap, we hold its only reference, and it was
+            // kept only with the `bytes_reuse` contract holding (`SPARE_LIMIT`).
+            unsafe { cpython::bytes::refill(&spare, data) };
             return (spare, cap);
         }
     }
@@ -451,7 +425,7 @@ fn refcnt(obj: &Bound<'_, PyAny>) -> ffi::Py_ssize_t {
 /// Keeps `data` (allocated for `cap` bytes) as the spare when the read path holds its only
 /// reference, i.e. the protocol kept nothing of it.
 fn recycle(data: Bound<'_, PyBytes>, cap: usize) {
-    if cap <= SPARE_MAX && refcnt(&data) == 1 {
+    if cap < SPARE_LIMIT.load(Relaxed) && refcnt(&data) == 1 {
         let old = SPARE.with(|s| s.borrow_mut().replace((data.unbind(), cap)));
         // Freed after the slot is released (a bytes object's dealloc runs no Python code).
         drop(old);

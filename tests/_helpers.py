@@ -66,6 +66,19 @@ def stock_outcome(fn):
         ref.close()
 
 
+def fast_path(loop_kind: str, *entries: str) -> bool:
+    """Whether oxloop's fast path needing the CPython contract ``entries`` runs for this loop:
+    never on asyncio, and on oxloop unless a probe failed (or ``OXLOOP_CONTRACT_FAIL`` made it
+    fail, as tests/test_contract.py does). A test asserting how oxloop does something, not
+    what it does, asks this first."""
+    if loop_kind != "oxloop":
+        return False
+    from oxloop import _contract
+
+    status = _contract.status()
+    return all(status[entry] for entry in entries)
+
+
 CHILD_ENV = "OXLOOP_TESTS_ISOLATED"
 
 

@@ -114,6 +114,9 @@ def test_scheduling_methods_reject_bad_arguments(loop, call):
 
 
 def test_cancel_before_run(loop):
+    # A cancelled handle is skipped: its callback does not run, and nothing reaches the
+    # exception handler (cancel() cleared the callback, which `_run` would call as None).
+    errors = collect_errors(loop)
     calls = []
     h1 = loop.call_soon(calls.append, 1)
     h2 = loop.call_soon(calls.append, 2)
@@ -125,9 +128,11 @@ def test_cancel_before_run(loop):
     assert calls == [1, 3]
     h2.cancel()  # idempotent
     assert h2.cancelled() is True
+    assert errors == []
 
 
 def test_cancel_from_earlier_callback(loop):
+    errors = collect_errors(loop)
     calls = []
     later = []
     loop.call_soon(lambda: later[0].cancel())
@@ -135,6 +140,7 @@ def test_cancel_from_earlier_callback(loop):
     loop.call_soon(calls.append, "ran")
     run_briefly(loop)
     assert calls == ["ran"]
+    assert errors == []
 
 
 def test_cancel_after_run_is_harmless(loop):

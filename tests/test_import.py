@@ -22,6 +22,7 @@ LOOP_MODULES = {
     "oxloop",
     "oxloop._api",
     "oxloop._compat",
+    "oxloop._contract",
     "oxloop._loop",
     "oxloop._oxloop",
     "oxloop._pipes",

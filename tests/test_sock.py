@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import pytest
+from _helpers import fast_path
 from _net import (
     CountingSocket,
     Recorder,
@@ -556,7 +557,7 @@ def test_recv_and_recv_into_results(loop, loop_kind, run, family):
             await drain_loop(3)
             assert not pending.done() and registered(loop, b)
             callback = loop._selector.get_key(b).data[0]._callback
-            if loop_kind == "oxloop":  # the native path, not asyncio's fallback
+            if fast_path(loop_kind, "sock_methods"):  # the native path, not asyncio's fallback
                 assert type(callback).__name__ == "SockWaiter"
             assert callback.__name__ == "_sock_recv"
             await loop.sock_sendall(a, b"later")

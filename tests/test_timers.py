@@ -13,7 +13,7 @@ import math
 import time
 
 import pytest
-from _helpers import outcome, run_briefly, stock_outcome
+from _helpers import collect_errors, outcome, run_briefly, stock_outcome
 
 RESOLUTION = time.get_clock_info("monotonic").resolution
 
@@ -224,6 +224,7 @@ def test_timer_scheduled_from_timer_runs_next_iteration(loop):
 
 
 def test_timer_cancelled_by_earlier_callback_in_same_iteration(loop):
+    errors = collect_errors(loop)
     calls = []
     when = loop.time() - 1  # all due at the next iteration, in this order
     victim = []
@@ -233,6 +234,7 @@ def test_timer_cancelled_by_earlier_callback_in_same_iteration(loop):
     loop.call_later(0.001, loop.stop)
     loop.run_forever()
     assert calls == ["survivor"]
+    assert errors == []
 
 
 # -- precision --------------------------------------------------------------------------------

@@ -36,12 +36,22 @@ from asyncio import base_events, constants, coroutines, events, format_helpers, 
 from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
 
-from . import _oxloop, _pipes, _subprocess, _transports
+from . import _contract, _oxloop, _pipes, _subprocess, _transports
 from ._oxloop import _fileno
 from ._oxloop import sock_recv as _sock_recv
 from ._oxloop import sock_recv_into as _sock_recv_into
 from ._oxloop import sock_sendall as _sock_sendall
 from ._transports import _SocketTransport
+
+# The contract's `sock_methods` entry (_contract.py): without it the sock_* methods and
+# `_ensure_fd_no_transport` below run asyncio's own code, decided here once.
+_SOCK_FAST = _contract.holds("sock_methods")
+if not _SOCK_FAST:
+
+    def _sock_recv(*_args: Any) -> Any:
+        return NotImplemented
+
+    _sock_recv_into = _sock_sendall = _sock_recv
 
 # What a loop does not need to run (slow-callback reports, metrics snapshots, the monitor,
 # virtual time, ipaddress) is imported on first use, so `import oxloop` costs no more than
@@ -650,7 +660,7 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
         """selector_events' check that no open transport uses ``fd``, without the KeyError
         its WeakValueDictionary lookup raises and catches for every fd no transport owns."""
         transports = self._transports
-        if type(transports) is not weakref.WeakValueDictionary:
+        if not _SOCK_FAST or type(transports) is not weakref.WeakValueDictionary:
             return super()._ensure_fd_no_transport(fd)  # type: ignore[no-any-return]
         fileno = fd if isinstance(fd, int) else _fileno(fd)
         ref = transports.data.get(fileno)

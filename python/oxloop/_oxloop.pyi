@@ -17,7 +17,9 @@ __all__ = [
     "SocketReader",
     "SocketWriter",
     "SockWaiter",
+    "CONTRACT_ENTRIES",
     "TRANSPORT_FIELDS",
+    "_contract_status",
     "_fileno",
     "_install_fast_methods",
     "_set_io_context_keyword",
@@ -28,6 +30,13 @@ __all__ = [
 ]
 
 __version__: str
+
+CONTRACT_ENTRIES: tuple[str, ...]
+"""The Rust side's CPython contract entries (src/cpython/mod.rs), in its table's order."""
+
+def _contract_status() -> dict[str, bool]:
+    """Each Rust-side contract entry and whether it holds (its fast path is on); runs the
+    probes otherwise run at first use. ``oxloop._contract.status()`` adds the Python side's."""
 
 def _install_fast_methods(cls: type[LoopCore]) -> None:
     """Sets call_soon, call_soon_threadsafe, call_later, call_at and get_debug on ``LoopCore``

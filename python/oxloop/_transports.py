@@ -18,6 +18,9 @@ them as usual, through the slot descriptors), so the Rust side reads each with o
 offset it takes from the descriptors at import (``register_transport_slots``) instead of a dict
 lookup. A subclass of ``_SocketTransport`` gets the attribute protocol instead.
 
+What this assumes of asyncio's transport is the ``socket_transport`` entry of the CPython
+contract (``_contract.py``); without it ``_SocketTransport`` is asyncio's class itself.
+
 Both paths read and write the fd themselves, which only ``socket.socket``'s own methods do: a
 transport over a socket subclass (which may override ``recv`` / ``send``, as a wrapper counting
 or logging I/O does) reads and writes through asyncio's code, which calls the object's methods.
@@ -39,7 +42,7 @@ import inspect
 import socket
 from asyncio import protocols, selector_events
 
-from . import _oxloop
+from . import _contract, _oxloop
 
 # Not `from typing import ...`: typing is not loaded by asyncio on 3.14+, and `import oxloop`
 # must not pay for it (benches/import_time.py). Type checkers treat this name as typing's.
@@ -114,4 +117,9 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
         super().set_protocol(protocol)
 
 
-_oxloop.register_transport_slots(_SocketTransport)
+if _contract.holds("socket_transport"):
+    _oxloop.register_transport_slots(_SocketTransport)
+else:
+    # The contract's `socket_transport` entry failed: asyncio's transport, whose read and
+    # write paths are its own Python code (python/oxloop/_contract.py).
+    _SocketTransport = _AsyncioTransport  # type: ignore[misc]

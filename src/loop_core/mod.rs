@@ -272,11 +272,6 @@ fn virtual_clock_from(obj: &Bound<'_, PyAny>) -> PyResult<VirtualClock> {
 /// `LoopCore.time`, the method every unpatched loop's `time` resolves to.
 static CORE_TIME: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
 
-/// Before 3.11 a modified type keeps its version tag and only loses
-/// `Py_TPFLAGS_VALID_VERSION_TAG` until a lookup assigns a new one; 3.11 and later also set the
-/// tag to 0 (Objects/typeobject.c, `PyType_Modified`), and 3.13 stopped using the flag.
-const VALID_VERSION_TAG: std::ffi::c_ulong = 1 << 19;
-
 impl LoopCore {
     /// Whether `self.time` may be something else than the core's clock: then the loop calls
     /// `self.time()` where asyncio's `_run_once` and `call_later` do (see [`TimePatch`]). A
@@ -292,16 +287,11 @@ impl LoopCore {
             return true;
         }
         let p = &this.patch;
-        // SAFETY: the type of a live instance is live; reading two plain fields of it.
-        let (ptr, tag, flags) = unsafe {
-            let ptr = ffi::Py_TYPE(slf.as_ptr());
-            (ptr, (*ptr).tp_version_tag, (*ptr).tp_flags)
-        };
-        if tag != 0
-            && ptr as usize == p.type_ptr.load(Relaxed)
-            && tag == p.type_tag.load(Relaxed)
-            && (!p.check_valid_flag || flags & VALID_VERSION_TAG != 0)
-        {
+        // SAFETY: the type of a live instance is live.
+        let ptr = unsafe { ffi::Py_TYPE(slf.as_ptr()) };
+        let tag = crate::cpython::typetag::tag(ptr, p.check_valid_flag);
+        // `type_ptr` stays 0 without the `type_version_tag` contract: every call looks up.
+        if tag != 0 && ptr as usize == p.type_ptr.load(Relaxed) && tag == p.type_tag.load(Relaxed) {
             return p.overridden.load(Relaxed);
         }
         let tp = slf.get_type();
@@ -326,10 +316,11 @@ impl LoopCore {
             Err(_) => true,
         };
         // The lookup gave the type a version tag, if it can have one.
-        // SAFETY: as in `time_patched`.
-        let tag = unsafe { (*tp.as_type_ptr()).tp_version_tag };
+        let tag = crate::cpython::typetag::tag(tp.as_type_ptr(), false);
         let p = &slf.get().patch;
-        p.type_ptr.store(tp.as_type_ptr() as usize, Relaxed);
+        if crate::cpython::outcome(crate::cpython::Entry::TypeVersionTag) == Some(true) {
+            p.type_ptr.store(tp.as_type_ptr() as usize, Relaxed);
+        }
         p.type_tag.store(tag, Relaxed);
         p.overridden.store(overridden, Relaxed);
         overridden
