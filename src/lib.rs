@@ -10,6 +10,7 @@ mod sock;
 mod streams;
 mod sys;
 mod time;
+mod tls;
 mod transport;
 
 // gil_used = true: the loop's state is a RefCell-guarded single-threaded design that relies on
@@ -37,5 +38,6 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sock::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_sendall, m)?)?;
+    tls::register(m)?;
     Ok(())
 }
