@@ -9,6 +9,7 @@ protocol raising in data_received gets asyncio's fatal error path.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import oxloop
@@ -62,6 +63,48 @@ def test_native_path_runs_with_a_verifying_context(loop, run):
     reads, writes = run(main())
     if native_expected(loop):
         assert reads >= 10 and writes >= 6, (reads, writes)
+    else:
+        assert (reads, writes) == (0, 0)
+
+
+def test_start_tls_takes_the_native_path(loop, run):
+    async def main():
+        server_ctx, client_ctx = tls_contexts()
+        upgraded = loop.create_future()
+
+        async def handle(reader, writer):
+            assert await reader.readline() == b"STARTTLS\n"
+            writer.write(b"GO\n")
+            await writer.start_tls(server_ctx)
+            upgraded.set_result(None)
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"STARTTLS\n")
+        assert await wait(reader.readline()) == b"GO\n"
+        await writer.start_tls(client_ctx, server_hostname="localhost")
+        await wait(upgraded)
+        before = _oxloop.tls_stats()
+        data = payload(200 * 1024, seed=3)
+        writer.write(data)
+        await writer.drain()
+        got = await wait(reader.readexactly(len(data)))
+        stats = tuple(a - b for a, b in zip(_oxloop.tls_stats(), before, strict=True))
+        writer.close()
+        await writer.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+        return digest(got) == digest(data), stats
+
+    same, (reads, writes) = run(main())
+    assert same
+    if native_expected(loop):
+        assert reads >= 2 and writes >= 2, (reads, writes)
     else:
         assert (reads, writes) == (0, 0)
 
