@@ -297,7 +297,7 @@ pub(crate) fn tls_write_appdata(
             };
             if count < len {
                 // A partial write: asyncio's _do_write goes on with the rest.
-                to_backlog(proto, &backlog, &items[..], i, Some((&data, count)))?;
+                to_backlog(proto, &backlog, &items[..], i, Some((data, count)))?;
                 return proto.call_method0(intern!(py, "_do_write")).map(|_| ());
             }
         }
