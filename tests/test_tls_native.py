@@ -56,7 +56,9 @@ def test_native_path_runs_with_a_verifying_context(loop, run):
         # The peer closes: its close_notify reaches the client's data path.
         peer.transport.close()
         await wait(client.lost)
-        assert client.events[-2:] == ["eof", ("lost", None)]
+        # 3.10's sslproto (the _SSLPipe design) does not call eof_received on close_notify.
+        end = ["eof", ("lost", None)] if sys.version_info >= (3, 11) else ["made", ("lost", None)]
+        assert client.events[-2:] == end
         await close_all(srv, client)
         return reads, writes
 
@@ -67,6 +69,7 @@ def test_native_path_runs_with_a_verifying_context(loop, run):
         assert (reads, writes) == (0, 0)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is new in 3.11")
 def test_start_tls_takes_the_native_path(loop, run):
     async def main():
         server_ctx, client_ctx = tls_contexts()
@@ -143,4 +146,7 @@ def test_error_in_data_received_is_fatal(loop, run):
 
     exc, errors = run(main())
     assert exc is ZeroDivisionError
-    assert ("Fatal error on SSL protocol", ZeroDivisionError) in errors
+    if sys.version_info >= (3, 11):
+        assert ("Fatal error on SSL protocol", ZeroDivisionError) in errors
+    else:  # 3.10's _SSLPipe sslproto
+        assert ("application protocol failed to receive SSL data", ZeroDivisionError) in errors

@@ -29,6 +29,7 @@ NATIVE = sys.version_info >= (3, 11) and os.environ.get("OXLOOP_NATIVE_TLS", "1"
 
 _buffer_updated = _oxloop.tls_buffer_updated
 _write_appdata = _oxloop.tls_write_appdata
+_SHUTDOWN_TIMEOUT = getattr(constants, "SSL_SHUTDOWN_TIMEOUT", None)  # 3.11+
 _Base: Any = sslproto.SSLProtocol  # type: ignore[attr-defined]
 
 
@@ -56,7 +57,7 @@ def make_ssl_transport(
     extra: Any = None,
     server: Any = None,
     ssl_handshake_timeout: Any = constants.SSL_HANDSHAKE_TIMEOUT,
-    ssl_shutdown_timeout: Any = constants.SSL_SHUTDOWN_TIMEOUT,
+    ssl_shutdown_timeout: Any = _SHUTDOWN_TIMEOUT,
     **kwargs: Any,  # 3.15: context
 ) -> Any:
     if sys.version_info >= (3, 12):
