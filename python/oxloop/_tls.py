@@ -27,22 +27,17 @@ if TYPE_CHECKING:
 
 NATIVE = sys.version_info >= (3, 11) and os.environ.get("OXLOOP_NATIVE_TLS", "1") != "0"
 
-_buffer_updated = _oxloop.tls_buffer_updated
-_write_appdata = _oxloop.tls_write_appdata
 _SHUTDOWN_TIMEOUT = getattr(constants, "SSL_SHUTDOWN_TIMEOUT", None)  # 3.11+
 _Base: Any = sslproto.SSLProtocol  # type: ignore[attr-defined]
 
 
 class SSLProtocol(_Base):
-    """asyncio's SSLProtocol; the WRAPPED-state data path runs in Rust."""
+    """asyncio's SSLProtocol; ``buffer_updated`` and ``_write_appdata`` are raw C methods
+    (installed below) that run the WRAPPED-state data path in Rust and call asyncio's own
+    method for every other case."""
 
-    def buffer_updated(self, nbytes: int) -> None:
-        if not _buffer_updated(self, nbytes):
-            _Base.buffer_updated(self, nbytes)
 
-    def _write_appdata(self, list_of_data: Any) -> None:
-        if not _write_appdata(self, list_of_data):
-            _Base._write_appdata(self, list_of_data)
+_oxloop.tls_install(SSLProtocol, _Base)
 
 
 def make_ssl_transport(

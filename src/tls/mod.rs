@@ -28,7 +28,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyType};
 
-use crate::pyutil::{dict_get, instance_dict};
+use pyo3::ffi;
+
+use crate::pyutil::{dict_get, install_method, instance_dict, MethodDef};
 
 /// Records read and application writes handled here (for tests: the native path ran).
 static NATIVE_READS: AtomicU64 = AtomicU64::new(0);
@@ -340,7 +342,106 @@ pub(crate) fn tls_stats() -> (u64, u64) {
     )
 }
 
+/// asyncio's `SSLProtocol.buffer_updated` and `_write_appdata`: what the raw methods below
+/// call when the native path does not take the case.
+static BASE: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
+
+fn none() -> *mut ffi::PyObject {
+    // SAFETY: a new reference to None (the GIL is held by every caller).
+    unsafe {
+        ffi::Py_INCREF(ffi::Py_None());
+        ffi::Py_None()
+    }
+}
+
+/// `buffer_updated(self, nbytes)` as a raw METH_O method: the transport calls it once per
+/// read, and a Python wrapper frame around [`tls_buffer_updated`] cost more than its body.
+unsafe extern "C" fn buffer_updated_o(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls this through the descriptor made in `tls_install`, with the GIL
+    // held, `slf` an instance of the class (the descriptor checks it) and `arg` alive.
+    let py = unsafe { Python::assume_attached() };
+    let (proto, nbytes) = unsafe {
+        (
+            Bound::from_borrowed_ptr(py, slf),
+            Bound::from_borrowed_ptr(py, arg),
+        )
+    };
+    crate::pyutil::c_return(py, "SSLProtocol.buffer_updated", || {
+        let handled = match nbytes.extract::<isize>() {
+            Ok(n) => tls_buffer_updated(&proto, n)?,
+            Err(_) => false,
+        };
+        if !handled {
+            if let Some((base, _)) = BASE.get(py) {
+                base.bind(py).call1((&proto, &nbytes))?;
+            }
+        }
+        Ok(none())
+    })
+}
+
+/// `_write_appdata(self, list_of_data)` as a raw METH_O method (see [`buffer_updated_o`]).
+unsafe extern "C" fn write_appdata_o(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: as in buffer_updated_o.
+    let py = unsafe { Python::assume_attached() };
+    let (proto, list_of_data) = unsafe {
+        (
+            Bound::from_borrowed_ptr(py, slf),
+            Bound::from_borrowed_ptr(py, arg),
+        )
+    };
+    crate::pyutil::c_return(py, "SSLProtocol._write_appdata", || {
+        if !tls_write_appdata(&proto, &list_of_data)? {
+            if let Some((_, base)) = BASE.get(py) {
+                base.bind(py).call1((&proto, &list_of_data))?;
+            }
+        }
+        Ok(none())
+    })
+}
+
+static BUFFER_UPDATED_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"buffer_updated".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: buffer_updated_o,
+    },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"buffer_updated($self, nbytes, /)\n--\n\nsslproto's, WRAPPED data path in Rust."
+        .as_ptr(),
+});
+
+static WRITE_APPDATA_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"_write_appdata".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: write_appdata_o,
+    },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"_write_appdata($self, list_of_data, /)\n--\n\nsslproto's, WRAPPED data path in Rust."
+        .as_ptr(),
+});
+
+/// Installs the raw `buffer_updated` and `_write_appdata` on `cls` (oxloop._tls.SSLProtocol,
+/// a subclass of asyncio's `base`).
+#[pyfunction]
+pub(crate) fn tls_install(cls: &Bound<'_, PyType>, base: &Bound<'_, PyType>) -> PyResult<()> {
+    let py = cls.py();
+    let pair = (
+        base.getattr("buffer_updated")?.unbind(),
+        base.getattr("_write_appdata")?.unbind(),
+    );
+    let _ = BASE.set(py, pair);
+    install_method(cls, cls, &BUFFER_UPDATED_DEF)?;
+    install_method(cls, cls, &WRITE_APPDATA_DEF)
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(tls_install, m)?)?;
     m.add_function(wrap_pyfunction!(tls_buffer_updated, m)?)?;
     m.add_function(wrap_pyfunction!(tls_write_appdata, m)?)?;
     m.add_function(wrap_pyfunction!(tls_stats, m)?)?;
