@@ -37,7 +37,8 @@ class SSLProtocol(_Base):
     method for every other case."""
 
 
-_oxloop.tls_install(SSLProtocol, _Base)
+if NATIVE:
+    _oxloop.tls_install(SSLProtocol, _Base)
 
 
 def make_ssl_transport(
