@@ -168,7 +168,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         make_certs(d)
         print(f"TLS echo, {a.conns} connections, server CPU µs per message (median of {a.rounds})")
-        print(f"{'row':<18}" + "".join(f"{k:>10}" for k in loops))
+        print(f"{'row':<18}" + "".join(f"{k:>16}" for k in loops))
         for row in a.rows.split(","):
             kind, size = row.split(":")
             res: dict[str, list[float]] = {k: [] for k in loops}
@@ -177,7 +177,7 @@ def main() -> None:
                     n = a.messages if int(size) <= 4096 else max(a.conns * 20, a.messages // 10)
                     res[k].append(cell(kind, k, d, int(size), a.conns, n))
             line = f"{kind + ' ' + size:<18}"
-            line += "".join(f"{statistics.median(res[k]) * 1e6:>10.1f}" for k in loops)
+            line += "".join(f"{statistics.median(res[k]) * 1e6:>16.1f}" for k in loops)
             print(line, flush=True)
 
 
