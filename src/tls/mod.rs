@@ -36,6 +36,9 @@ use crate::pyutil::{dict_get, install_method, instance_dict, MethodDef};
 static NATIVE_READS: AtomicU64 = AtomicU64::new(0);
 static NATIVE_WRITES: AtomicU64 = AtomicU64::new(0);
 
+/// The largest plaintext of one TLS record (2**14).
+const RECORD_PLAINTEXT: isize = 16384;
+
 /// What the data path compares against, from the running asyncio and ssl.
 struct Refs {
     wrapped: Py<PyAny>,
@@ -156,7 +159,19 @@ fn read_copied(
     r: &Refs,
 ) -> PyResult<()> {
     let py = proto.py();
+    // sslproto reads `max_size` (256 KiB) at a time, and `_ssl`'s read allocates a bytes
+    // object of the size asked for before shrinking it to what SSL_read returned: 256 KiB
+    // per record, past glibc's mmap threshold (page faults on every read at 64 KiB messages).
+    // One read returns at most one record, whose plaintext is at most 2**14 bytes (RFC 8446
+    // 5.1, RFC 5246 6.2.1); asking for that much returns the same data. A larger record
+    // (compression a context turned back on) is read in pieces by the loop below, which goes
+    // on while the SSL object holds decrypted bytes: the chunks differ, `data_received` gets
+    // the same bytes in the same one call.
     let max_size = proto.getattr(intern!(py, "max_size"))?;
+    let max_size = match max_size.extract::<isize>() {
+        Ok(n) if n > RECORD_PLAINTEXT => RECORD_PLAINTEXT.into_pyobject(py)?.into_any(),
+        _ => max_size,
+    };
     let read = raw.getattr(intern!(py, "read"))?;
     let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
     let mut eof = false;
