@@ -150,3 +150,19 @@ def test_error_in_data_received_is_fatal(loop, run):
         assert ("Fatal error on SSL protocol", ZeroDivisionError) in errors
     else:  # 3.10's _SSLPipe sslproto
         assert ("application protocol failed to receive SSL data", ZeroDivisionError) in errors
+
+
+def test_writelines_with_an_item_without_len(loop, run):
+    # asyncio appends each item to its backlog before taking its len(): the bad item stays
+    # queued, writelines raises TypeError, and the next write fails on it (fatal error).
+    async def main():
+        loop.set_exception_handler(lambda lp, ctx: None)
+        srv, client, peer = await pair(loop, Recorder)
+        with pytest.raises(TypeError):
+            client.transport.writelines([b"ab", 5])
+        client.transport.write(b"cd")
+        exc = await wait(client.lost)
+        await close_all(srv, client)
+        return type(exc)
+
+    assert run(main()) is TypeError

@@ -26,7 +26,7 @@ use pyo3::exceptions::PyException;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyType};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 
 use pyo3::ffi;
 
@@ -291,9 +291,20 @@ pub(crate) fn tls_write_appdata(
     let Some(raw) = raw_sslobj(&sslobj, r)? else {
         return Ok(false);
     };
+    // asyncio's loop first appends every item and adds its len() to _write_buffer_size
+    // (outside its try: a len() that raises leaves the earlier items queued), then writes.
+    // Only a tuple or list (write's `(data,)`, most writelines calls) whose every item has a
+    // length is taken here, so that nothing is consumed or written when asyncio's code must
+    // run instead.
+    if !(list_of_data.is_instance_of::<PyTuple>() || list_of_data.is_instance_of::<PyList>()) {
+        return Ok(false);
+    }
     let items = list_of_data
         .try_iter()?
         .collect::<PyResult<Vec<Bound<'_, PyAny>>>>()?;
+    if items.iter().any(|data| data.len().is_err()) {
+        return Ok(false);
+    }
     NATIVE_WRITES.fetch_add(1, Ordering::Relaxed);
     guarded(proto, || {
         let write = raw.getattr(intern!(py, "write"))?;
