@@ -153,16 +153,21 @@ def test_error_in_data_received_is_fatal(loop, run):
 
 
 def test_writelines_with_an_item_without_len(loop, run):
-    # asyncio appends each item to its backlog before taking its len(): the bad item stays
-    # queued, writelines raises TypeError, and the next write fails on it (fatal error).
+    # 3.11+: asyncio appends each item to its backlog before taking its len(): the bad item
+    # stays queued, writelines raises TypeError, and the next write fails on it (fatal error).
     async def main():
         loop.set_exception_handler(lambda lp, ctx: None)
         srv, client, peer = await pair(loop, Recorder)
         with pytest.raises(TypeError):
             client.transport.writelines([b"ab", 5])
         client.transport.write(b"cd")
+        if sys.version_info < (3, 11):
+            # 3.10: WriteTransport.writelines joins the items first; nothing was queued.
+            got = await peer.until(2)
+            await close_all(srv, client)
+            return got
         exc = await wait(client.lost)
         await close_all(srv, client)
         return type(exc)
 
-    assert run(main()) is TypeError
+    assert run(main()) == (b"cd" if sys.version_info < (3, 11) else TypeError)
