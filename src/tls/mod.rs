@@ -91,6 +91,25 @@ fn raw_sslobj<'py>(sslobj: &Bound<'py, PyAny>, r: &Refs) -> PyResult<Option<Boun
     }
 }
 
+/// `slice(start, stop)` (None where absent), as Python's `x[start:stop]` builds it.
+/// (PyO3's `PySlice::new` leaks its three ints: `PySlice_New` does not steal them.)
+fn slice<'py>(
+    start: Option<&Bound<'py, PyAny>>,
+    stop: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = match (start, stop) {
+        (Some(a), _) | (None, Some(a)) => a.py(),
+        (None, None) => return Err(pyo3::exceptions::PyValueError::new_err("empty slice")),
+    };
+    let ptr = |b: Option<&Bound<'py, PyAny>>| b.map_or(std::ptr::null_mut(), |b| b.as_ptr());
+    // SAFETY: start and stop are live objects or NULL (None); PySlice_New takes new
+    // references of its own and returns a new reference or NULL with an exception.
+    unsafe {
+        let raw = ffi::PySlice_New(ptr(start), ptr(stop), std::ptr::null_mut());
+        Bound::from_owned_ptr_or_err(py, raw)
+    }
+}
+
 /// Runs `body` as the `try:` of sslproto's `_do_read` / `_write_appdata`: an `Exception`
 /// goes to `self._fatal_error(ex, 'Fatal error on SSL protocol')`, anything else propagates.
 fn guarded(proto: &Bound<'_, PyAny>, body: impl FnOnce() -> PyResult<()>) -> PyResult<()> {
@@ -111,7 +130,10 @@ fn guarded(proto: &Bound<'_, PyAny>, body: impl FnOnce() -> PyResult<()>) -> PyR
 /// `SSLProtocol.buffer_updated(nbytes)` in the WRAPPED state with a non-buffered app protocol;
 /// `False` (nothing done) in any other case.
 #[pyfunction]
-pub(crate) fn tls_buffer_updated(proto: &Bound<'_, PyAny>, nbytes: isize) -> PyResult<bool> {
+pub(crate) fn tls_buffer_updated(
+    proto: &Bound<'_, PyAny>,
+    nbytes: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
     let py = proto.py();
     let r = refs(py)?;
     let Some(d) = instance_dict(proto) else {
@@ -130,7 +152,7 @@ pub(crate) fn tls_buffer_updated(proto: &Bound<'_, PyAny>, nbytes: isize) -> PyR
     // self._incoming.write(self._ssl_buffer_view[:nbytes])
     let incoming = field(&d, intern!(py, "_incoming"))?;
     let view = field(&d, intern!(py, "_ssl_buffer_view"))?;
-    let part = view.get_item(pyo3::types::PySlice::new(py, 0, nbytes, 1))?;
+    let part = view.get_item(slice(None, Some(nbytes))?)?;
     incoming.call_method1(intern!(py, "write"), (part,))?;
     NATIVE_READS.fetch_add(1, Ordering::Relaxed);
     // self._do_read(): the state is still WRAPPED (a write to a memory BIO calls nothing).
@@ -349,7 +371,7 @@ fn to_backlog(
         let data = data.clone();
         let item = match skip {
             Some((d, count)) if i == first => {
-                d.get_item(pyo3::types::PySlice::new(py, count as isize, isize::MAX, 1))?
+                d.get_item(slice(Some(&count.into_pyobject(py)?.into_any()), None)?)?
             }
             _ => data,
         };
@@ -396,11 +418,7 @@ unsafe extern "C" fn buffer_updated_o(
         )
     };
     crate::pyutil::c_return(py, "SSLProtocol.buffer_updated", || {
-        let handled = match nbytes.extract::<isize>() {
-            Ok(n) => tls_buffer_updated(&proto, n)?,
-            Err(_) => false,
-        };
-        if !handled {
+        if !tls_buffer_updated(&proto, &nbytes)? {
             if let Some((base, _)) = BASE.get(py) {
                 base.bind(py).call1((&proto, &nbytes))?;
             }
