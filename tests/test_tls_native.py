@@ -171,3 +171,31 @@ def test_writelines_with_an_item_without_len(loop, run):
         return type(exc)
 
     assert run(main()) == (b"cd" if sys.version_info < (3, 11) else TypeError)
+
+
+@pytest.mark.skipif(not hasattr(sys, "gettotalrefcount"), reason="needs a debug build (3.14d)")
+def test_no_reference_leak_per_record(loop, run):
+    # A debug build counts every reference: the echo's steady state must not grow it.
+    import gc
+
+    async def main():
+        srv, client, peer = await pair(loop)
+        sent = 0
+
+        async def rounds(n):
+            nonlocal sent
+            for _ in range(n):
+                client.transport.write(b"x" * 1000)
+                sent += 1000
+                await client.until(sent)
+
+        await rounds(50)
+        gc.collect()
+        before = sys.gettotalrefcount()
+        await rounds(500)
+        gc.collect()
+        grown = sys.gettotalrefcount() - before
+        await close_all(srv, client)
+        return grown
+
+    assert run(main()) < 100
