@@ -12,6 +12,7 @@ mod loop_core;
 mod pyutil;
 mod sock;
 mod streams;
+mod tls;
 mod transport;
 
 // The module declares that it needs the GIL. `gil_used = true` makes PyO3 set the module's
@@ -53,5 +54,6 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sock::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_sendall, m)?)?;
+    tls::register(m)?;
     Ok(())
 }

@@ -544,6 +544,15 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
                 self._ensure_fd_no_transport(sock)
             return _SocketTransport(self, sock, protocol, waiter, extra, server)
 
+    def _make_ssl_transport(self, *args: Any, **kwargs: Any) -> Any:
+        """asyncio's TLS transport with the per-record work in Rust (see ``_tls``); 3.10 and
+        ``OXLOOP_NATIVE_TLS=0`` keep asyncio's."""
+        from . import _tls
+
+        if _tls.NATIVE:
+            return _tls.make_ssl_transport(self, *args, **kwargs)
+        return super()._make_ssl_transport(*args, **kwargs)
+
     # -- accepting at the descriptor limit -----------------------------------------------------
     # selector_events.py _accept_connection, when accept() fails with EMFILE, ENFILE, ENOBUFS or
     # ENOMEM, reports it, removes the listener's reader and schedules _start_serving in

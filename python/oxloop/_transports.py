@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import inspect
 import socket
-from asyncio import protocols, selector_events
+from asyncio import protocols, selector_events, sslproto
 
 from . import _contract, _oxloop
 
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["_SocketTransport"]
+
+_SSLProtocol = sslproto.SSLProtocol  # type: ignore[attr-defined]
 
 
 def _takes_keyword(func: Any, name: str) -> bool:
@@ -113,6 +115,13 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
         return _AsyncioTransport._read_ready.__get__(self)
 
     def set_protocol(self, protocol: Any) -> None:
+        if type(protocol) is _SSLProtocol:
+            # loop.start_tls (base_events.py) builds asyncio's SSLProtocol and sets it here,
+            # before its connection_made: it gets the native TLS data path (see _tls).
+            from . import _tls
+
+            if _tls.NATIVE:
+                protocol.__class__ = _tls.SSLProtocol
         self._oxloop_buffered = isinstance(protocol, protocols.BufferedProtocol)
         super().set_protocol(protocol)
 

@@ -1,0 +1,185 @@
+"""TLS echo: server CPU per message on each loop (issue 18's TLS table).
+
+Role: measures what one TLS echo message costs the server, Protocol and streams, with a verifying
+context (the client checks the CA and the hostname). The server runs in its own process on the
+loop under test (``--server KIND LOOP PORT SIZE``); one client process (stock asyncio on uvloop
+when installed, else asyncio) keeps N connections in ping-pong. The figure is the server's CPU
+time (its own process clock, read over a control pipe right before and after the measured phase)
+divided by the messages echoed. Loops are interleaved inside each round; a cell is the median of
+the rounds.
+
+    python benches/tls_echo.py [--loops oxloop,uvloop,asyncio] [--rounds 3] [--messages 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def make_certs(d: str) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(os.path.join(d, "server.pem"))
+    ca.cert_pem.write_to_path(os.path.join(d, "ca.pem"))
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind.startswith("oxloop"):
+        import oxloop
+
+        return oxloop.new_event_loop()
+    if kind == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t = transport
+
+    def data_received(self, data):
+        self.t.write(data)
+
+
+async def stream_echo(reader, writer):
+    try:
+        while True:
+            data = await reader.read(1 << 17)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+def cpu() -> float:
+    return time.clock_gettime(time.CLOCK_PROCESS_CPUTIME_ID)
+
+
+def server(kind: str, loop_kind: str, certdir: str) -> None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.path.join(certdir, "server.pem"))
+    loop = new_loop(loop_kind)
+    asyncio.set_event_loop(loop)
+
+    async def main():
+        if kind == "protocol":
+            srv = await loop.create_server(Echo, "127.0.0.1", 0, ssl=ctx)
+        else:
+            srv = await asyncio.start_server(stream_echo, "127.0.0.1", 0, ssl=ctx)
+        print(srv.sockets[0].getsockname()[1], flush=True)
+        r = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(r), sys.stdin)
+        while True:
+            line = await r.readline()
+            if not line or line.strip() == b"quit":
+                break
+            print(f"{cpu():.9f}", flush=True)
+
+    loop.run_until_complete(main())
+
+
+async def client(port: int, certdir: str, conns: int, size: int, messages: int, ctl) -> float:
+    ctx = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=os.path.join(certdir, "ca.pem")
+    )
+    payload = os.urandom(size)
+    pairs = [
+        await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+        for _ in range(conns)
+    ]
+
+    async def pingpong(r, w, n):
+        for _ in range(n):
+            w.write(payload)
+            got = await r.readexactly(size)
+            if got != payload:
+                raise SystemExit("echo mismatch")
+
+    await asyncio.gather(*(pingpong(r, w, 20) for r, w in pairs))  # warm-up
+    before = await ctl()
+    await asyncio.gather(*(pingpong(r, w, messages // conns) for r, w in pairs))
+    after = await ctl()
+    for _, w in pairs:
+        w.close()
+    return (after - before) / (messages // conns * conns)
+
+
+def cell(kind: str, loop_kind: str, certdir: str, size: int, conns: int, messages: int) -> float:
+    env = dict(os.environ)
+    if loop_kind == "oxloop-sslproto":
+        env["OXLOOP_NATIVE_TLS"] = "0"  # asyncio's sslproto over oxloop's transport
+    p = subprocess.Popen(
+        [sys.executable, __file__, "--server", kind, loop_kind, certdir],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        port = int(p.stdout.readline())
+
+        async def ctl() -> float:
+            p.stdin.write("cpu\n")
+            p.stdin.flush()
+            return float(await asyncio.to_thread(p.stdout.readline))
+
+        return asyncio.run(client(port, certdir, conns, size, messages, ctl))
+    finally:
+        try:
+            p.stdin.write("quit\n")
+            p.stdin.close()
+        except OSError:
+            pass
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", nargs=3)
+    ap.add_argument("--loops", default="asyncio,uvloop,oxloop")
+    ap.add_argument("--rows", default="protocol:1024,protocol:65536,streams:1024,streams:65536")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--messages", type=int, default=3000)
+    ap.add_argument("--conns", type=int, default=10)
+    a = ap.parse_args()
+    if a.server:
+        server(*a.server)
+        return
+    loops = a.loops.split(",")
+    with tempfile.TemporaryDirectory() as d:
+        make_certs(d)
+        print(f"TLS echo, {a.conns} connections, server CPU µs per message (median of {a.rounds})")
+        print(f"{'row':<18}" + "".join(f"{k:>16}" for k in loops))
+        for row in a.rows.split(","):
+            kind, size = row.split(":")
+            res: dict[str, list[float]] = {k: [] for k in loops}
+            for _ in range(a.rounds):
+                for k in loops:
+                    n = a.messages if int(size) <= 4096 else max(a.conns * 20, a.messages // 10)
+                    res[k].append(cell(kind, k, d, int(size), a.conns, n))
+            line = f"{kind + ' ' + size:<18}"
+            line += "".join(f"{statistics.median(res[k]) * 1e6:>16.1f}" for k in loops)
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,493 @@
+//! The per-record data path of asyncio's `sslproto.SSLProtocol` (3.11+) in Rust: the steps
+//! `buffer_updated` → `_do_read` → `_do_read__copied` and `_write_appdata` → `_do_write` →
+//! `_process_outgoing` take in the WRAPPED state, calling the same C methods of CPython's own
+//! `_ssl._SSLSocket` and `_ssl.MemoryBIO` the Python code calls (so every certificate, context
+//! setting and error is CPython's), without the Python frames around them.
+//!
+//! `oxloop/_tls.py`'s `SSLProtocol` subclass calls [`tls_buffer_updated`] and
+//! [`tls_write_appdata`]; each returns `False` without any side effect when the case is not the
+//! plain one it handles (another state, a buffered app protocol, a write backlog, an
+//! `SSLObject` subclass), and asyncio's Python method then runs as it would on stock asyncio.
+//! The handshake, shutdown, flushing, errors and flow control changes stay asyncio's code.
+//!
+//! Each step mirrors Lib/asyncio/sslproto.py (identical on 3.11-3.15 for these methods):
+//! the order of calls, what is inside the `try` that ends in `_fatal_error(ex, 'Fatal error
+//! on SSL protocol')` (only `Exception`s: a `BaseException` propagates, as there), and the
+//! bookkeeping of `_write_backlog` / `_write_buffer_size`. One call is skipped: after a read
+//! that returned data, when the incoming BIO and the `SSL` object hold no more bytes, the next
+//! `read` could only raise `SSLWantReadError` (OpenSSL reads one record at a time from a
+//! memory BIO, CPython never enables read-ahead), which `_do_read__copied` ignores.
+//!
+//! Invariants: called with the GIL held, on the loop's thread; nothing is borrowed across a
+//! call into Python (every field is re-read from the protocol's `__dict__` after one).
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pyo3::exceptions::PyException;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+
+use pyo3::ffi;
+
+use crate::pyutil::{dict_get, install_method, instance_dict, MethodDef};
+
+/// Records read and application writes handled here (for tests: the native path ran).
+static NATIVE_READS: AtomicU64 = AtomicU64::new(0);
+static NATIVE_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// The largest plaintext of one TLS record (2**14).
+const RECORD_PLAINTEXT: isize = 16384;
+
+/// What the data path compares against, from the running asyncio and ssl.
+struct Refs {
+    wrapped: Py<PyAny>,
+    again: Py<PyAny>,
+    ssl_object: Py<PyType>,
+}
+
+static REFS: PyOnceLock<Refs> = PyOnceLock::new();
+
+fn refs(py: Python<'_>) -> PyResult<&Refs> {
+    REFS.get_or_try_init(py, || {
+        let sslproto = py.import("asyncio.sslproto")?;
+        let wrapped = sslproto
+            .getattr("SSLProtocolState")?
+            .getattr("WRAPPED")?
+            .unbind();
+        let again = sslproto.getattr("SSLAgainErrors")?.unbind();
+        let ssl_object = py
+            .import("ssl")?
+            .getattr("SSLObject")?
+            .cast_into::<PyType>()?
+            .unbind();
+        Ok(Refs {
+            wrapped,
+            again,
+            ssl_object,
+        })
+    })
+}
+
+fn field<'py>(d: &Bound<'py, PyDict>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    match dict_get(d, name)? {
+        Some(v) => Ok(v),
+        None => Err(pyo3::exceptions::PyAttributeError::new_err(
+            name.clone().unbind(),
+        )),
+    }
+}
+
+/// The `_ssl._SSLSocket` under the protocol's `SSLObject` when that is exactly
+/// `ssl.SSLObject` (whose `read` / `write` / `pending` only forward to it); `None` otherwise.
+fn raw_sslobj<'py>(sslobj: &Bound<'py, PyAny>, r: &Refs) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = sslobj.py();
+    if !sslobj.get_type().is(r.ssl_object.bind(py)) {
+        return Ok(None);
+    }
+    match instance_dict(sslobj) {
+        Some(d) => dict_get(&d, intern!(py, "_sslobj")),
+        None => Ok(None),
+    }
+}
+
+/// `slice(start, stop)` (None where absent), as Python's `x[start:stop]` builds it.
+/// (PyO3's `PySlice::new` leaks its three ints: `PySlice_New` does not steal them.)
+fn slice<'py>(
+    start: Option<&Bound<'py, PyAny>>,
+    stop: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = match (start, stop) {
+        (Some(a), _) | (None, Some(a)) => a.py(),
+        (None, None) => return Err(pyo3::exceptions::PyValueError::new_err("empty slice")),
+    };
+    let ptr = |b: Option<&Bound<'py, PyAny>>| b.map_or(std::ptr::null_mut(), |b| b.as_ptr());
+    // SAFETY: start and stop are live objects or NULL (None); PySlice_New takes new
+    // references of its own and returns a new reference or NULL with an exception.
+    unsafe {
+        let raw = ffi::PySlice_New(ptr(start), ptr(stop), std::ptr::null_mut());
+        Bound::from_owned_ptr_or_err(py, raw)
+    }
+}
+
+/// Runs `body` as the `try:` of sslproto's `_do_read` / `_write_appdata`: an `Exception`
+/// goes to `self._fatal_error(ex, 'Fatal error on SSL protocol')`, anything else propagates.
+fn guarded(proto: &Bound<'_, PyAny>, body: impl FnOnce() -> PyResult<()>) -> PyResult<()> {
+    let py = proto.py();
+    match body() {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_instance_of::<PyException>(py) => {
+            proto.call_method1(
+                intern!(py, "_fatal_error"),
+                (e.into_value(py), intern!(py, "Fatal error on SSL protocol")),
+            )?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `SSLProtocol.buffer_updated(nbytes)` in the WRAPPED state with a non-buffered app protocol;
+/// `False` (nothing done) in any other case.
+#[pyfunction]
+pub(crate) fn tls_buffer_updated(
+    proto: &Bound<'_, PyAny>,
+    nbytes: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let py = proto.py();
+    let r = refs(py)?;
+    let Some(d) = instance_dict(proto) else {
+        return Ok(false);
+    };
+    if !field(&d, intern!(py, "_state"))?.is(r.wrapped.bind(py)) {
+        return Ok(false);
+    }
+    if field(&d, intern!(py, "_app_protocol_is_buffer"))?.is_truthy()? {
+        return Ok(false);
+    }
+    let sslobj = field(&d, intern!(py, "_sslobj"))?;
+    let Some(raw) = raw_sslobj(&sslobj, r)? else {
+        return Ok(false);
+    };
+    // self._incoming.write(self._ssl_buffer_view[:nbytes])
+    let incoming = field(&d, intern!(py, "_incoming"))?;
+    let view = field(&d, intern!(py, "_ssl_buffer_view"))?;
+    let part = view.get_item(slice(None, Some(nbytes))?)?;
+    incoming.call_method1(intern!(py, "write"), (part,))?;
+    NATIVE_READS.fetch_add(1, Ordering::Relaxed);
+    // self._do_read(): the state is still WRAPPED (a write to a memory BIO calls nothing).
+    guarded(proto, || {
+        if !field(&d, intern!(py, "_app_reading_paused"))?.is_truthy()? {
+            read_copied(proto, &d, &raw, &incoming, r)?;
+            let backlog = field(&d, intern!(py, "_write_backlog"))?;
+            if backlog.is_truthy()? {
+                proto.call_method0(intern!(py, "_do_write"))?;
+            } else {
+                process_outgoing(proto)?;
+            }
+        }
+        control_ssl_reading(proto)
+    })?;
+    Ok(true)
+}
+
+/// `_do_read__copied`: every decrypted chunk, then one `data_received`; end of stream
+/// (close_notify) calls `_call_eof_received` and `_start_shutdown`.
+fn read_copied(
+    proto: &Bound<'_, PyAny>,
+    d: &Bound<'_, PyDict>,
+    raw: &Bound<'_, PyAny>,
+    incoming: &Bound<'_, PyAny>,
+    r: &Refs,
+) -> PyResult<()> {
+    let py = proto.py();
+    // sslproto reads `max_size` (256 KiB) at a time, and `_ssl`'s read allocates a bytes
+    // object of the size asked for before shrinking it to what SSL_read returned: 256 KiB
+    // per record, past glibc's mmap threshold (page faults on every read at 64 KiB messages).
+    // One read returns at most one record, whose plaintext is at most 2**14 bytes (RFC 8446
+    // 5.1, RFC 5246 6.2.1); asking for that much returns the same data. A larger record
+    // (compression a context turned back on) is read in pieces by the loop below, which goes
+    // on while the SSL object holds decrypted bytes: the chunks differ, `data_received` gets
+    // the same bytes in the same one call.
+    let max_size = proto.getattr(intern!(py, "max_size"))?;
+    let max_size = match max_size.extract::<isize>() {
+        Ok(n) if n > RECORD_PLAINTEXT => RECORD_PLAINTEXT.into_pyobject(py)?.into_any(),
+        _ => max_size,
+    };
+    let read = raw.getattr(intern!(py, "read"))?;
+    let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
+    let mut eof = false;
+    loop {
+        let chunk = match read.call1((&max_size,)) {
+            Ok(c) => c,
+            Err(e) if e.is_instance(py, r.again.bind(py)) => break,
+            Err(e) => return Err(e),
+        };
+        if !chunk.is_truthy()? {
+            eof = true;
+            break;
+        }
+        chunks.push(chunk);
+        // The read that would only raise SSLWantReadError (see the module comment).
+        let in_bio: usize = incoming.getattr(intern!(py, "pending"))?.extract()?;
+        if in_bio == 0 {
+            let buffered: usize = raw.call_method0(intern!(py, "pending"))?.extract()?;
+            if buffered == 0 {
+                break;
+            }
+        }
+    }
+    if !chunks.is_empty() {
+        let app = field(d, intern!(py, "_app_protocol"))?;
+        let data = match chunks.len() {
+            1 => chunks.swap_remove(0),
+            _ => {
+                let parts = PyList::new(py, &chunks)?;
+                PyBytes::new(py, b"")
+                    .call_method1(intern!(py, "join"), (parts,))?
+                    .into_any()
+            }
+        };
+        app.call_method1(intern!(py, "data_received"), (data,))?;
+    }
+    if eof {
+        proto.call_method0(intern!(py, "_call_eof_received"))?;
+        proto.call_method0(intern!(py, "_start_shutdown"))?;
+    }
+    Ok(())
+}
+
+/// `_process_outgoing`: what the outgoing BIO holds goes to the socket transport unless SSL
+/// writing is paused; then `_control_app_writing`.
+fn process_outgoing(proto: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = proto.py();
+    let Some(d) = instance_dict(proto) else {
+        return proto
+            .call_method0(intern!(py, "_process_outgoing"))
+            .map(|_| ());
+    };
+    let outgoing = field(&d, intern!(py, "_outgoing"))?;
+    if !field(&d, intern!(py, "_ssl_writing_paused"))?.is_truthy()? {
+        let data = outgoing.call_method0(intern!(py, "read"))?;
+        if data.len()? > 0 {
+            field(&d, intern!(py, "_transport"))?.call_method1(intern!(py, "write"), (data,))?;
+        }
+    }
+    // _control_app_writing, called only when it would change something.
+    let d = instance_dict(proto).unwrap_or(d);
+    let pending: isize = outgoing.getattr(intern!(py, "pending"))?.extract()?;
+    let size = field(&d, intern!(py, "_write_buffer_size"))?.add(pending)?;
+    let paused = field(&d, intern!(py, "_app_writing_paused"))?.is_truthy()?;
+    let act = if paused {
+        size.le(field(&d, intern!(py, "_outgoing_low_water"))?)?
+    } else {
+        size.ge(field(&d, intern!(py, "_outgoing_high_water"))?)?
+    };
+    if act {
+        proto.call_method0(intern!(py, "_control_app_writing"))?;
+    }
+    Ok(())
+}
+
+/// `_control_ssl_reading`, called only when it would change something.
+fn control_ssl_reading(proto: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = proto.py();
+    let Some(d) = instance_dict(proto) else {
+        return proto
+            .call_method0(intern!(py, "_control_ssl_reading"))
+            .map(|_| ());
+    };
+    let size = proto.call_method0(intern!(py, "_get_read_buffer_size"))?;
+    let paused = field(&d, intern!(py, "_ssl_reading_paused"))?.is_truthy()?;
+    let act = if paused {
+        size.le(field(&d, intern!(py, "_incoming_low_water"))?)?
+    } else {
+        size.ge(field(&d, intern!(py, "_incoming_high_water"))?)?
+    };
+    if act {
+        proto.call_method0(intern!(py, "_control_ssl_reading"))?;
+    }
+    Ok(())
+}
+
+/// `SSLProtocol._write_appdata(list_of_data)` in the WRAPPED state with an empty backlog;
+/// `False` (nothing done) in any other case.
+#[pyfunction]
+pub(crate) fn tls_write_appdata(
+    proto: &Bound<'_, PyAny>,
+    list_of_data: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let py = proto.py();
+    let r = refs(py)?;
+    let Some(d) = instance_dict(proto) else {
+        return Ok(false);
+    };
+    if !field(&d, intern!(py, "_state"))?.is(r.wrapped.bind(py)) {
+        return Ok(false);
+    }
+    let backlog = field(&d, intern!(py, "_write_backlog"))?;
+    if backlog.is_truthy()? {
+        return Ok(false);
+    }
+    let sslobj = field(&d, intern!(py, "_sslobj"))?;
+    let Some(raw) = raw_sslobj(&sslobj, r)? else {
+        return Ok(false);
+    };
+    // asyncio's loop first appends every item and adds its len() to _write_buffer_size
+    // (outside its try: a len() that raises leaves the earlier items queued), then writes.
+    // Only a tuple or list (write's `(data,)`, most writelines calls) whose every item has a
+    // length is taken here, so that nothing is consumed or written when asyncio's code must
+    // run instead.
+    if !(list_of_data.is_instance_of::<PyTuple>() || list_of_data.is_instance_of::<PyList>()) {
+        return Ok(false);
+    }
+    let items = list_of_data
+        .try_iter()?
+        .collect::<PyResult<Vec<Bound<'_, PyAny>>>>()?;
+    if items.iter().any(|data| data.len().is_err()) {
+        return Ok(false);
+    }
+    NATIVE_WRITES.fetch_add(1, Ordering::Relaxed);
+    guarded(proto, || {
+        let write = raw.getattr(intern!(py, "write"))?;
+        for (i, data) in items.iter().enumerate() {
+            let len = data.len()?;
+            let outcome = write.call1((&data,));
+            let count: usize = match outcome {
+                Ok(c) => c.extract()?,
+                Err(e) => {
+                    // What asyncio's loop left in the backlog at this point: this item and
+                    // the ones after it, all counted in _write_buffer_size.
+                    to_backlog(proto, &backlog, &items[..], i, None)?;
+                    if e.is_instance(py, r.again.bind(py)) {
+                        return process_outgoing(proto);
+                    }
+                    return Err(e);
+                }
+            };
+            if count < len {
+                // A partial write: asyncio's _do_write goes on with the rest.
+                to_backlog(proto, &backlog, &items[..], i, Some((data, count)))?;
+                return proto.call_method0(intern!(py, "_do_write")).map(|_| ());
+            }
+        }
+        process_outgoing(proto)
+    })?;
+    Ok(true)
+}
+
+/// Appends `items[first:]` (the first one from byte `skip.1` on) to the write backlog and
+/// their lengths to `_write_buffer_size`, as `_write_appdata` + `_do_write` would have.
+fn to_backlog(
+    proto: &Bound<'_, PyAny>,
+    backlog: &Bound<'_, PyAny>,
+    items: &[Bound<'_, PyAny>],
+    first: usize,
+    skip: Option<(&Bound<'_, PyAny>, usize)>,
+) -> PyResult<()> {
+    let py = proto.py();
+    let mut size = proto.getattr(intern!(py, "_write_buffer_size"))?;
+    for (i, data) in items.iter().enumerate().skip(first) {
+        let data = data.clone();
+        let item = match skip {
+            Some((d, count)) if i == first => {
+                d.get_item(slice(Some(&count.into_pyobject(py)?.into_any()), None)?)?
+            }
+            _ => data,
+        };
+        size = size.add(item.len()?)?;
+        backlog.call_method1(intern!(py, "append"), (item,))?;
+    }
+    proto.setattr(intern!(py, "_write_buffer_size"), size)
+}
+
+/// (records fed, application writes) the native path handled, since the process started.
+#[pyfunction]
+pub(crate) fn tls_stats() -> (u64, u64) {
+    (
+        NATIVE_READS.load(Ordering::Relaxed),
+        NATIVE_WRITES.load(Ordering::Relaxed),
+    )
+}
+
+/// asyncio's `SSLProtocol.buffer_updated` and `_write_appdata`: what the raw methods below
+/// call when the native path does not take the case.
+static BASE: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
+
+fn none() -> *mut ffi::PyObject {
+    // SAFETY: a new reference to None (the GIL is held by every caller).
+    unsafe {
+        ffi::Py_INCREF(ffi::Py_None());
+        ffi::Py_None()
+    }
+}
+
+/// `buffer_updated(self, nbytes)` as a raw METH_O method: the transport calls it once per
+/// read, and a Python wrapper frame around [`tls_buffer_updated`] cost more than its body.
+unsafe extern "C" fn buffer_updated_o(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls this through the descriptor made in `tls_install`, with the GIL
+    // held, `slf` an instance of the class (the descriptor checks it) and `arg` alive.
+    let py = unsafe { Python::assume_attached() };
+    let (proto, nbytes) = unsafe {
+        (
+            Bound::from_borrowed_ptr(py, slf),
+            Bound::from_borrowed_ptr(py, arg),
+        )
+    };
+    crate::pyutil::c_return(py, "SSLProtocol.buffer_updated", || {
+        if !tls_buffer_updated(&proto, &nbytes)? {
+            if let Some((base, _)) = BASE.get(py) {
+                base.bind(py).call1((&proto, &nbytes))?;
+            }
+        }
+        Ok(none())
+    })
+}
+
+/// `_write_appdata(self, list_of_data)` as a raw METH_O method (see [`buffer_updated_o`]).
+unsafe extern "C" fn write_appdata_o(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: as in buffer_updated_o.
+    let py = unsafe { Python::assume_attached() };
+    let (proto, list_of_data) = unsafe {
+        (
+            Bound::from_borrowed_ptr(py, slf),
+            Bound::from_borrowed_ptr(py, arg),
+        )
+    };
+    crate::pyutil::c_return(py, "SSLProtocol._write_appdata", || {
+        if !tls_write_appdata(&proto, &list_of_data)? {
+            if let Some((_, base)) = BASE.get(py) {
+                base.bind(py).call1((&proto, &list_of_data))?;
+            }
+        }
+        Ok(none())
+    })
+}
+
+static BUFFER_UPDATED_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"buffer_updated".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: buffer_updated_o,
+    },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"buffer_updated($self, nbytes, /)\n--\n\nsslproto's, WRAPPED data path in Rust."
+        .as_ptr(),
+});
+
+static WRITE_APPDATA_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"_write_appdata".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: write_appdata_o,
+    },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"_write_appdata($self, list_of_data, /)\n--\n\nsslproto's, WRAPPED data path in Rust."
+        .as_ptr(),
+});
+
+/// Installs the raw `buffer_updated` and `_write_appdata` on `cls` (oxloop._tls.SSLProtocol,
+/// a subclass of asyncio's `base`).
+#[pyfunction]
+pub(crate) fn tls_install(cls: &Bound<'_, PyType>, base: &Bound<'_, PyType>) -> PyResult<()> {
+    let py = cls.py();
+    let pair = (
+        base.getattr("buffer_updated")?.unbind(),
+        base.getattr("_write_appdata")?.unbind(),
+    );
+    let _ = BASE.set(py, pair);
+    install_method(cls, cls, &BUFFER_UPDATED_DEF)?;
+    install_method(cls, cls, &WRITE_APPDATA_DEF)
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(tls_install, m)?)?;
+    m.add_function(wrap_pyfunction!(tls_buffer_updated, m)?)?;
+    m.add_function(wrap_pyfunction!(tls_write_appdata, m)?)?;
+    m.add_function(wrap_pyfunction!(tls_stats, m)?)?;
+    Ok(())
+}
