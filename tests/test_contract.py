@@ -72,6 +72,14 @@ FAST_PATH_TESTS: dict[str, list[str]] = {
     ],
 }
 
+if sys.version_info >= (3, 11):
+    FAST_PATH_TESTS["ssl_protocol"] = [
+        "tests/test_tls.py",
+        "tests/test_tls_native.py",
+        "-k",
+        "oxloop",
+    ]
+
 # Entries whose fast path needs another's: forcing the key off turns these off too.
 DEPENDENTS = {
     "handle_slots": {"gc_untrack"},

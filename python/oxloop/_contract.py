@@ -25,6 +25,14 @@ sock_methods       ``BaseSelectorEventLoop`` has           ``_loop.py``       as
                    ``weakref.WeakValueDictionary`` keeps   ansport``),        transport``
                    ``data``: a dict of key -> weak         ``src/sock.rs``
                    reference
+ssl_protocol       (3.11+) ``sslproto.SSLProtocol``'s code ``_tls.py``,       asyncio's
+                   keeps the state the native TLS data     ``src/tls/``       ``SSLProtocol``
+                   path reads and calls (``_sslobj``,                         data path
+                   ``_state``, ``_incoming``,
+                   ``_outgoing``, the flow-control fields
+                   and methods: ``_SSL_PROTOCOL_NAMES``);
+                   ``SSLProtocolState.WRAPPED``,
+                   ``SSLAgainErrors`` exist
 ================== ======================================= ================== =================
 
 Required: the classes oxloop is built from; a missing name raises ImportError naming it (there
@@ -65,6 +73,7 @@ here and on the Rust side; ``status()`` says which entries of both sides hold.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 import weakref
 from asyncio import base_events, events, format_helpers, selector_events, unix_events
@@ -130,10 +139,37 @@ def _probe_sock_methods() -> bool:
     return type(data) is dict and list(data) == [7] and data[7]() is value
 
 
+# What src/tls/mod.rs reads from an SSLProtocol (instance fields, methods it calls).
+_SSL_PROTOCOL_NAMES = frozenset(
+    (
+        "_app_protocol _app_protocol_is_buffer _app_reading_paused _app_writing_paused "
+        "_call_eof_received _control_app_writing _control_ssl_reading _do_write _fatal_error "
+        "_get_read_buffer_size _incoming _incoming_high_water _incoming_low_water _outgoing "
+        "_outgoing_high_water _outgoing_low_water _process_outgoing _ssl_buffer_view "
+        "_ssl_reading_paused _ssl_writing_paused _sslobj _start_shutdown _state _transport "
+        "_write_backlog _write_buffer_size max_size buffer_updated _write_appdata"
+    ).split()
+)
+
+
+def _probe_ssl_protocol() -> bool:
+    from asyncio import sslproto
+
+    cls = getattr(sslproto, "SSLProtocol", None)
+    state = getattr(sslproto, "SSLProtocolState", None)
+    if cls is None or state is None or not hasattr(sslproto, "SSLAgainErrors"):
+        return False
+    names = _code_names(cls) | set(dir(cls))
+    return hasattr(state, "WRAPPED") and _SSL_PROTOCOL_NAMES <= names
+
+
 FAST_PATHS = {
     "socket_transport": _probe_socket_transport,
     "sock_methods": _probe_sock_methods,
 }
+# 3.10's sslproto is the older `_SSLPipe` design, which the native path does not cover.
+if sys.version_info >= (3, 11):
+    FAST_PATHS["ssl_protocol"] = _probe_ssl_protocol
 
 REQUIRED: dict[str, tuple[tuple[object, str], ...]] = {
     "selector_loop": (
@@ -190,8 +226,9 @@ _HOLDS = {name: _run_probe(name) for name in FAST_PATHS}
 
 
 def holds(name: str) -> bool:
-    """Whether the Python-side fast path ``name`` is on (its probe passed at import)."""
-    return _HOLDS[name]
+    """Whether the Python-side fast path ``name`` is on (its probe passed at import); False for
+    an entry this version does not have."""
+    return _HOLDS.get(name, False)
 
 
 def status() -> dict[str, bool]:

@@ -9,8 +9,10 @@ create_server / connect_accepted_socket with ``ssl=``): the body of asyncio's ow
 in the WRAPPED state ``buffer_updated`` and ``_write_appdata`` run natively (the same
 ``_ssl`` C methods, the same order of calls, see src/tls/mod.rs) and every other case --
 handshake, shutdown, flushing, a write backlog, a BufferedProtocol app, errors -- is asyncio's
-Python code. 3.10's sslproto is the older ``_SSLPipe`` design: there ``NATIVE`` is False and
-the loop keeps asyncio's ``_make_ssl_transport``. ``OXLOOP_NATIVE_TLS=0`` turns it off too.
+Python code. 3.10's sslproto is the older ``_SSLPipe`` design: there ``NATIVE`` is False
+and the loop keeps asyncio's ``_make_ssl_transport``. ``OXLOOP_NATIVE_TLS=0`` turns it off
+too, and so does a failed probe of the CPython contract's ``ssl_protocol`` entry
+(``_contract.py``).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import os
 import sys
 from asyncio import constants, sslproto
 
-from . import _oxloop, _transports
+from . import _contract, _oxloop, _transports
 
 TYPE_CHECKING = False  # as _loop.py: typing is not loaded on 3.14+
 if TYPE_CHECKING:
     from typing import Any
 
-NATIVE = sys.version_info >= (3, 11) and os.environ.get("OXLOOP_NATIVE_TLS", "1") != "0"
+# The contract's `ssl_protocol` entry (_contract.py) holds on 3.11+ only.
+NATIVE = _contract.holds("ssl_protocol") and os.environ.get("OXLOOP_NATIVE_TLS", "1") != "0"
 
 _SHUTDOWN_TIMEOUT = getattr(constants, "SSL_SHUTDOWN_TIMEOUT", None)  # 3.11+
 _Base: Any = sslproto.SSLProtocol  # type: ignore[attr-defined]
