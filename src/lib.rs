@@ -55,5 +55,10 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sock::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_sendall, m)?)?;
     tls::register(m)?;
+    // The handlers the loop runs without tp_call (loop_core/native.rs).
+    loop_core::native::register(&[
+        loop_core::native::entry::<transport::SocketReader>(m.py()),
+        loop_core::native::entry::<sock::SockWaiter>(m.py()),
+    ])?;
     Ok(())
 }

@@ -69,10 +69,6 @@ struct SocketClass {
 
 static SOCKET_CLASS: PyOnceLock<SocketClass> = PyOnceLock::new();
 
-/// The loop class whose Python methods the fast paths stand for (`oxloop.Loop`), recorded by
-/// `_install_fast_methods`.
-pub(crate) static LOOP_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-
 /// Runs the `socket_head` probe now (for `_contract_status`).
 pub(crate) fn probe_now(py: Python<'_>) -> PyResult<()> {
     socket_class(py).map(|_| ())
@@ -131,7 +127,7 @@ fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
 /// paths stand in for.
 fn fast_loop<'a, 'py>(lp: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, LoopCore>> {
     let py = lp.py();
-    let ty = LOOP_TYPE.get(py)?;
+    let ty = crate::loop_core::fastcall::LOOP_CLASS.get(py)?;
     if !lp.get_type().is(ty.bind(py)) {
         return None;
     }
@@ -462,6 +458,13 @@ pub struct SockWaiter {
     n: usize,
     /// None once the GC cleared the object.
     refs: Option<Refs>,
+}
+
+impl crate::loop_core::native::NativeCallback for SockWaiter {
+    #[inline]
+    fn run_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::fire(slf)
+    }
 }
 
 impl SockWaiter {

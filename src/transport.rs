@@ -432,6 +432,13 @@ fn recycle(data: Bound<'_, PyBytes>, cap: usize) {
     }
 }
 
+impl crate::loop_core::native::NativeCallback for SocketReader {
+    #[inline]
+    fn run_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.get().read_event(slf.py())
+    }
+}
+
 impl SocketReader {
     /// A strong reference to the transport (a `Bound`, whose drop is one decref: a `Py`'s
     /// also checks the thread's GIL state, a measurable cost per read event).

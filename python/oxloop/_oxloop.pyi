@@ -27,6 +27,10 @@ __all__ = [
     "sock_recv",
     "sock_recv_into",
     "sock_sendall",
+    "tls_buffer_updated",
+    "tls_install",
+    "tls_stats",
+    "tls_write_appdata",
 ]
 
 __version__: str
@@ -279,3 +283,19 @@ class SockWaiter:
     def __name__(self) -> str: ...
     @property
     def future(self) -> asyncio.Future[Any] | None: ...
+
+def tls_buffer_updated(proto: asyncio.BaseProtocol, nbytes: int) -> bool:
+    """``sslproto.SSLProtocol.buffer_updated(nbytes)`` in the WRAPPED state with a non-buffered
+    app protocol, in Rust (src/tls/); False, having done nothing, in any other case."""
+
+def tls_write_appdata(proto: asyncio.BaseProtocol, list_of_data: list[bytes]) -> bool:
+    """``sslproto.SSLProtocol._write_appdata(list_of_data)`` in the WRAPPED state with an empty
+    backlog, in Rust; False, having done nothing, in any other case."""
+
+def tls_stats() -> tuple[int, int]:
+    """(records fed, application writes) the native TLS path handled since the process
+    started."""
+
+def tls_install(cls: type, base: type) -> None:
+    """Installs raw ``buffer_updated`` and ``_write_appdata`` methods on ``cls``
+    (``oxloop._tls.SSLProtocol``, a subclass of asyncio's ``base``)."""

@@ -350,6 +350,10 @@ static DEFS: [MethodDef; 5] = [
     ),
 ];
 
+/// The loop class whose Python methods the native `sock_*` paths stand for (`oxloop.Loop`),
+/// recorded by `_install_fast_methods` (src/sock.rs reads it; the core names no handler).
+pub(crate) static LOOP_CLASS: pyo3::sync::PyOnceLock<Py<PyType>> = pyo3::sync::PyOnceLock::new();
+
 /// `_install_fast_methods(cls)`: sets the four scheduling methods and `get_debug` on
 /// `LoopCore` (from which `cls`, a subclass, inherits them) as method descriptors of the raw
 /// entry points above, and records `cls` as the loop class of the sock_* fast paths
@@ -365,6 +369,6 @@ pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
         install_method(&core, &core, d)?;
     }
     // The sock_* fast paths bypass this class's Python methods only on exact instances.
-    let _ = crate::sock::LOOP_TYPE.set(py, cls.clone().unbind());
+    let _ = LOOP_CLASS.set(py, cls.clone().unbind());
     Ok(())
 }

@@ -19,6 +19,7 @@
 mod cell;
 mod factories;
 pub mod fastcall;
+pub(crate) mod native;
 mod watchdog;
 
 pub use oxloop_engine::counters;
@@ -40,12 +41,10 @@ use self::counters::{Activity, Counters, PollSample};
 use crate::errors::{closed_error, os_error};
 use crate::handles::{self, Layout, Queued, RunKind};
 use crate::io::{self, FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
-use crate::sock::SockWaiter;
 use crate::sys::clock;
 use crate::sys::epoll::{self, Epoll, READABLE, WRITABLE};
 use crate::sys::waker::Waker;
 use crate::time::{Clock, IdleStep, TimerHeap, VirtualClock};
-use crate::transport::SocketReader;
 use oxloop_engine::iteration::{self, Dispatch};
 use oxloop_engine::ready::ReadyQueue;
 use oxloop_engine::signal::SignalWakeup;
@@ -875,32 +874,19 @@ impl LoopCore {
             h.call_method0("_run")?;
             return Ok(());
         };
-        // A stream transport's read event (`_read_ready`, registered with no arguments) runs
-        // its Rust body directly: calling it through tp_call costs PyO3's trampoline and
-        // argument parsing, about a twentieth of an echo's user-space instructions.
-        // A sock_* waiter (src/sock.rs) is called directly the same way.
+        // A native handler (a stream transport's read event, a sock_* waiter: `native.rs`)
+        // registered with no arguments runs its Rust body directly, not through tp_call.
         // SAFETY: args is an exact tuple (checked by `parts`).
         let no_args = unsafe { ffi::PyTuple_GET_SIZE(args.as_ptr()) } == 0;
-        let reader = if no_args {
-            cb.cast_exact::<SocketReader>().ok()
-        } else {
-            None
-        };
-        let waiter = if no_args && reader.is_none() {
-            cb.cast_exact::<SockWaiter>().ok()
-        } else {
-            None
-        };
+        let native = if no_args { native::find(&cb) } else { None };
         // SAFETY: ctx is a live contextvars.Context (checked by `parts`); Enter/Exit are
         // paired below, and the callback and its args are strong references.
         let result = unsafe {
             if ffi::PyContext_Enter(ctx.as_ptr()) < 0 {
                 Err(PyErr::fetch(py))
             } else {
-                let out = if let Some(r) = &reader {
-                    r.get().read_event(py)
-                } else if let Some(w) = &waiter {
-                    SockWaiter::fire(w)
+                let out = if let Some(run) = native {
+                    run(&cb)
                 } else {
                     let res = ffi::PyObject_Call(cb.as_ptr(), args.as_ptr(), std::ptr::null_mut());
                     if res.is_null() {
