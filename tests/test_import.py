@@ -27,6 +27,7 @@ LOOP_MODULES = {
     "oxloop._oxloop",
     "oxloop._pipes",
     "oxloop._subprocess",
+    "oxloop._signals",
     "oxloop._transports",
 }
 # Besides those, all `import oxloop` may add to what `import asyncio` loaded: `from __future__

@@ -26,17 +26,16 @@ import errno
 import gc
 import os
 import selectors
-import signal
 import socket
 import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, constants, coroutines, events, format_helpers, futures, unix_events
+from asyncio import base_events, constants, events, format_helpers, futures, unix_events
 from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
 
-from . import _contract, _oxloop, _pipes, _subprocess, _transports
+from . import _contract, _oxloop, _pipes, _signals, _subprocess, _transports
 from ._oxloop import _fileno
 from ._oxloop import sock_recv as _sock_recv
 from ._oxloop import sock_recv_into as _sock_recv_into
@@ -83,16 +82,6 @@ _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 
 class _AcceptPaused(Exception):
     """Ends asyncio's accept loop at its first out-of-resource report (Loop._accept_connection)."""
-
-
-# 3.14 deprecates asyncio.iscoroutinefunction (it warns on every call); asyncio's own
-# add_signal_handler calls the silent private one there (Lib/asyncio/unix_events.py).
-_iscoroutinefunction = getattr(coroutines, "_iscoroutinefunction", coroutines.iscoroutinefunction)
-
-
-def _sighandler_noop(signum: int, frame: Any) -> None:
-    """Installed for signals with an add_signal_handler callback: Python writes the signal
-    number to the wakeup fd, and the loop reads it from there."""
 
 
 if _PY313:
@@ -227,7 +216,7 @@ class _SelectorView:
         pass
 
 
-class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
+class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
     """An asyncio event loop whose core is written in Rust."""
 
     def __init__(self, *, clock: VirtualClock | None = None) -> None:
@@ -743,87 +732,6 @@ class Loop(_oxloop.LoopCore, unix_events._UnixSelectorEventLoop):
             # as BaseEventLoop._run_once does, so a failed task is freed (and its unretrieved
             # exception reported) at once rather than at the next collection.
             handle = None  # noqa: F841
-
-    # -- signals (unix_events semantics) -----------------------------------------------------
-
-    def _check_signal(self, sig: Any) -> None:
-        if not isinstance(sig, int):
-            raise TypeError(f"sig must be an int, not {sig!r}")
-        if sig not in signal.valid_signals():
-            raise ValueError(f"invalid signal number {sig}")
-
-    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
-        """Add a handler for a signal. UNIX only.
-
-        Raise ValueError if the signal number is invalid or uncatchable.
-        Raise RuntimeError if there is a problem setting up the handler.
-        """
-        if coroutines.iscoroutine(callback) or _iscoroutinefunction(callback):
-            raise TypeError("coroutines cannot be used with add_signal_handler()")
-        self._check_signal(sig)
-        self._check_closed()
-        try:
-            # Raises ValueError outside the main thread, so a loop running in another thread
-            # cannot take over signals.
-            signal.set_wakeup_fd(self._signal_wakeup_fd())
-        except (ValueError, OSError) as exc:
-            raise RuntimeError(str(exc)) from None
-        handle = events.Handle(callback, args, self, None)
-        self._signal_handlers[sig] = handle
-        try:
-            # Python's C-level handler writes the signal number to the wakeup fd; the Python
-            # handler itself has nothing to do.
-            signal.signal(sig, _sighandler_noop)
-            # SA_RESTART, as asyncio sets it, to limit EINTR in other code.
-            signal.siginterrupt(sig, False)
-        except OSError as exc:
-            del self._signal_handlers[sig]
-            if not self._signal_handlers:
-                self._clear_wakeup_fd()
-            if exc.errno == errno.EINVAL:
-                raise RuntimeError(f"sig {sig} cannot be caught") from None
-            raise
-
-    def remove_signal_handler(self, sig: int) -> bool:
-        """Remove a handler for a signal. UNIX only.
-
-        Return True if a signal handler was removed, False if not.
-        """
-        self._check_signal(sig)
-        if self._signal_handlers.pop(sig, None) is None:
-            return False
-        # asyncio restores the default disposition, not whatever was there before.
-        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
-        try:
-            signal.signal(sig, handler)
-        except OSError as exc:
-            if exc.errno == errno.EINVAL:
-                raise RuntimeError(f"sig {sig} cannot be caught") from None
-            raise
-        if not self._signal_handlers:
-            self._clear_wakeup_fd()
-        return True
-
-    def _clear_wakeup_fd(self) -> None:
-        try:
-            signal.set_wakeup_fd(-1)
-        except (ValueError, OSError) as exc:
-            logger.info("set_wakeup_fd(-1) failed: %s", exc)
-
-    def _handle_signal(self, sig: int) -> None:
-        handle = self._signal_handlers.get(sig)
-        if handle is None:
-            return  # removed meanwhile
-        if handle._cancelled:
-            self.remove_signal_handler(sig)
-        else:
-            self._add_callback_signalsafe(handle)
-
-    def _process_signals(self, data: bytes) -> None:
-        """Signal numbers read from the wakeup socket by the core."""
-        for signum in data:
-            if signum:
-                self._handle_signal(signum)
 
 
 # call_soon, call_soon_threadsafe, call_later, call_at and get_debug as raw C methods of LoopCore

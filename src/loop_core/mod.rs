@@ -20,6 +20,7 @@ mod cell;
 mod factories;
 pub mod fastcall;
 pub(crate) mod native;
+mod signals;
 mod watchdog;
 
 pub use oxloop_engine::counters;
@@ -33,7 +34,7 @@ use pyo3::exceptions::{
 };
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 pub(crate) use self::cell::GilCell;
@@ -1237,22 +1238,10 @@ impl LoopCore {
         };
         drop(gone);
 
-        // 4. Signals: run Python-level handlers (the default SIGINT handler raises
-        // KeyboardInterrupt here), then hand the received numbers to add_signal_handler.
+        // 4. Signals (signals.rs): Python-level handlers (the default SIGINT handler raises
+        // KeyboardInterrupt here), then the received numbers go to add_signal_handler's.
         if interrupted || signal_ready {
-            let mut bytes = Vec::new();
-            if signal_ready {
-                if let Some(fd) = sig_fd {
-                    oxloop_engine::signal::read_available(fd, &mut bytes).map_err(os_error)?;
-                }
-            }
-            // SAFETY: called with the GIL held on the loop thread.
-            if unsafe { ffi::PyErr_CheckSignals() } < 0 {
-                return Err(PyErr::fetch(py));
-            }
-            if !bytes.is_empty() {
-                slf.call_method1("_process_signals", (PyBytes::new(py, &bytes),))?;
-            }
+            signals::deliver(slf.as_any(), if signal_ready { sig_fd } else { None })?;
         }
 
         // 5. Run exactly the callbacks that were ready when this run began.
