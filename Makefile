@@ -6,7 +6,7 @@ PY ?= 3.11
 DEBUG_PY ?= 3.14d
 ENV := scripts/env.sh
 
-.PHONY: demo bench-charts test test-one test-debug test-rust sanitize provision conformance lint build clean stress stress-ci fuzz fuzz-ci memcheck memcheck-ci
+.PHONY: wheels wheels-test wheels-ci demo bench-charts test test-one test-debug test-rust sanitize provision conformance lint build clean stress stress-ci fuzz fuzz-ci memcheck memcheck-ci
 
 build:
 	$(ENV) build $(PY) >/dev/null
@@ -35,6 +35,23 @@ bench-charts:
 	  && $$py benches/children.py --rounds 1 --json $$d/subprocess.json >$$d/subprocess.txt \
 	  && cat $$d/micro.txt $$d/net.txt $$d/subprocess.txt \
 	  && $$py benches/chart.py $$d/micro.json $$d/net.json --rows $(DEMO_NET_ROWS) -o $$d/demo
+
+# Binary wheels (scripts/wheels.sh): one per interpreter of VERSIONS (3.14/3.15 built in the sid
+# chroot where the machine lacks them) and the sdist, into dist/ (git-ignored). Release profile,
+# stripped, linked by zig against glibc 2.17: tagged manylinux_2_17_x86_64, checked by maturin's
+# and auditwheel's own checks, and the extension needs only glibc (no OpenSSL, linked or bundled).
+# The build tools (maturin, ziglang, auditwheel: requirements-wheels.txt) go in .venv/wheels-tools.
+# wheels-test installs each wheel in a fresh venv without cargo/rustc on PATH and runs
+# tests/packaging/smoke.py there, then builds the sdist with pip and smokes that; wheels-ci is
+# CI's share: the 3.11 wheel and the sdist, built, checked and smoked (~1-3 min).
+wheels:
+	scripts/wheels.sh all $(VERSIONS)
+
+wheels-test:
+	scripts/wheels.sh test
+
+wheels-ci:
+	scripts/wheels.sh ci
 
 # Every test: the engine's own (test-rust, then under the sanitizers), then on every interpreter
 # of VERSIONS found here (natively or in the sid chroot; the others are named and skipped):
