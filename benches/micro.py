@@ -1,4 +1,4 @@
-"""Micro benchmarks: oxloop beside stock asyncio, uvloop and rloop, in one table.
+"""Micro benchmarks: oxloop beside stock asyncio, uvloop, rloop and rsloop, in one table.
 
 Role: this is what `make demo` runs (`python benches/micro.py` in .venv/3.11). It measures the loop
 primitives every asyncio program leans on (call_soon, call_later, call_soon_threadsafe, task
@@ -8,15 +8,17 @@ every loop side by side, and prints one table with each loop's ratio to uvloop.
 Invariants (the reasons the numbers can be trusted on a shared, noisy 2-core machine):
 - Every (row, loop) sample runs in a fresh interpreter (`--child`), so no loop inherits another's
   heap, caches, GC state or half-closed resources, and a crash or hang only costs one cell.
-- Loops are interleaved within each round (asyncio, uvloop, rloop, oxloop, then again), so load
-  drift on the machine hits every loop alike; rounds are the outer loop so drift over minutes is
-  spread over all rows too.
+- Loops are interleaved within each round (asyncio, uvloop, rloop, rsloop, oxloop, then again),
+  so load drift on the machine hits every loop alike; rounds are the outer loop so drift over
+  minutes is spread over all rows too.
 - The reported number is the median over rounds of `time.process_time()` in the child around the
   timed region only (it counts every thread of the process, so work a loop moves to a helper
   thread is not free). Sleep rows also report wall-clock overhead = elapsed - longest sleep.
 - Every body checks its own result (callback counts, order, values, no timer firing early, no
   error reaching the loop's exception handler); a failed check makes the cell FAIL, never a time.
-- A loop that cannot be imported or constructed is shown as n/a, never dropped from the table.
+- A loop that cannot be imported or constructed is shown as n/a, never dropped from the table;
+  the one exception is an optional peer (rsloop: no wheel on PyPI, built from its sdist outside
+  CI) that is not installed, whose column is left out with a note, unless --loops names it.
 - Every loop gets the same N, the same seed and therefore the same random delays.
 """
 
@@ -39,8 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-LOOPS = ("asyncio", "uvloop", "rloop", "oxloop")
+LOOPS = ("asyncio", "uvloop", "rloop", "rsloop", "oxloop")
 BASELINE = "uvloop"
+# Peers that are not in requirements-dev.txt: without them installed the table has no column
+# for them (and says so), rather than a column of n/a.
+OPTIONAL_LOOPS = ("rsloop",)
 
 # A timer may legitimately fire a little before its deadline: asyncio runs timers due within
 # `clock_resolution`, and uvloop rounds delays to libuv's whole milliseconds. 2 ms covers both and
@@ -76,6 +81,10 @@ def make_loop(name: str) -> asyncio.AbstractEventLoop:
         import rloop
 
         return rloop.new_event_loop()
+    if name == "rsloop":
+        import rsloop
+
+        return rsloop.new_event_loop()
     if name == "oxloop":
         import oxloop
 
@@ -278,6 +287,23 @@ def bench_futures(loop: asyncio.AbstractEventLoop, n: int, seed: int) -> dict[st
     return {"cpu": sw.cpu, "wall": sw.wall}
 
 
+def bench_future(loop: asyncio.AbstractEventLoop, n: int, seed: int) -> dict[str, float]:
+    # Creation and resolution alone: the future is done before the `await`, so the task never
+    # suspends and nothing is scheduled (create_future, set_result, __await__, one send).
+    async def main() -> int:
+        total = 0
+        for i in range(n):
+            f = loop.create_future()
+            f.set_result(i)
+            total += await f
+        return total
+
+    with Stopwatch() as sw:
+        total = loop.run_until_complete(main())
+    check(total == n * (n - 1) // 2, f"futures summed to {total}, expected {n * (n - 1) // 2}")
+    return {"cpu": sw.cpu, "wall": sw.wall}
+
+
 def bench_sleep_random(loop: asyncio.AbstractEventLoop, n: int, seed: int) -> dict[str, float]:
     # The seed scenario: n tasks each sleeping a random 0-1 s. The ideal elapsed time is the
     # longest sleep; what the loop adds on top of it is its overhead.
@@ -402,6 +428,7 @@ ROWS = {
         Row("tasks_sleep0", "{n} tasks x10 sleep(0)", 100_000, 10_000, bench_tasks_sleep0),
         Row("gather", "gather {n} coroutines", 100_000, 10_000, bench_gather),
         Row("futures", "{n} futures awaited", 1_000_000, 100_000, bench_futures),
+        Row("future", "{n} futures done, then awaited", 1_000_000, 100_000, bench_future),
         Row("sleep_10k", "{n} tasks sleep 0-1s", 10_000, 2_000, bench_sleep_random, True),
         Row("sleep_100k", "{n} tasks sleep 0-1s", 100_000, 20_000, bench_sleep_random, True),
         Row(
@@ -727,6 +754,8 @@ def print_report(
         )
 
     notes = []
+    for name, why in meta.get("left_out", {}).items():
+        notes.append(f"  {name}: no column, not installed ({why}); an optional peer")
     for name in loops:
         if not meta["probes"][name]["ok"]:
             notes.append(f"  {name}: n/a: {meta['probes'][name]['why']}")
@@ -785,6 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = parse_list(args.rows, tuple(ROWS), "row")
     rows = [r for r in ROWS.values() if r.name in wanted]  # always in the table's order
     loops = parse_list(args.loops, LOOPS, "loop")
+    named = args.loops != ap.get_default("loops")
     rounds = args.rounds or (1 if args.quick else 3)
     ns = {r.name: args.n or (r.quick_n if args.quick else r.n) for r in rows}
 
@@ -797,7 +827,13 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "seed": args.seed,
         "probes": {name: probe(name) for name in loops},
+        "left_out": {},
     }
+    for name in OPTIONAL_LOOPS:
+        p = meta["probes"].get(name)
+        if p and not p["ok"] and not named and "ModuleNotFoundError" in p["why"]:
+            loops.remove(name)
+            meta["left_out"][name] = meta["probes"].pop(name)["why"]
     live = [name for name in loops if meta["probes"][name]["ok"]]
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {
         r.name: {name: [] for name in live} for r in rows

@@ -38,6 +38,26 @@ def test_dropped_unclosed_loop_with_queued_callbacks_is_collected(loop_factory):
     assert ref() is None
 
 
+async def _one():
+    return 1
+
+
+def test_closed_loop_that_made_futures_and_tasks_is_collected(loop_factory):
+    # oxloop keeps the `{"loop": loop}` its create_future and create_task pass to the C
+    # Future and Task (src/loop_core/factories.rs): a cycle the collector must break.
+    def make():
+        lp = loop_factory()
+        fut = lp.create_future()
+        fut.set_result(None)
+        assert lp.run_until_complete(lp.create_task(_one())) == 1
+        lp.close()
+        return weakref.ref(lp)
+
+    ref = make()
+    gc.collect()
+    assert ref() is None
+
+
 def test_cycle_through_a_kept_handle_is_collected_after_it_runs(loop):
     owner = _Owner(loop)
     owner.timer.cancel()

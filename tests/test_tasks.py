@@ -172,6 +172,26 @@ def test_create_task_and_future_use_the_current_asyncio_classes(loop, monkeypatc
     assert loop.run_until_complete(task) == 2
 
 
+def test_create_future_and_task_are_asyncios_own_types(loop):
+    # The C Future and Task when asyncio has them (oxloop builds those without a call through
+    # the type: src/loop_core/factories.rs), bound to the loop, debug mode read at creation.
+    futures_mod, tasks_mod = asyncio.futures, asyncio.tasks
+    fut = loop.create_future()
+    assert type(fut) is futures_mod.Future and isinstance(fut, asyncio.Future)
+    assert fut.get_loop() is loop and not fut.done()
+    assert fut._source_traceback is None
+    task = loop.create_task(_value(4))
+    assert type(task) is tasks_mod.Task and task.get_loop() is loop
+    assert loop.run_until_complete(task) == 4
+    loop.set_debug(True)
+    fut = loop.create_future()
+    # (asyncio's own create_future frame, Python there, ends its traceback.)
+    names = [f.name for f in fut._source_traceback[-2:]]
+    assert "test_create_future_and_task_are_asyncios_own_types" in names
+    fut.set_result(5)
+    assert loop.run_until_complete(fut) == 5
+
+
 def test_create_task_in_debug_mode_trims_its_own_frame(loop):
     loop.set_debug(True)
     task = loop.create_task(_value(3))

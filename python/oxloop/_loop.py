@@ -734,8 +734,9 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
             handle = None  # noqa: F841
 
 
-# call_soon, call_soon_threadsafe, call_later, call_at and get_debug as raw C methods of LoopCore
-# (their only versions; src/loop_core/fastcall.rs says what they save over PyO3 wrappers).
+# call_soon, call_soon_threadsafe, call_later, call_at, get_debug and create_future as raw C
+# methods of LoopCore (their only versions; src/loop_core/fastcall.rs says what they save over
+# PyO3 wrappers).
 _oxloop._install_fast_methods(Loop)
 
 if TYPE_CHECKING:

@@ -13,12 +13,22 @@
 //!   factory). Anything else, a true `eager_start` included (see `Keywords::Python`), goes
 //!   to `BaseEventLoop.create_task`.
 //!
+//!
+//! When the class is asyncio's C `_asyncio.Future` / `_asyncio.Task` itself, the call is what
+//! `type_call` (Objects/typeobject.c) does with it: `tp_new`, then `tp_init` with the keyword
+//! dict `{"loop": self}`, which the loop makes once and keeps (`LoopCore::loop_kwargs`) instead
+//! of the dict `_PyObject_MakeTpCall` builds and frees for every call from the keyword names
+//! (neither type has a vectorcall of its own; their `__init__` only reads the dict). That dict
+//! was ~570 of the `future` row's 3,528 instructions (callgrind, benches/callgrind.py future).
+//! The class is read from the module's `__dict__` as `LOAD_ATTR` on a module does (what
+//! `module_getattro` adds to that is for missing names, which take the general path).
+//!
 //! Invariant: both return exactly what asyncio's methods return for the same loop state; the
 //! closed check comes first, as `_check_closed` does.
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple, PyType};
 use pyo3::{intern, Py};
 
 use super::LoopCore;
@@ -32,6 +42,76 @@ static FUTURES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static TASKS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 /// `asyncio.base_events.BaseEventLoop.create_task`, the general path.
 static BASE_CREATE_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// `_asyncio.Future` and `_asyncio.Task`, when asyncio has its C module and each type is one
+/// `type_call` would call as `construct` does (see `c_type`).
+static C_FUTURE: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
+static C_TASK: PyOnceLock<Option<Py<PyType>>> = PyOnceLock::new();
+
+/// `_asyncio.<name>`, if it is a type with `tp_new` and `tp_init` and no vectorcall (with a
+/// vectorcall, the keyword-names call of `call_with_loop` builds no dict anyway).
+fn c_type(py: Python<'_>, name: &str) -> Option<Py<PyType>> {
+    let t = py
+        .import("_asyncio")
+        .and_then(|m| m.getattr(name))
+        .ok()?
+        .cast_into::<PyType>()
+        .ok()?;
+    let tp = t.as_type_ptr();
+    // SAFETY: tp is a live type object; plain fields are read.
+    let ok = unsafe {
+        (*tp).tp_new.is_some()
+            && (*tp).tp_init.is_some()
+            && (*tp).tp_flags & ffi::Py_TPFLAGS_HAVE_VECTORCALL == 0
+    };
+    ok.then(|| t.unbind())
+}
+
+/// `cls.<name>` of a module, read from its `__dict__` as `LOAD_ATTR` does; `None` when the
+/// name is missing there (the caller then uses `getattr`, for a module `__getattr__`).
+fn module_attr<'py>(
+    module: &Bound<'py, PyModule>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    crate::pyutil::dict_get(&module.dict(), name)
+}
+
+/// `cls(*positional, loop=loop)` where `cls` is `exact` (a C type from `c_type`): `tp_new`
+/// then `tp_init` with the loop's kept `{"loop": loop}`, as `type_call` does.
+fn construct<'py>(
+    exact: &Bound<'py, PyType>,
+    positional: Option<&Bound<'py, PyAny>>,
+    slf: &Bound<'py, LoopCore>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let kwargs = LoopCore::loop_kwargs(slf)?;
+    let args = match positional {
+        Some(p) => PyTuple::new(py, [p])?,
+        None => PyTuple::empty(py),
+    };
+    let tp = exact.as_type_ptr();
+    // SAFETY: tp is a live type object; two plain fields are read.
+    let (Some(new), Some(_)) = (unsafe { (*tp).tp_new }, unsafe { (*tp).tp_init }) else {
+        return call_with_loop(exact.as_any(), positional, slf.as_any());
+    };
+    // The steps and checks are type_call's. SAFETY: tp_new of tp called with tp, a tuple and
+    // a dict, all alive for the call; it returns a new reference or NULL with an exception.
+    let raw = unsafe { new(tp, args.as_ptr(), kwargs.as_ptr()) };
+    // SAFETY: raw is a new reference or NULL (then an exception is set).
+    let obj = unsafe { Bound::from_owned_ptr_or_err(py, raw) }?;
+    // SAFETY: obj is a live object and tp a live type.
+    if unsafe { ffi::PyObject_TypeCheck(obj.as_ptr(), tp) } == 0 {
+        return Ok(obj);
+    }
+    // SAFETY: the type of a live object is live; a plain field is read.
+    if let Some(init) = unsafe { (*ffi::Py_TYPE(obj.as_ptr())).tp_init } {
+        // SAFETY: tp_init of obj's type called with obj, a tuple and a dict, all alive; it
+        // returns 0, or -1 with an exception set.
+        if unsafe { init(obj.as_ptr(), args.as_ptr(), kwargs.as_ptr()) } < 0 {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    Ok(obj)
+}
 
 /// Calls `cls(*positional, loop=loop)` through vectorcall, without building a kwargs dict.
 fn call_with_loop<'py>(
@@ -73,9 +153,16 @@ fn call_with_loop<'py>(
 
 pub(super) fn create_future<'py>(slf: &Bound<'py, LoopCore>) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    let cls = FUTURES
-        .import(py, "asyncio", "futures")?
-        .getattr(intern!(py, "Future"))?;
+    let module = FUTURES.import(py, "asyncio", "futures")?;
+    let name = intern!(py, "Future");
+    let Some(cls) = module_attr(module, name)? else {
+        return call_with_loop(&module.getattr(name)?, None, slf.as_any());
+    };
+    if let Some(exact) = C_FUTURE.get_or_init(py, || c_type(py, "Future")) {
+        if cls.is(exact) {
+            return construct(exact.bind(py), None, slf);
+        }
+    }
     call_with_loop(&cls, None, slf.as_any())
 }
 
@@ -139,11 +226,19 @@ pub(super) fn create_task<'py>(
             .transpose()?
             .flatten();
         if factory.is_some_and(|f| f.is_none()) {
-            let task = TASKS
-                .import(py, "asyncio", "tasks")?
-                .getattr(intern!(py, "Task"))?;
+            let module = TASKS.import(py, "asyncio", "tasks")?;
+            let name = intern!(py, "Task");
+            let task = match module_attr(module, name)? {
+                Some(t) => t,
+                None => module.getattr(name)?,
+            };
             match (keywords, kwargs) {
                 (Keywords::Trivial, _) | (Keywords::Forward, None) => {
+                    if let Some(exact) = C_TASK.get_or_init(py, || c_type(py, "Task")) {
+                        if task.is(exact) {
+                            return construct(exact.bind(py), Some(coro), slf);
+                        }
+                    }
                     return call_with_loop(&task, Some(coro), slf.as_any());
                 }
                 (Keywords::Forward, Some(kw)) => {

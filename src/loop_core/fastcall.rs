@@ -1,7 +1,7 @@
 //! Raw `METH_FASTCALL | METH_KEYWORDS` entry points for the four scheduling methods
 //! (`call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`), the calls every asyncio
-//! program makes most, and a `METH_NOARGS` `get_debug`, which every Future and Task
-//! constructor calls.
+//! program makes most, a `METH_NOARGS` `get_debug`, which every Future and Task
+//! constructor calls, and a `METH_NOARGS` `create_future`.
 //!
 //! They are `LoopCore`'s only versions of these methods (set on the class by
 //! `_install_fast_methods`, which `_loop.py` calls at import; `oxloop.Loop` inherits them), so
@@ -319,7 +319,33 @@ unsafe extern "C" fn get_debug_fast(
     }
 }
 
-static DEFS: [MethodDef; 5] = [
+/// `create_future()`: `futures.Future(loop=self)` (factories.rs). A raw `METH_NOARGS` method
+/// rather than a `#[pymethods]` one: PyO3's trampoline was ~60 of the `future` row's
+/// instructions per future (callgrind, benches/callgrind.py future).
+unsafe extern "C" fn create_future_fast(
+    slf: *mut ffi::PyObject,
+    _noargs: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: the GIL is held (CPython calls this through the method descriptor made in
+    // `install`, which checks that `slf` is a live LoopCore instance).
+    let py = unsafe { Python::assume_attached() };
+    let run = || -> PyResult<*mut ffi::PyObject> {
+        // SAFETY: as above; slf is borrowed for the call.
+        let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
+        Ok(super::factories::create_future(&slf)?.into_ptr())
+    };
+    crate::pyutil::c_return(py, "create_future", run)
+}
+
+static DEFS: [MethodDef; 6] = [
+    MethodDef(ffi::PyMethodDef {
+        ml_name: c"create_future".as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunction: create_future_fast,
+        },
+        ml_flags: ffi::METH_NOARGS,
+        ml_doc: c"create_future($self, /)\n--\n\nCreate a Future object attached to the loop.".as_ptr(),
+    }),
     MethodDef(ffi::PyMethodDef {
         ml_name: c"get_debug".as_ptr(),
         ml_meth: ffi::PyMethodDefPointer {
@@ -354,7 +380,8 @@ static DEFS: [MethodDef; 5] = [
 /// recorded by `_install_fast_methods` (src/sock.rs reads it; the core names no handler).
 pub(crate) static LOOP_CLASS: pyo3::sync::PyOnceLock<Py<PyType>> = pyo3::sync::PyOnceLock::new();
 
-/// `_install_fast_methods(cls)`: sets the four scheduling methods and `get_debug` on
+/// `_install_fast_methods(cls)`: sets the four scheduling methods, `get_debug` and
+/// `create_future` on
 /// `LoopCore` (from which `cls`, a subclass, inherits them) as method descriptors of the raw
 /// entry points above, and records `cls` as the loop class of the sock_* fast paths
 /// (src/sock.rs). Calling it again sets the same methods again.

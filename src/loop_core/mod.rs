@@ -112,6 +112,10 @@ struct State {
     /// handle from here skips the allocation and the deallocation (see `Layout::recycle`).
     free_handles: Vec<Py<PyAny>>,
     free_timers: Vec<Py<PyAny>>,
+    /// `{"loop": self}`, the keyword arguments `create_future` and `create_task` pass to the C
+    /// Future and Task (factories.rs), made at the first call and kept (a cycle through this
+    /// loop: traversed and cleared).
+    loop_kwargs: Option<Py<PyDict>>,
 }
 
 /// How many spare handles of each kind a loop keeps. A thread feeding `call_soon_threadsafe`
@@ -711,6 +715,21 @@ impl LoopCore {
     /// is on (`self._debug`).
     pub(crate) fn debug_on(&self) -> bool {
         self.is_debug()
+    }
+
+    /// `{"loop": self}` (see `State::loop_kwargs`), made at the first call.
+    pub(super) fn loop_kwargs<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyDict>> {
+        let py = slf.py();
+        if let Some(kw) = &slf.get().state.borrow(py)?.loop_kwargs {
+            return Ok(kw.bind(py).clone());
+        }
+        let kw = PyDict::new(py);
+        kw.set_item(pyo3::intern!(py, "loop"), slf)?;
+        let mut st = slf.get().state.borrow(py)?;
+        let old = st.loop_kwargs.replace(kw.clone().unbind());
+        drop(st);
+        drop(old);
+        Ok(kw)
     }
 
     /// `self.create_future()` of an exact `oxloop.Loop` (which does not override it).
@@ -1443,6 +1462,7 @@ impl LoopCore {
                 slow_handle: None,
                 free_handles: Vec::with_capacity(FREE_LIST_IDLE_KEEP),
                 free_timers: Vec::with_capacity(FREE_LIST_IDLE_KEEP),
+                loop_kwargs: None,
             }),
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -1524,11 +1544,6 @@ impl LoopCore {
         Ok(())
     }
 
-    /// `futures.Future(loop=self)`, as asyncio's method (see factories.rs).
-    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        factories::create_future(slf)
-    }
-
     /// asyncio's `create_task`, with its common case in Rust (see factories.rs).
     #[pyo3(signature = (coro, **kwargs))]
     fn create_task<'py>(
@@ -1539,7 +1554,8 @@ impl LoopCore {
         factories::create_task(slf, coro, kwargs)
     }
 
-    // call_soon, call_soon_threadsafe, call_later, call_at and get_debug: raw C methods set
+    // call_soon, call_soon_threadsafe, call_later, call_at, get_debug and create_future: raw
+    // C methods set
     // on this class by `_install_fast_methods` (fastcall.rs), the one binder of their
     // arguments.
 
@@ -1909,6 +1925,9 @@ impl LoopCore {
         }
         // Any object the user set (asyncio keeps it as it is), so it can lead back here.
         visit.call(&st.slow_duration)?;
+        if let Some(kw) = &st.loop_kwargs {
+            visit.call(kw)?;
+        }
         for e in st.fds.iter() {
             if let Some(f) = &e.fileobj {
                 visit.call(f)?;
@@ -1929,7 +1948,13 @@ impl LoopCore {
                 let slow = st.slow_handle.take();
                 let duration = std::mem::replace(&mut st.slow_duration, py.None());
                 let ready: Vec<Queued> = st.ready.drain();
-                (ready, st.timers.drain(), st.fds.drain(), (slow, duration))
+                let kwargs = st.loop_kwargs.take();
+                (
+                    ready,
+                    st.timers.drain(),
+                    st.fds.drain(),
+                    (slow, duration, kwargs),
+                )
             });
             if let (Some(g), Ok(lay)) = (&garbage, handles::layout(py)) {
                 for h in g.0.iter().chain(g.1.iter().map(|t| &t.entry)) {
