@@ -201,3 +201,76 @@ def test_no_reference_leak_per_record(loop, run):
         return grown
 
     assert run(main()) < 100
+
+
+async def stream_pair(loop, limit=2**16):
+    """asyncio streams over TLS (verifying client context): an echo server's connection."""
+    server_ctx, client_ctx = tls_contexts()
+
+    async def echo(reader, writer):
+        while data := await reader.read(1 << 20):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx, limit=limit)
+    port = srv.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost", limit=limit
+    )
+    return srv, reader, writer
+
+
+def test_streams_over_tls(loop, run):
+    # The decrypted records of a message go straight into the StreamReader's buffer (one
+    # read of several records, records split across socket reads, the reader's limit pausing
+    # the TLS transport): the bytes arrive whole and in order through every reader method.
+    async def main():
+        before = _oxloop.tls_stats()
+        srv, reader, writer = await stream_pair(loop, limit=4096)
+        sent = []
+        for n in (1, 1024, 16 * 1024 + 1, 64 * 1024, 1024 * 1024):
+            data = payload(n, seed=n)
+            writer.write(data)
+            sent.append(data)
+        writer.write(b"line one\nline two\n")
+        await writer.drain()
+        got = [await wait(reader.readexactly(len(d))) for d in sent]
+        lines = [await wait(reader.readline()), await wait(reader.readuntil(b"\n"))]
+        reads, _ = (a - b for a, b in zip(_oxloop.tls_stats(), before, strict=True))
+        writer.close()
+        await writer.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+        return [digest(g) for g in got] == [digest(d) for d in sent], lines, reads
+
+    same, lines, reads = run(main())
+    assert same
+    assert lines == [b"line one\n", b"line two\n"]
+    if native_expected(loop):
+        assert reads >= 10, reads
+
+
+def test_streams_over_tls_honour_a_patched_data_received(loop, run, monkeypatch):
+    # A patched StreamReaderProtocol.data_received is called for TLS records too.
+    seen = []
+    original = asyncio.StreamReaderProtocol.data_received
+
+    def spy(self, data):
+        seen.append(len(data))
+        return original(self, data)
+
+    monkeypatch.setattr(asyncio.StreamReaderProtocol, "data_received", spy)
+
+    async def main():
+        srv, reader, writer = await stream_pair(loop)
+        writer.write(b"ping\n")
+        got = await wait(reader.readline())
+        writer.close()
+        await writer.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+        return got
+
+    assert run(main()) == b"ping\n"
+    assert seen.count(5) == 2  # the server's read and the client's

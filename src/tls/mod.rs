@@ -153,12 +153,16 @@ pub(crate) fn tls_buffer_updated(
     let incoming = field(&d, intern!(py, "_incoming"))?;
     let view = field(&d, intern!(py, "_ssl_buffer_view"))?;
     let part = view.get_item(slice(None, Some(nbytes))?)?;
-    incoming.call_method1(intern!(py, "write"), (part,))?;
+    // (MemoryBIO.write returns how many bytes it took: all of them.)
+    let size: isize = incoming
+        .call_method1(intern!(py, "write"), (part,))?
+        .extract()
+        .unwrap_or(RECORD_PLAINTEXT);
     NATIVE_READS.fetch_add(1, Ordering::Relaxed);
     // self._do_read(): the state is still WRAPPED (a write to a memory BIO calls nothing).
     guarded(proto, || {
         if !field(&d, intern!(py, "_app_reading_paused"))?.is_truthy()? {
-            read_copied(proto, &d, &raw, &incoming, r)?;
+            read_copied(proto, &d, &raw, &incoming, size, r)?;
             let backlog = field(&d, intern!(py, "_write_backlog"))?;
             if backlog.is_truthy()? {
                 proto.call_method0(intern!(py, "_do_write"))?;
@@ -173,68 +177,149 @@ pub(crate) fn tls_buffer_updated(
 
 /// `_do_read__copied`: every decrypted chunk, then one `data_received`; end of stream
 /// (close_notify) calls `_call_eof_received` and `_start_shutdown`.
+///
+/// The chunks are read straight into one bytes object (`_ssl`'s `read(len, buffer)`, the
+/// same `SSL_read_ex` as `read(len)`), which is what `data_received` gets: no bytes object
+/// per record and no join (at 64 KiB a message is four records). asyncio's own
+/// `StreamReaderProtocol` (`streams::fast_feed`) gets them in its reader's buffer instead, as
+/// the plaintext transport's read path does, without its `data_received` frames.
 fn read_copied(
     proto: &Bound<'_, PyAny>,
     d: &Bound<'_, PyDict>,
     raw: &Bound<'_, PyAny>,
     incoming: &Bound<'_, PyAny>,
+    nbytes: isize,
     r: &Refs,
 ) -> PyResult<()> {
     let py = proto.py();
-    // sslproto reads `max_size` (256 KiB) at a time, and `_ssl`'s read allocates a bytes
-    // object of the size asked for before shrinking it to what SSL_read returned: 256 KiB
-    // per record, past glibc's mmap threshold (page faults on every read at 64 KiB messages).
-    // One read returns at most one record, whose plaintext is at most 2**14 bytes (RFC 8446
-    // 5.1, RFC 5246 6.2.1); asking for that much returns the same data. A larger record
-    // (compression a context turned back on) is read in pieces by the loop below, which goes
-    // on while the SSL object holds decrypted bytes: the chunks differ, `data_received` gets
-    // the same bytes in the same one call.
-    let max_size = proto.getattr(intern!(py, "max_size"))?;
-    let max_size = match max_size.extract::<isize>() {
-        Ok(n) if n > RECORD_PLAINTEXT => RECORD_PLAINTEXT.into_pyobject(py)?.into_any(),
-        _ => max_size,
-    };
-    let read = raw.getattr(intern!(py, "read"))?;
-    let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
-    let mut eof = false;
-    loop {
-        let chunk = match read.call1((&max_size,)) {
-            Ok(c) => c,
-            Err(e) if e.is_instance(py, r.again.bind(py)) => break,
-            Err(e) => return Err(e),
-        };
-        if !chunk.is_truthy()? {
-            eof = true;
-            break;
-        }
-        chunks.push(chunk);
-        // The read that would only raise SSLWantReadError (see the module comment).
-        let in_bio: usize = incoming.getattr(intern!(py, "pending"))?.extract()?;
-        if in_bio == 0 {
-            let buffered: usize = raw.call_method0(intern!(py, "pending"))?.extract()?;
-            if buffered == 0 {
-                break;
-            }
-        }
-    }
-    if !chunks.is_empty() {
+    let (data, eof) = read_records(proto, raw, incoming, nbytes, r)?;
+    if let Some(data) = data {
         let app = field(d, intern!(py, "_app_protocol"))?;
-        let data = match chunks.len() {
-            1 => chunks.swap_remove(0),
-            _ => {
-                let parts = PyList::new(py, &chunks)?;
-                PyBytes::new(py, b"")
-                    .call_method1(intern!(py, "join"), (parts,))?
-                    .into_any()
+        // No Python code runs between fast_feed's checks and the feed (streams.rs).
+        match crate::streams::fast_feed(&app) {
+            Some(Some(feed)) => {
+                feed.extend(data.as_bytes())?;
+                feed.finish()?;
             }
-        };
-        app.call_method1(intern!(py, "data_received"), (data,))?;
+            Some(None) => {} // the reader is gone: data_received drops the data
+            None => {
+                app.call_method1(intern!(py, "data_received"), (data,))?;
+            }
+        }
     }
     if eof {
         proto.call_method0(intern!(py, "_call_eof_received"))?;
         proto.call_method0(intern!(py, "_start_shutdown"))?;
     }
     Ok(())
+}
+
+/// A bytes object under construction: only this function's reference exists.
+struct Building(*mut ffi::PyObject);
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        // SAFETY: a strong reference we own, or NULL after a failed resize.
+        unsafe { ffi::Py_XDECREF(self.0) }
+    }
+}
+
+impl Building {
+    fn resize(&mut self, py: Python<'_>, size: isize) -> PyResult<()> {
+        // SAFETY: the object is ours alone (what _PyBytes_Resize requires); on failure it
+        // frees it, sets MemoryError and NULLs the pointer (Drop then does nothing).
+        if unsafe { crate::transport::_PyBytes_Resize(&mut self.0, size) } < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(())
+    }
+}
+
+/// The `while True: chunk = self._sslobj.read(self.max_size)` loop of `_do_read__copied`:
+/// (the decrypted bytes, if any; whether the peer's close_notify ended it).
+fn read_records<'py>(
+    proto: &Bound<'py, PyAny>,
+    raw: &Bound<'py, PyAny>,
+    incoming: &Bound<'py, PyAny>,
+    nbytes: isize,
+    r: &Refs,
+) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
+    let py = proto.py();
+    // sslproto asks for `max_size` (256 KiB) per read; one read returns at most one record,
+    // whose plaintext is at most 2**14 bytes (RFC 8446 5.1, RFC 5246 6.2.1), so asking for
+    // the space left (capped at max_size) returns the same data. A larger record (compression
+    // a context turned back on) is read in pieces by the loop, which goes on while the SSL
+    // object holds decrypted bytes: `data_received` gets the same bytes in the same one call.
+    let max_size: isize = proto
+        .getattr(intern!(py, "max_size"))?
+        .extract::<isize>()
+        .unwrap_or(RECORD_PLAINTEXT)
+        .max(1);
+    let read = raw.getattr(intern!(py, "read"))?;
+    let in_bio = || -> PyResult<isize> { incoming.getattr(intern!(py, "pending"))?.extract() };
+    let in_ssl = || -> PyResult<isize> { raw.call_method0(intern!(py, "pending"))?.extract() };
+    // The plaintext waiting is at most the ciphertext just written to the BIO (`nbytes`):
+    // the loop below leaves the BIO empty and nothing decrypted in the SSL object (a read
+    // that stops short drains the BIO into the SSL object's own record buffer). A record
+    // begun in an earlier call, or bytes left when the app paused reading, can make it more;
+    // the buffer then grows by a record.
+    let mut cap = nbytes.max(1);
+    // SAFETY: a new bytes object of `cap` bytes (contents not yet set) or NULL + exception.
+    let mut buf = Building(unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), cap) });
+    if buf.0.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    let mut len: isize = 0;
+    let mut eof = false;
+    loop {
+        if len == cap {
+            cap += RECORD_PLAINTEXT;
+            buf.resize(py, cap)?;
+        }
+        let ask = (cap - len).min(max_size);
+        // SAFETY: buf is a live bytes object of `cap` bytes and len + ask <= cap; the
+        // memoryview (no owner) is only lent to `read`, which releases its buffer before it
+        // returns; nothing else can reach buf while it is written.
+        let view = unsafe {
+            let at = ffi::PyBytes_AsString(buf.0).offset(len);
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyMemoryView_FromMemory(at, ask, ffi::PyBUF_WRITE),
+            )?
+        };
+        let outcome = read.call1((ask, &view));
+        // The view must not outlive this step (buf may move when it grows): release it
+        // should anything still hold it.
+        // SAFETY: reading the refcount of a live object.
+        if unsafe { ffi::Py_REFCNT(view.as_ptr()) } != 1 {
+            view.call_method0(intern!(py, "release"))?;
+        }
+        drop(view);
+        let got: isize = match outcome {
+            Ok(n) => n.extract()?,
+            Err(e) if e.is_instance(py, r.again.bind(py)) => break,
+            Err(e) => return Err(e),
+        };
+        if got == 0 {
+            eof = true;
+            break;
+        }
+        len += got;
+        // The read that would only raise SSLWantReadError (see the module comment).
+        if in_bio()? == 0 && in_ssl()? == 0 {
+            break;
+        }
+    }
+    if len == 0 {
+        return Ok((None, eof));
+    }
+    if len != cap {
+        buf.resize(py, len)?;
+    }
+    let obj = std::mem::replace(&mut buf.0, std::ptr::null_mut());
+    // SAFETY: obj is a strong reference to a finished bytes object, handed over here.
+    let bytes = unsafe { Bound::from_owned_ptr(py, obj) }.cast_into::<PyBytes>()?;
+    Ok((Some(bytes), eof))
 }
 
 /// `_process_outgoing`: what the outgoing BIO holds goes to the socket transport unless SSL
@@ -277,7 +362,8 @@ fn control_ssl_reading(proto: &Bound<'_, PyAny>) -> PyResult<()> {
             .call_method0(intern!(py, "_control_ssl_reading"))
             .map(|_| ());
     };
-    let size = proto.call_method0(intern!(py, "_get_read_buffer_size"))?;
+    // `_get_read_buffer_size()`'s body (the same on 3.11-3.15), without its frame.
+    let size = field(&d, intern!(py, "_incoming"))?.getattr(intern!(py, "pending"))?;
     let paused = field(&d, intern!(py, "_ssl_reading_paused"))?.is_truthy()?;
     let act = if paused {
         size.le(field(&d, intern!(py, "_incoming_low_water"))?)?
@@ -392,7 +478,7 @@ pub(crate) fn tls_stats() -> (u64, u64) {
 
 /// asyncio's `SSLProtocol.buffer_updated` and `_write_appdata`: what the raw methods below
 /// call when the native path does not take the case.
-static BASE: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
+static BASE: PyOnceLock<[Py<PyAny>; 2]> = PyOnceLock::new();
 
 fn none() -> *mut ffi::PyObject {
     // SAFETY: a new reference to None (the GIL is held by every caller).
@@ -402,29 +488,54 @@ fn none() -> *mut ffi::PyObject {
     }
 }
 
+/// The body of both raw METH_O methods below: the native path, else asyncio's method
+/// (`BASE[which]`).
+///
+/// # Safety
+/// Called by CPython through a descriptor made in `tls_install`, with the GIL held, `slf` an
+/// instance of the class (the descriptor checks it) and `arg` alive.
+unsafe fn method_o(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+    what: &str,
+    native: fn(&Bound<'_, PyAny>, &Bound<'_, PyAny>) -> PyResult<bool>,
+    which: usize,
+) -> *mut ffi::PyObject {
+    // SAFETY: per this function's contract.
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: per this function's contract, both pointers are live borrowed references.
+    let (proto, arg) = unsafe {
+        (
+            Bound::from_borrowed_ptr(py, slf),
+            Bound::from_borrowed_ptr(py, arg),
+        )
+    };
+    crate::pyutil::c_return(py, what, || {
+        if !native(&proto, &arg)? {
+            if let Some(base) = BASE.get(py) {
+                base[which].bind(py).call1((&proto, &arg))?;
+            }
+        }
+        Ok(none())
+    })
+}
+
 /// `buffer_updated(self, nbytes)` as a raw METH_O method: the transport calls it once per
 /// read, and a Python wrapper frame around [`tls_buffer_updated`] cost more than its body.
 unsafe extern "C" fn buffer_updated_o(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls this through the descriptor made in `tls_install`, with the GIL
-    // held, `slf` an instance of the class (the descriptor checks it) and `arg` alive.
-    let py = unsafe { Python::assume_attached() };
-    let (proto, nbytes) = unsafe {
-        (
-            Bound::from_borrowed_ptr(py, slf),
-            Bound::from_borrowed_ptr(py, arg),
+    // SAFETY: CPython calls this through BUFFER_UPDATED_DEF's descriptor (method_o's contract).
+    unsafe {
+        method_o(
+            slf,
+            arg,
+            "SSLProtocol.buffer_updated",
+            tls_buffer_updated,
+            0,
         )
-    };
-    crate::pyutil::c_return(py, "SSLProtocol.buffer_updated", || {
-        if !tls_buffer_updated(&proto, &nbytes)? {
-            if let Some((base, _)) = BASE.get(py) {
-                base.bind(py).call1((&proto, &nbytes))?;
-            }
-        }
-        Ok(none())
-    })
+    }
 }
 
 /// `_write_appdata(self, list_of_data)` as a raw METH_O method (see [`buffer_updated_o`]).
@@ -432,22 +543,8 @@ unsafe extern "C" fn write_appdata_o(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: as in buffer_updated_o.
-    let py = unsafe { Python::assume_attached() };
-    let (proto, list_of_data) = unsafe {
-        (
-            Bound::from_borrowed_ptr(py, slf),
-            Bound::from_borrowed_ptr(py, arg),
-        )
-    };
-    crate::pyutil::c_return(py, "SSLProtocol._write_appdata", || {
-        if !tls_write_appdata(&proto, &list_of_data)? {
-            if let Some((_, base)) = BASE.get(py) {
-                base.bind(py).call1((&proto, &list_of_data))?;
-            }
-        }
-        Ok(none())
-    })
+    // SAFETY: CPython calls this through WRITE_APPDATA_DEF's descriptor (method_o's contract).
+    unsafe { method_o(slf, arg, "SSLProtocol._write_appdata", tls_write_appdata, 1) }
 }
 
 static BUFFER_UPDATED_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
@@ -475,10 +572,10 @@ static WRITE_APPDATA_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
 #[pyfunction]
 pub(crate) fn tls_install(cls: &Bound<'_, PyType>, base: &Bound<'_, PyType>) -> PyResult<()> {
     let py = cls.py();
-    let pair = (
+    let pair = [
         base.getattr("buffer_updated")?.unbind(),
         base.getattr("_write_appdata")?.unbind(),
-    );
+    ];
     let _ = BASE.set(py, pair);
     install_method(cls, cls, &BUFFER_UPDATED_DEF)?;
     install_method(cls, cls, &WRITE_APPDATA_DEF)
