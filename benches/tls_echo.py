@@ -10,9 +10,10 @@ the rounds.
 
     python benches/tls_echo.py [--loops oxloop,uvloop,asyncio] [--rounds 3] [--messages 3000]
 
-A loop name ``oxloop@DIR`` runs oxloop from DIR (put first on PYTHONPATH: a saved copy of
-python/oxloop, for a before/after in one interleaved run); ``oxloop-sslproto`` is oxloop with
-``OXLOOP_NATIVE_TLS=0``; ``rsloop`` needs its wheel (rustls: it ignores the SSLContext).
+A loop ``LABEL=NAME`` shows NAME's column as LABEL. ``oxloop@DIR`` runs oxloop from DIR (put
+first on PYTHONPATH: a saved copy of python/oxloop, for a before/after in one interleaved run);
+``oxloop-sslproto`` is oxloop with ``OXLOOP_NATIVE_TLS=0``; ``rsloop`` needs its wheel (rustls:
+it ignores the SSLContext's CA and settings).
 
 ``--callgrind`` counts instructions instead: each row's server runs under
 ``valgrind --tool=callgrind`` for M and then 2M messages, and (I(2M) - I(M)) / M is the
@@ -86,9 +87,10 @@ def cpu() -> float:
 
 
 def server(kind: str, loop_kind: str, certdir: str) -> None:
+    # The loop first: rsloop records certificates by patching load_cert_chain at import.
+    loop = new_loop(loop_kind)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(os.path.join(certdir, "server.pem"))
-    loop = new_loop(loop_kind)
     asyncio.set_event_loop(loop)
 
     async def main():
@@ -235,12 +237,13 @@ def main() -> None:
     if a.server:
         server(*a.server)
         return
-    loops = a.loops.split(",")
+    labels = dict(reversed(x.split("=", 1)) if "=" in x else (x, x) for x in a.loops.split(","))
+    loops = list(labels)
     with tempfile.TemporaryDirectory() as d:
         make_certs(d)
         if a.callgrind:
             print(f"TLS echo, {a.conns} connections, server user-space instructions per message")
-            print(f"{'row':<18}" + "".join(f"{k:>16}" for k in loops))
+            print(f"{'row':<18}" + "".join(f"{labels[k]:>16}" for k in loops))
             for row in a.rows.split(","):
                 kind, size = row.split(":")
                 n = messages_for(int(size), a.messages, a.conns)
@@ -248,7 +251,7 @@ def main() -> None:
                 print(f"{kind + ' ' + size:<18}" + "".join(f"{x:>16,}" for x in per), flush=True)
             return
         print(f"TLS echo, {a.conns} connections, server CPU µs per message (median of {a.rounds})")
-        print(f"{'row':<18}" + "".join(f"{k:>16}" for k in loops))
+        print(f"{'row':<18}" + "".join(f"{labels[k]:>16}" for k in loops))
         for row in a.rows.split(","):
             kind, size = row.split(":")
             res: dict[str, list[float]] = {k: [] for k in loops}
