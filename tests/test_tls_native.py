@@ -274,3 +274,28 @@ def test_streams_over_tls_honour_a_patched_data_received(loop, run, monkeypatch)
 
     assert run(main()) == b"ping\n"
     assert seen.count(5) == 2  # the server's read and the client's
+
+
+def test_get_buffer(loop, run):
+    # sslproto's get_buffer (native on oxloop 3.11+): max_size for n <= 0 or above it, a new
+    # larger buffer only when asked for more than the current one holds.
+    async def main():
+        srv, client, peer = await pair(loop)
+        p = client.transport._ssl_protocol
+        out = [len(p.get_buffer(-1)) == p.max_size, len(p.get_buffer(0)) == p.max_size]
+        first = p.get_buffer(10)
+        out.append(first is p._ssl_buffer_view and len(first) == p.max_size)
+        p.max_size = p.max_size * 2
+        bigger = p.get_buffer(p.max_size + 1)
+        out += [len(bigger) == p.max_size, bigger is p._ssl_buffer_view, bigger is not first]
+        out.append(p.get_buffer(1) is bigger)
+        out.append(bytes(p._ssl_buffer[:4]) == b"\0\0\0\0")
+        # The protocol still works with the new buffer.
+        client.transport.write(b"after")
+        got = bytes(await client.until(5))
+        await close_all(srv, client)
+        return out, got
+
+    out, got = run(main())
+    assert all(out), out
+    assert got == b"after"

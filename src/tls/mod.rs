@@ -476,9 +476,9 @@ pub(crate) fn tls_stats() -> (u64, u64) {
     )
 }
 
-/// asyncio's `SSLProtocol.buffer_updated` and `_write_appdata`: what the raw methods below
-/// call when the native path does not take the case.
-static BASE: PyOnceLock<[Py<PyAny>; 2]> = PyOnceLock::new();
+/// asyncio's `SSLProtocol.buffer_updated`, `_write_appdata` and `get_buffer`: what the raw
+/// methods below call when the native path does not take the case.
+static BASE: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
 
 fn none() -> *mut ffi::PyObject {
     // SAFETY: a new reference to None (the GIL is held by every caller).
@@ -488,7 +488,12 @@ fn none() -> *mut ffi::PyObject {
     }
 }
 
-/// The body of both raw METH_O methods below: the native path, else asyncio's method
+/// What a raw method runs first: `Some(result)` when the native path took the call, `None`
+/// (nothing done) for asyncio's own method.
+type Native =
+    for<'py> fn(&Bound<'py, PyAny>, &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>>;
+
+/// The body of every raw METH_O method below: the native path, else asyncio's method
 /// (`BASE[which]`).
 ///
 /// # Safety
@@ -498,7 +503,7 @@ unsafe fn method_o(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
     what: &str,
-    native: fn(&Bound<'_, PyAny>, &Bound<'_, PyAny>) -> PyResult<bool>,
+    native: Native,
     which: usize,
 ) -> *mut ffi::PyObject {
     // SAFETY: per this function's contract.
@@ -511,13 +516,54 @@ unsafe fn method_o(
         )
     };
     crate::pyutil::c_return(py, what, || {
-        if !native(&proto, &arg)? {
-            if let Some(base) = BASE.get(py) {
-                base[which].bind(py).call1((&proto, &arg))?;
-            }
+        if let Some(result) = native(&proto, &arg)? {
+            return Ok(result.into_ptr());
         }
-        Ok(none())
+        match BASE.get(py) {
+            Some(base) => Ok(base[which].bind(py).call1((&proto, &arg))?.into_ptr()),
+            None => Ok(none()),
+        }
     })
+}
+
+/// [`tls_buffer_updated`] / [`tls_write_appdata`] as a [`Native`]: `None` (the result of
+/// asyncio's methods) when taken.
+fn done<'py>(py: Python<'py>, taken: bool) -> Option<Bound<'py, PyAny>> {
+    taken.then(|| py.None().into_bound(py))
+}
+
+/// `SSLProtocol.get_buffer(n)` (the same body on 3.11-3.15): the receive buffer's view,
+/// replaced by a larger one when `n` asks for more than it holds; `None` (asyncio's method)
+/// for an `n` that is not an int or a `max_size` that is not one.
+fn get_buffer<'py>(
+    proto: &Bound<'py, PyAny>,
+    n: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = proto.py();
+    let Some(d) = instance_dict(proto) else {
+        return Ok(None);
+    };
+    let exact_int = |o: &Bound<'py, PyAny>| -> Option<isize> {
+        o.cast_exact::<pyo3::types::PyInt>().ok()?.extract().ok()
+    };
+    let max_size = proto.getattr(intern!(py, "max_size"))?;
+    let (Some(mut want), Some(max_size)) = (exact_int(n), exact_int(&max_size)) else {
+        return Ok(None);
+    };
+    if want <= 0 || want > max_size {
+        want = max_size;
+    }
+    let Ok(want) = usize::try_from(want) else {
+        return Ok(None); // a negative max_size: bytearray's ValueError is asyncio's to raise
+    };
+    let buffer = field(&d, intern!(py, "_ssl_buffer"))?;
+    if buffer.len()? < want {
+        let buffer = pyo3::types::PyByteArray::new_with(py, want, |_| Ok(()))?;
+        let view = pyo3::types::PyMemoryView::from(&buffer)?;
+        proto.setattr(intern!(py, "_ssl_buffer"), buffer)?;
+        proto.setattr(intern!(py, "_ssl_buffer_view"), view)?;
+    }
+    field(&d, intern!(py, "_ssl_buffer_view")).map(Some)
 }
 
 /// `buffer_updated(self, nbytes)` as a raw METH_O method: the transport calls it once per
@@ -532,7 +578,7 @@ unsafe extern "C" fn buffer_updated_o(
             slf,
             arg,
             "SSLProtocol.buffer_updated",
-            tls_buffer_updated,
+            |p, a| Ok(done(p.py(), tls_buffer_updated(p, a)?)),
             0,
         )
     }
@@ -544,7 +590,24 @@ unsafe extern "C" fn write_appdata_o(
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: CPython calls this through WRITE_APPDATA_DEF's descriptor (method_o's contract).
-    unsafe { method_o(slf, arg, "SSLProtocol._write_appdata", tls_write_appdata, 1) }
+    unsafe {
+        method_o(
+            slf,
+            arg,
+            "SSLProtocol._write_appdata",
+            |p, a| Ok(done(p.py(), tls_write_appdata(p, a)?)),
+            1,
+        )
+    }
+}
+
+/// `get_buffer(self, n)` as a raw METH_O method: the transport calls it before every read.
+unsafe extern "C" fn get_buffer_o(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls this through GET_BUFFER_DEF's descriptor (method_o's contract).
+    unsafe { method_o(slf, arg, "SSLProtocol.get_buffer", get_buffer, 2) }
 }
 
 static BUFFER_UPDATED_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
@@ -575,11 +638,22 @@ pub(crate) fn tls_install(cls: &Bound<'_, PyType>, base: &Bound<'_, PyType>) -> 
     let pair = [
         base.getattr("buffer_updated")?.unbind(),
         base.getattr("_write_appdata")?.unbind(),
+        base.getattr("get_buffer")?.unbind(),
     ];
     let _ = BASE.set(py, pair);
     install_method(cls, cls, &BUFFER_UPDATED_DEF)?;
-    install_method(cls, cls, &WRITE_APPDATA_DEF)
+    install_method(cls, cls, &WRITE_APPDATA_DEF)?;
+    install_method(cls, cls, &GET_BUFFER_DEF)
 }
+
+static GET_BUFFER_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"get_buffer".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: get_buffer_o,
+    },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"get_buffer($self, n, /)\n--\n\nsslproto's, in Rust.".as_ptr(),
+});
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tls_install, m)?)?;
