@@ -2,12 +2,13 @@
 //! `buffer_updated` → `_do_read` → `_do_read__copied` and `_write_appdata` → `_do_write` →
 //! `_process_outgoing` take in the WRAPPED state, calling the same C methods of CPython's own
 //! `_ssl._SSLSocket` and `_ssl.MemoryBIO` the Python code calls (so every certificate, context
-//! setting and error is CPython's), without the Python frames around them.
+//! setting and error is CPython's), without the Python frames around them; and `get_buffer`.
 //!
-//! `oxloop/_tls.py`'s `SSLProtocol` subclass calls [`tls_buffer_updated`] and
-//! [`tls_write_appdata`]; each returns `False` without any side effect when the case is not the
-//! plain one it handles (another state, a buffered app protocol, a write backlog, an
-//! `SSLObject` subclass), and asyncio's Python method then runs as it would on stock asyncio.
+//! `oxloop/_tls.py`'s `SSLProtocol` subclass gets raw METH_O `buffer_updated`,
+//! `_write_appdata` and `get_buffer` ([`tls_install`]), one body ([`method_o`]): the native
+//! step, or, when the case is not the plain one it handles (another state, a buffered app
+//! protocol, a write backlog, an `SSLObject` subclass, an `n` that is not an int), asyncio's
+//! Python method, called as on stock asyncio with nothing done before it.
 //! The handshake, shutdown, flushing, errors and flow control changes stay asyncio's code.
 //!
 //! Each step mirrors Lib/asyncio/sslproto.py (identical on 3.11-3.15 for these methods):
@@ -16,7 +17,11 @@
 //! bookkeeping of `_write_backlog` / `_write_buffer_size`. One call is skipped: after a read
 //! that returned data, when the incoming BIO and the `SSL` object hold no more bytes, the next
 //! `read` could only raise `SSLWantReadError` (OpenSSL reads one record at a time from a
-//! memory BIO, CPython never enables read-ahead), which `_do_read__copied` ignores.
+//! memory BIO, CPython never enables read-ahead), which `_do_read__copied` ignores. The
+//! decrypted chunks of one `_do_read__copied` are read into one bytes object (`read(len,
+//! buffer)`) instead of one per record joined after: `data_received` gets the same bytes in
+//! the same one call; asyncio's own `StreamReaderProtocol` gets them in its reader's buffer
+//! (`streams::fast_feed`, as the plaintext transport does).
 //!
 //! Invariants: called with the GIL held, on the loop's thread; nothing is borrowed across a
 //! call into Python (every field is re-read from the protocol's `__dict__` after one).
