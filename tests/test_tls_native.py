@@ -299,3 +299,18 @@ def test_get_buffer(loop, run):
     out, got = run(main())
     assert all(out), out
     assert got == b"after"
+
+
+def test_max_size_is_honoured(loop, run):
+    # sslproto reads `self.max_size` per SSLObject.read: an instance's own value (here a small
+    # one) still delivers every byte, in order.
+    async def main():
+        srv, client, peer = await pair(loop)
+        peer.transport._ssl_protocol.max_size = 1000
+        data = payload(100 * 1024, seed=11)
+        client.transport.write(data)
+        got = bytes((await client.until(len(data)))[: len(data)])
+        await close_all(srv, client)
+        return digest(got) == digest(data)
+
+    assert run(main())

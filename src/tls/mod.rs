@@ -154,6 +154,11 @@ pub(crate) fn tls_buffer_updated(
     let Some(raw) = raw_sslobj(&sslobj, r)? else {
         return Ok(false);
     };
+    // `self._sslobj.read(self.max_size)`: a max_size that is not a positive int (a read of
+    // 0 bytes returns b'', which sslproto takes for the end of the stream) is left to asyncio.
+    let Some(max_size) = positive_int(&proto.getattr(intern!(py, "max_size"))?) else {
+        return Ok(false);
+    };
     // self._incoming.write(self._ssl_buffer_view[:nbytes])
     let incoming = field(&d, intern!(py, "_incoming"))?;
     let view = field(&d, intern!(py, "_ssl_buffer_view"))?;
@@ -167,7 +172,7 @@ pub(crate) fn tls_buffer_updated(
     // self._do_read(): the state is still WRAPPED (a write to a memory BIO calls nothing).
     guarded(proto, || {
         if !field(&d, intern!(py, "_app_reading_paused"))?.is_truthy()? {
-            read_copied(proto, &d, &raw, &incoming, size, r)?;
+            read_copied(proto, &d, &raw, &incoming, size, max_size, r)?;
             let backlog = field(&d, intern!(py, "_write_backlog"))?;
             if backlog.is_truthy()? {
                 proto.call_method0(intern!(py, "_do_write"))?;
@@ -178,6 +183,12 @@ pub(crate) fn tls_buffer_updated(
         control_ssl_reading(proto)
     })?;
     Ok(true)
+}
+
+/// An exact int above 0 that fits an isize.
+fn positive_int(o: &Bound<'_, PyAny>) -> Option<isize> {
+    let n: isize = o.cast_exact::<pyo3::types::PyInt>().ok()?.extract().ok()?;
+    (n > 0).then_some(n)
 }
 
 /// `_do_read__copied`: every decrypted chunk, then one `data_received`; end of stream
@@ -194,10 +205,11 @@ fn read_copied(
     raw: &Bound<'_, PyAny>,
     incoming: &Bound<'_, PyAny>,
     nbytes: isize,
+    max_size: isize,
     r: &Refs,
 ) -> PyResult<()> {
     let py = proto.py();
-    let (data, eof) = read_records(proto, raw, incoming, nbytes, r)?;
+    let (data, eof) = read_records(proto, raw, incoming, nbytes, max_size, r)?;
     if let Some(data) = data {
         let app = field(d, intern!(py, "_app_protocol"))?;
         // No Python code runs between fast_feed's checks and the feed (streams.rs).
@@ -247,6 +259,7 @@ fn read_records<'py>(
     raw: &Bound<'py, PyAny>,
     incoming: &Bound<'py, PyAny>,
     nbytes: isize,
+    max_size: isize,
     r: &Refs,
 ) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
     let py = proto.py();
@@ -255,11 +268,6 @@ fn read_records<'py>(
     // the space left (capped at max_size) returns the same data. A larger record (compression
     // a context turned back on) is read in pieces by the loop, which goes on while the SSL
     // object holds decrypted bytes: `data_received` gets the same bytes in the same one call.
-    let max_size: isize = proto
-        .getattr(intern!(py, "max_size"))?
-        .extract::<isize>()
-        .unwrap_or(RECORD_PLAINTEXT)
-        .max(1);
     let read = raw.getattr(intern!(py, "read"))?;
     let in_bio = || -> PyResult<isize> { incoming.getattr(intern!(py, "pending"))?.extract() };
     let in_ssl = || -> PyResult<isize> { raw.call_method0(intern!(py, "pending"))?.extract() };
