@@ -788,6 +788,123 @@ def print_report(
 
 
 # ---------------------------------------------------------------------------------------------
+# TLS echo (issue 18): benches/tls_echo.py's measurement, printed in this table's format
+# ---------------------------------------------------------------------------------------------
+
+# The rows of issue 18's TLS table: (kind, message size), 10 connections in ping-pong.
+TLS_ROWS = (("protocol", 1024), ("protocol", 65536), ("streams", 1024), ("streams", 65536))
+TLS_CONNS = 10
+# Loops of this script that have no TLS: (name, why).
+TLS_NA = {
+    "rloop": "no TLS (create_server(ssl=...) raises NotImplementedError)",
+    "floor": "no TLS floor (the Rust server speaks plaintext only)",
+}
+
+
+def _load_tls_echo() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tls_echo", os.path.join(HERE, "tls_echo.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tls_table(loops: list[str], rounds: int, messages: int) -> dict[str, Any]:
+    """Server CPU per TLS echo message, per row and loop (median over interleaved rounds).
+
+    The driver is tls_echo.py's client (one process, stock asyncio; the Rust netfloor client
+    speaks no TLS): it verifies the server's certificate against its CA and the hostname. The
+    figure is the server process's own CPU clock over the measured phase, as for the rows
+    above, so the client's language changes the pace, not what is counted.
+    """
+    tls_echo = _load_tls_echo()
+    live = [n for n in loops if n not in TLS_NA]
+    samples: dict[str, dict[str, list[float]]] = {
+        f"{k}:{n}": {name: [] for name in live} for k, n in TLS_ROWS
+    }
+    errors: dict[str, dict[str, str]] = {key: {} for key in samples}
+    with tempfile.TemporaryDirectory(prefix="oxloop-tls-") as certdir:
+        tls_echo.make_certs(certdir)
+        for _ in range(rounds):
+            for kind, size in TLS_ROWS:
+                key = f"{kind}:{size}"
+                n = tls_echo.messages_for(size, messages, TLS_CONNS)
+                for name in live:
+                    if name in errors[key]:
+                        continue
+                    print(f"TLS {key} on {name}", file=sys.stderr, flush=True)
+                    try:
+                        cpu = tls_echo.cell(kind, name, certdir, size, TLS_CONNS, n)
+                    except Exception as exc:  # a loop that cannot serve TLS: n/a
+                        errors[key][name] = f"{type(exc).__name__}: {exc}"
+                        continue
+                    samples[key][name].append(cpu)
+    results: dict[str, Any] = {}
+    for key in samples:
+        results[key] = {}
+        for name in loops:
+            if name in TLS_NA:
+                results[key][name] = {"status": "n/a", "error": TLS_NA[name]}
+            elif name in errors[key] or not samples[key][name]:
+                results[key][name] = {"status": "n/a", "error": errors[key].get(name, "")}
+            else:
+                v = samples[key][name]
+                results[key][name] = {
+                    "status": "ok",
+                    "cpu_per": statistics.median(v),
+                    "cpu_per_spread": (max(v) - min(v)) / statistics.median(v),
+                    "samples": v,
+                }
+    return results
+
+
+def print_tls_report(loops: list[str], results: dict[str, Any], rounds: int) -> None:
+    print(
+        f"TLS echo, {TLS_CONNS} connections in ping-pong, server cpu per message"
+        f" (median of {rounds} round{'s' if rounds != 1 else ''}, loops interleaved)"
+    )
+    print(
+        "  method  : the client of benches/tls_echo.py (Python, stock asyncio; verifies the CA"
+        " and the\n            hostname), not netfloor (no TLS); the server's own CPU clock"
+    )
+    label_w, tag_w, col_w = 20, 9, 14
+    lead = label_w + tag_w
+    header = " " * lead + "".join(f"{n:>{col_w}}" for n in loops)
+    print(header)
+    print("-" * len(header))
+    for key, per in results.items():
+        kind, size = key.split(":")
+        label = f"tls {kind} {int(size) // 1024} KiB"
+        print(
+            f"{label:<{label_w}}{'cpu/msg':<{tag_w}}"
+            + "".join(f"{cell_text(per[n], 'cpu_per'):>{col_w}}" for n in loops)
+        )
+        base = per.get(BASELINE, {"status": "n/a"})
+        ratios = []
+        for n in loops:
+            r = per[n]
+            if n == BASELINE:
+                ratios.append("baseline" if r["status"] == "ok" else "")
+            elif r["status"] != "ok" or base["status"] != "ok":
+                ratios.append("")
+            else:
+                ratios.append(micro.ratio_text(r["cpu_per"], base["cpu_per"]))
+        print(" " * lead + "".join(f"{x:>{col_w}}" for x in ratios).rstrip())
+    notes = sorted(
+        {
+            f"  {n}: n/a: {per[n]['error']}"
+            for per in results.values()
+            for n in loops
+            if per[n]["status"] != "ok" and per[n].get("error")
+        }
+    )
+    if notes:
+        print("notes:")
+        print("\n".join(notes))
+    print()
+
+
+# ---------------------------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------------------------
 
@@ -863,6 +980,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-chart", action="store_true", help="save the JSON but draw no chart")
     ap.add_argument("--no-save", action="store_true", help="print the table only")
     ap.add_argument("--list", action="store_true", help="list the rows and exit")
+    ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="also the TLS echo table (Protocol and streams, 1 and 64 KiB; benches/tls_echo.py)",
+    )
+    ap.add_argument("--tls-only", action="store_true", help="the TLS echo table alone")
+    ap.add_argument(
+        "--tls-messages", type=int, default=3000, help="messages per 1 KiB TLS cell (64 KiB: 1/10)"
+    )
     ap.add_argument("--server", nargs=3, metavar=("KIND", "LOOP", "ADDR"), help=argparse.SUPPRESS)
     ap.add_argument("--probe", metavar="LOOP", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -886,6 +1012,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = select_rows(",".join(QUICK_ROWS if args.quick else DEFAULT_ROWS))
     loops = micro.parse_list(args.loops, LOOPS, "loop")
     rounds = args.rounds or (1 if args.quick else 3)
+    if args.tls_only:
+        tls_results = run_tls_table(loops, rounds, args.tls_messages)
+        print_tls_report(loops, tls_results, rounds)
+        return 0
     duration = args.duration or (1.0 if args.quick else 2.0)
     warmup = args.warmup if args.warmup is not None else (0.25 if args.quick else 0.5)
 
@@ -946,6 +1076,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     print_report(meta, loops, rows, results)
     print(f"({total} samples in {elapsed:.0f} s)")
+    if args.tls:
+        print()
+        tls_results = run_tls_table(loops, rounds, args.tls_messages)
+        print_tls_report(loops, tls_results, rounds)
     if not args.no_save:
         doc = {
             "meta": meta,
@@ -956,6 +1090,8 @@ def main(argv: list[str] | None = None) -> int:
                 for r in rows
             },
         }
+        if args.tls:
+            doc["tls"] = tls_results
         micro.load_chart().save(doc, args.json, "net", chart=not args.no_chart)
     failed = any(
         res["status"] not in ("ok", "n/a") for per in results.values() for res in per.values()

@@ -2,13 +2,24 @@
 
 Role: measures what one TLS echo message costs the server, Protocol and streams, with a verifying
 context (the client checks the CA and the hostname). The server runs in its own process on the
-loop under test (``--server KIND LOOP PORT SIZE``); one client process (stock asyncio on uvloop
-when installed, else asyncio) keeps N connections in ping-pong. The figure is the server's CPU
+loop under test (``--server KIND LOOP CERTDIR``); one client process (stock asyncio) keeps N
+connections in ping-pong. The figure is the server's CPU
 time (its own process clock, read over a control pipe right before and after the measured phase)
 divided by the messages echoed. Loops are interleaved inside each round; a cell is the median of
 the rounds.
 
     python benches/tls_echo.py [--loops oxloop,uvloop,asyncio] [--rounds 3] [--messages 3000]
+
+A loop ``LABEL=NAME`` shows NAME's column as LABEL. ``oxloop@DIR`` runs oxloop from DIR (put
+first on PYTHONPATH: a saved copy of python/oxloop, for a before/after in one interleaved run);
+``oxloop-sslproto`` is oxloop with ``OXLOOP_NATIVE_TLS=0``; ``rsloop`` needs its wheel (rustls:
+it ignores the SSLContext's CA and settings).
+
+``--callgrind`` counts instructions instead: each row's server runs under
+``valgrind --tool=callgrind`` for M and then 2M messages, and (I(2M) - I(M)) / M is the
+user-space cost of one more message, start-up and handshakes cancelled out (the figure
+benches/net_callgrind.sh gives for plaintext). ``TOP=N`` also prints the N functions whose
+self cost grew most per message.
 """
 
 from __future__ import annotations
@@ -36,6 +47,10 @@ def make_certs(d: str) -> None:
 
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "rsloop":
+        import rsloop
+
+        return rsloop.new_event_loop()
     if kind.startswith("oxloop"):
         import oxloop
 
@@ -72,9 +87,10 @@ def cpu() -> float:
 
 
 def server(kind: str, loop_kind: str, certdir: str) -> None:
+    # The loop first: rsloop records certificates by patching load_cert_chain at import.
+    loop = new_loop(loop_kind)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(os.path.join(certdir, "server.pem"))
-    loop = new_loop(loop_kind)
     asyncio.set_event_loop(loop)
 
     async def main():
@@ -120,12 +136,22 @@ async def client(port: int, certdir: str, conns: int, size: int, messages: int, 
     return (after - before) / (messages // conns * conns)
 
 
-def cell(kind: str, loop_kind: str, certdir: str, size: int, conns: int, messages: int) -> float:
+def cell(
+    kind: str,
+    loop_kind: str,
+    certdir: str,
+    size: int,
+    conns: int,
+    messages: int,
+    wrap: list[str] = [],  # noqa: B006 (read only)
+) -> float:
     env = dict(os.environ)
     if loop_kind == "oxloop-sslproto":
         env["OXLOOP_NATIVE_TLS"] = "0"  # asyncio's sslproto over oxloop's transport
+    if "@" in loop_kind:  # oxloop@DIR: that copy of the package first on the path
+        env["PYTHONPATH"] = loop_kind.split("@", 1)[1] + os.pathsep + env.get("PYTHONPATH", "")
     p = subprocess.Popen(
-        [sys.executable, __file__, "--server", kind, loop_kind, certdir],
+        [*wrap, sys.executable, __file__, "--server", kind, loop_kind, certdir],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -152,6 +178,52 @@ def cell(kind: str, loop_kind: str, certdir: str, size: int, conns: int, message
             p.kill()
 
 
+def messages_for(size: int, messages: int, conns: int) -> int:
+    return messages if size <= 4096 else max(conns * 20, messages // 10)
+
+
+def callgrind(kind: str, loop_kind: str, certdir: str, size: int, conns: int, m: int) -> int:
+    """User-space instructions of the server per message: (I(2M) - I(M)) / M."""
+    out_dir = os.path.join(HERE, "results", "callgrind")
+    os.makedirs(out_dir, exist_ok=True)
+    name = loop_kind.replace("/", "_").replace("@", "-")
+    counts = []
+    for n in (m, 2 * m):
+        out = os.path.join(out_dir, f"tls.{kind}.{size}.{name}.{n}.out")
+        wrap = ["valgrind", "--tool=callgrind", "--quiet", f"--callgrind-out-file={out}"]
+        os.environ["PYTHONHASHSEED"] = "0"
+        cell(kind, loop_kind, certdir, size, conns, n, wrap)
+        with open(out) as f:
+            total = next(int(x.split()[1]) for x in f if x.startswith(("summary:", "totals:")))
+        counts.append(total)
+    per = (counts[1] - counts[0]) // (m // conns * conns)
+    top = int(os.environ.get("TOP", "0"))
+    if top:
+        stem = os.path.join(out_dir, f"tls.{kind}.{size}.{name}")
+        a, b = self_cost(f"{stem}.{m}.out"), self_cost(f"{stem}.{2 * m}.out")
+        grew = sorted(((k, v - a.get(k, 0)) for k, v in b.items()), key=lambda x: -x[1])
+        for fn, delta in grew[:top]:
+            print(f"  {delta * 1.0 / (m // conns * conns):8.0f}  {fn.split('/')[-1]}")
+    return per
+
+
+def self_cost(path: str) -> dict[str, int]:
+    """Self cost per function of one callgrind profile (as benches/net_callgrind.sh's TOP)."""
+    import re
+
+    line = re.compile(r"^\s*([0-9,]+) \(\s*[0-9.]+%\)\s+(?!=>)(.+?)(?: \[.*\])?$")
+    out = subprocess.run(
+        ["callgrind_annotate", "--auto=no", "--threshold=100", path],
+        capture_output=True,
+        text=True,
+    ).stdout
+    cost: dict[str, int] = {}
+    for text in out.splitlines():
+        if (hit := line.match(text)) and hit[2] != "PROGRAM TOTALS":
+            cost[hit[2]] = cost.get(hit[2], 0) + int(hit[1].replace(",", ""))
+    return cost
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", nargs=3)
@@ -160,21 +232,32 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--messages", type=int, default=3000)
     ap.add_argument("--conns", type=int, default=10)
+    ap.add_argument("--callgrind", action="store_true", help="instructions per message")
     a = ap.parse_args()
     if a.server:
         server(*a.server)
         return
-    loops = a.loops.split(",")
+    labels = dict(reversed(x.split("=", 1)) if "=" in x else (x, x) for x in a.loops.split(","))
+    loops = list(labels)
     with tempfile.TemporaryDirectory() as d:
         make_certs(d)
+        if a.callgrind:
+            print(f"TLS echo, {a.conns} connections, server user-space instructions per message")
+            print(f"{'row':<18}" + "".join(f"{labels[k]:>16}" for k in loops))
+            for row in a.rows.split(","):
+                kind, size = row.split(":")
+                n = messages_for(int(size), a.messages, a.conns)
+                per = [callgrind(kind, k, d, int(size), a.conns, n) for k in loops]
+                print(f"{kind + ' ' + size:<18}" + "".join(f"{x:>16,}" for x in per), flush=True)
+            return
         print(f"TLS echo, {a.conns} connections, server CPU µs per message (median of {a.rounds})")
-        print(f"{'row':<18}" + "".join(f"{k:>16}" for k in loops))
+        print(f"{'row':<18}" + "".join(f"{labels[k]:>16}" for k in loops))
         for row in a.rows.split(","):
             kind, size = row.split(":")
             res: dict[str, list[float]] = {k: [] for k in loops}
             for _ in range(a.rounds):
                 for k in loops:
-                    n = a.messages if int(size) <= 4096 else max(a.conns * 20, a.messages // 10)
+                    n = messages_for(int(size), a.messages, a.conns)
                     res[k].append(cell(kind, k, d, int(size), a.conns, n))
             line = f"{kind + ' ' + size:<18}"
             line += "".join(f"{statistics.median(res[k]) * 1e6:>16.1f}" for k in loops)

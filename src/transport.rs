@@ -303,8 +303,10 @@ const PREDICTED_READ_MAX: usize = 124 * 1024;
 // `_PyBytes_Resize` (Include/cpython/bytesobject.h, exported by every CPython 3.x); pyo3's ffi
 // keeps its declaration private.
 extern "C" {
-    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t)
-        -> std::ffi::c_int;
+    pub(crate) fn _PyBytes_Resize(
+        bytes: *mut *mut ffi::PyObject,
+        newsize: ffi::Py_ssize_t,
+    ) -> std::ffi::c_int;
 }
 
 /// One `recv` of up to `len` bytes straight into a new bytes object of that size, shrunk to

@@ -201,3 +201,119 @@ def test_no_reference_leak_per_record(loop, run):
         return grown
 
     assert run(main()) < 100
+
+
+async def stream_pair(loop, limit=2**16):
+    """asyncio streams over TLS (verifying client context): an echo server's connection."""
+    server_ctx, client_ctx = tls_contexts()
+
+    async def echo(reader, writer):
+        while data := await reader.read(1 << 20):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=server_ctx, limit=limit)
+    port = srv.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_ctx, server_hostname="localhost", limit=limit
+    )
+    return srv, reader, writer
+
+
+def test_streams_over_tls(loop, run):
+    # The decrypted records of a message go straight into the StreamReader's buffer (one
+    # read of several records, records split across socket reads, the reader's limit pausing
+    # the TLS transport): the bytes arrive whole and in order through every reader method.
+    async def main():
+        before = _oxloop.tls_stats()
+        srv, reader, writer = await stream_pair(loop, limit=4096)
+        sent = []
+        for n in (1, 1024, 16 * 1024 + 1, 64 * 1024, 1024 * 1024):
+            data = payload(n, seed=n)
+            writer.write(data)
+            sent.append(data)
+        writer.write(b"line one\nline two\n")
+        await writer.drain()
+        got = [await wait(reader.readexactly(len(d))) for d in sent]
+        lines = [await wait(reader.readline()), await wait(reader.readuntil(b"\n"))]
+        reads, _ = (a - b for a, b in zip(_oxloop.tls_stats(), before, strict=True))
+        writer.close()
+        await writer.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+        return [digest(g) for g in got] == [digest(d) for d in sent], lines, reads
+
+    same, lines, reads = run(main())
+    assert same
+    assert lines == [b"line one\n", b"line two\n"]
+    if native_expected(loop):
+        assert reads >= 10, reads
+
+
+def test_streams_over_tls_honour_a_patched_data_received(loop, run, monkeypatch):
+    # A patched StreamReaderProtocol.data_received is called for TLS records too.
+    seen = []
+    original = asyncio.StreamReaderProtocol.data_received
+
+    def spy(self, data):
+        seen.append(len(data))
+        return original(self, data)
+
+    monkeypatch.setattr(asyncio.StreamReaderProtocol, "data_received", spy)
+
+    async def main():
+        srv, reader, writer = await stream_pair(loop)
+        writer.write(b"ping\n")
+        got = await wait(reader.readline())
+        writer.close()
+        await writer.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+        return got
+
+    assert run(main()) == b"ping\n"
+    assert seen.count(5) == 2  # the server's read and the client's
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="3.10's sslproto (_SSLPipe) has no get_buffer"
+)
+def test_get_buffer(loop, run):
+    # sslproto's get_buffer (native on oxloop 3.11+): max_size for n <= 0 or above it, a new
+    # larger buffer only when asked for more than the current one holds.
+    async def main():
+        srv, client, peer = await pair(loop)
+        p = client.transport._ssl_protocol
+        out = [len(p.get_buffer(-1)) == p.max_size, len(p.get_buffer(0)) == p.max_size]
+        first = p.get_buffer(10)
+        out.append(first is p._ssl_buffer_view and len(first) == p.max_size)
+        p.max_size = p.max_size * 2
+        bigger = p.get_buffer(p.max_size + 1)
+        out += [len(bigger) == p.max_size, bigger is p._ssl_buffer_view, bigger is not first]
+        out.append(p.get_buffer(1) is bigger)
+        out.append(bytes(p._ssl_buffer[:4]) == b"\0\0\0\0")
+        # The protocol still works with the new buffer.
+        client.transport.write(b"after")
+        got = bytes(await client.until(5))
+        await close_all(srv, client)
+        return out, got
+
+    out, got = run(main())
+    assert all(out), out
+    assert got == b"after"
+
+
+def test_max_size_is_honoured(loop, run):
+    # sslproto reads `self.max_size` per SSLObject.read: an instance's own value (here a small
+    # one) still delivers every byte, in order.
+    async def main():
+        srv, client, peer = await pair(loop)
+        peer.transport._ssl_protocol.max_size = 1000
+        data = payload(100 * 1024, seed=11)
+        client.transport.write(data)
+        got = bytes((await client.until(len(data)))[: len(data)])
+        await close_all(srv, client)
+        return digest(got) == digest(data)
+
+    assert run(main())

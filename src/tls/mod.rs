@@ -2,12 +2,13 @@
 //! `buffer_updated` → `_do_read` → `_do_read__copied` and `_write_appdata` → `_do_write` →
 //! `_process_outgoing` take in the WRAPPED state, calling the same C methods of CPython's own
 //! `_ssl._SSLSocket` and `_ssl.MemoryBIO` the Python code calls (so every certificate, context
-//! setting and error is CPython's), without the Python frames around them.
+//! setting and error is CPython's), without the Python frames around them; and `get_buffer`.
 //!
-//! `oxloop/_tls.py`'s `SSLProtocol` subclass calls [`tls_buffer_updated`] and
-//! [`tls_write_appdata`]; each returns `False` without any side effect when the case is not the
-//! plain one it handles (another state, a buffered app protocol, a write backlog, an
-//! `SSLObject` subclass), and asyncio's Python method then runs as it would on stock asyncio.
+//! `oxloop/_tls.py`'s `SSLProtocol` subclass gets raw METH_O `buffer_updated`,
+//! `_write_appdata` and `get_buffer` ([`tls_install`]), one body ([`method_o`]): the native
+//! step, or, when the case is not the plain one it handles (another state, a buffered app
+//! protocol, a write backlog, an `SSLObject` subclass, an `n` that is not an int), asyncio's
+//! Python method, called as on stock asyncio with nothing done before it.
 //! The handshake, shutdown, flushing, errors and flow control changes stay asyncio's code.
 //!
 //! Each step mirrors Lib/asyncio/sslproto.py (identical on 3.11-3.15 for these methods):
@@ -16,7 +17,11 @@
 //! bookkeeping of `_write_backlog` / `_write_buffer_size`. One call is skipped: after a read
 //! that returned data, when the incoming BIO and the `SSL` object hold no more bytes, the next
 //! `read` could only raise `SSLWantReadError` (OpenSSL reads one record at a time from a
-//! memory BIO, CPython never enables read-ahead), which `_do_read__copied` ignores.
+//! memory BIO, CPython never enables read-ahead), which `_do_read__copied` ignores. The
+//! decrypted chunks of one `_do_read__copied` are read into one bytes object (`read(len,
+//! buffer)`) instead of one per record joined after: `data_received` gets the same bytes in
+//! the same one call; asyncio's own `StreamReaderProtocol` gets them in its reader's buffer
+//! (`streams::fast_feed`, as the plaintext transport does).
 //!
 //! Invariants: called with the GIL held, on the loop's thread; nothing is borrowed across a
 //! call into Python (every field is re-read from the protocol's `__dict__` after one).
@@ -149,16 +154,25 @@ pub(crate) fn tls_buffer_updated(
     let Some(raw) = raw_sslobj(&sslobj, r)? else {
         return Ok(false);
     };
+    // `self._sslobj.read(self.max_size)`: a max_size that is not a positive int (a read of
+    // 0 bytes returns b'', which sslproto takes for the end of the stream) is left to asyncio.
+    let Some(max_size) = positive_int(&proto.getattr(intern!(py, "max_size"))?) else {
+        return Ok(false);
+    };
     // self._incoming.write(self._ssl_buffer_view[:nbytes])
     let incoming = field(&d, intern!(py, "_incoming"))?;
     let view = field(&d, intern!(py, "_ssl_buffer_view"))?;
     let part = view.get_item(slice(None, Some(nbytes))?)?;
-    incoming.call_method1(intern!(py, "write"), (part,))?;
+    // (MemoryBIO.write returns how many bytes it took: all of them.)
+    let size: isize = incoming
+        .call_method1(intern!(py, "write"), (part,))?
+        .extract()
+        .unwrap_or(RECORD_PLAINTEXT);
     NATIVE_READS.fetch_add(1, Ordering::Relaxed);
     // self._do_read(): the state is still WRAPPED (a write to a memory BIO calls nothing).
     guarded(proto, || {
         if !field(&d, intern!(py, "_app_reading_paused"))?.is_truthy()? {
-            read_copied(proto, &d, &raw, &incoming, r)?;
+            read_copied(proto, &d, &raw, &incoming, size, max_size, r)?;
             let backlog = field(&d, intern!(py, "_write_backlog"))?;
             if backlog.is_truthy()? {
                 proto.call_method0(intern!(py, "_do_write"))?;
@@ -171,70 +185,154 @@ pub(crate) fn tls_buffer_updated(
     Ok(true)
 }
 
+/// An exact int above 0 that fits an isize.
+fn positive_int(o: &Bound<'_, PyAny>) -> Option<isize> {
+    let n: isize = o.cast_exact::<pyo3::types::PyInt>().ok()?.extract().ok()?;
+    (n > 0).then_some(n)
+}
+
 /// `_do_read__copied`: every decrypted chunk, then one `data_received`; end of stream
 /// (close_notify) calls `_call_eof_received` and `_start_shutdown`.
+///
+/// The chunks are read straight into one bytes object (`_ssl`'s `read(len, buffer)`, the
+/// same `SSL_read_ex` as `read(len)`), which is what `data_received` gets: no bytes object
+/// per record and no join (at 64 KiB a message is four records). asyncio's own
+/// `StreamReaderProtocol` (`streams::fast_feed`) gets them in its reader's buffer instead, as
+/// the plaintext transport's read path does, without its `data_received` frames.
 fn read_copied(
     proto: &Bound<'_, PyAny>,
     d: &Bound<'_, PyDict>,
     raw: &Bound<'_, PyAny>,
     incoming: &Bound<'_, PyAny>,
+    nbytes: isize,
+    max_size: isize,
     r: &Refs,
 ) -> PyResult<()> {
     let py = proto.py();
-    // sslproto reads `max_size` (256 KiB) at a time, and `_ssl`'s read allocates a bytes
-    // object of the size asked for before shrinking it to what SSL_read returned: 256 KiB
-    // per record, past glibc's mmap threshold (page faults on every read at 64 KiB messages).
-    // One read returns at most one record, whose plaintext is at most 2**14 bytes (RFC 8446
-    // 5.1, RFC 5246 6.2.1); asking for that much returns the same data. A larger record
-    // (compression a context turned back on) is read in pieces by the loop below, which goes
-    // on while the SSL object holds decrypted bytes: the chunks differ, `data_received` gets
-    // the same bytes in the same one call.
-    let max_size = proto.getattr(intern!(py, "max_size"))?;
-    let max_size = match max_size.extract::<isize>() {
-        Ok(n) if n > RECORD_PLAINTEXT => RECORD_PLAINTEXT.into_pyobject(py)?.into_any(),
-        _ => max_size,
-    };
-    let read = raw.getattr(intern!(py, "read"))?;
-    let mut chunks: Vec<Bound<'_, PyAny>> = Vec::new();
-    let mut eof = false;
-    loop {
-        let chunk = match read.call1((&max_size,)) {
-            Ok(c) => c,
-            Err(e) if e.is_instance(py, r.again.bind(py)) => break,
-            Err(e) => return Err(e),
-        };
-        if !chunk.is_truthy()? {
-            eof = true;
-            break;
-        }
-        chunks.push(chunk);
-        // The read that would only raise SSLWantReadError (see the module comment).
-        let in_bio: usize = incoming.getattr(intern!(py, "pending"))?.extract()?;
-        if in_bio == 0 {
-            let buffered: usize = raw.call_method0(intern!(py, "pending"))?.extract()?;
-            if buffered == 0 {
-                break;
-            }
-        }
-    }
-    if !chunks.is_empty() {
+    let (data, eof) = read_records(proto, raw, incoming, nbytes, max_size, r)?;
+    if let Some(data) = data {
         let app = field(d, intern!(py, "_app_protocol"))?;
-        let data = match chunks.len() {
-            1 => chunks.swap_remove(0),
-            _ => {
-                let parts = PyList::new(py, &chunks)?;
-                PyBytes::new(py, b"")
-                    .call_method1(intern!(py, "join"), (parts,))?
-                    .into_any()
+        // No Python code runs between fast_feed's checks and the feed (streams.rs).
+        match crate::streams::fast_feed(&app) {
+            Some(Some(feed)) => {
+                feed.extend(data.as_bytes())?;
+                feed.finish()?;
             }
-        };
-        app.call_method1(intern!(py, "data_received"), (data,))?;
+            Some(None) => {} // the reader is gone: data_received drops the data
+            None => {
+                app.call_method1(intern!(py, "data_received"), (data,))?;
+            }
+        }
     }
     if eof {
         proto.call_method0(intern!(py, "_call_eof_received"))?;
         proto.call_method0(intern!(py, "_start_shutdown"))?;
     }
     Ok(())
+}
+
+/// A bytes object under construction: only this function's reference exists.
+struct Building(*mut ffi::PyObject);
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        // SAFETY: a strong reference we own, or NULL after a failed resize.
+        unsafe { ffi::Py_XDECREF(self.0) }
+    }
+}
+
+impl Building {
+    fn resize(&mut self, py: Python<'_>, size: isize) -> PyResult<()> {
+        // SAFETY: the object is ours alone (what _PyBytes_Resize requires); on failure it
+        // frees it, sets MemoryError and NULLs the pointer (Drop then does nothing).
+        if unsafe { crate::transport::_PyBytes_Resize(&mut self.0, size) } < 0 {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(())
+    }
+}
+
+/// The `while True: chunk = self._sslobj.read(self.max_size)` loop of `_do_read__copied`:
+/// (the decrypted bytes, if any; whether the peer's close_notify ended it).
+fn read_records<'py>(
+    proto: &Bound<'py, PyAny>,
+    raw: &Bound<'py, PyAny>,
+    incoming: &Bound<'py, PyAny>,
+    nbytes: isize,
+    max_size: isize,
+    r: &Refs,
+) -> PyResult<(Option<Bound<'py, PyBytes>>, bool)> {
+    let py = proto.py();
+    // sslproto asks for `max_size` (256 KiB) per read; one read returns at most one record,
+    // whose plaintext is at most 2**14 bytes (RFC 8446 5.1, RFC 5246 6.2.1), so asking for
+    // the space left (capped at max_size) returns the same data. A larger record (compression
+    // a context turned back on) is read in pieces by the loop, which goes on while the SSL
+    // object holds decrypted bytes: `data_received` gets the same bytes in the same one call.
+    let read = raw.getattr(intern!(py, "read"))?;
+    let in_bio = || -> PyResult<isize> { incoming.getattr(intern!(py, "pending"))?.extract() };
+    let in_ssl = || -> PyResult<isize> { raw.call_method0(intern!(py, "pending"))?.extract() };
+    // The plaintext waiting is at most the ciphertext just written to the BIO (`nbytes`):
+    // the loop below leaves the BIO empty and nothing decrypted in the SSL object (a read
+    // that stops short drains the BIO into the SSL object's own record buffer). A record
+    // begun in an earlier call, or bytes left when the app paused reading, can make it more;
+    // the buffer then grows by a record.
+    let mut cap = nbytes.max(1);
+    // SAFETY: a new bytes object of `cap` bytes (contents not yet set) or NULL + exception.
+    let mut buf = Building(unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), cap) });
+    if buf.0.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    let mut len: isize = 0;
+    let mut eof = false;
+    loop {
+        if len == cap {
+            cap += RECORD_PLAINTEXT;
+            buf.resize(py, cap)?;
+        }
+        let ask = (cap - len).min(max_size);
+        // SAFETY: buf is a live bytes object of `cap` bytes and len + ask <= cap; the
+        // memoryview (no owner) is only lent to `read`, which releases its buffer before it
+        // returns; nothing else can reach buf while it is written.
+        let view = unsafe {
+            let at = ffi::PyBytes_AsString(buf.0).offset(len);
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyMemoryView_FromMemory(at, ask, ffi::PyBUF_WRITE),
+            )?
+        };
+        let outcome = read.call1((ask, &view));
+        // The view must not outlive this step (buf may move when it grows): release it
+        // should anything still hold it.
+        // SAFETY: reading the refcount of a live object.
+        if unsafe { ffi::Py_REFCNT(view.as_ptr()) } != 1 {
+            view.call_method0(intern!(py, "release"))?;
+        }
+        drop(view);
+        let got: isize = match outcome {
+            Ok(n) => n.extract()?,
+            Err(e) if e.is_instance(py, r.again.bind(py)) => break,
+            Err(e) => return Err(e),
+        };
+        if got == 0 {
+            eof = true;
+            break;
+        }
+        len += got;
+        // The read that would only raise SSLWantReadError (see the module comment).
+        if in_bio()? == 0 && in_ssl()? == 0 {
+            break;
+        }
+    }
+    if len == 0 {
+        return Ok((None, eof));
+    }
+    if len != cap {
+        buf.resize(py, len)?;
+    }
+    let obj = std::mem::replace(&mut buf.0, std::ptr::null_mut());
+    // SAFETY: obj is a strong reference to a finished bytes object, handed over here.
+    let bytes = unsafe { Bound::from_owned_ptr(py, obj) }.cast_into::<PyBytes>()?;
+    Ok((Some(bytes), eof))
 }
 
 /// `_process_outgoing`: what the outgoing BIO holds goes to the socket transport unless SSL
@@ -277,7 +375,8 @@ fn control_ssl_reading(proto: &Bound<'_, PyAny>) -> PyResult<()> {
             .call_method0(intern!(py, "_control_ssl_reading"))
             .map(|_| ());
     };
-    let size = proto.call_method0(intern!(py, "_get_read_buffer_size"))?;
+    // `_get_read_buffer_size()`'s body (the same on 3.11-3.15), without its frame.
+    let size = field(&d, intern!(py, "_incoming"))?.getattr(intern!(py, "pending"))?;
     let paused = field(&d, intern!(py, "_ssl_reading_paused"))?.is_truthy()?;
     let act = if paused {
         size.le(field(&d, intern!(py, "_incoming_low_water"))?)?
@@ -390,9 +489,9 @@ pub(crate) fn tls_stats() -> (u64, u64) {
     )
 }
 
-/// asyncio's `SSLProtocol.buffer_updated` and `_write_appdata`: what the raw methods below
-/// call when the native path does not take the case.
-static BASE: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
+/// asyncio's `SSLProtocol.buffer_updated`, `_write_appdata` and `get_buffer`: what the raw
+/// methods below call when the native path does not take the case.
+static BASE: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
 
 fn none() -> *mut ffi::PyObject {
     // SAFETY: a new reference to None (the GIL is held by every caller).
@@ -402,29 +501,100 @@ fn none() -> *mut ffi::PyObject {
     }
 }
 
+/// What a raw method runs first: `Some(result)` when the native path took the call, `None`
+/// (nothing done) for asyncio's own method.
+type Native =
+    for<'py> fn(&Bound<'py, PyAny>, &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>>;
+
+/// The body of every raw METH_O method below: the native path, else asyncio's method
+/// (`BASE[which]`).
+///
+/// # Safety
+/// Called by CPython through a descriptor made in `tls_install`, with the GIL held, `slf` an
+/// instance of the class (the descriptor checks it) and `arg` alive.
+unsafe fn method_o(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+    what: &str,
+    native: Native,
+    which: usize,
+) -> *mut ffi::PyObject {
+    // SAFETY: per this function's contract.
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: per this function's contract, both pointers are live borrowed references.
+    let (proto, arg) = unsafe {
+        (
+            Bound::from_borrowed_ptr(py, slf),
+            Bound::from_borrowed_ptr(py, arg),
+        )
+    };
+    crate::pyutil::c_return(py, what, || {
+        if let Some(result) = native(&proto, &arg)? {
+            return Ok(result.into_ptr());
+        }
+        match BASE.get(py) {
+            Some(base) => Ok(base[which].bind(py).call1((&proto, &arg))?.into_ptr()),
+            None => Ok(none()),
+        }
+    })
+}
+
+/// [`tls_buffer_updated`] / [`tls_write_appdata`] as a [`Native`]: `None` (the result of
+/// asyncio's methods) when taken.
+fn done<'py>(py: Python<'py>, taken: bool) -> Option<Bound<'py, PyAny>> {
+    taken.then(|| py.None().into_bound(py))
+}
+
+/// `SSLProtocol.get_buffer(n)` (the same body on 3.11-3.15): the receive buffer's view,
+/// replaced by a larger one when `n` asks for more than it holds; `None` (asyncio's method)
+/// for an `n` that is not an int or a `max_size` that is not one.
+fn get_buffer<'py>(
+    proto: &Bound<'py, PyAny>,
+    n: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = proto.py();
+    let Some(d) = instance_dict(proto) else {
+        return Ok(None);
+    };
+    let exact_int = |o: &Bound<'py, PyAny>| -> Option<isize> {
+        o.cast_exact::<pyo3::types::PyInt>().ok()?.extract().ok()
+    };
+    let max_size = proto.getattr(intern!(py, "max_size"))?;
+    let (Some(mut want), Some(max_size)) = (exact_int(n), exact_int(&max_size)) else {
+        return Ok(None);
+    };
+    if want <= 0 || want > max_size {
+        want = max_size;
+    }
+    let Ok(want) = usize::try_from(want) else {
+        return Ok(None); // a negative max_size: bytearray's ValueError is asyncio's to raise
+    };
+    let buffer = field(&d, intern!(py, "_ssl_buffer"))?;
+    if buffer.len()? < want {
+        let buffer = pyo3::types::PyByteArray::new_with(py, want, |_| Ok(()))?;
+        let view = pyo3::types::PyMemoryView::from(&buffer)?;
+        proto.setattr(intern!(py, "_ssl_buffer"), buffer)?;
+        proto.setattr(intern!(py, "_ssl_buffer_view"), view)?;
+    }
+    field(&d, intern!(py, "_ssl_buffer_view")).map(Some)
+}
+
 /// `buffer_updated(self, nbytes)` as a raw METH_O method: the transport calls it once per
 /// read, and a Python wrapper frame around [`tls_buffer_updated`] cost more than its body.
 unsafe extern "C" fn buffer_updated_o(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls this through the descriptor made in `tls_install`, with the GIL
-    // held, `slf` an instance of the class (the descriptor checks it) and `arg` alive.
-    let py = unsafe { Python::assume_attached() };
-    let (proto, nbytes) = unsafe {
-        (
-            Bound::from_borrowed_ptr(py, slf),
-            Bound::from_borrowed_ptr(py, arg),
+    // SAFETY: CPython calls this through BUFFER_UPDATED_DEF's descriptor (method_o's contract).
+    unsafe {
+        method_o(
+            slf,
+            arg,
+            "SSLProtocol.buffer_updated",
+            |p, a| Ok(done(p.py(), tls_buffer_updated(p, a)?)),
+            0,
         )
-    };
-    crate::pyutil::c_return(py, "SSLProtocol.buffer_updated", || {
-        if !tls_buffer_updated(&proto, &nbytes)? {
-            if let Some((base, _)) = BASE.get(py) {
-                base.bind(py).call1((&proto, &nbytes))?;
-            }
-        }
-        Ok(none())
-    })
+    }
 }
 
 /// `_write_appdata(self, list_of_data)` as a raw METH_O method (see [`buffer_updated_o`]).
@@ -432,22 +602,25 @@ unsafe extern "C" fn write_appdata_o(
     slf: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
-    // SAFETY: as in buffer_updated_o.
-    let py = unsafe { Python::assume_attached() };
-    let (proto, list_of_data) = unsafe {
-        (
-            Bound::from_borrowed_ptr(py, slf),
-            Bound::from_borrowed_ptr(py, arg),
+    // SAFETY: CPython calls this through WRITE_APPDATA_DEF's descriptor (method_o's contract).
+    unsafe {
+        method_o(
+            slf,
+            arg,
+            "SSLProtocol._write_appdata",
+            |p, a| Ok(done(p.py(), tls_write_appdata(p, a)?)),
+            1,
         )
-    };
-    crate::pyutil::c_return(py, "SSLProtocol._write_appdata", || {
-        if !tls_write_appdata(&proto, &list_of_data)? {
-            if let Some((_, base)) = BASE.get(py) {
-                base.bind(py).call1((&proto, &list_of_data))?;
-            }
-        }
-        Ok(none())
-    })
+    }
+}
+
+/// `get_buffer(self, n)` as a raw METH_O method: the transport calls it before every read.
+unsafe extern "C" fn get_buffer_o(
+    slf: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls this through GET_BUFFER_DEF's descriptor (method_o's contract).
+    unsafe { method_o(slf, arg, "SSLProtocol.get_buffer", get_buffer, 2) }
 }
 
 static BUFFER_UPDATED_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
@@ -475,14 +648,25 @@ static WRITE_APPDATA_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
 #[pyfunction]
 pub(crate) fn tls_install(cls: &Bound<'_, PyType>, base: &Bound<'_, PyType>) -> PyResult<()> {
     let py = cls.py();
-    let pair = (
+    let pair = [
         base.getattr("buffer_updated")?.unbind(),
         base.getattr("_write_appdata")?.unbind(),
-    );
+        base.getattr("get_buffer")?.unbind(),
+    ];
     let _ = BASE.set(py, pair);
     install_method(cls, cls, &BUFFER_UPDATED_DEF)?;
-    install_method(cls, cls, &WRITE_APPDATA_DEF)
+    install_method(cls, cls, &WRITE_APPDATA_DEF)?;
+    install_method(cls, cls, &GET_BUFFER_DEF)
 }
+
+static GET_BUFFER_DEF: MethodDef = MethodDef(ffi::PyMethodDef {
+    ml_name: c"get_buffer".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: get_buffer_o,
+    },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"get_buffer($self, n, /)\n--\n\nsslproto's, in Rust.".as_ptr(),
+});
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tls_install, m)?)?;
