@@ -76,6 +76,10 @@ def make_loop(name: str) -> asyncio.AbstractEventLoop:
         import rloop
 
         return rloop.new_event_loop()
+    if name == "rsloop":
+        import rsloop
+
+        return rsloop.new_event_loop()
     if name == "oxloop":
         import oxloop
 
