@@ -14,6 +14,7 @@ mod sock;
 mod streams;
 mod tls;
 mod transport;
+mod writebuf;
 
 // The module declares that it needs the GIL. `gil_used = true` makes PyO3 set the module's
 // `Py_mod_gil` slot (3.13+, PEP 703; https://docs.python.org/3/c-api/module.html#c.Py_mod_gil)
@@ -44,6 +45,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(loop_core::fileno_of, m)?)?;
     m.add_class::<transport::SocketReader>()?;
     m.add_class::<transport::SocketWriter>()?;
+    m.add_class::<transport::ReadState>()?;
+    m.add_class::<writebuf::WriteBuffer>()?;
     transport::install_fast_write(m.py())?;
     m.add_function(wrap_pyfunction!(transport::register_transport_slots, m)?)?;
     m.add(

@@ -68,11 +68,35 @@ pub struct SocketReader {
     transport: Py<PyAny>,
     max_size: usize,
     fd: FdCache,
-    /// The size of the last read, which picks how the next one is made ([`SIZED_READ_MIN`]).
+    /// How the transport's reads went, shared by its successive readers (see [`ReadState`]).
+    state: Py<ReadState>,
+}
+
+/// What a transport's reads learnt about its traffic, which picks how the next read is made.
+/// The transport keeps it (`_oxloop_read_state`) and hands it to every reader it registers:
+/// `resume_reading` registers a new one (asyncio's `_add_reader(fd, self._read_ready)`), and a
+/// stream paused and resumed on every read (a `StreamReader` more than twice its limit
+/// behind, which is every read of a bulk transfer) would otherwise start each read knowing
+/// nothing and copy it through the shared buffer. It holds no object, so the transport that
+/// holds it gains no cycle.
+#[pyclass(module = "oxloop._oxloop", frozen)]
+pub struct ReadState {
+    /// The size of the last read ([`SIZED_READ_MIN`]).
     last_read: AtomicUsize,
     /// What the last read asked for when its size was predicted ([`PREDICTED_READ_MAX`]); 0
     /// when it was not.
     last_asked: AtomicUsize,
+}
+
+#[pymethods]
+impl ReadState {
+    #[new]
+    fn new() -> Self {
+        Self {
+            last_read: AtomicUsize::new(0),
+            last_asked: AtomicUsize::new(0),
+        }
+    }
 }
 
 /// The `write` of one transport, stored on it as an instance attribute.
@@ -444,16 +468,23 @@ impl SocketReader {
     /// How much the next read should take straight into its destination, 0 for a read through
     /// the shared buffer (see [`SIZED_READ_MIN`]).
     fn sized_read(&self, fd: i32) -> usize {
-        let last = self.last_read.load(Relaxed);
+        let st = self.state.get();
+        let last = st.last_read.load(Relaxed);
         if last < SIZED_READ_MIN {
             return 0;
         }
         let predicted = (last + last / 8).min(self.max_size);
-        if last != self.last_asked.load(Relaxed) && predicted <= PREDICTED_READ_MAX {
-            self.last_asked.store(predicted, Relaxed);
+        if last != st.last_asked.load(Relaxed) && predicted <= PREDICTED_READ_MAX {
+            st.last_asked.store(predicted, Relaxed);
             return predicted;
         }
-        self.last_asked.store(0, Relaxed);
+        st.last_asked.store(0, Relaxed);
+        if last >= self.max_size {
+            // The last read filled all a read may take: a bulk sender, whose socket FIONREAD
+            // would say holds at least that much again (it said 1.5-1.8 MiB on each read of a
+            // 1 GiB stream); a short read is shrunk as any sized read.
+            return self.max_size;
+        }
         // An error (a closed fd, say) or nothing queued: the plain recv reports it.
         crate::sys::bytes_queued(fd).unwrap_or(0).min(self.max_size)
     }
@@ -501,7 +532,10 @@ impl SocketReader {
             Err(e) if would_block(&e) => return Ok(()),
             Err(e) => return fatal(t, os_error(e), "Fatal read error on socket transport"),
         };
-        self.last_read.store(data.as_bytes().len(), Relaxed);
+        self.state
+            .get()
+            .last_read
+            .store(data.as_bytes().len(), Relaxed);
         if data.as_bytes().is_empty() {
             t.call_method0(intern!(py, "_read_ready__on_eof"))?;
             return Ok(());
@@ -546,7 +580,7 @@ impl SocketReader {
                 return Ok(());
             }
             Ok((n, added)) => {
-                self.last_read.store(n, Relaxed);
+                self.state.get().last_read.store(n, Relaxed);
                 added
             }
             Err(e) if would_block(&e) => return Ok(()),
@@ -594,6 +628,27 @@ impl SocketReader {
     }
 }
 
+/// `memoryview(data)[n:len]`: what a partial send leaves for asyncio's `write` to queue. A view,
+/// not a copy: a large write (megabytes, of which the kernel takes what fits in the socket
+/// buffer) used to copy its rest into a new bytes object, whose fresh pages then faulted in;
+/// asyncio 3.12+ queues exactly this view (selector_events.py `write`: `data =
+/// memoryview(data)[n:]`), and 3.10/3.11 copy it into their `bytearray` buffer as they copy
+/// `data[n:]`.
+fn tail_view<'py>(data: &Bound<'py, PyAny>, n: usize, len: usize) -> PyResult<Bound<'py, PyAny>> {
+    let py = data.py();
+    let view = if data.is_exact_instance_of::<PyMemoryView>() {
+        data.clone()
+    } else {
+        // SAFETY: data is a live bytes or bytearray; a new reference or NULL with an error.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(data.as_ptr()))? }
+    };
+    let lo = ffi::Py_ssize_t::try_from(n).unwrap_or(ffi::Py_ssize_t::MAX);
+    let hi = ffi::Py_ssize_t::try_from(len).unwrap_or(ffi::Py_ssize_t::MAX);
+    // SAFETY: view is a live memoryview; PySequence_GetSlice slices it through its
+    // mp_subscript (a new reference, or NULL with an error set).
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_GetSlice(view.as_ptr(), lo, hi)) }
+}
+
 /// The Python `write` of asyncio's transport, for every case the fast path leaves alone.
 fn write_slow(t: &Bound<'_, PyAny>, data: &Bound<'_, PyAny>) -> PyResult<()> {
     t.call_method1(intern!(t.py(), "_write_slow"), (data,))?;
@@ -633,20 +688,26 @@ pub(crate) fn recv_into(buf: &Bound<'_, PyAny>, fd: i32) -> PyResult<Result<usiz
 
 #[pymethods]
 impl SocketReader {
+    /// `state`: the transport's [`ReadState`], kept across its readers; a fresh one when
+    /// `None`.
     #[new]
-    fn new(transport: &Bound<'_, PyAny>) -> Self {
+    #[pyo3(signature = (transport, state = None))]
+    fn new(transport: &Bound<'_, PyAny>, state: Option<Py<ReadState>>) -> PyResult<Self> {
         let py = transport.py();
         let max_size = transport
             .getattr(intern!(py, "max_size"))
             .and_then(|v| v.extract::<usize>())
             .unwrap_or(DEFAULT_MAX_SIZE);
-        Self {
+        let state = match state {
+            Some(s) => s,
+            None => Py::new(py, ReadState::new())?,
+        };
+        Ok(Self {
             transport: transport.clone().unbind(),
             max_size: max_size.max(1),
             fd: FdCache(AtomicI32::new(-1)),
-            last_read: AtomicUsize::new(0),
-            last_asked: AtomicUsize::new(0),
-        }
+            state,
+        })
     }
 
     /// `_read_ready`: one read event, for a Protocol or a BufferedProtocol (as the
@@ -741,13 +802,7 @@ impl SocketWriter {
         };
         match crate::sys::send(fd, ptr.cast::<c_void>(), len) {
             Ok(n) if n == len => Ok(()),
-            Ok(n) => {
-                // SAFETY: ptr/len still describe the caller's buffer (no Python ran since).
-                let rest = PyBytes::new(py, unsafe {
-                    std::slice::from_raw_parts(ptr.add(n), len - n)
-                });
-                write_slow(&t, rest.as_any())
-            }
+            Ok(n) => write_slow(&t, &tail_view(data, n, len)?),
             Err(e) if would_block(&e) => write_slow(&t, data),
             Err(e) => fatal(&t, os_error(e), "Fatal write error on socket transport"),
         }
@@ -800,12 +855,8 @@ impl SocketWriter {
         match crate::sys::send(fd, ptr.cast::<c_void>(), len) {
             Ok(n) if n == len => Ok(()),
             Ok(n) => {
-                // SAFETY: the export keeps ptr/len valid until `view` is dropped.
-                let rest = PyBytes::new(py, unsafe {
-                    std::slice::from_raw_parts(ptr.add(n), len - n)
-                });
                 drop(view);
-                write_slow(t, rest.as_any())
+                write_slow(t, &tail_view(data, n, len)?)
             }
             Err(e) if would_block(&e) => {
                 drop(view);

@@ -13,6 +13,7 @@ import asyncio
 import gc
 import hashlib
 import socket
+import sys
 import warnings
 
 import pytest
@@ -271,6 +272,102 @@ def test_large_write_buffers_pauses_and_arrives_intact(loop, run, kind):
     assert 0 < queued < len(payload)
     assert (paused, resumed) == (1, 1)
     assert digest == hashlib.sha256(payload).hexdigest()
+    b.close()
+
+
+async def _drain_peer(loop, b, n):
+    """Reads n bytes from the peer socket b."""
+    got = bytearray()
+    while len(got) < n:
+        chunk = await wait(loop.sock_recv(b, 1 << 20))
+        assert chunk, f"EOF after {len(got)} of {n} bytes"
+        got += chunk
+    return bytes(got)
+
+
+def test_partially_sent_bytearray_is_queued_as_the_version_does(loop, run):
+    # A bytearray whose first send is partial: 3.10/3.11 copy the rest into the transport's
+    # buffer (selector_events.py `write`: `data = data[n:]`, `_buffer.extend`), so changing
+    # the bytearray afterwards changes nothing sent; 3.12+ queue `memoryview(data)[n:]`, a
+    # view of the caller's bytearray, which then cannot be resized, and sends what it holds
+    # when the socket drains.
+    a, b = socket_pair()
+    original = hashlib.sha256(b"seed").digest() * (8 * 1024 * 1024 // 32)
+    data = bytearray(original)
+
+    async def main():
+        proto = Recorder()
+        transport = await _connect(loop, a, proto)
+        transport.write(data)
+        sent = len(data) - transport.get_write_buffer_size()
+        data[:] = bytes(len(data))  # same size: allowed with or without an export
+        try:
+            data.extend(b"x")
+            resized = True
+        except BufferError:
+            resized = False
+        got = await _drain_peer(loop, b, len(original))
+        transport.close()
+        await proto.lost
+        return sent, resized, got
+
+    sent, resized, got = run(main())
+    assert 0 < sent < len(original)
+    if sys.version_info >= (3, 12):
+        assert not resized
+        assert got == original[:sent] + bytes(len(original) - sent)
+    else:
+        assert resized
+        assert got == original
+    b.close()
+
+
+def test_queued_writes_of_every_shape_arrive_in_order(loop, run):
+    # Writes of every size and type queued behind a partial send (small ones, large bytes,
+    # views of bytes, bytearrays, one mutated after its write) arrive in order and intact, the
+    # write buffer size counts exactly what is queued, and write_eof waits for all of it.
+    a, b = socket_pair()
+    big = hashlib.sha256(b"big").digest() * (4 * 1024 * 1024 // 32)
+    ba = bytearray(b"b" * 70_000)
+    pieces = [
+        big,
+        b"small",
+        memoryview(big)[100:200_000],
+        bytes(range(256)) * 300,
+        ba,
+        memoryview(bytearray(b"v" * 5_000)),
+        b"z" * 65_536,
+        b"tail",
+    ]
+    expected = b"".join(bytes(p) for p in pieces)
+
+    async def main():
+        proto = Recorder()
+        transport = await _connect(loop, a, proto)
+        sizes = []
+        for p in pieces:
+            before = transport.get_write_buffer_size()
+            transport.write(p)
+            sizes.append(transport.get_write_buffer_size() - before)
+        ba[:] = b"B" * len(ba)  # in place: 3.12+ may still hold it queued (no copy)
+        transport.write_eof()
+        got = await _drain_peer(loop, b, len(expected))
+        eof = await wait(loop.sock_recv(b, 1))
+        left = transport.get_write_buffer_size()
+        transport.close()
+        await proto.lost
+        return sizes, got, eof, left
+
+    sizes, got, eof, left = run(main())
+    # Everything after the first (partial) write is queued whole.
+    assert sizes[1:] == [len(bytes(p)) for p in pieces[1:]]
+    assert (eof, left) == (b"", 0)
+    start = sum(len(bytes(p)) for p in pieces[:4])
+    head, mid, rest = got[:start], got[start : start + len(ba)], got[start + len(ba) :]
+    assert head == expected[:start]
+    assert rest == expected[start + len(ba) :]
+    # The bytearray was queued whole, behind a partial send: copied on 3.10/3.11, held on 3.12+.
+    assert mid == (b"B" if sys.version_info >= (3, 12) else b"b") * len(ba)
     b.close()
 
 

@@ -89,7 +89,13 @@ _AsyncioTransport = selector_events._SelectorSocketTransport  # type: ignore[att
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
     # The fields src/transport.rs reads by offset, and ``write``, the bound fast write, which
     # callers find sooner in a slot than in the dict.
-    __slots__ = (*_oxloop.TRANSPORT_FIELDS, "write")
+    __slots__ = (*_oxloop.TRANSPORT_FIELDS, "write", "_oxloop_read_state")
+
+    if getattr(_AsyncioTransport, "_buffer_factory", None) is bytearray:
+        # 3.10/3.11 queue unsent data in a bytearray, copying every queued byte (and again
+        # as sends drain it); the native queue keeps large bytes by reference (see
+        # src/writebuf.rs). 3.12+ queue memoryviews in a deque and keep theirs.
+        _buffer_factory = _oxloop.WriteBuffer
 
     # asyncio's write, for everything the native fast path leaves to it.
     _write_slow = selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
@@ -98,6 +104,9 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
         # asyncio's own signature, whatever the version (3.15 adds ``context``): its __init__
         # checks the arguments, so a wrong call fails as it does on stock asyncio.
         self.write = _oxloop.SocketWriter(self).write
+        # What the native reads learnt of this connection's traffic, kept across the readers
+        # that pause_reading / resume_reading register in turn.
+        self._oxloop_read_state = _oxloop.ReadState()
         super().__init__(*args, **kwargs)
         if type(self._sock) is not socket.socket:
             # A socket subclass may override send (a wrapper counting or logging I/O), which
@@ -111,7 +120,7 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
         # recv_into do: a subclass (which may override them) gets asyncio's _read_ready,
         # which calls the object's methods.
         if type(self._sock) is socket.socket:
-            return _oxloop.SocketReader(self)
+            return _oxloop.SocketReader(self, self._oxloop_read_state)
         return _AsyncioTransport._read_ready.__get__(self)
 
     def set_protocol(self, protocol: Any) -> None:
