@@ -347,7 +347,20 @@ async def main():
         def data_received(self, data):
             self.transport.write(data)
 
+        def connection_lost(self, exc):
+            if not lost.done():
+                lost.set_result(None)
+
+    lost = loop.create_future()
     server = await loop.create_server(Echo, "127.0.0.1", 0)
+    # One connection served first, with descriptors to spare (oxloop probes the socket
+    # layout at its first accept).
+    r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+    w.write(b"x")
+    await r.readexactly(1)
+    w.close()
+    await w.wait_closed()
+    await lost  # its descriptor is free again
     # Use every descriptor the limit allows, so accept() fails with EMFILE.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
@@ -382,6 +395,11 @@ async def main():
         "messages": sorted({e["message"] for e in reports}),
         "errnos": sorted({getattr(e.get("exception"), "errno", None) for e in reports}),
         "serving": server.is_serving(),
+        # The report names the listener (its family and fd through the TransportSocket).
+        "listener": [
+            reports[0]["socket"].fileno() == server.sockets[0].fileno(),
+            reports[0]["socket"].family == server.sockets[0].family,
+        ],
     }), flush=True)
     await finished
     server.close()
@@ -428,6 +446,7 @@ def test_accept_at_the_fd_limit_waits_without_spinning_and_serves_every_client(l
     assert got["messages"] == ["socket.accept() out of system resource"]
     assert got["errnos"] == [errno.EMFILE]
     assert got["serving"]
+    assert got["listener"] == [True, True]
     if loop_kind == "oxloop":
         # One accept() and one report per ACCEPT_RETRY_DELAY (1 s), nothing in between.
         assert got["first"] == 1, got
