@@ -55,7 +55,7 @@ KINDS: dict[str, dict[str, str]] = {
 }
 
 # Muted colours for the other loops, one strong colour for oxloop (the one a reader looks for).
-COLOURS = {"asyncio": "#9e9e9e", "rloop": "#7fa7cf", "oxloop": "#e8590c"}
+COLOURS = {"asyncio": "#9e9e9e", "rloop": "#7fa7cf", "rsloop": "#80cbc4", "oxloop": "#e8590c"}
 OTHER_COLOUR = "#b39ddb"
 # The width of oxloop's ratio label ("3.40x faster", 8.5 pt bold) and its gap, in inches.
 LABEL_INCHES = 1.05

@@ -322,6 +322,65 @@ def test_invalid_arguments(loop, loop_kind):
     assert got[5][0] is OverflowError
 
 
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_queued_clients_are_accepted_as_socket_accept_gives_them(loop, run, family, tmp_path):
+    # More clients than `backlog` (the most one event takes) connect at once;
+    # each accepted socket is what socket.accept() + setblocking(False) give (oxloop's accept
+    # loop takes them through src/accept.rs): same family and type, non-blocking, the address
+    # accept() returned as peername.
+    # Unix sockets refuse a connect (EAGAIN) past the queue's length rather than wait.
+    clients, backlog = (7 if family == "tcp" else 3), 3
+    made = []
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(transport)
+            transport.write(b"hi")
+            transport.close()
+
+    if family == "tcp":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+    else:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(tmp_path / "s.sock"))
+    listener.listen(16)
+    address = listener.getsockname()
+    socks, names = [], []
+    try:
+
+        async def main():
+            server = await loop.create_server(P, sock=listener, backlog=backlog)
+            for _ in range(clients):
+                c = socket.socket(listener.family, socket.SOCK_STREAM)
+                c.setblocking(False)
+                socks.append(c)
+            # The kernel's queue holds `backlog` (+1) connections: connect through the loop.
+            await wait(asyncio.gather(*(loop.sock_connect(c, address) for c in socks)))
+            names.extend(c.getsockname() for c in socks)
+            while len(made) < clients:
+                await asyncio.sleep(0)
+            got = []
+            for c in socks:
+                c.settimeout(10)
+                got.append(c.recv(2))
+            server.close()
+            await wait(server.wait_closed())
+            return got
+
+        assert run(main()) == [b"hi"] * clients
+    finally:
+        for c in socks:
+            c.close()
+        listener.close()
+    for tr in made:
+        s = tr.get_extra_info("socket")
+        assert (s.family, s.type) == (listener.family, socket.SOCK_STREAM)
+    if family == "tcp":
+        assert sorted(tr.get_extra_info("peername") for tr in made) == sorted(names)
+    assert [tr.get_extra_info("sockname") for tr in made] == [address] * clients
+
+
 EMFILE_CHILD = r"""
 import asyncio, json, os, resource, sys, threading, time
 import oxloop
