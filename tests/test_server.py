@@ -515,3 +515,29 @@ def test_accept_at_the_fd_limit_waits_without_spinning_and_serves_every_client(l
         # asyncio goes on with its accept loop after the first report: `backlog` (100)
         # failing accept() calls, reports and retry timers per event (3.14+: backlog + 1).
         assert got["first"] >= 100, got
+
+
+def test_a_patched_socket_accept_is_called(loop, run, monkeypatch):
+    # socket.socket.accept replaced (a mock, an instrumenting wrapper): the accept loop calls
+    # it, as asyncio's does (oxloop's native accept stands in only for socket.py's own).
+    calls = []
+    original = socket.socket.accept
+
+    def accept(self):
+        calls.append(self.fileno())
+        return original(self)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+
+    async def main():
+        srv, addr = await tcp_server(loop, Echo)
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"x")
+        assert await wait(r.readexactly(1)) == b"x"
+        w.close()
+        await wait(w.wait_closed())
+        srv.server.close()
+        await wait(srv.server.wait_closed())
+
+    run(main())
+    assert calls

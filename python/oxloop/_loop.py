@@ -82,6 +82,11 @@ _ACCEPT_RESOURCE_MESSAGE = "socket.accept() out of system resource"
 _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
+# socket.socket.accept as socket.py defines it: the Acceptor (src/accept.rs) stands in for it,
+# so a patched one (a mock, an instrumenting wrapper) is called instead.
+_SOCKET_ACCEPT = socket.socket.accept
+
+
 class _AcceptPaused(Exception):
     """Ends asyncio's accept loop at its first out-of-resource report (Loop._accept_connection)."""
 
@@ -570,7 +575,8 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
         outer = self._accepting
         self._accepting = sock
         try:
-            super()._accept_connection(protocol_factory, _acceptor(sock), *args, **kwargs)
+            listener = _acceptor(sock) if socket.socket.accept is _SOCKET_ACCEPT else sock
+            super()._accept_connection(protocol_factory, listener, *args, **kwargs)
         except _AcceptPaused:
             # asyncio's branch has reported the error; do the rest of it once.
             self._remove_reader(sock.fileno())
