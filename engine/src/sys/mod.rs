@@ -90,3 +90,32 @@ pub fn listen_queue_len(fd: i32) -> std::io::Result<Option<u32>> {
     }
     Ok(Some(info.tcpi_unacked))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn listen_queue_len_counts_connections_not_yet_accepted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fd = listener.as_raw_fd();
+        assert_eq!(super::listen_queue_len(fd).unwrap(), Some(0));
+        // The kernel completes each handshake and queues the connection before any accept.
+        let clients: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        assert_eq!(super::listen_queue_len(fd).unwrap(), Some(3));
+        let (accepted, _) = listener.accept().unwrap();
+        assert_eq!(super::listen_queue_len(fd).unwrap(), Some(2));
+        // A connected socket is not a listener: no count.
+        assert_eq!(
+            super::listen_queue_len(clients[0].as_raw_fd()).unwrap(),
+            None
+        );
+        assert_eq!(super::listen_queue_len(accepted.as_raw_fd()).unwrap(), None);
+        // A Unix socket has no TCP_INFO.
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(super::listen_queue_len(a.as_raw_fd()).is_err());
+    }
+}
