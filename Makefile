@@ -12,12 +12,12 @@ build:
 	$(ENV) build $(PY) >/dev/null
 
 # The demonstration: the micro benchmark table, then echo servers (Protocol, BufferedProtocol,
-# streams, sock_*, over TCP and Unix) driven by one Rust client: oxloop beside asyncio, uvloop,
-# rloop and a pure-Rust floor, then the TLS echo table (issue 18; benches/tls_echo.py's client).
-# `benches/net.py` alone runs the fuller network table.
+# streams, sock_*, over TCP and Unix; connection churn) driven by one Rust client: oxloop beside
+# asyncio, uvloop, rloop (rsloop when installed) and a pure-Rust floor, then the TLS echo table
+# (issue 18; benches/tls_echo.py's client). `benches/net.py` alone runs the fuller network table.
 # Each table's results (JSON) and chart (PNG, SVG) go to benches/results/ (git-ignored), and
 # both tables into one chart there, demo.png: the README's picture (benches/chart.py).
-DEMO_NET_ROWS := protocol-1k-10c-tcp,buffered-1k-10c-tcp,streams-1k-10c-tcp,sock-1k-10c-tcp,protocol-1k-10c-unix
+DEMO_NET_ROWS := protocol-1k-10c-tcp,buffered-1k-10c-tcp,streams-1k-10c-tcp,sock-1k-10c-tcp,protocol-1k-10c-unix,churn-protocol-tcp
 demo:
 	py=$$($(ENV) build $(PY)) && $$py benches/micro.py --json benches/results/micro.json \
 	  && $$py benches/net.py --rows $(DEMO_NET_ROWS) --rounds 1 --tls --json benches/results/net.json \

@@ -11,6 +11,12 @@ Rows: echo on an asyncio Protocol, a BufferedProtocol, asyncio streams and the s
 (loop.sock_recv / loop.sock_sendall), with 1, 10 or 100 KiB messages, 1, 10 or 100 connections,
 over TCP or Unix sockets; and an HTTP/1.1 keep-alive hello-world on a Protocol, with and without
 pipelining. The default is a subset (DEFAULT_ROWS); `--full` runs the whole matrix.
+Connection churn (`churn-*` rows, issue 18): the same echo servers, but each of the client's
+connections sends one 32-byte message, reads its echo and closes, and the client connects again:
+a row's "message" is one whole connection (accept, transport set-up, one echo, close).
+
+Loops: rsloop is an optional column (OPTIONAL_LOOPS): present when it imports, else left out of
+the table with a note, unless named in --loops.
 
 Invariants (the reasons the numbers can be trusted on a shared, noisy 2-core machine):
 - Server CPU time is the figure to trust: it is read from the server process's own CPU clock
@@ -73,8 +79,9 @@ micro = _load_micro()
 
 FLOOR_DIR = os.path.join(HERE, "net", "floor")
 FLOOR_BIN = os.path.join(FLOOR_DIR, "target", "release", "netfloor")
-LOOPS = ("asyncio", "uvloop", "rloop", "oxloop", "floor")
-# Accepted by --loops but not run by default: rsloop is built from its sdist outside CI.
+LOOPS = ("asyncio", "uvloop", "rloop", "rsloop", "oxloop", "floor")
+# Columns dropped (with a note) rather than shown as n/a when their loop does not import here:
+# rsloop has no wheel for every Python, and is built from its sdist outside CI.
 OPTIONAL_LOOPS = ("rsloop",)
 BASELINE = "uvloop"
 KINDS = ("protocol", "buffered", "streams", "sock")
@@ -84,6 +91,10 @@ FAMILIES = ("tcp", "unix")
 # Requests per write in the pipelined row: the depth of the TechEmpower plaintext test.
 PIPELINE_DEPTH = 16
 HTTP_CONNS = 50
+# Connection churn: concurrent connecting clients, and the bytes each connection echoes once.
+CHURN_KINDS = ("protocol", "streams")
+CHURN_CONNS = 10
+CHURN_SIZE = 32
 RECV_SIZE = 256 * 1024  # what asyncio's selector transports read per recv (max_size)
 
 # The one response of every HTTP server here, the Rust floor's included (server.rs).
@@ -106,6 +117,7 @@ class Row:
     family: str  # tcp or unix
     size: int = 0  # bytes per message (echo rows)
     conns: int = HTTP_CONNS
+    churn: bool = False  # one message per connection: the client reconnects after each
 
     @property
     def is_http(self) -> bool:
@@ -116,6 +128,8 @@ class Row:
         if self.is_http:
             what = f"http pipelined x{PIPELINE_DEPTH}" if self.kind == "http-pipelined" else "http"
             return f"{what}, {self.conns} conns, {self.family}"
+        if self.churn:
+            return f"churn {self.kind} {self.size} B x{self.conns}, {self.family}"
         return f"{self.kind} {self.size // 1024} KiB x{self.conns}, {self.family}"
 
 
@@ -127,6 +141,10 @@ def all_rows() -> dict[str, Row]:
                 for conns in CONNS:
                     name = f"{kind}-{kib}k-{conns}c-{family}"
                     rows[name] = Row(name, kind, family, kib * 1024, conns)
+    for family in FAMILIES:
+        for kind in CHURN_KINDS:
+            name = f"churn-{kind}-{family}"
+            rows[name] = Row(name, kind, family, CHURN_SIZE, CHURN_CONNS, churn=True)
     # wrk speaks TCP only.
     for kind in ("http", "http-pipelined"):
         rows[f"{kind}-tcp"] = Row(f"{kind}-tcp", kind, "tcp")
@@ -141,6 +159,8 @@ DEFAULT_ROWS = [
     "protocol-1k-100c-tcp",
     "protocol-1k-10c-unix",
     "streams-1k-10c-unix",
+    "churn-protocol-tcp",
+    "churn-streams-tcp",
     "http-tcp",
     "http-pipelined-tcp",
 ]
@@ -249,6 +269,15 @@ async def sock_serve(loop: asyncio.AbstractEventLoop, listener: socket.socket) -
         task.add_done_callback(tasks.discard)
 
 
+def make_loop(name: str) -> asyncio.AbstractEventLoop:
+    """micro.make_loop's loops, and rsloop (an optional column here)."""
+    if name == "rsloop":
+        import rsloop
+
+        return rsloop.new_event_loop()  # type: ignore[no-any-return]
+    return micro.make_loop(name)
+
+
 def parse_addr(addr: str) -> tuple[str, Any]:
     if addr.startswith("tcp:"):
         host, _, port = addr[4:].rpartition(":")
@@ -291,7 +320,7 @@ async def start_server(kind: str, loop: asyncio.AbstractEventLoop, addr: str) ->
 def run_server(kind: str, loop_name: str, addr: str) -> int:
     """Server entry point: prints `ready ADDR` once listening, then serves until killed."""
     try:
-        loop = micro.make_loop(loop_name)
+        loop = make_loop(loop_name)
     except Exception as exc:
         print(f"n/a {type(exc).__name__}: {exc}", flush=True)
         return EXIT_NA
@@ -463,6 +492,8 @@ def echo_cell(
 ) -> dict[str, Any]:
     cmd = [FLOOR_BIN, "client", bound, "--conns", str(row.conns), "--size", str(row.size)]
     cmd += ["--duration", str(st.duration), "--warmup", str(st.warmup)]
+    if row.churn:
+        cmd.append("--churn")
     client = subprocess.Popen(
         cmd,
         stdin=subprocess.PIPE,
@@ -696,6 +727,10 @@ def print_report(
     print("  rate    : echoed messages (HTTP: responses) per second; higher is better")
     print("  cpu/msg : the server's CPU time per message, all threads; lower is better;")
     print("            the figure to trust on a shared machine")
+    if any(r.churn for r in rows):
+        print("  churn   : a message is a whole connection: accept, one echo, close")
+    for name, why in meta.get("skipped", {}).items():
+        print(f"  skipped : {name} ({why}); name it in --loops for an n/a column")
     print(f"  ratios  : against {BASELINE} on the same row; floor = pure Rust (mio), no Python")
     print()
 
@@ -932,7 +967,7 @@ def run_probe(name: str) -> int:
     """Probe child: construct the loop once; print its version (and oxloop's build time)."""
     from importlib import metadata
 
-    micro.make_loop(name).close()
+    make_loop(name).close()
     print("stdlib" if name == "asyncio" else metadata.version(name))
     if name == "oxloop":
         # A failed rebuild leaves the previous native module in place: say when it was built.
@@ -968,7 +1003,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="4 small rows, 1 round, 1 s: a smoke test")
     ap.add_argument("--full", action="store_true", help="every row of the matrix (long)")
     ap.add_argument("--rows", help="comma-separated row names or patterns (see --list)")
-    ap.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops")
+    ap.add_argument("--loops", help="comma-separated loops (default: all found)")
     ap.add_argument("--rounds", type=int, help="samples per cell (default 3; --quick 1)")
     ap.add_argument("--duration", type=float, help="measured seconds per cell (default 2)")
     ap.add_argument("--warmup", type=float, help="warm-up seconds per cell (default 0.5)")
@@ -1012,7 +1047,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = list(ROWS.values())
     else:
         rows = select_rows(",".join(QUICK_ROWS if args.quick else DEFAULT_ROWS))
-    loops = micro.parse_list(args.loops, (*LOOPS, *OPTIONAL_LOOPS), "loop")
+    args.loops_given = args.loops is not None
+    loops = micro.parse_list(args.loops or ",".join(LOOPS), LOOPS, "loop")
     rounds = args.rounds or (1 if args.quick else 3)
     if args.tls_only:
         tls_results = run_tls_table(loops, rounds, args.tls_messages)
@@ -1036,6 +1072,14 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": warmup,
         "probes": {name: probe(name) for name in loops},
     }
+    # An optional loop that does not import is left out of the table, unless asked for by name.
+    asked = set(micro.parse_list(args.loops, LOOPS, "loop")) if args.loops_given else set()
+    meta["skipped"] = {
+        n: meta["probes"][n]["why"]
+        for n in loops
+        if n in OPTIONAL_LOOPS and n not in asked and not meta["probes"][n]["ok"]
+    }
+    loops = [n for n in loops if n not in meta["skipped"]]
     live = [n for n in loops if meta["probes"][n]["ok"]]
     fingerprint = oxloop_fingerprint() if "oxloop" in live else {}
     samples: dict[str, dict[str, list[dict[str, Any]]]] = {

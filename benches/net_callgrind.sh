@@ -11,7 +11,12 @@
 # thread, PIPELINE requests per write, default 16) for M and then 2M seconds (M defaults to 5
 # there); the count is per response, (I(2M) - I(M)) / (R(2M) - R(M)).
 #
-# Usage: benches/net_callgrind.sh KIND LOOP [M]     KIND: protocol|buffered|streams|sock|http
+# KIND churn-protocol / churn-streams is net.py's connection-churn row: the echo server of that
+# kind, and the client in --churn mode (10 workers, each connecting, echoing one 32-byte message
+# and closing; M defaults to 5000 there): the count is per connection.
+#
+# Usage: benches/net_callgrind.sh KIND LOOP [M]
+#   KIND: protocol|buffered|streams|sock|http|churn-protocol|churn-streams
 #   e.g. benches/net_callgrind.sh protocol oxloop; benches/net_callgrind.sh protocol floor
 # Environment: FAMILY=unix serves on a Unix socket (default tcp; not for http); CONNS and SIZE
 # set the echo client's connections (10) and message size (1024); PIPELINE the requests per
@@ -20,8 +25,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=$1 loop=$2
-if [ "$kind" = http ]; then m=${3:-5}; else m=${3:-20000}; fi
-family=${FAMILY:-tcp} conns=${CONNS:-10} size=${SIZE:-1024} pipeline=${PIPELINE:-16}
+serve_kind=$kind churn=
+case $kind in
+http) m=${3:-5} ;;
+churn-*) m=${3:-5000} serve_kind=${kind#churn-} churn=--churn ;;
+*) m=${3:-20000} ;;
+esac
+family=${FAMILY:-tcp} conns=${CONNS:-10} pipeline=${PIPELINE:-16}
+size=${SIZE:-$([ -n "$churn" ] && echo 32 || echo 1024)}
 py=${PYTHON:-.venv/3.11/bin/python}
 netfloor=benches/net/floor/target/release/netfloor
 [ -x "$netfloor" ] || cargo build -q --release --manifest-path benches/net/floor/Cargo.toml
@@ -43,7 +54,7 @@ count() {  # count N -> "MESSAGES INSTRUCTIONS" of a server sent N messages (htt
             "$listen" >"$log" 2>/dev/null &
     else
         PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file="$out" "$py" \
-            benches/net.py --server "$kind" "$loop" "$listen" >"$log" 2>/dev/null &
+            benches/net.py --server "$serve_kind" "$loop" "$listen" >"$log" 2>/dev/null &
     fi
     local pid=$!
     for _ in $(seq 600); do grep -q '^ready' "$log" && break; sleep 0.1; done
@@ -59,7 +70,7 @@ count() {  # count N -> "MESSAGES INSTRUCTIONS" of a server sent N messages (htt
             awk '/requests in/{print $1}')
     else
         "$netfloor" client "$addr" --conns "$conns" --size "$size" --messages "$n" --warmup 0 \
-            >/dev/null
+            ${churn:+"$churn"} >/dev/null
     fi
     # SIGTERM, not SIGINT: a shell's background job may have SIGINT ignored; callgrind writes
     # its profile either way.
@@ -73,7 +84,9 @@ count() {  # count N -> "MESSAGES INSTRUCTIONS" of a server sent N messages (htt
 read -r ma a < <(count "$m")
 read -r mb b < <(count $((2 * m)))
 per=$((mb - ma))
-echo "$kind on $loop ($family): $(((b - a) / per)) user-space instructions per message"
+unit=message
+[ -n "$churn" ] && unit=connection
+echo "$kind on $loop ($family): $(((b - a) / per)) user-space instructions per $unit"
 if [ -n "${TOP:-}" ]; then
     # Self cost per function in each profile; print the largest per-message differences.
     "$py" - "$out_dir/net.$kind.$loop.$family" "$m" "$per" "$TOP" <<'PY'

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 pub(crate) use oxloop_engine::{io, sys, time};
 
+mod accept;
 mod cpython;
 mod errors;
 mod handles;
@@ -54,6 +55,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         pyo3::types::PyTuple::new(m.py(), transport::FIELD_NAMES)?,
     )?;
     m.add_class::<sock::SockWaiter>()?;
+    m.add_class::<accept::Acceptor>()?;
+    m.add_function(wrap_pyfunction!(accept::acceptor, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_sendall, m)?)?;

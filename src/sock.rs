@@ -62,9 +62,9 @@ use crate::transport::{recv_bytes, recv_into, DEFAULT_MAX_SIZE};
 
 /// `socket.socket`, the only socket class the fast paths take (its `recv` / `send` are
 /// `_socket.socket`'s C methods), and whether its instances' C layout is the known one.
-struct SocketClass {
-    ty: Py<PyType>,
-    direct: bool,
+pub(crate) struct SocketClass {
+    pub(crate) ty: Py<PyType>,
+    pub(crate) direct: bool,
 }
 
 static SOCKET_CLASS: PyOnceLock<SocketClass> = PyOnceLock::new();
@@ -74,7 +74,7 @@ pub(crate) fn probe_now(py: Python<'_>) -> PyResult<()> {
     socket_class(py).map(|_| ())
 }
 
-fn socket_class(py: Python<'_>) -> PyResult<&SocketClass> {
+pub(crate) fn socket_class(py: Python<'_>) -> PyResult<&SocketClass> {
     SOCKET_CLASS.get_or_try_init(py, || {
         let ty = py
             .import("socket")?

@@ -322,6 +322,65 @@ def test_invalid_arguments(loop, loop_kind):
     assert got[5][0] is OverflowError
 
 
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_queued_clients_are_accepted_as_socket_accept_gives_them(loop, run, family, tmp_path):
+    # More clients than `backlog` (the most one event takes) connect at once;
+    # each accepted socket is what socket.accept() + setblocking(False) give (oxloop's accept
+    # loop takes them through src/accept.rs): same family and type, non-blocking, the address
+    # accept() returned as peername.
+    # Unix sockets refuse a connect (EAGAIN) past the queue's length rather than wait.
+    clients, backlog = (7 if family == "tcp" else 3), 3
+    made = []
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(transport)
+            transport.write(b"hi")
+            transport.close()
+
+    if family == "tcp":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+    else:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(tmp_path / "s.sock"))
+    listener.listen(16)
+    address = listener.getsockname()
+    socks, names = [], []
+    try:
+
+        async def main():
+            server = await loop.create_server(P, sock=listener, backlog=backlog)
+            for _ in range(clients):
+                c = socket.socket(listener.family, socket.SOCK_STREAM)
+                c.setblocking(False)
+                socks.append(c)
+            # The kernel's queue holds `backlog` (+1) connections: connect through the loop.
+            await wait(asyncio.gather(*(loop.sock_connect(c, address) for c in socks)))
+            names.extend(c.getsockname() for c in socks)
+            while len(made) < clients:
+                await asyncio.sleep(0)
+            got = []
+            for c in socks:
+                c.settimeout(10)
+                got.append(c.recv(2))
+            server.close()
+            await wait(server.wait_closed())
+            return got
+
+        assert run(main()) == [b"hi"] * clients
+    finally:
+        for c in socks:
+            c.close()
+        listener.close()
+    for tr in made:
+        s = tr.get_extra_info("socket")
+        assert (s.family, s.type) == (listener.family, socket.SOCK_STREAM)
+    if family == "tcp":
+        assert sorted(tr.get_extra_info("peername") for tr in made) == sorted(names)
+    assert [tr.get_extra_info("sockname") for tr in made] == [address] * clients
+
+
 EMFILE_CHILD = r"""
 import asyncio, json, os, resource, sys, threading, time
 import oxloop
@@ -347,7 +406,20 @@ async def main():
         def data_received(self, data):
             self.transport.write(data)
 
+        def connection_lost(self, exc):
+            if not lost.done():
+                lost.set_result(None)
+
+    lost = loop.create_future()
     server = await loop.create_server(Echo, "127.0.0.1", 0)
+    # One connection served first, with descriptors to spare (oxloop probes the socket
+    # layout at its first accept).
+    r, w = await asyncio.open_connection(*server.sockets[0].getsockname())
+    w.write(b"x")
+    await r.readexactly(1)
+    w.close()
+    await w.wait_closed()
+    await lost  # its descriptor is free again
     # Use every descriptor the limit allows, so accept() fails with EMFILE.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
@@ -382,6 +454,11 @@ async def main():
         "messages": sorted({e["message"] for e in reports}),
         "errnos": sorted({getattr(e.get("exception"), "errno", None) for e in reports}),
         "serving": server.is_serving(),
+        # The report names the listener (its family and fd through the TransportSocket).
+        "listener": [
+            reports[0]["socket"].fileno() == server.sockets[0].fileno(),
+            reports[0]["socket"].family == server.sockets[0].family,
+        ],
     }), flush=True)
     await finished
     server.close()
@@ -428,6 +505,7 @@ def test_accept_at_the_fd_limit_waits_without_spinning_and_serves_every_client(l
     assert got["messages"] == ["socket.accept() out of system resource"]
     assert got["errnos"] == [errno.EMFILE]
     assert got["serving"]
+    assert got["listener"] == [True, True]
     if loop_kind == "oxloop":
         # One accept() and one report per ACCEPT_RETRY_DELAY (1 s), nothing in between.
         assert got["first"] == 1, got
@@ -437,3 +515,29 @@ def test_accept_at_the_fd_limit_waits_without_spinning_and_serves_every_client(l
         # asyncio goes on with its accept loop after the first report: `backlog` (100)
         # failing accept() calls, reports and retry timers per event (3.14+: backlog + 1).
         assert got["first"] >= 100, got
+
+
+def test_a_patched_socket_accept_is_called(loop, run, monkeypatch):
+    # socket.socket.accept replaced (a mock, an instrumenting wrapper): the accept loop calls
+    # it, as asyncio's does (oxloop's native accept stands in only for socket.py's own).
+    calls = []
+    original = socket.socket.accept
+
+    def accept(self):
+        calls.append(self.fileno())
+        return original(self)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+
+    async def main():
+        srv, addr = await tcp_server(loop, Echo)
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"x")
+        assert await wait(r.readexactly(1)) == b"x"
+        w.close()
+        await wait(w.wait_closed())
+        srv.server.close()
+        await wait(srv.server.wait_closed())
+
+    run(main())
+    assert calls

@@ -31,12 +31,14 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, constants, events, format_helpers, futures, unix_events
+from asyncio import base_events, constants, events, format_helpers, futures, trsock, unix_events
 from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
 
 from . import _contract, _oxloop, _pipes, _signals, _subprocess, _transports
+from ._oxloop import Acceptor as _Acceptor
 from ._oxloop import _fileno
+from ._oxloop import acceptor as _acceptor
 from ._oxloop import sock_recv as _sock_recv
 from ._oxloop import sock_recv_into as _sock_recv_into
 from ._oxloop import sock_sendall as _sock_sendall
@@ -78,6 +80,11 @@ _ThreadSafeHandle: type[events.Handle] | None = getattr(events, "_ThreadSafeHand
 # What selector_events.py _accept_connection reports when accept() runs out of a resource.
 _ACCEPT_RESOURCE_MESSAGE = "socket.accept() out of system resource"
 _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+# socket.socket.accept as socket.py defines it: the Acceptor (src/accept.rs) stands in for it,
+# so a patched one (a mock, an instrumenting wrapper) is called instead.
+_SOCKET_ACCEPT = socket.socket.accept
 
 
 class _AcceptPaused(Exception):
@@ -555,6 +562,10 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
     # ends it, and one timer retries: one accept() and one report per ACCEPT_RETRY_DELAY while
     # the limit lasts, no wake-up in between, and every queued client is accepted once
     # descriptors are free (uvloop accepts and closes them instead).
+    # asyncio's loop calls accept() on an `_oxloop.Acceptor` standing for a plain listener
+    # (src/accept.rs): socket.accept without its enum conversions, and on TCP without the
+    # accept(2) that fails with EAGAIN at the end of every event. The EMFILE report's
+    # TransportSocket is given the listener back below.
 
     _accepting: Any = None  # the listening socket whose accept loop runs now
 
@@ -564,7 +575,8 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
         outer = self._accepting
         self._accepting = sock
         try:
-            super()._accept_connection(protocol_factory, sock, *args, **kwargs)
+            listener = _acceptor(sock) if socket.socket.accept is _SOCKET_ACCEPT else sock
+            super()._accept_connection(protocol_factory, listener, *args, **kwargs)
         except _AcceptPaused:
             # asyncio's branch has reported the error; do the rest of it once.
             self._remove_reader(sock.fileno())
@@ -589,6 +601,13 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
         self._start_serving(protocol_factory, sock, *args, **kwargs)
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
+        accepting = self._accepting
+        if accepting is not None and context.get("message") == _ACCEPT_RESOURCE_MESSAGE:
+            # The report names the socket asyncio's loop was given: the listener, not the
+            # acceptor that stood in for it.
+            wrapped = context.get("socket")
+            if type(getattr(wrapped, "_sock", None)) is _Acceptor:
+                context["socket"] = trsock.TransportSocket(accepting)
         super().call_exception_handler(context)
         # Only asyncio's accept loop, running under _accept_connection above, is cut short.
         if self._accepting is not None and context.get("message") == _ACCEPT_RESOURCE_MESSAGE:

@@ -17,12 +17,14 @@ __all__ = [
     "SocketReader",
     "SocketWriter",
     "SockWaiter",
+    "Acceptor",
     "CONTRACT_ENTRIES",
     "TRANSPORT_FIELDS",
     "_contract_status",
     "_fileno",
     "_install_fast_methods",
     "_set_io_context_keyword",
+    "acceptor",
     "register_transport_slots",
     "sock_recv",
     "sock_recv_into",
@@ -283,6 +285,19 @@ class SockWaiter:
     def __name__(self) -> str: ...
     @property
     def future(self) -> asyncio.Future[Any] | None: ...
+
+@final
+class Acceptor:
+    """Stands in for a listening ``socket.socket`` in asyncio's accept loop (src/accept.rs)."""
+
+    def accept(self) -> tuple[socket.socket, Any]: ...
+    def fileno(self) -> int: ...
+    @property
+    def sock(self) -> socket.socket: ...
+
+def acceptor(sock: socket.socket) -> Acceptor | socket.socket:
+    """What asyncio's accept loop calls ``accept()`` on for ``sock``: an ``Acceptor`` for a
+    plain ``socket.socket``, else ``sock`` itself."""
 
 def tls_buffer_updated(proto: asyncio.BaseProtocol, nbytes: int) -> bool:
     """``sslproto.SSLProtocol.buffer_updated(nbytes)`` in the WRAPPED state with a non-buffered

@@ -33,6 +33,17 @@ pub(crate) unsafe fn head(sock: &Bound<'_, PyAny>) -> (i32, i64) {
     (h.sock_fd, h.sock_timeout)
 }
 
+/// The family, type and protocol of a socket (what `sock.family` / `.type` / `.proto` convert).
+///
+/// # Safety
+/// As for [`head`].
+#[inline(always)]
+pub(crate) unsafe fn kind(sock: &Bound<'_, PyAny>) -> (i32, i32, i32) {
+    // SAFETY: per the contract, the object starts with a SockHead.
+    let h = unsafe { &*(sock.as_ptr() as *const SockHead) };
+    (h.sock_family, h.sock_type, h.sock_proto)
+}
+
 /// Whether a `socket.socket` made here shows its fd and timeout where `SockHead` says, in
 /// every state that matters (blocking, non-blocking, with a timeout, closed).
 pub(crate) fn probe(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<bool> {
@@ -49,6 +60,9 @@ pub(crate) fn probe(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<bool> {
         // within tp_basicsize (checked above) are read.
         let read = || unsafe { head(&s) };
         let mut ok = read().0 == fd;
+        // SAFETY: as for `read`.
+        let (family, kind_, proto) = unsafe { kind(&s) };
+        ok &= family == libc::AF_UNIX && kind_ == libc::SOCK_STREAM && proto == 0;
         s.call_method1("settimeout", (py.None(),))?;
         ok &= read().1 < 0; // -1 s in 3.11's nanoseconds
 

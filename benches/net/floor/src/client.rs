@@ -15,6 +15,12 @@
 //! 3. wait for stdin to close (the parent samples the server's CPU again first), then exit,
 //!    which closes the connections outside both samples.
 //!
+//! `--churn`: connection churn instead of ping-pong. Each of the N workers connects, sends one
+//! message, reads its whole echo back (checked as above), closes, and connects again; the count
+//! reported as `messages` is then the connections completed, each one accept, one echo and one
+//! close on the server. The phases start with no connection open and end when every worker has
+//! closed its last one, so the server's accepts and closes fall inside the measured phase.
+//!
 //! Invariants: message k of connection c is the window of a fixed pseudo-random pattern that
 //! starts at `(c * 7919 + k * 31) % 256`, so a server that echoes stale, shifted or mixed-up
 //! data is caught at the first wrong byte (`{"status":"FAIL",...}`, exit status 1), and one that
@@ -37,10 +43,13 @@ pub struct Config {
     pub messages: Option<u64>,
     pub warmup: Duration,
     pub stall_timeout: Duration,
+    /// One message per connection, then close and reconnect (see the module's doc).
+    pub churn: bool,
 }
 
 struct Conn {
-    stream: Stream,
+    /// None between two connections of a churn worker (and before its first).
+    stream: Option<Stream>,
     /// Number of the message in flight (also counts the finished ones).
     seq: u64,
     sent: usize,
@@ -56,6 +65,8 @@ struct Client {
     pattern: Vec<u8>,
     size: usize,
     scratch: Vec<u8>,
+    addr: Addr,
+    churn: bool,
 }
 
 /// When a phase stops starting new messages.
@@ -78,15 +89,12 @@ impl Client {
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         let mut conns = Vec::with_capacity(cfg.conns);
         for i in 0..cfg.conns {
-            let mut stream =
-                Stream::connect(&cfg.addr).map_err(|e| format!("connect {}: {e}", cfg.addr))?;
-            poll.registry()
-                .register(
-                    &mut stream,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .map_err(|e| format!("register: {e}"))?;
+            // Churn workers connect when they start a message, inside the phase.
+            let stream = if cfg.churn {
+                None
+            } else {
+                Some(connect(&poll, &cfg.addr, i)?)
+            };
             conns.push(Conn {
                 stream,
                 seq: 0,
@@ -111,6 +119,8 @@ impl Client {
             pattern,
             size: cfg.size,
             scratch: vec![0u8; 256 * 1024],
+            addr: cfg.addr.clone(),
+            churn: cfg.churn,
         })
     }
 
@@ -128,12 +138,18 @@ impl Client {
                 conn.busy = true;
                 conn.sent = 0;
                 conn.received = 0;
+                if conn.stream.is_none() {
+                    conn.stream = Some(connect(&self.poll, &self.addr, i)?);
+                }
             }
+            let Some(stream) = conn.stream.as_mut() else {
+                return Err(format!("connection {i}: no stream"));
+            };
             let expected = window(&self.pattern, size, i, conn.seq);
             // A short read or write means the socket's buffer is empty or full: the next edge
             // is as good as WouldBlock (epoll(7)), one syscall cheaper.
             while conn.sent < size {
-                match conn.stream.write(&expected[conn.sent..]) {
+                match stream.write(&expected[conn.sent..]) {
                     Ok(0) => return Err(format!("connection {i}: write returned 0")),
                     Ok(n) if conn.sent + n < size => {
                         conn.sent += n;
@@ -149,7 +165,7 @@ impl Client {
             // Read whatever has come back; never more than was sent (ping-pong).
             while conn.received < conn.sent {
                 let want = (conn.sent - conn.received).min(self.scratch.len());
-                match conn.stream.read(&mut self.scratch[..want]) {
+                match stream.read(&mut self.scratch[..want]) {
                     Ok(0) => {
                         return Err(format!(
                             "connection {i}: server closed after {} of {size} bytes of message {}",
@@ -188,6 +204,13 @@ impl Client {
             conn.busy = false;
             conn.seq += 1;
             completed += 1;
+            if self.churn {
+                if let Some(mut old) = conn.stream.take() {
+                    // Dropping it closes it (FIN, as a client's close() sends); deregistering
+                    // first keeps epoll tidy. The next message connects again.
+                    let _ = self.poll.registry().deregister(&mut old);
+                }
+            }
         }
     }
 
@@ -248,6 +271,19 @@ impl Client {
             pending.extend(events.iter().map(|e| e.token().0));
         }
     }
+}
+
+/// Connects to `addr` and registers the stream under `Token(i)`.
+fn connect(poll: &Poll, addr: &Addr, i: usize) -> Result<Stream, String> {
+    let mut stream = Stream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    poll.registry()
+        .register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .map_err(|e| format!("register: {e}"))?;
+    Ok(stream)
 }
 
 fn wait_for_parent(what: &str) -> Result<(), String> {

@@ -4,7 +4,7 @@
 //! netfloor echo-server ADDR      the floor: a pure-Rust mio echo server
 //! netfloor http-server ADDR      the floor of the HTTP rows: keep-alive hello-world
 //! netfloor client ADDR --conns N --size BYTES (--duration SECS | --messages M)
-//!                  [--warmup SECS] [--stall-timeout SECS]
+//!                  [--warmup SECS] [--stall-timeout SECS] [--churn]
 //! ```
 //!
 //! ADDR is `tcp:HOST:PORT` or `unix:PATH`. The servers print `ready ADDR` once listening and run
@@ -23,7 +23,7 @@ use std::time::Duration;
 use net::Addr;
 
 const USAGE: &str = "usage: netfloor echo-server ADDR | http-server ADDR | client ADDR \
---conns N --size BYTES (--duration SECS | --messages M) [--warmup SECS] [--stall-timeout SECS]";
+--conns N --size BYTES (--duration SECS | --messages M) [--warmup SECS] [--stall-timeout SECS] [--churn]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -88,9 +88,14 @@ fn parse_client(args: &[String]) -> Result<client::Config, String> {
         messages: None,
         warmup: Duration::ZERO,
         stall_timeout: Duration::from_secs(10),
+        churn: false,
     };
     let mut it = opts.iter();
     while let Some(flag) = it.next() {
+        if flag == "--churn" {
+            cfg.churn = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value:?}: {e}");
         match flag.as_str() {
