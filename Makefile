@@ -25,14 +25,15 @@ demo:
 	    -o benches/results/demo
 
 # The committed charts (README.md, docs/benchmarks.md), refreshed deliberately, never by CI:
-# one interleaved round of micro.py, net.py (default rows) and children.py on PY, saved with
-# their printed tables in docs/bench/, and the README's picture (make demo's rows) drawn from
-# them. About 8 minutes; commit docs/bench/ and update the dates in the docs after looking at it.
+# one interleaved round of micro.py, net.py (default rows, then its TLS table: tls.json) and
+# children.py on PY, saved with their printed tables in docs/bench/, and the README's picture
+# (make demo's rows) drawn from them. About 9 minutes; commit docs/bench/ and update the dates in
+# the docs after looking at it.
 BENCH_DOCS := docs/bench
 bench-charts:
 	py=$$($(ENV) build $(PY)) && d=$(BENCH_DOCS) \
 	  && $$py benches/micro.py --rounds 1 --json $$d/micro.json >$$d/micro.txt \
-	  && $$py benches/net.py --rounds 1 --json $$d/net.json >$$d/net.txt \
+	  && $$py benches/net.py --rounds 1 --tls --json $$d/net.json >$$d/net.txt \
 	  && $$py benches/children.py --rounds 1 --json $$d/subprocess.json >$$d/subprocess.txt \
 	  && cat $$d/micro.txt $$d/net.txt $$d/subprocess.txt \
 	  && $$py benches/chart.py $$d/micro.json $$d/net.json --rows $(DEMO_NET_ROWS) -o $$d/demo

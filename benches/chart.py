@@ -48,6 +48,10 @@ KINDS: dict[str, dict[str, str]] = {
         "metric": "cpu_per",
         "title": "Echo and HTTP servers (benches/net.py): server CPU per message",
     },
+    "tls": {
+        "metric": "cpu_per",
+        "title": "TLS echo (benches/net.py --tls): server CPU per message",
+    },
     "subprocess": {
         "metric": "cpu",
         "title": "Subprocesses and pipes (benches/children.py): CPU time per row",

@@ -895,6 +895,44 @@ def run_tls_table(loops: list[str], rounds: int, messages: int) -> dict[str, Any
     return results
 
 
+def tls_doc(loops: list[str], results: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """The TLS table as a results file of its own (chart kind "tls"): tls.json and its chart.
+
+    Its rows have the same shape as the echo rows' (a `cpu_per` per loop), so benches/chart.py
+    draws it like the network table; there is no floor column (no Rust TLS server here).
+    """
+    meta: dict[str, Any] = {
+        "bench": "tls",
+        "date": micro.utc_now(),
+        "machine": micro.machine_info(),
+        "git": micro.git_rev(),
+        "rounds": rounds,
+        "connections": TLS_CONNS,
+        "client": "benches/tls_echo.py (Python, stock asyncio; verifies the CA and the hostname)",
+        "probes": {name: probe(name) for name in loops if name != "floor"},
+    }
+    rows = {}
+    for key, per in results.items():
+        kind, size = key.split(":")
+        rows[f"tls-{kind}-{int(size) // 1024}k"] = {
+            "label": f"TLS {kind} {int(size) // 1024} KiB x{TLS_CONNS}",
+            "results": {n: r for n, r in per.items() if n != "floor"},
+        }
+    return {"meta": meta, "baseline": BASELINE, "statistic": "median", "rows": rows}
+
+
+def save_tls(args: argparse.Namespace, doc: dict[str, Any]) -> None:
+    """tls.json (and chart) beside net.json, or at --json when the TLS table runs alone."""
+    if args.no_save:
+        return
+    if args.tls_only and args.json:
+        path = args.json
+    else:
+        net_json = args.json or os.path.join(HERE, "results", "net.json")
+        path = os.path.join(os.path.dirname(os.path.abspath(net_json)), "tls.json")
+    micro.load_chart().save(doc, path, "tls", chart=not args.no_chart)
+
+
 def print_tls_report(loops: list[str], results: dict[str, Any], rounds: int) -> None:
     print(
         f"TLS echo, {TLS_CONNS} connections in ping-pong, server cpu per message"
@@ -1053,6 +1091,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tls_only:
         tls_results = run_tls_table(loops, rounds, args.tls_messages)
         print_tls_report(loops, tls_results, rounds)
+        save_tls(args, tls_doc(loops, tls_results, rounds))
         return 0
     duration = args.duration or (1.0 if args.quick else 2.0)
     warmup = args.warmup if args.warmup is not None else (0.25 if args.quick else 0.5)
@@ -1126,6 +1165,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         tls_results = run_tls_table(loops, rounds, args.tls_messages)
         print_tls_report(loops, tls_results, rounds)
+        save_tls(args, tls_doc(loops, tls_results, rounds))
     if not args.no_save:
         doc = {
             "meta": meta,
@@ -1136,8 +1176,6 @@ def main(argv: list[str] | None = None) -> int:
                 for r in rows
             },
         }
-        if args.tls:
-            doc["tls"] = tls_results
         micro.load_chart().save(doc, args.json, "net", chart=not args.no_chart)
     failed = any(
         res["status"] not in ("ok", "n/a") for per in results.values() for res in per.values()

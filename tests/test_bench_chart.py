@@ -193,3 +193,44 @@ def test_a_benchmark_script_saves_its_results_and_chart_beside_its_table(tmp_pat
     else:
         assert (tmp_path / "sub.png").stat().st_size > 20_000
         assert (tmp_path / "sub.svg").exists()
+
+
+def test_the_tls_table_is_saved_and_drawn_as_its_own_chart(chart, tmp_path, monkeypatch):
+    # net.py's TLS table becomes tls.json beside net.json, a "tls" chart without a floor column.
+    pytest.importorskip("matplotlib")
+    spec = importlib.util.spec_from_file_location(
+        "net_under_test", os.path.join(ROOT, "benches", "net.py")
+    )
+    net = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, net)  # its dataclasses look their module up
+    spec.loader.exec_module(net)
+    loops = ["asyncio", "uvloop", "rloop", "oxloop", "floor"]
+    monkeypatch.setattr(net, "probe", lambda name: _probes(loops)[name])
+    results = {
+        f"{kind}:{size}": {
+            "asyncio": _ok(15e-6, "cpu_per"),
+            "uvloop": _ok(24e-6, "cpu_per"),
+            "rloop": {"status": "n/a", "error": net.TLS_NA["rloop"]},
+            "oxloop": _ok(12e-6, "cpu_per"),
+            "floor": {"status": "n/a", "error": net.TLS_NA["floor"]},
+        }
+        for kind, size in net.TLS_ROWS
+    }
+    doc = net.tls_doc(loops, results, 3)
+    assert chart.kind_of(doc) == "tls"
+    assert "floor" not in doc["meta"]["probes"]
+    assert list(doc["rows"]) == [
+        "tls-protocol-1k",
+        "tls-protocol-64k",
+        "tls-streams-1k",
+        "tls-streams-64k",
+    ]
+    args = net.argparse.Namespace(
+        no_save=False, no_chart=False, tls_only=False, json=str(tmp_path / "net.json")
+    )
+    net.save_tls(args, doc)
+    assert json.loads((tmp_path / "tls.json").read_text())["meta"]["bench"] == "tls"
+    text = (tmp_path / "tls.svg").read_text()
+    assert "TLS echo" in text and "TLS streams 64 KiB x10" in text
+    assert "2.00x faster" in text  # oxloop 12 us against uvloop's 24
+    assert "pure-Rust floor" not in text
