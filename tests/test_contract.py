@@ -36,8 +36,9 @@ FAST_PATH_TESTS: dict[str, list[str]] = {
     ],
     "transport_slots": [
         "tests/test_transport_fastpath.py",
+        "tests/test_tls_native.py",
         "-k",
-        "oxloop and (echo or subclass or buffered or write or eof)",
+        "oxloop and (echo or subclass or buffered or write or eof or native or protocol)",
     ],
     "bytes_reuse": [
         "tests/test_transport_fastpath.py",

@@ -317,3 +317,39 @@ def test_max_size_is_honoured(loop, run):
         return digest(got) == digest(data)
 
     assert run(main())
+
+
+def test_set_protocol_between_records_is_followed(loop, run):
+    # asyncio's own code replaces fields the native path reads (set_protocol sets
+    # _app_protocol and _app_protocol_is_buffer): each record goes to the protocol set last,
+    # a BufferedProtocol through asyncio's _do_read__buffered.
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(100)
+            self.got = bytearray()
+            self.arrived = loop.create_future()
+
+        def get_buffer(self, n):
+            return self.buf
+
+        def buffer_updated(self, n):
+            self.got += self.buf[:n]
+            if len(self.got) >= 3 and not self.arrived.done():
+                self.arrived.set_result(None)
+
+    async def main():
+        srv, client, peer = await pair(loop)
+        transport = client.transport
+        transport.write(b"one")
+        await client.until(3)
+        buffered = Buffered()
+        transport.set_protocol(buffered)
+        transport.write(b"two")
+        await wait(buffered.arrived)
+        transport.set_protocol(client)
+        transport.write(b"three")
+        got = await client.until(8)
+        await close_all(srv, client)
+        return bytes(got), bytes(buffered.got)
+
+    assert run(main()) == (b"onethree", b"two")

@@ -20,6 +20,7 @@ __all__ = [
     "Acceptor",
     "CONTRACT_ENTRIES",
     "TRANSPORT_FIELDS",
+    "TLS_FIELDS",
     "_contract_status",
     "_fileno",
     "_install_fast_methods",
@@ -257,6 +258,9 @@ class SocketWriter:
 TRANSPORT_FIELDS: tuple[str, ...]
 """The transport attributes the Rust read and write paths read by offset: the slots of
 ``_SocketTransport``."""
+TLS_FIELDS: tuple[str, ...]
+"""The SSLProtocol attributes the Rust TLS data path reads by offset: the slots of
+``_tls.SSLProtocol``."""
 
 def register_transport_slots(cls: type) -> None:
     """Record where ``cls`` (``_SocketTransport``) keeps the slots its per-event paths read;

@@ -5,7 +5,8 @@ Rust (src/tls/), over oxloop's native socket transport.
 create_server / connect_accepted_socket with ``ssl=``): the body of asyncio's own
 (Lib/asyncio/selector_events.py, 3.11-3.15), with this module's ``SSLProtocol`` and
 ``_transports._SocketTransport`` in place of ``sslproto.SSLProtocol`` and
-``_SelectorSocketTransport``. ``SSLProtocol`` is asyncio's class of the running version;
+``_SelectorSocketTransport``. ``SSLProtocol`` is asyncio's class of the running version
+(the fields the native path reads are ``__slots__`` of the subclass);
 in the WRAPPED state ``buffer_updated`` and ``_write_appdata`` run natively (the same
 ``_ssl`` C methods, the same order of calls, see src/tls/mod.rs) and every other case --
 handshake, shutdown, flushing, a write backlog, a BufferedProtocol app, errors -- is asyncio's
@@ -35,13 +36,27 @@ _Base: Any = sslproto.SSLProtocol  # type: ignore[attr-defined]
 
 
 class SSLProtocol(_Base):
-    """asyncio's SSLProtocol; ``buffer_updated`` and ``_write_appdata`` are raw C methods
-    (installed below) that run the WRAPPED-state data path in Rust and call asyncio's own
-    method for every other case."""
+    """asyncio's SSLProtocol; ``buffer_updated``, ``_write_appdata`` and ``get_buffer`` are
+    raw C methods (installed below) that run the WRAPPED-state data path in Rust and call
+    asyncio's own method for every other case."""
+
+    # The fields the Rust data path reads per record: asyncio's code stores them as usual,
+    # through the slot descriptors, and src/tls/ reads each with one load at the slot's
+    # offset instead of a lookup in the instance __dict__ (as _transports._SocketTransport).
+    __slots__ = _oxloop.TLS_FIELDS if NATIVE else ()
+
+
+class _StartTLSProtocol(_Base):
+    """What ``loop.start_tls``'s asyncio ``SSLProtocol`` becomes (``_transports.py``'s
+    ``set_protocol``): the same raw methods, asyncio's layout (a ``__class__`` assignment
+    needs it), so its fields stay in the instance ``__dict__``."""
+
+    __slots__ = ()
 
 
 if NATIVE:
     _oxloop.tls_install(SSLProtocol, _Base)
+    _oxloop.tls_install(_StartTLSProtocol, _Base)
 
 
 def make_ssl_transport(

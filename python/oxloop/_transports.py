@@ -130,7 +130,7 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
             from . import _tls
 
             if _tls.NATIVE:
-                protocol.__class__ = _tls.SSLProtocol
+                protocol.__class__ = _tls._StartTLSProtocol
         self._oxloop_buffered = isinstance(protocol, protocols.BufferedProtocol)
         super().set_protocol(protocol)
 
