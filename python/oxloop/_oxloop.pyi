@@ -17,6 +17,8 @@ __all__ = [
     "SocketReader",
     "SocketWriter",
     "SockWaiter",
+    "ReadState",
+    "WriteBuffer",
     "Acceptor",
     "CONTRACT_ENTRIES",
     "TRANSPORT_FIELDS",
@@ -241,12 +243,33 @@ class LoopHooks(Protocol):
 class SocketReader:
     """The read-event callback of one stream socket transport."""
 
-    def __new__(cls, transport: asyncio.Transport) -> SocketReader: ...
+    def __new__(
+        cls, transport: asyncio.Transport, state: ReadState | None = None
+    ) -> SocketReader: ...
     def __call__(self, *args: Any, **kwargs: Any) -> None: ...
     @property
     def __qualname__(self) -> str: ...  # type: ignore[override]
     @property
     def __name__(self) -> str: ...
+
+@final
+class ReadState:
+    """What one transport's reads learned (the last read's size), kept across the readers that
+    ``resume_reading`` registers; holds no object."""
+
+    def __new__(cls) -> ReadState: ...
+
+@final
+class WriteBuffer:
+    """The write queue of a stream socket transport on 3.10/3.11 (``_buffer_factory``): what
+    asyncio's code uses of a ``bytearray`` (``extend``, ``len``, ``del buf[:n]``, ``clear``, and
+    a read-only buffer of the front chunk); large ``bytes`` are held by reference."""
+
+    def __new__(cls) -> WriteBuffer: ...
+    def extend(self, data: bytes | bytearray | memoryview) -> None: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...
+    def __delitem__(self, key: slice, /) -> None: ...
 
 @final
 class SocketWriter:
