@@ -72,6 +72,32 @@ pub struct SocketReader {
     state: Py<ReadState>,
 }
 
+/// The socket object a transport's reader registration may be kept for (`FdEntry::owner`,
+/// engine/src/io/mod.rs): the transport's `_sock` when `callback` is a [`SocketReader`] (made
+/// only for a socket that is exactly `socket.socket`, see `_SocketTransport._read_ready`) and
+/// that socket's `fileno()` is `fd` now. A stream paused and resumed on every read then
+/// re-arms its kept registration with no `epoll_ctl`. Anything unexpected (an attribute
+/// missing or raising) gives None: the loop then asks the kernel, as for any fd.
+pub(crate) fn reader_owner<'py>(
+    callback: &Bound<'py, PyAny>,
+    fd: i32,
+) -> Option<Bound<'py, PyAny>> {
+    let reader = callback.cast::<SocketReader>().ok()?;
+    let py = callback.py();
+    let sock = reader
+        .get()
+        .transport
+        .bind(py)
+        .getattr(intern!(py, "_sock"))
+        .ok()?;
+    let current: i32 = sock
+        .call_method0(intern!(py, "fileno"))
+        .ok()?
+        .extract()
+        .ok()?;
+    (current == fd).then_some(sock)
+}
+
 /// What a transport's reads learnt about its traffic, which picks how the next read is made.
 /// The transport keeps it (`_oxloop_read_state`) and hands it to every reader it registers:
 /// `resume_reading` registers a new one (asyncio's `_add_reader(fd, self._read_ready)`), and a

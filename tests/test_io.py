@@ -771,6 +771,53 @@ def test_removed_fd_closed_while_a_dup_keeps_its_file_open(loop, reuse):
                 s.close()
 
 
+@pytest.mark.parametrize("reuse", [False, True])
+def test_removed_fd_reported_ready_then_closed_while_a_dup_keeps_its_file_open(loop, reuse):
+    """A reader is removed while its fd is readable, so the next poll reports it (oxloop
+    deletes such a registration just before the poll after, unless the fd is watched again
+    first); in that iteration the socket is dup'd and closed, and maybe its number goes to a
+    new socket that gets a reader. The old file must neither spin the loop nor reach the new
+    socket's reader, which gets its own data."""
+    a, b, fd = _parked_socketpair(loop)
+    # An idle watched fd, so that the loop polls (oxloop skips a zero-timeout poll with no
+    # fd watched) and the poll reports the removed fd.
+    idle, idle_peer = socket.socketpair()
+    loop.add_reader(idle, lambda: None)
+    b.send(b"for the dup")  # readable now, and stays so (never drained)
+    state = {"idle": idle, "idle_peer": idle_peer}
+    spurious = []
+
+    def swap():
+        state["dup"] = a.dup()
+        a.close()
+        if reuse:
+            new, peer = _socket_at(fd)
+            state["new"], state["peer"] = new, peer
+            loop.add_reader(new, lambda: spurious.append(new.recv(100)))
+
+    loop.call_soon(swap)
+    try:
+        run_briefly(loop, 3)
+        assert "dup" in state
+        before = _iterations(loop)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        after = _iterations(loop)
+        if before is not None:
+            # Blocked in the poller for 50 ms: a handful of iterations, not thousands.
+            assert after - before < 20
+        assert spurious == []
+        assert state["dup"].recv(100) == b"for the dup"
+        if reuse:
+            state["peer"].send(b"for the new one")
+            run_briefly(loop, 3)
+            assert spurious == [b"for the new one"]
+            loop.remove_reader(state["new"])
+        loop.remove_reader(idle)
+    finally:
+        for s in (b, *state.values()):
+            s.close()
+
+
 def test_close_with_removed_registrations(loop_factory):
     lp = loop_factory()
     pairs = [socket.socketpair() for _ in range(3)]

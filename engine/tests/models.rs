@@ -149,8 +149,10 @@ fn timer_heap_matches_a_sorted_list() {
 
 /// The fd table against a map, under the operations `loop_core` performs: add an interest
 /// (arming the registration with a fresh generation), remove one (the last parks the entry),
-/// close (the entry goes), reuse of a closed number, and the readiness check the poll makes
-/// (an event matches the entry only under its current generation).
+/// close (the entry goes), reuse of a closed number, the readiness check the poll makes (an
+/// event matches the entry only under its current generation), a parked fd reporting
+/// readiness (the entry is doomed) and the reconciliation before the next poll (the doomed
+/// entries that were not armed again since go, each once).
 #[test]
 fn fd_table_matches_a_map() {
     #[derive(Clone, Debug, PartialEq)]
@@ -159,6 +161,7 @@ fn fd_table_matches_a_map() {
         writer: Option<u32>,
         kmask: u32,
         gen: u32,
+        doomed: bool,
     }
     for seed in 0..cases() {
         let mut rng = Rng(seed ^ 0xF00D);
@@ -176,17 +179,19 @@ fn fd_table_matches_a_map() {
             } else {
                 WRITABLE
             };
-            match rng.below(6) {
+            match rng.below(8) {
                 0..=2 => {
-                    // add_reader / add_writer
+                    // add_reader / add_writer; a parked registration is kept as it stands (no
+                    // syscall) when the same live socket re-adds it (`same_owner`), as
+                    // `add_io_fd` does.
                     handle += 1;
+                    let same_owner = rng.below(2) == 0;
                     let gen = table.next_gen();
                     let e = table.entry(fd);
                     let new_mask = e.mask() | mask;
-                    let armed = e.kmask != new_mask || !e.is_active();
+                    let armed = !(e.kmask == new_mask && (e.is_active() || same_owner));
                     if armed {
-                        e.kmask = new_mask;
-                        e.gen = gen;
+                        e.set_registration(new_mask, gen);
                         issued.push(io::token(fd, gen));
                     }
                     let old = table.set_handler(fd, mask, handle);
@@ -195,6 +200,7 @@ fn fd_table_matches_a_map() {
                         writer: None,
                         kmask: 0,
                         gen: 0,
+                        doomed: false,
                     });
                     let slot = if mask == READABLE {
                         &mut m.reader
@@ -202,6 +208,8 @@ fn fd_table_matches_a_map() {
                         &mut m.writer
                     };
                     assert_eq!(old, slot.replace(handle), "{ctx}");
+                    // Armed or active again, the registration is wanted: no longer doomed.
+                    m.doomed = false;
                     if armed {
                         m.kmask = new_mask;
                         m.gen = gen;
@@ -223,14 +231,42 @@ fn fd_table_matches_a_map() {
                         if new_mask != 0 && new_mask != kmask {
                             let gen = table.next_gen();
                             let e = table.get_mut(fd).expect("entry");
-                            e.kmask = new_mask;
-                            e.gen = gen;
+                            e.set_registration(new_mask, gen);
                             issued.push(io::token(fd, gen));
                             let m = model.get_mut(&fd).expect("model entry");
                             m.kmask = new_mask;
                             m.gen = gen;
                         }
                     }
+                }
+                5 => {
+                    // The poll reports readiness for `fd`: a parked registration is doomed.
+                    table.doom(fd);
+                    if let Some(m) = model.get_mut(&fd) {
+                        if m.reader.is_none() && m.writer.is_none() && m.kmask != 0 {
+                            m.doomed = true;
+                        }
+                    }
+                }
+                6 => {
+                    // Just before the poll: the doomed entries go (loop_core deletes their
+                    // registrations), each listed once, in any order.
+                    let mut got = table.take_doomed();
+                    got.sort_unstable();
+                    let n = got.len();
+                    got.dedup();
+                    assert_eq!(n, got.len(), "{ctx}: an fd listed twice");
+                    let want: Vec<i32> = model
+                        .iter()
+                        .filter(|(_, m)| m.doomed)
+                        .map(|(fd, _)| *fd)
+                        .collect();
+                    assert_eq!(got, want, "{ctx}");
+                    for fd in got {
+                        table.remove(fd);
+                        model.remove(&fd);
+                    }
+                    assert!(!table.has_doomed(), "{ctx}");
                 }
                 _ => {
                     // The fd is closed (or a parked entry is reaped): the entry goes; the
@@ -255,6 +291,10 @@ fn fd_table_matches_a_map() {
                 if let (Some(e), Some(m)) = (e, m) {
                     assert_eq!((e.reader, e.writer), (m.reader, m.writer), "{ctx} fd {fd}");
                     assert_eq!((e.kmask, e.gen), (m.kmask, m.gen), "{ctx} fd {fd}");
+                    assert_eq!(e.doomed, m.doomed, "{ctx} fd {fd}");
+                    if e.doomed {
+                        assert!(!e.is_active() && e.kmask != 0, "{ctx}: doomed means parked");
+                    }
                     if e.is_active() {
                         assert_eq!(
                             e.kmask,

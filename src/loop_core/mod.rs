@@ -590,7 +590,13 @@ impl LoopCore {
         })?;
         // An int is its own fd: only another object is worth keeping for the lookup.
         let keep = (!fileobj.is_instance_of::<PyInt>()).then_some(fileobj);
-        Self::add_io_fd(slf, fd, callback, args, mask, None, keep, context)
+        // A transport's native reader: its socket owns the registration, as a sock_* call's.
+        let owner = if mask == READABLE && args.is_empty() {
+            crate::transport::reader_owner(callback, fd)
+        } else {
+            None
+        };
+        Self::add_io_fd(slf, fd, callback, args, mask, owner.as_ref(), keep, context)
     }
 
     /// selectors' `_fileobj_lookup`: [`fileobj_to_fd`], or, when that raises ValueError (a
@@ -1046,6 +1052,7 @@ impl LoopCore {
         let this = slf.get();
         let lay = handles::layout(py)?;
         let mut trash: Vec<Queued> = Vec::new();
+        let mut reaped = Vec::new();
 
         // The two clock reads of an iteration, before and after the poll, serve the timeout,
         // the due timers and the counters alike (a read costs 22-66 ns here).
@@ -1065,6 +1072,9 @@ impl LoopCore {
             let mut st = this.state.borrow(py)?;
             let st = &mut *st;
             let epfd = st.poller.as_ref().ok_or_else(closed_error)?.raw();
+            if st.fds.has_doomed() {
+                reaped = st.reap_doomed();
+            }
             st.drop_cancelled_timers(py, lay, &mut trash);
             let timeout_ms = if !st.ready.is_empty() || this.stopping.load(Relaxed) {
                 0
@@ -1109,6 +1119,7 @@ impl LoopCore {
             lay.release(t);
         }
         drop(trash);
+        drop(reaped);
 
         // 2. Poll, with the GIL released when we may block.
         if events.len() < EVENTS_CAPACITY {
@@ -1199,12 +1210,9 @@ impl LoopCore {
                 }
             }
             let mut gone_fds = Vec::new();
+            // Deleted before the next poll unless re-armed first (engine/src/io/mod.rs).
             for fd in parked_ready {
-                if let Some(p) = &st.poller {
-                    // Failing, the number no longer leads to the file that reported the event.
-                    orphan |= p.delete(fd).is_err();
-                }
-                gone_fds.extend(st.fds.remove(fd));
+                st.fds.doom(fd);
             }
             if orphan {
                 match st.rebuild_poller() {
@@ -1355,6 +1363,25 @@ impl State {
         })
     }
 
+    /// Deletes the registrations of the doomed entries (parked fds that reported readiness
+    /// and were not armed again since; see engine/src/io/mod.rs) and removes the entries,
+    /// returned to be dropped unborrowed. Called just before a poll. A failed delete means the
+    /// number no longer names the registered file: closed since the event (the kernel dropped
+    /// the registration with the file's last reference, epoll(7) Q6) or closed while a dup
+    /// keeps the file open, an orphan whose next event has a token the table no longer has
+    /// (`Dispatch::Orphan`, which rebuilds the set then).
+    fn reap_doomed(&mut self) -> Vec<io::FdEntry<Py<PyAny>>> {
+        let doomed = self.fds.take_doomed();
+        let mut gone = Vec::with_capacity(doomed.len());
+        for fd in doomed {
+            if let Some(p) = &self.poller {
+                let _ = p.delete(fd);
+            }
+            gone.extend(self.fds.remove(fd));
+        }
+        gone
+    }
+
     /// `ctl` (`Epoll::add`, or `Epoll::modify`, which falls back to ADD on ENOENT) of `fd`
     /// with a token of generation `gen`, recorded in its entry (which must exist); a failure
     /// leaves the entry without a registration.
@@ -1376,11 +1403,11 @@ impl State {
     fn record_ctl(&mut self, fd: i32, mask: u32, gen: u32, res: &std::io::Result<()>) {
         if let Some(e) = self.fds.get_mut(fd) {
             if res.is_ok() {
-                e.kmask = mask;
-                e.gen = gen;
+                e.set_registration(mask, gen);
             } else {
                 // Whatever the kernel still holds under the old token is an orphan now.
-                e.kmask = 0;
+                let gen = e.gen;
+                e.set_registration(0, gen);
             }
         }
     }

@@ -6,8 +6,25 @@
 //! re-arms it with one `EPOLL_CTL_MOD` instead of an `EPOLL_CTL_DEL` now and an `EPOLL_CTL_ADD`
 //! then (the sock_* API registers and unregisters around every wait), or with no syscall at all
 //! when the same live socket object re-adds it (see [`FdEntry::owner`]). A readiness event for a
-//! parked fd (nobody wants it) deletes the registration then, so a level-triggered fd cannot
-//! keep the loop spinning.
+//! parked fd (nobody wants it) deletes the registration, so a level-triggered fd cannot keep
+//! the loop spinning.
+//!
+//! That deletion is itself deferred: the event *dooms* the entry ([`FdTable::doom`]) and the
+//! loop deletes the doomed registrations just before its next poll ([`FdTable::take_doomed`]),
+//! as libuv applies its watcher changes at the poll. A stream paused past its limit on every
+//! read (a `StreamReader` more than twice its limit behind: every read of a bulk transfer)
+//! parks its fd, which is still readable, so the next poll reports it; the read that follows
+//! resumes it in that same iteration, which then re-arms the kept registration with one MOD
+//! (or none, for the same live socket) where an eager delete cost a DEL and an ADD. The rule
+//! is safe because a re-arm never trusts a kept registration more than it trusts a parked
+//! one: the kernel keys a registration by fd number *and* open file description (epoll(7),
+//! Q0), so the MOD by number reaches the registration only if the number still names the same
+//! file (ENOENT otherwise, and the fd is registered afresh), and the no-syscall re-arm is made
+//! only for the same live socket object, whose fd cannot have been closed. A doomed fd closed
+//! before the deferred delete is dropped from the set by the kernel when its last file
+//! reference closes (epoll(7), Q6); if a dup keeps the file open, the delete by number fails
+//! and the registration is an orphan, which the loop meets as any other: its next event
+//! carries a token the table no longer has, and the loop rebuilds its set then.
 //!
 //! The danger parking adds: epoll registrations belong to the open file description, not to the
 //! fd number. A parked fd that is closed while its file stays open elsewhere (`os.dup`,
@@ -26,6 +43,9 @@
 //!   registration and the epoll set was rebuilt); a parked entry's `kmask` is what it was when
 //!   it was parked;
 //! - `gen` is the generation in the token the kernel holds for the entry's registration;
+//! - a doomed entry (`doomed`) is parked and listed in the table's doomed list (which may also
+//!   hold numbers whose entries have since gone or been re-armed: the list is filtered when
+//!   taken);
 //! - `H` is whatever the binding stores per fd (a Python handle); the table never looks into it.
 //! - tokens of the loop's own fds (the waker, the signal socket) have all high bits set, which
 //!   no user token has (a user fd is below 2^31).
@@ -66,6 +86,9 @@ pub struct FdEntry<H> {
     /// object when its `fileno()` no longer gives the fd (a closed socket's is -1); so does
     /// [`FdTable::find_fileobj`].
     pub fileobj: Option<H>,
+    /// Parked and reported ready since: its registration is deleted before the next poll
+    /// unless it is armed again first (see the module comment).
+    pub doomed: bool,
 }
 
 impl<H> Default for FdEntry<H> {
@@ -77,6 +100,7 @@ impl<H> Default for FdEntry<H> {
             gen: 0,
             owner: None,
             fileobj: None,
+            doomed: false,
         }
     }
 }
@@ -99,6 +123,16 @@ impl<H> FdEntry<H> {
     pub fn is_active(&self) -> bool {
         self.reader.is_some() || self.writer.is_some()
     }
+
+    /// Records the kernel's registration after an `epoll_ctl` ADD or MOD (`kmask` 0: the
+    /// registration is lost). Either way a doomed entry is no longer doomed: its registration
+    /// was just set, or there is none to delete.
+    #[inline]
+    pub fn set_registration(&mut self, kmask: u32, gen: u32) {
+        self.kmask = kmask;
+        self.gen = gen;
+        self.doomed = false;
+    }
 }
 
 pub struct FdTable<H> {
@@ -107,6 +141,8 @@ pub struct FdTable<H> {
     active: usize,
     /// The last generation handed out.
     gen: u32,
+    /// The fds [`FdTable::doom`] listed since the last [`FdTable::take_doomed`].
+    doomed: Vec<i32>,
 }
 
 impl<H> Default for FdTable<H> {
@@ -115,6 +151,7 @@ impl<H> Default for FdTable<H> {
             entries: Vec::new(),
             active: 0,
             gen: 0,
+            doomed: Vec::new(),
         }
     }
 }
@@ -176,9 +213,44 @@ impl<H> FdTable<H> {
         };
         let old = slot.replace(handle);
         if !was_active {
+            // Active again: the registration is wanted (a doomed one was re-armed, by a MOD or,
+            // for the same live socket, as it stands).
+            e.doomed = false;
             self.active += 1;
         }
         old
+    }
+
+    /// A parked entry's fd reported readiness: its registration is to be deleted before the
+    /// next poll, unless the fd is armed again first. Does nothing for an fd without a parked
+    /// registration.
+    pub fn doom(&mut self, fd: i32) {
+        if let Some(e) = self.get_mut(fd) {
+            if !e.is_active() && e.kmask != 0 && !e.doomed {
+                e.doomed = true;
+                self.doomed.push(fd);
+            }
+        }
+    }
+
+    /// Whether some entry may be doomed (cheap: the list is filtered by `take_doomed`).
+    #[inline]
+    pub fn has_doomed(&self) -> bool {
+        !self.doomed.is_empty()
+    }
+
+    /// The fds whose entries are still doomed (parked, not re-armed since [`FdTable::doom`]),
+    /// each once; empties the list. The caller deletes their registrations and removes them.
+    pub fn take_doomed(&mut self) -> Vec<i32> {
+        let mut list = std::mem::take(&mut self.doomed);
+        list.retain(|&fd| match self.get_mut(fd) {
+            Some(e) if e.doomed => {
+                e.doomed = false;
+                !e.is_active() && e.kmask != 0
+            }
+            _ => false,
+        });
+        list
     }
 
     /// Takes the reader (`mask` READABLE) or the writer of `fd`, if any, and the entry's
@@ -239,6 +311,7 @@ impl<H> FdTable<H> {
 
     pub fn drain(&mut self) -> Vec<FdEntry<H>> {
         self.active = 0;
+        self.doomed.clear();
         std::mem::take(&mut self.entries)
             .into_iter()
             .flatten()
@@ -316,6 +389,58 @@ mod tests {
         assert!(t.remove(5).is_some());
         assert!(t.get(5).is_none());
         assert_eq!(t.fds(), Vec::<i32>::new());
+    }
+
+    /// The deferred delete with the kernel: a doomed registration re-armed as it stands (the
+    /// same live socket) keeps reporting under its token; one whose fd is closed before the
+    /// delete fails to delete by number, and its file's next event, when a dup keeps the file
+    /// open, carries a token the table no longer has (an orphan: the loop rebuilds its set).
+    #[test]
+    fn doomed_registrations_are_kept_or_reaped_before_the_next_poll() {
+        use crate::iteration::{dispatch, Dispatch};
+        use std::io::Write;
+        let ep = Epoll::new().expect("epoll");
+        let mut table: FdTable<u8> = FdTable::default();
+        let mut ev = vec![empty_event(); 8];
+        let (a, a_peer) = UnixStream::pair().expect("pair");
+        let fd = a.as_raw_fd();
+        let gen = table.next_gen();
+        table.entry(fd).set_registration(READABLE, gen);
+        ep.add(fd, READABLE, token(fd, gen)).expect("add");
+        table.set_handler(fd, READABLE, 1);
+        (&a_peer).write_all(b"x").expect("write");
+        // Paused: parked; the poll reports it anyway, which dooms it.
+        table.take_handler(fd, READABLE);
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 1);
+        let t = ev[0].u64;
+        assert!(matches!(dispatch(&table, t, READABLE), Dispatch::Parked(f) if f == fd));
+        table.doom(fd);
+        table.doom(fd);
+        assert!(table.get(fd).is_some_and(|e| e.doomed));
+        // Resumed before the next poll, as it stands: nothing to delete, and the kept
+        // registration reports under the entry's token.
+        table.set_handler(fd, READABLE, 2);
+        assert!(table.take_doomed().is_empty());
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 1);
+        let t = ev[0].u64;
+        assert!(matches!(dispatch(&table, t, READABLE), Dispatch::Io { fd: f, .. } if f == fd));
+        // Parked and doomed again, then closed while a dup keeps the file open.
+        table.take_handler(fd, READABLE);
+        table.doom(fd);
+        let dup = a.try_clone().expect("dup");
+        drop(a);
+        assert_eq!(table.take_doomed(), vec![fd]);
+        assert!(
+            ep.delete(fd).is_err(),
+            "the number no longer names the file"
+        );
+        table.remove(fd);
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 1);
+        let t = ev[0].u64;
+        assert!(matches!(dispatch(&table, t, READABLE), Dispatch::Orphan));
+        // With the last reference closed, the kernel drops the registration (epoll(7), Q6).
+        drop(dup);
+        assert_eq!(Epoll::wait_raw(ep.raw(), &mut ev, 0).expect("wait"), 0);
     }
 
     /// The protocol `loop_core` follows with the kernel, end to end: an fd parked, closed while
