@@ -176,6 +176,7 @@ def test_create_future_and_task_are_asyncios_own_types(loop):
     # The C Future and Task when asyncio has them (oxloop builds those without a call through
     # the type: src/loop_core/factories.rs), bound to the loop, debug mode read at creation.
     futures_mod, tasks_mod = asyncio.futures, asyncio.tasks
+    loop.set_debug(False)  # -X dev and PYTHONASYNCIODEBUG turn it on for new loops
     fut = loop.create_future()
     assert type(fut) is futures_mod.Future and isinstance(fut, asyncio.Future)
     assert fut.get_loop() is loop and not fut.done()
