@@ -269,15 +269,6 @@ async def sock_serve(loop: asyncio.AbstractEventLoop, listener: socket.socket) -
         task.add_done_callback(tasks.discard)
 
 
-def make_loop(name: str) -> asyncio.AbstractEventLoop:
-    """micro.make_loop's loops, and rsloop (an optional column here)."""
-    if name == "rsloop":
-        import rsloop
-
-        return rsloop.new_event_loop()  # type: ignore[no-any-return]
-    return micro.make_loop(name)
-
-
 def parse_addr(addr: str) -> tuple[str, Any]:
     if addr.startswith("tcp:"):
         host, _, port = addr[4:].rpartition(":")
@@ -320,7 +311,7 @@ async def start_server(kind: str, loop: asyncio.AbstractEventLoop, addr: str) ->
 def run_server(kind: str, loop_name: str, addr: str) -> int:
     """Server entry point: prints `ready ADDR` once listening, then serves until killed."""
     try:
-        loop = make_loop(loop_name)
+        loop = micro.make_loop(loop_name)
     except Exception as exc:
         print(f"n/a {type(exc).__name__}: {exc}", flush=True)
         return EXIT_NA
@@ -693,6 +684,23 @@ def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+def ratio_cells(per: dict[str, Any], loops: list[str], metric: str) -> list[str]:
+    """One row's ratios to uvloop under its cells: "baseline", a ratio, or "" where not ok."""
+    base = per.get(BASELINE, {"status": "n/a"})
+    cells = []
+    for n in loops:
+        r = per[n]
+        if n == BASELINE:
+            cells.append("baseline" if r["status"] == "ok" else "")
+        elif r["status"] != "ok" or base["status"] != "ok":
+            cells.append("")
+        elif metric == "rate":  # higher is better: invert for ratio_text
+            cells.append(micro.ratio_text(base["rate"], r["rate"]))
+        else:
+            cells.append(micro.ratio_text(r[metric], base[metric]))
+    return cells
+
+
 def print_report(
     meta: dict[str, Any],
     loops: list[str],
@@ -742,7 +750,6 @@ def print_report(
     print("-" * len(header))
     for row in rows:
         per = results[row.name]
-        base = per.get(BASELINE, {"status": "n/a"})
         for i, metric in enumerate(("rate", "cpu_per")):
             label = row.label if i == 0 else ""
             tag = "rate" if metric == "rate" else "cpu/msg"
@@ -750,17 +757,7 @@ def print_report(
                 f"{label:<{label_w}}{tag:<{tag_w}}"
                 + "".join(f"{cell_text(per[n], metric):>{col_w}}" for n in loops)
             )
-            ratios = []
-            for n in loops:
-                r = per[n]
-                if n == BASELINE:
-                    ratios.append("baseline" if r["status"] == "ok" else "")
-                elif r["status"] != "ok" or base["status"] != "ok":
-                    ratios.append("")
-                elif metric == "rate":  # higher is better: invert for ratio_text
-                    ratios.append(micro.ratio_text(base["rate"], r["rate"]))
-                else:
-                    ratios.append(micro.ratio_text(r["cpu_per"], base["cpu_per"]))
+            ratios = ratio_cells(per, loops, metric)
             print(" " * lead + "".join(f"{x:>{col_w}}" for x in ratios).rstrip())
     print()
 
@@ -954,16 +951,7 @@ def print_tls_report(loops: list[str], results: dict[str, Any], rounds: int) -> 
             f"{label:<{label_w}}{'cpu/msg':<{tag_w}}"
             + "".join(f"{cell_text(per[n], 'cpu_per'):>{col_w}}" for n in loops)
         )
-        base = per.get(BASELINE, {"status": "n/a"})
-        ratios = []
-        for n in loops:
-            r = per[n]
-            if n == BASELINE:
-                ratios.append("baseline" if r["status"] == "ok" else "")
-            elif r["status"] != "ok" or base["status"] != "ok":
-                ratios.append("")
-            else:
-                ratios.append(micro.ratio_text(r["cpu_per"], base["cpu_per"]))
+        ratios = ratio_cells(per, loops, "cpu_per")
         print(" " * lead + "".join(f"{x:>{col_w}}" for x in ratios).rstrip())
     notes = sorted(
         {
@@ -1005,7 +993,7 @@ def run_probe(name: str) -> int:
     """Probe child: construct the loop once; print its version (and oxloop's build time)."""
     from importlib import metadata
 
-    make_loop(name).close()
+    micro.make_loop(name).close()
     print("stdlib" if name == "asyncio" else metadata.version(name))
     if name == "oxloop":
         # A failed rebuild leaves the previous native module in place: say when it was built.
