@@ -182,7 +182,17 @@ impl WriteBuffer {
         if unsafe { ffi::PyObject_GetBuffer(data.as_ptr(), raw.as_mut_ptr(), ffi::PyBUF_SIMPLE) }
             != 0
         {
-            return Err(PyErr::fetch(data.py()));
+            let err = PyErr::fetch(data.py());
+            // SAFETY: data is a live object; the check reads its type's buffer slot.
+            if unsafe { ffi::PyObject_CheckBuffer(data.as_ptr()) } == 0 {
+                return Err(err);
+            }
+            // A buffer with no simple view (a non-contiguous memoryview): the error
+            // bytearray.extend raises (bytearray_setslice, Objects/bytearrayobject.c).
+            let name = data.get_type().name()?;
+            return Err(PyTypeError::new_err(format!(
+                "can't set bytearray slice from {name:.100}"
+            )));
         }
         // SAFETY: initialised by the successful call above; copied, then released once.
         unsafe {

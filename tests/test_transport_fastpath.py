@@ -371,6 +371,29 @@ def test_queued_writes_of_every_shape_arrive_in_order(loop, run):
     b.close()
 
 
+def test_non_contiguous_view_queued_behind_a_partial_send(loop, run):
+    # 3.10/3.11 queue into a bytearray, whose extend refuses a buffer with no simple view
+    # (bytearray_setslice's TypeError); 3.12+ queue a memoryview of it and write() returns.
+    a, b = socket_pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    async def main():
+        transport = await _connect(loop, a, Recorder())
+        transport.write(b"x" * 4_000_000)  # the kernel takes part: the rest is queued
+        assert transport.get_write_buffer_size() > 0
+        try:
+            transport.write(memoryview(b"abcdef")[::2])
+        finally:
+            transport.abort()
+
+    if sys.version_info < (3, 12):
+        with pytest.raises(TypeError, match="^can't set bytearray slice from memoryview$"):
+            run(main())
+    else:
+        run(main())
+    b.close()
+
+
 def test_data_received_error_reaches_the_handler(loop, run):
     a, b = socket_pair()
     errors = collect_errors(loop)
