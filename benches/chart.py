@@ -11,7 +11,8 @@ can be drawn again at any time from saved results:
 The picture: per row, one horizontal bar per loop on a log scale, starting at uvloop (1x): a bar
 to the left is less CPU per operation than uvloop, to the right more. oxloop is the highlighted
 bar and carries its ratio in words; on network rows a black tick marks the pure-Rust floor (the
-same server with no Python: the syscalls' own cost). The caption names the machine, the Python,
+same server with no Python: the syscalls' own cost; on the TLS rows, that echo over the same
+OpenSSL library). The caption names the machine, the Python,
 each loop's version, the date and how the figures were taken.
 
 Invariants:
@@ -122,7 +123,10 @@ def caption(doc: dict[str, Any]) -> str:
         if name == "asyncio":
             continue
         if name == FLOOR:
-            versions.append("floor: Rust (mio)" if p.get("ok") else "floor n/a")
+            # net.py's floor is "mio"; its TLS table's floor adds the OpenSSL it loads.
+            versions.append(
+                f"floor: Rust ({p.get('version') or 'mio'})" if p.get("ok") else "floor n/a"
+            )
         elif p.get("ok"):
             extra = f" (git {meta.get('git', '?')})" if name == "oxloop" else ""
             versions.append(f"{name} {p['version']}{extra}")
@@ -313,7 +317,7 @@ def render(docs: list[dict[str, Any]], out_base: str) -> list[str]:
     fig_h = legend_h + sum(panel_h) + xlabel_h + cap_h
     fig = Figure(figsize=(width, fig_h), dpi=150)
     bar_names: list[str] = []
-    has_floor = False
+    has_floor = tls_floor = False
     top = fig_h - legend_h
     # One x range for every panel: the 1x line and the scale line up from panel to panel.
     ranges = [_x_range(ratios(doc)[2], width - left_in - right_in) for doc in docs]
@@ -327,7 +331,9 @@ def render(docs: list[dict[str, Any]], out_base: str) -> list[str]:
         _draw_panel(ax, doc, KINDS[kind_of(doc)]["title"], xlim)
         bars, _, per_row = ratios(doc)
         bar_names += [b for b in bars if b not in bar_names]
-        has_floor = has_floor or any(cells.get(FLOOR) is not None for cells in per_row)
+        floor_here = any(cells.get(FLOOR) is not None for cells in per_row)
+        has_floor = has_floor or floor_here
+        tls_floor = tls_floor or (floor_here and kind_of(doc) == "tls")
         if k == len(docs) - 1:
             ax.set_xlabel(
                 "CPU per operation relative to uvloop (log scale; uvloop = 1x)", fontsize=9
@@ -338,7 +344,9 @@ def render(docs: list[dict[str, Any]], out_base: str) -> list[str]:
     ]
     handles.append(Line2D([], [], color="black", linewidth=1.0, label="uvloop (1x)"))
     if has_floor:
-        handles.append(Line2D([], [], color="black", linewidth=2.2, label="pure-Rust floor"))
+        # The TLS floor is Rust over the OpenSSL the Python servers use: not pure Rust.
+        label = "Rust floor, no Python (TLS: the same OpenSSL)" if tls_floor else "pure-Rust floor"
+        handles.append(Line2D([], [], color="black", linewidth=2.2, label=label))
     legend = fig.legend(
         handles=handles,
         loc="upper center",

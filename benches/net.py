@@ -831,8 +831,11 @@ TLS_CONNS = 10
 # Loops of this script that have no TLS: (name, why).
 TLS_NA = {
     "rloop": "no TLS (create_server(ssl=...) raises NotImplementedError)",
-    "floor": "no TLS floor (the Rust server speaks plaintext only)",
 }
+# The floor (netfloor tls-echo-server) runs the Protocol rows only: on the streams rows it would
+# be the same Rust echo again.
+TLS_FLOOR_KINDS = ("protocol",)
+TLS_FLOOR_STREAMS = "the floor is the same echo as on the Protocol rows"
 
 
 def _load_tls_echo() -> ModuleType:
@@ -843,13 +846,38 @@ def _load_tls_echo() -> ModuleType:
     return module
 
 
+def tls_floor() -> dict[str, Any]:
+    """Whether the TLS floor can run here (micro.probe's form): netfloor builds, and this
+    Python's `ssl` runs on a shared libssl the floor can load (tls_echo.libssl_path)."""
+    import ssl
+
+    why = build_floor()
+    if why is None:
+        libssl = _load_tls_echo().libssl_path()
+        if libssl is None:
+            why = "no shared libssl mapped by this Python's ssl module"
+        else:
+            return {"ok": True, "version": f"mio + {ssl.OPENSSL_VERSION}", "libssl": libssl}
+    return {"ok": False, "version": "mio", "why": why}
+
+
+def tls_columns(loops: list[str]) -> tuple[list[str], dict[str, Any] | None]:
+    """The TLS table's columns: `loops`, less the floor when it cannot run (its probe then says
+    why, for the table's note); and the floor's probe (None when not asked for)."""
+    if "floor" not in loops:
+        return loops, None
+    floor = tls_floor()
+    return (loops if floor["ok"] else [n for n in loops if n != "floor"]), floor
+
+
 def run_tls_table(loops: list[str], rounds: int, messages: int) -> dict[str, Any]:
     """Server CPU per TLS echo message, per row and loop (median over interleaved rounds).
 
     The driver is tls_echo.py's client (one process, stock asyncio; the Rust netfloor client
     speaks no TLS): it verifies the server's certificate against its CA and the hostname. The
     figure is the server process's own CPU clock over the measured phase, as for the rows
-    above, so the client's language changes the pace, not what is counted.
+    above, so the client's language changes the pace, not what is counted. The floor (when in
+    `loops`: tls_columns) runs the Protocol rows.
     """
     tls_echo = _load_tls_echo()
     live = [n for n in loops if n not in TLS_NA]
@@ -865,6 +893,9 @@ def run_tls_table(loops: list[str], rounds: int, messages: int) -> dict[str, Any
                 n = tls_echo.messages_for(size, messages, TLS_CONNS)
                 for name in live:
                     if name in errors[key]:
+                        continue
+                    if name == "floor" and kind not in TLS_FLOOR_KINDS:
+                        errors[key][name] = TLS_FLOOR_STREAMS
                         continue
                     print(f"TLS {key} on {name}", file=sys.stderr, flush=True)
                     try:
@@ -892,12 +923,16 @@ def run_tls_table(loops: list[str], rounds: int, messages: int) -> dict[str, Any
     return results
 
 
-def tls_doc(loops: list[str], results: dict[str, Any], rounds: int) -> dict[str, Any]:
+def tls_doc(
+    loops: list[str], results: dict[str, Any], rounds: int, floor: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The TLS table as a results file of its own (chart kind "tls"): tls.json and its chart.
 
     Its rows have the same shape as the echo rows' (a `cpu_per` per loop), so benches/chart.py
-    draws it like the network table; there is no floor column (no Rust TLS server here).
+    draws it like the network table, the floor (Rust over the same OpenSSL; `floor` is its
+    probe, tls_floor) as a tick on the Protocol rows; a floor that could not run is left out.
     """
+    with_floor = "floor" in loops and floor is not None and floor["ok"]
     meta: dict[str, Any] = {
         "bench": "tls",
         "date": micro.utc_now(),
@@ -908,12 +943,14 @@ def tls_doc(loops: list[str], results: dict[str, Any], rounds: int) -> dict[str,
         "client": "benches/tls_echo.py (Python, stock asyncio; verifies the CA and the hostname)",
         "probes": {name: probe(name) for name in loops if name != "floor"},
     }
+    if with_floor:
+        meta["probes"]["floor"] = floor
     rows = {}
     for key, per in results.items():
         kind, size = key.split(":")
         rows[f"tls-{kind}-{int(size) // 1024}k"] = {
             "label": f"TLS {kind} {int(size) // 1024} KiB x{TLS_CONNS}",
-            "results": {n: r for n, r in per.items() if n != "floor"},
+            "results": {n: r for n, r in per.items() if n != "floor" or with_floor},
         }
     return {"meta": meta, "baseline": BASELINE, "statistic": "median", "rows": rows}
 
@@ -930,7 +967,9 @@ def save_tls(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     micro.load_chart().save(doc, path, "tls", chart=not args.no_chart)
 
 
-def print_tls_report(loops: list[str], results: dict[str, Any], rounds: int) -> None:
+def print_tls_report(
+    loops: list[str], results: dict[str, Any], rounds: int, floor: dict[str, Any] | None = None
+) -> None:
     print(
         f"TLS echo, {TLS_CONNS} connections in ping-pong, server cpu per message"
         f" (median of {rounds} round{'s' if rounds != 1 else ''}, loops interleaved)"
@@ -939,6 +978,11 @@ def print_tls_report(loops: list[str], results: dict[str, Any], rounds: int) -> 
         "  method  : the client of benches/tls_echo.py (Python, stock asyncio; verifies the CA"
         " and the\n            hostname), not netfloor (no TLS); the server's own CPU clock"
     )
+    if floor is not None and floor["ok"]:
+        print(
+            "  floor   : the same echo in Rust (netfloor tls-echo-server), no Python, over the"
+            f" OpenSSL\n            this Python's ssl uses ({floor['libssl']}); Protocol rows"
+        )
     label_w, tag_w, col_w = 20, 9, 14
     lead = label_w + tag_w
     header = " " * lead + "".join(f"{n:>{col_w}}" for n in loops)
@@ -961,10 +1005,20 @@ def print_tls_report(loops: list[str], results: dict[str, Any], rounds: int) -> 
             if per[n]["status"] != "ok" and per[n].get("error")
         }
     )
+    if floor is not None and not floor["ok"]:
+        notes.append(f"  floor: left out: {floor['why']}")
     if notes:
         print("notes:")
         print("\n".join(notes))
     print()
+
+
+def run_tls(args: argparse.Namespace, loops: list[str], rounds: int) -> None:
+    """The TLS table: measured, printed, saved (tls.json and its chart)."""
+    columns, floor = tls_columns(loops)
+    results = run_tls_table(columns, rounds, args.tls_messages)
+    print_tls_report(columns, results, rounds, floor)
+    save_tls(args, tls_doc(columns, results, rounds, floor))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1077,9 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
     loops = micro.parse_list(args.loops or ",".join(LOOPS), LOOPS, "loop")
     rounds = args.rounds or (1 if args.quick else 3)
     if args.tls_only:
-        tls_results = run_tls_table(loops, rounds, args.tls_messages)
-        print_tls_report(loops, tls_results, rounds)
-        save_tls(args, tls_doc(loops, tls_results, rounds))
+        run_tls(args, loops, rounds)
         return 0
     duration = args.duration or (1.0 if args.quick else 2.0)
     warmup = args.warmup if args.warmup is not None else (0.25 if args.quick else 0.5)
@@ -1151,9 +1203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({total} samples in {elapsed:.0f} s)")
     if args.tls:
         print()
-        tls_results = run_tls_table(loops, rounds, args.tls_messages)
-        print_tls_report(loops, tls_results, rounds)
-        save_tls(args, tls_doc(loops, tls_results, rounds))
+        run_tls(args, loops, rounds)
     if not args.no_save:
         doc = {
             "meta": meta,

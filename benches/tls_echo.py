@@ -15,6 +15,10 @@ first on PYTHONPATH: a saved copy of python/oxloop, for a before/after in one in
 ``oxloop-sslproto`` is oxloop with ``OXLOOP_NATIVE_TLS=0``; ``rsloop`` needs its wheel (rustls:
 it ignores the SSLContext's CA and settings).
 
+``floor`` is the Rust TLS echo server of benches/net/floor (``netfloor tls-echo-server``,
+built by ``cargo build --release`` there): the same echo, certificate and key over the OpenSSL
+library this Python's ``ssl`` module uses (``libssl_path()``), with no Python; Protocol rows only.
+
 ``--callgrind`` counts instructions instead: each row's server runs under
 ``valgrind --tool=callgrind`` for M and then 2M messages, and (I(2M) - I(M)) / M is the
 user-space cost of one more message, start-up and handshakes cancelled out (the figure
@@ -35,6 +39,29 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+FLOOR_BIN = os.path.join(HERE, "net", "floor", "target", "release", "netfloor")
+
+
+def libssl_path() -> str | None:
+    """The libssl shared library this interpreter's ``ssl`` module runs on, or None.
+
+    Read from /proc/self/maps (Linux) after ``import ssl``: the file the dynamic loader mapped
+    for ``_ssl``, so the Rust floor loads the very same OpenSSL build. None where ``_ssl`` links
+    OpenSSL statically or there is no /proc.
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split(None, 5)[-1].strip() for line in f if "/libssl" in line}
+    except OSError:
+        return None
+    found = sorted(p for p in paths if os.path.basename(p).startswith("libssl.so"))
+    return found[0] if found else None
+
+
+def floor_command(certdir: str, libssl: str) -> list[str]:
+    """The Rust TLS floor's command line: the Python servers' certificate and key (server.pem)."""
+    pem = os.path.join(certdir, "server.pem")
+    return [FLOOR_BIN, "tls-echo-server", "tcp:127.0.0.1:0", "--libssl", libssl, "--cert", pem]
 
 
 def make_certs(d: str) -> None:
@@ -144,21 +171,32 @@ def cell(
     conns: int,
     messages: int,
     wrap: list[str] = [],  # noqa: B006 (read only)
+    command: list[str] | None = None,
 ) -> float:
+    """Server CPU seconds per message of one run; `command` replaces the Python server (the
+    floor), which speaks the same control protocol and prints ``ready tcp:HOST:PORT``."""
     env = dict(os.environ)
     if loop_kind == "oxloop-sslproto":
         env["OXLOOP_NATIVE_TLS"] = "0"  # asyncio's sslproto over oxloop's transport
     if "@" in loop_kind:  # oxloop@DIR: that copy of the package first on the path
         env["PYTHONPATH"] = loop_kind.split("@", 1)[1] + os.pathsep + env.get("PYTHONPATH", "")
+    if command is None and loop_kind == "floor":
+        libssl = libssl_path()
+        if libssl is None:
+            raise RuntimeError("no libssl mapped in this process (static OpenSSL?)")
+        command = floor_command(certdir, libssl)
     p = subprocess.Popen(
-        [*wrap, sys.executable, __file__, "--server", kind, loop_kind, certdir],
+        [*wrap, *(command or [sys.executable, __file__, "--server", kind, loop_kind, certdir])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=env,
     )
     try:
-        port = int(p.stdout.readline())
+        first = p.stdout.readline()
+        if not first:
+            raise RuntimeError(f"the server exited (status {p.wait(10)}) before listening")
+        port = int(first.rsplit(":", 1)[-1])  # "PORT", or the floor's "ready tcp:HOST:PORT"
 
         async def ctl() -> float:
             p.stdin.write("cpu\n")

@@ -195,30 +195,56 @@ def test_a_benchmark_script_saves_its_results_and_chart_beside_its_table(tmp_pat
         assert (tmp_path / "sub.svg").exists()
 
 
-def test_the_tls_table_is_saved_and_drawn_as_its_own_chart(chart, tmp_path, monkeypatch):
-    # net.py's TLS table becomes tls.json beside net.json, a "tls" chart without a floor column.
-    pytest.importorskip("matplotlib")
+def _load_net(monkeypatch):
     spec = importlib.util.spec_from_file_location(
         "net_under_test", os.path.join(ROOT, "benches", "net.py")
     )
     net = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, net)  # its dataclasses look their module up
     spec.loader.exec_module(net)
-    loops = ["asyncio", "uvloop", "rloop", "oxloop", "floor"]
-    monkeypatch.setattr(net, "probe", lambda name: _probes(loops)[name])
+    return net
+
+
+TLS_FLOOR_OK = {"ok": True, "version": "mio + OpenSSL 9.9.9", "libssl": "/lib/libssl.so.9"}
+TLS_FLOOR_NA = {"ok": False, "version": "mio", "why": "cargo build failed: no cargo"}
+
+
+@pytest.mark.parametrize("floor", [TLS_FLOOR_OK, TLS_FLOOR_NA], ids=["floor", "no-floor"])
+def test_the_tls_table_is_saved_and_drawn_as_its_own_chart(
+    chart, tmp_path, monkeypatch, capsys, floor
+):
+    # net.py's TLS table becomes tls.json beside net.json, a "tls" chart; the floor (Rust over
+    # the same OpenSSL) is a tick on the Protocol rows, or left out with a note when it cannot run.
+    pytest.importorskip("matplotlib")
+    net = _load_net(monkeypatch)
+    asked = ["asyncio", "uvloop", "rloop", "oxloop", "floor"]
+    monkeypatch.setattr(net, "tls_floor", lambda: floor)
+    monkeypatch.setattr(net, "probe", lambda name: _probes(asked)[name])
+    loops, probe = net.tls_columns(asked)
+    assert probe is floor
+    assert loops == (asked if floor["ok"] else ["asyncio", "uvloop", "rloop", "oxloop"])
     results = {
         f"{kind}:{size}": {
             "asyncio": _ok(15e-6, "cpu_per"),
             "uvloop": _ok(24e-6, "cpu_per"),
             "rloop": {"status": "n/a", "error": net.TLS_NA["rloop"]},
             "oxloop": _ok(12e-6, "cpu_per"),
-            "floor": {"status": "n/a", "error": net.TLS_NA["floor"]},
         }
+        | (
+            {
+                "floor": _ok(6e-6, "cpu_per")
+                if kind in net.TLS_FLOOR_KINDS
+                else {"status": "n/a", "error": net.TLS_FLOOR_STREAMS}
+            }
+            if "floor" in loops
+            else {}
+        )
         for kind, size in net.TLS_ROWS
     }
-    doc = net.tls_doc(loops, results, 3)
+    net.print_tls_report(loops, results, 3, floor)
+    table = capsys.readouterr().out
+    doc = net.tls_doc(loops, results, 3, floor)
     assert chart.kind_of(doc) == "tls"
-    assert "floor" not in doc["meta"]["probes"]
     assert list(doc["rows"]) == [
         "tls-protocol-1k",
         "tls-protocol-64k",
@@ -233,4 +259,16 @@ def test_the_tls_table_is_saved_and_drawn_as_its_own_chart(chart, tmp_path, monk
     text = (tmp_path / "tls.svg").read_text()
     assert "TLS echo" in text and "TLS streams 64 KiB x10" in text
     assert "2.00x faster" in text  # oxloop 12 us against uvloop's 24
-    assert "pure-Rust floor" not in text
+    assert "pure-Rust floor" not in text  # the TLS floor is Rust over OpenSSL
+    if floor["ok"]:
+        assert doc["meta"]["probes"]["floor"] is floor
+        per_row = chart.ratios(doc)[2]
+        assert [cells["floor"] for cells in per_row] == [0.25, 0.25, None, None]
+        assert "Rust floor, no Python (TLS: the same OpenSSL)" in text
+        assert "floor: Rust (mio + OpenSSL 9.9.9)" in chart.caption(doc).replace("\n", " ")
+        assert "/lib/libssl.so.9" in table and "floor: n/a: the floor is the same echo" in table
+    else:
+        assert "floor" not in doc["meta"]["probes"]
+        assert all("floor" not in row["results"] for row in doc["rows"].values())
+        assert "Rust floor" not in text
+        assert "floor: left out: cargo build failed: no cargo" in table

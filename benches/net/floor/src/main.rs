@@ -3,26 +3,34 @@
 //! ```text
 //! netfloor echo-server ADDR      the floor: a pure-Rust mio echo server
 //! netfloor http-server ADDR      the floor of the HTTP rows: keep-alive hello-world
+//! netfloor tls-echo-server ADDR --libssl PATH --cert PEM
+//!                                the floor of the TLS rows: the echo over OpenSSL, loaded
+//!                                from PATH at run time (the libssl CPython's `_ssl` uses)
 //! netfloor client ADDR --conns N --size BYTES (--duration SECS | --messages M)
 //!                  [--warmup SECS] [--stall-timeout SECS] [--churn]
 //! ```
 //!
 //! ADDR is `tcp:HOST:PORT` or `unix:PATH`. The servers print `ready ADDR` once listening and run
-//! until killed. The client is the one load generator for every server, Python or Rust (see
+//! until killed (the TLS server: until `quit` or the end of stdin, answering `cpu` lines with its
+//! CPU time; tls.rs). The client is the one load generator for every server, Python or Rust (see
 //! client.rs for its protocol with the parent and how it validates the echo); it prints JSON
 //! lines and exits with status 1 on a failed run (`{"status":"FAIL","error":...}`), 2 on bad
 //! arguments.
 
 mod client;
 mod net;
+mod openssl;
 mod server;
+mod tls;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use net::Addr;
 
-const USAGE: &str = "usage: netfloor echo-server ADDR | http-server ADDR | client ADDR \
+const USAGE: &str = "usage: netfloor echo-server ADDR | http-server ADDR \
+| tls-echo-server ADDR --libssl PATH --cert PEM | client ADDR \
 --conns N --size BYTES (--duration SECS | --messages M) [--warmup SECS] [--stall-timeout SECS] [--churn]";
 
 fn main() -> ExitCode {
@@ -53,6 +61,19 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "tls-echo-server" => {
+            let (addr, libssl, pem) = match parse_tls_server(rest) {
+                Ok(parsed) => parsed,
+                Err(e) => return usage(&e),
+            };
+            match tls::serve(&addr, &libssl, &pem) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("netfloor {cmd} {addr}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         "client" => match parse_client(rest) {
             Ok(cfg) => match client::run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -76,6 +97,25 @@ fn main() -> ExitCode {
 fn usage(why: &str) -> ExitCode {
     eprintln!("netfloor: {why}\n{USAGE}");
     ExitCode::from(2)
+}
+
+fn parse_tls_server(args: &[String]) -> Result<(Addr, PathBuf, PathBuf), String> {
+    let (addr, opts) = args.split_first().ok_or("tls-echo-server needs an ADDR")?;
+    let (mut libssl, mut pem) = (None, None);
+    let mut it = opts.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--libssl" => libssl = Some(PathBuf::from(value)),
+            "--cert" => pem = Some(PathBuf::from(value)),
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok((
+        Addr::parse(addr)?,
+        libssl.ok_or("give --libssl PATH")?,
+        pem.ok_or("give --cert PEM")?,
+    ))
 }
 
 fn parse_client(args: &[String]) -> Result<client::Config, String> {
