@@ -847,17 +847,27 @@ def _load_tls_echo() -> ModuleType:
 
 
 def tls_floor() -> dict[str, Any]:
-    """Whether the TLS floor can run here (micro.probe's form): netfloor builds, and this
-    Python's `ssl` runs on a shared libssl the floor can load (tls_echo.libssl_path)."""
+    """Whether the TLS floor can run here (micro.probe's form): netfloor builds, this Python's
+    `ssl` runs on a shared libssl (tls_echo.libssl_path), and netfloor can load and use it."""
     import ssl
 
     why = build_floor()
+    libssl = _load_tls_echo().libssl_path() if why is None else None
+    if why is None and libssl is None:
+        why = "no shared libssl mapped by this Python's ssl module"
     if why is None:
-        libssl = _load_tls_echo().libssl_path()
-        if libssl is None:
-            why = "no shared libssl mapped by this Python's ssl module"
+        try:
+            proc = subprocess.run(
+                [FLOOR_BIN, "tls-probe", libssl], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = f"netfloor tls-probe: {exc}"
         else:
-            return {"ok": True, "version": f"mio + {ssl.OPENSSL_VERSION}", "libssl": libssl}
+            if proc.returncode != 0:
+                tail = proc.stderr.strip().splitlines()[-1:] or [f"status {proc.returncode}"]
+                why = tail[0][:200]
+    if why is None:
+        return {"ok": True, "version": f"mio + {ssl.OPENSSL_VERSION}", "libssl": libssl}
     return {"ok": False, "version": "mio", "why": why}
 
 

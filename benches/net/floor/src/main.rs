@@ -6,6 +6,7 @@
 //! netfloor tls-echo-server ADDR --libssl PATH --cert PEM
 //!                                the floor of the TLS rows: the echo over OpenSSL, loaded
 //!                                from PATH at run time (the libssl CPython's `_ssl` uses)
+//! netfloor tls-probe PATH        exits 0 when tls-echo-server can load and use PATH
 //! netfloor client ADDR --conns N --size BYTES (--duration SECS | --messages M)
 //!                  [--warmup SECS] [--stall-timeout SECS] [--churn]
 //! ```
@@ -30,7 +31,7 @@ use std::time::Duration;
 use net::Addr;
 
 const USAGE: &str = "usage: netfloor echo-server ADDR | http-server ADDR \
-| tls-echo-server ADDR --libssl PATH --cert PEM | client ADDR \
+| tls-echo-server ADDR --libssl PATH --cert PEM | tls-probe PATH | client ADDR \
 --conns N --size BYTES (--duration SECS | --messages M) [--warmup SECS] [--stall-timeout SECS] [--churn]";
 
 fn main() -> ExitCode {
@@ -74,6 +75,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        "tls-probe" => match rest {
+            [path] => match tls::probe(std::path::Path::new(path)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("netfloor tls-probe: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            _ => usage("tls-probe takes exactly one PATH"),
+        },
         "client" => match parse_client(rest) {
             Ok(cfg) => match client::run(&cfg) {
                 Ok(()) => ExitCode::SUCCESS,

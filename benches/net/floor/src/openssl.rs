@@ -168,14 +168,15 @@ pub struct Tls {
 
 impl Tls {
     /// Loads `libssl` and makes a TLS server context from `pem` (the certificate chain and the
-    /// private key in one file, as `ssl.SSLContext.load_cert_chain(pem)` takes it).
+    /// private key in one file, as `ssl.SSLContext.load_cert_chain(pem)` takes it); without
+    /// `pem`, a context with no certificate (a probe: the library loads and works).
     ///
     /// The options are those of `ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)` that
     /// touch the record path (no compression, the server's cipher order; CPython
     /// Modules/_ssl.c `_ssl__SSLContext_impl`); the protocol range and cipher list are
     /// OpenSSL's defaults, which negotiate TLS 1.3 with a Python client as the Python servers
     /// do.
-    pub fn server(libssl: &Path, pem: &Path) -> Result<Tls, String> {
+    pub fn server(libssl: &Path, pem: Option<&Path>) -> Result<Tls, String> {
         let api = Api::load(libssl)?;
         // SAFETY: no arguments; returns a static method table.
         let method = unsafe { (api.tls_server_method)() };
@@ -185,6 +186,9 @@ impl Tls {
             return Err(api.last_error("SSL_CTX_new"));
         }
         let tls = Tls { api, ctx }; // frees the context on any error below
+        let Some(pem) = pem else {
+            return Ok(tls);
+        };
         let cpem = CString::new(pem.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
         // SAFETY: a live context and a NUL-terminated path.
         if unsafe { (tls.api.ctx_use_certificate_chain_file)(tls.ctx, cpem.as_ptr()) } != 1 {

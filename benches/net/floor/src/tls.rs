@@ -139,7 +139,7 @@ struct Buffers {
 
 /// Binds `addr`, prints `ready ADDR`, and echoes over TLS until told to quit (module doc).
 pub fn serve(addr: &Addr, libssl: &Path, pem: &Path) -> Result<(), String> {
-    let tls = Tls::server(libssl, pem).map_err(|e| format!("{}: {e}", libssl.display()))?;
+    let tls = Tls::server(libssl, Some(pem)).map_err(|e| format!("{}: {e}", libssl.display()))?;
     let io_err = |e: io::Error| e.to_string();
     let mut listener = Listener::bind(addr).map_err(io_err)?;
     let mut poll = Poll::new().map_err(io_err)?;
@@ -234,6 +234,13 @@ fn accept_all<'a>(
             }
         }
     }
+}
+
+/// Loads `libssl` and makes a context: whether `tls-echo-server` can run with it.
+pub fn probe(libssl: &Path) -> Result<(), String> {
+    Tls::server(libssl, None)
+        .map(drop)
+        .map_err(|e| format!("{}: {e}", libssl.display()))
 }
 
 /// Answers `cpu` lines on stdin with the process's CPU time; exits on `quit` or end of input.
