@@ -6,7 +6,7 @@ PY ?= 3.11
 DEBUG_PY ?= 3.14d
 ENV := scripts/env.sh
 
-.PHONY: wheels wheels-test wheels-ci demo bench-charts test test-one test-debug test-rust sanitize provision conformance lint build clean stress stress-ci fuzz fuzz-ci memcheck memcheck-ci
+.PHONY: wheels wheels-test wheels-ci demo bench-charts tls-bio test test-one test-debug test-rust sanitize provision conformance lint build clean stress stress-ci fuzz fuzz-ci memcheck memcheck-ci
 
 build:
 	$(ENV) build $(PY) >/dev/null
@@ -37,6 +37,12 @@ bench-charts:
 	  && $$py benches/children.py --rounds 1 --json $$d/subprocess.json >$$d/subprocess.txt \
 	  && cat $$d/micro.txt $$d/net.txt $$d/subprocess.txt \
 	  && $$py benches/chart.py $$d/micro.json $$d/net.json --rows $(DEMO_NET_ROWS) -o $$d/demo
+
+# OpenSSL's cost per TLS echo message through memory BIOs (CPython's SSLObject, oxloop's data
+# path) against a BIO over caller-owned buffers (issue 18's approach B): benches/tls_bio/, a C
+# program (cc, libssl-dev, valgrind), CPU time then instructions; not in CI (~2 min).
+tls-bio:
+	$(MAKE) -C benches/tls_bio run callgrind
 
 # Binary wheels (scripts/wheels.sh): one per interpreter of VERSIONS (3.14/3.15 built in the sid
 # chroot where the machine lacks them) and the sdist, into dist/ (git-ignored). Release profile,

@@ -10,10 +10,11 @@ the rounds.
 
     python benches/tls_echo.py [--loops oxloop,uvloop,asyncio] [--rounds 3] [--messages 3000]
 
-A loop ``LABEL=NAME`` shows NAME's column as LABEL. ``oxloop@DIR`` runs oxloop from DIR (put
-first on PYTHONPATH: a saved copy of python/oxloop, for a before/after in one interleaved run);
-``oxloop-sslproto`` is oxloop with ``OXLOOP_NATIVE_TLS=0``; ``rsloop`` needs its wheel (rustls:
-it ignores the SSLContext's CA and settings).
+``--clock user`` / ``--clock system`` counts only that part of the server's CPU time
+(getrusage). A loop ``LABEL=NAME`` shows NAME's column as LABEL. ``oxloop@DIR`` runs oxloop
+from DIR (put first on PYTHONPATH: a saved copy of python/oxloop, for a before/after in one
+interleaved run); ``oxloop-sslproto`` is oxloop with ``OXLOOP_NATIVE_TLS=0``; ``rsloop``
+needs its wheel (rustls: it ignores the SSLContext's CA and settings).
 
 ``floor`` is the Rust TLS echo server of benches/net/floor (``netfloor tls-echo-server``,
 built by ``cargo build --release`` there): the same echo, certificate and key over the OpenSSL
@@ -39,6 +40,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CLOCK = "cpu"  # what the server's figure counts (--clock)
 FLOOR_BIN = os.path.join(HERE, "net", "floor", "target", "release", "netfloor")
 
 
@@ -110,6 +112,14 @@ async def stream_echo(reader, writer):
 
 
 def cpu() -> float:
+    # --clock user / system: that part of the process's CPU time only (getrusage: the
+    # kernel's split of the same time, in microseconds; os.times() counts 10 ms ticks).
+    clock = os.environ.get("TLS_ECHO_CLOCK", "cpu")
+    if clock != "cpu":
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime if clock == "user" else ru.ru_stime
     return time.clock_gettime(time.CLOCK_PROCESS_CPUTIME_ID)
 
 
@@ -176,6 +186,7 @@ def cell(
     """Server CPU seconds per message of one run; `command` replaces the Python server (the
     floor), which speaks the same control protocol and prints ``ready tcp:HOST:PORT``."""
     env = dict(os.environ)
+    env["TLS_ECHO_CLOCK"] = CLOCK
     if loop_kind == "oxloop-sslproto":
         env["OXLOOP_NATIVE_TLS"] = "0"  # asyncio's sslproto over oxloop's transport
     if "@" in loop_kind:  # oxloop@DIR: that copy of the package first on the path
@@ -185,6 +196,9 @@ def cell(
         if libssl is None:
             raise RuntimeError("no libssl mapped in this process (static OpenSSL?)")
         command = floor_command(certdir, libssl)
+    if command is not None and CLOCK != "cpu":
+        # The Rust floor answers `cpu` with its whole CPU time only.
+        raise RuntimeError(f"--clock {CLOCK} is not available for the floor")
     p = subprocess.Popen(
         [*wrap, *(command or [sys.executable, __file__, "--server", kind, loop_kind, certdir])],
         stdin=subprocess.PIPE,
@@ -271,7 +285,15 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=3000)
     ap.add_argument("--conns", type=int, default=10)
     ap.add_argument("--callgrind", action="store_true", help="instructions per message")
+    ap.add_argument(
+        "--clock",
+        choices=["cpu", "user", "system"],
+        default="cpu",
+        help="the server's CPU time (default), or its user or system part only (getrusage)",
+    )
     a = ap.parse_args()
+    global CLOCK
+    CLOCK = a.clock
     if a.server:
         server(*a.server)
         return
@@ -288,7 +310,9 @@ def main() -> None:
                 per = [callgrind(kind, k, d, int(size), a.conns, n) for k in loops]
                 print(f"{kind + ' ' + size:<18}" + "".join(f"{x:>16,}" for x in per), flush=True)
             return
-        print(f"TLS echo, {a.conns} connections, server CPU µs per message (median of {a.rounds})")
+        what = {"cpu": "CPU", "user": "user CPU", "system": "system CPU"}[a.clock]
+        rounds = f"median of {a.rounds}"
+        print(f"TLS echo, {a.conns} connections, server {what} µs per message ({rounds})")
         print(f"{'row':<18}" + "".join(f"{labels[k]:>16}" for k in loops))
         for row in a.rows.split(","):
             kind, size = row.split(":")
