@@ -14,13 +14,16 @@ build:
 # The demonstration: the micro benchmark table, then echo servers (Protocol, BufferedProtocol,
 # streams, sock_*, over TCP and Unix; connection churn) driven by one Rust client: oxloop beside
 # asyncio, uvloop, rloop (rsloop when installed) and a pure-Rust floor, then the TLS echo table
-# (issue 18; benches/tls_echo.py's client; its floor: Rust over the same OpenSSL). `benches/net.py` alone runs the fuller network table.
+# (issue 18; benches/tls_echo.py's client; its floor: Rust over the same OpenSSL), then 256 MiB
+# each way through streams between two processes (benches/streams_bulk.py; table only).
+# `benches/net.py` alone runs the fuller network table.
 # Each table's results (JSON) and chart (PNG, SVG) go to benches/results/ (git-ignored), and
 # both tables into one chart there, demo.png: the README's picture (benches/chart.py).
 DEMO_NET_ROWS := protocol-1k-10c-tcp,buffered-1k-10c-tcp,streams-1k-10c-tcp,sock-1k-10c-tcp,protocol-1k-10c-unix,churn-protocol-tcp
 demo:
 	py=$$($(ENV) build $(PY)) && $$py benches/micro.py --json benches/results/micro.json \
 	  && $$py benches/net.py --rows $(DEMO_NET_ROWS) --rounds 1 --tls --json benches/results/net.json \
+	  && $$py benches/streams_bulk.py --two-process --rounds 1 --total-mib 256 \
 	  && $$py benches/chart.py benches/results/micro.json benches/results/net.json \
 	    -o benches/results/demo
 

@@ -350,6 +350,24 @@ const SIZED_READ_MIN: usize = 64 * 1024;
 /// (128 KiB), so the allocation is a heap chunk and shrinking it to what arrived is in place.
 const PREDICTED_READ_MAX: usize = 124 * 1024;
 
+/// After a read that filled `max_size`, a read into a `StreamReader`'s buffer
+/// ([`SocketReader::feed_stream`]) asks for this many times `max_size` (512 KiB for asyncio's
+/// 256 KiB). Every read event of a bulk stream costs the same fixed work whatever its size:
+/// the reader goes over twice its limit, so the transport is paused (`pause_reading`), the
+/// waiter's task runs `read()`, which resumes it (`resume_reading` registers a new reader),
+/// and the loop polls once more between the two: about 37,000 user-space instructions and two
+/// `epoll_wait` per event. A sender that is ahead keeps 1.5-1.8 MiB queued on loopback, so
+/// fewer, larger reads are possible. Nothing else changes: the bytes go into the reader's
+/// buffer, not to a `data_received`, and `read(n)` returns up to n bytes of what is buffered,
+/// which depends on timing on every loop; the buffer may hold `2 * max_size` past the pause
+/// threshold instead of `max_size` (docs/compatibility.md). Not more: `read()` copies the
+/// buffer into new objects, and at 1 MiB per read glibc handed those allocations back to the
+/// kernel and faulted them in again (85,000 page faults per GiB against 17,000 at 512 KiB and
+/// 9,500 at 256 KiB), which cost what the fewer events saved; 512 KiB took 0.408 s of CPU per
+/// GiB in one process against 0.455 s at 256 KiB and 0.412 s at 1 MiB
+/// (`benches/streams_bulk.py`, median of 7, 3.11).
+const STREAM_BULK_READ: usize = 2;
+
 // `_PyBytes_Resize` (Include/cpython/bytesobject.h, exported by every CPython 3.x); pyo3's ffi
 // keeps its declaration private.
 extern "C" {
@@ -491,9 +509,15 @@ impl crate::loop_core::native::NativeCallback for SocketReader {
 }
 
 impl SocketReader {
+    /// What a read into a stream reader's buffer asks for after one that filled `max_size`.
+    fn stream_bulk_read(&self) -> usize {
+        self.max_size.saturating_mul(STREAM_BULK_READ)
+    }
+
     /// How much the next read should take straight into its destination, 0 for a read through
-    /// the shared buffer (see [`SIZED_READ_MIN`]).
-    fn sized_read(&self, fd: i32) -> usize {
+    /// the shared buffer (see [`SIZED_READ_MIN`]). `bulk`: what to ask for after a read that
+    /// filled `max_size` (see [`STREAM_BULK_READ`]).
+    fn sized_read(&self, fd: i32, bulk: usize) -> usize {
         let st = self.state.get();
         let last = st.last_read.load(Relaxed);
         if last < SIZED_READ_MIN {
@@ -509,7 +533,7 @@ impl SocketReader {
             // The last read filled all a read may take: a bulk sender, whose socket FIONREAD
             // would say holds at least that much again (it said 1.5-1.8 MiB on each read of a
             // 1 GiB stream); a short read is shrunk as any sized read.
-            return self.max_size;
+            return bulk;
         }
         // An error (a closed fd, say) or nothing queued: the plain recv reports it.
         crate::sys::bytes_queued(fd).unwrap_or(0).min(self.max_size)
@@ -537,7 +561,7 @@ impl SocketReader {
         if let Some(feed) = streams::fast_feed(&proto) {
             return self.feed_stream(t, fd, feed);
         }
-        let sized = self.sized_read(fd);
+        let sized = self.sized_read(fd, self.max_size);
         // The bytes and the size they were allocated for (0: not to be kept as the spare).
         let got = if sized > 0 {
             match recv_sized(py, fd, sized) {
@@ -589,7 +613,7 @@ impl SocketReader {
         // copied in from the shared receive buffer.
         let sized = feed
             .as_ref()
-            .and_then(|f| f.recv_into(fd, self.sized_read(fd)));
+            .and_then(|f| f.recv_into(fd, self.sized_read(fd, self.stream_bulk_read())));
         let got = match sized {
             Some(r) => r.map(|n| (n, Ok(()))),
             None => recv_with(fd, self.max_size, |data| {

@@ -102,6 +102,49 @@ def test_stream_feed_frames_are_not_profiled_on_oxloop(loop, loop_kind):
     assert fed == (set() if native else {"data_received", "feed_data", "_wakeup_waiter"})
 
 
+def test_stream_reads_of_a_sender_ahead_take_twice_max_size_on_oxloop(loop, loop_kind):
+    # A StreamReader at its default limit (64 KiB) pauses its transport after every read.
+    # asyncio: one recv of at most max_size (256 KiB) per read event, so read(n) returns at
+    # most 256 KiB. oxloop: after a read that filled max_size, the next read into the
+    # reader's buffer asks for twice that (src/transport.rs, STREAM_BULK_READ), so with 2 MiB
+    # queued read(n) returns 256 KiB, then 512 KiB at a time.
+    import asyncio
+    import socket
+
+    max_size = 256 * 1024
+
+    async def main():
+        a, b = socket.socketpair()
+        # A Unix socket queues what its sender's buffer holds (the kernel doubles the value,
+        # and caps it at net.core.wmem_max: 2 MiB may not fit everywhere).
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 << 20)
+        b.setblocking(False)
+        queued = 0
+        try:
+            while queued < 2 << 20:
+                queued += b.send(bytes(64 * 1024))
+        except BlockingIOError:
+            pass
+        reader, writer = await asyncio.open_connection(sock=a)
+        sizes = []
+        while sum(sizes) < queued:
+            sizes.append(len(await reader.read(4 << 20)))
+        writer.close()
+        b.close()
+        return queued, sizes
+
+    queued, sizes = loop.run_until_complete(main())
+    assert sum(sizes) == queued
+    if fast_path(loop_kind, "socket_transport", "get_method", "stream_fields"):
+        assert max(sizes) <= 2 * max_size
+        if queued >= 5 * max_size:
+            assert sizes[:3] == [max_size, 2 * max_size, 2 * max_size]
+    else:
+        assert max(sizes) <= max_size
+        if queued >= 5 * max_size:
+            assert sizes[:3] == [max_size] * 3
+
+
 def test_accept_out_of_descriptors_reports_once_per_attempt(loop, loop_kind, monkeypatch):
     # accept() failing with EMFILE on a listener whose client waits (docs/compatibility.md).
     # asyncio: `backlog` failing calls per event, each reported and each scheduling a retry,
