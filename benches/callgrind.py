@@ -5,7 +5,10 @@ This runs one row of benches/micro.py (its `--child` mode, the very same body an
 `valgrind --tool=callgrind` twice, with N and 2N operations, and prints (I(2N) - I(N)) / N: the
 instructions one more operation costs, with interpreter start-up, imports and setup cancelled
 out. With `--top K` it does the same subtraction per function (self cost, from
-callgrind_annotate), which shows where an operation's instructions go.
+callgrind_annotate), which shows where an operation's instructions go. With `--cache` it runs
+`valgrind --tool=cachegrind --cache-sim=yes --branch-sim=yes` instead and prints every event per
+operation (D1 and last-level misses, branch mispredicts): what an instruction count cannot see
+when two loops' CPU times and instruction counts disagree (this VM has no hardware counters).
 
 Invariants:
 - Both runs use the same interpreter, row, loop, seed and PYTHONHASHSEED, so everything except
@@ -14,8 +17,9 @@ Invariants:
 - Profiles are kept in benches/results/callgrind/ (git-ignored) for callgrind_annotate or
   kcachegrind afterwards.
 
-Usage: python benches/callgrind.py ROW [LOOP[,LOOP...]] [--n N] [--top K]
+Usage: python benches/callgrind.py ROW [LOOP[,LOOP...]] [--n N] [--top K | --cache]
   e.g. .venv/3.11/bin/python benches/callgrind.py call_soon uvloop,oxloop --top 20
+       .venv/3.11/bin/python benches/callgrind.py gather rloop,oxloop --cache
 """
 
 from __future__ import annotations
@@ -38,11 +42,22 @@ OUT_DIR = os.path.join(HERE, "results", "callgrind")
 FUNC_LINE = re.compile(r"^\s*([\d,]+)\s+(\S.*)$")
 
 
-def profile(row: str, loop: str, n: int, seed: int, python: str) -> tuple[int, str]:
-    """Run the row under callgrind; return (total instructions, profile path)."""
+# cachegrind's events, in the order of its "events:" line with both simulations on.
+CACHE_EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
+CACHE_EVENTS += ("Bc", "Bcm", "Bi", "Bim")
+
+
+def profile(
+    row: str, loop: str, n: int, seed: int, python: str, cache: bool = False
+) -> tuple[int, str]:
+    """Run the row under callgrind (cachegrind with `cache`); return (total Ir, profile path)."""
     os.makedirs(OUT_DIR, exist_ok=True)
-    out = os.path.join(OUT_DIR, f"{row}.{loop}.{n}.out")
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python]
+    out = os.path.join(OUT_DIR, f"{row}.{loop}.{n}.{'cg' if cache else 'out'}")
+    if cache:
+        cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--branch-sim=yes"]
+        cmd += [f"--cachegrind-out-file={out}", python]
+    else:
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python]
     cmd += [os.path.join(HERE, "micro.py"), "--child", row, loop, "--n", str(n)]
     cmd += ["--seed", str(seed)]
     # A fixed hash seed makes dict and set layouts, hence instruction counts, repeatable.
@@ -65,6 +80,21 @@ def total_instructions(path: str) -> int:
     if not total:
         raise SystemExit(f"no totals line in {path}")
     return total
+
+
+def cache_totals(path: str) -> dict[str, int]:
+    """Every event's total in a cachegrind profile ("events:" names, "summary:" counts)."""
+    names: list[str] = []
+    values: list[int] = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("events:"):
+                names = line.split()[1:]
+            elif line.startswith("summary:"):
+                values = [int(v) for v in line.split()[1:]]
+    if not names or len(names) != len(values):
+        raise SystemExit(f"no events/summary lines in {path}")
+    return dict(zip(names, values, strict=True))
 
 
 def per_function(path: str) -> dict[str, int]:
@@ -109,6 +139,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--top", type=int, default=0, help="also show the K costliest functions/op")
     ap.add_argument("--python", default=sys.executable, help="interpreter to run the row with")
+    ap.add_argument(
+        "--cache",
+        action="store_true",
+        help="cachegrind with cache and branch simulation: every event per operation",
+    )
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind not found")
@@ -116,6 +151,8 @@ def main() -> int:
     row = micro.ROWS[args.row]
     n = args.n or row.quick_n  # callgrind is ~50x slower than native: the quick N is plenty
 
+    if args.cache:
+        return cache_main(row, loops, n, args)
     per_op: dict[str, float] = {}
     for loop in loops:
         print(f"{row.name} on {loop}: N={n:,} and 2N={2 * n:,} under callgrind ...", flush=True)
@@ -141,6 +178,24 @@ def main() -> int:
             if base and loop != micro.BASELINE:
                 vs = f"  ({micro.ratio_text(cost, base)} than {micro.BASELINE})"
             print(f"  {loop:<8} {cost:>10,.0f}{vs}")
+    return 0
+
+
+def cache_main(row: micro.Row, loops: list[str], n: int, args: argparse.Namespace) -> int:
+    """`--cache`: each cachegrind event per operation, (E(2N) - E(N)) / N, a loop per column."""
+    per_op: dict[str, dict[str, float]] = {}
+    for loop in loops:
+        print(f"{row.name} on {loop}: N={n:,} and 2N={2 * n:,} under cachegrind ...", flush=True)
+        _, p1 = profile(row.name, loop, n, args.seed, args.python, cache=True)
+        _, p2 = profile(row.name, loop, 2 * n, args.seed, args.python, cache=True)
+        e1, e2 = cache_totals(p1), cache_totals(p2)
+        per_op[loop] = {k: (e2[k] - e1.get(k, 0)) / n for k in e2}
+    print(f"\n{row.label.format(n=micro.human_n(n))}: cachegrind events per operation")
+    print(f"  {'event':<6}" + "".join(f"{loop:>12}" for loop in loops))
+    for event in CACHE_EVENTS:
+        if all(event in per_op[loop] for loop in loops):
+            cells = "".join(f"{per_op[loop][event]:>12,.1f}" for loop in loops)
+            print(f"  {event:<6}{cells}")
     return 0
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import gc
 import socket
+import sys
 import warnings
 import weakref
 
@@ -251,6 +252,25 @@ def test_explicit_context_argument(loop):
     loop.call_later(0, loop.stop)
     loop.run_forever()
     assert seen == ["in-ctx", "in-ctx", "unset", "in-ctx", "in-ctx"]
+
+
+def test_context_keyword_not_interned(loop):
+    # A `context` keyword whose name is an equal but distinct str, as asyncio's C Task and
+    # Future pass it on 3.11/3.12 (their ("context",) comes from Py_BuildValue): the same
+    # binding every time, and other non-interned names are still rejected.
+    name = "".join(["con", "text"])
+    assert name == "context" and sys.intern(name) is not name
+    ctx = contextvars.Context()
+    ctx.run(VAR.set, "in ctx")
+    seen = []
+    for _ in range(3):
+        loop.call_soon(lambda: seen.append(VAR.get()), **{name: ctx})
+    loop.call_soon(lambda: seen.append(VAR.get()), **{"".join(["con", "text"]): ctx})
+    with pytest.raises(TypeError):
+        loop.call_soon(lambda: None, **{"".join(["con", "texts"]): ctx})
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["in ctx"] * 4
 
 
 def test_set_in_explicit_context_persists_in_that_context(loop):

@@ -17,6 +17,8 @@
 //! reference or NULL with an exception set; a Rust panic becomes a Python exception, never an
 //! abort.
 use std::ffi::CStr;
+use std::sync::atomic::AtomicPtr;
+use std::sync::atomic::Ordering::Relaxed;
 
 use pyo3::exceptions::{PySystemError, PyTypeError};
 use pyo3::ffi;
@@ -76,11 +78,9 @@ unsafe fn bind<'py>(
 ) -> PyResult<Bound3<'py>> {
     let names = kind.leading();
     // The usual calls: `call_soon(cb, *args)`, and `call_soon(cb, context=ctx)` as asyncio's
-    // C Task makes for every step (with an interned "context", so a pointer compare decides).
+    // C Task makes for every step (a pointer compare decides, see `only_context`).
     // SAFETY: kwnames is NULL or a tuple of str (contract).
-    let only_context = !kwnames.is_null()
-        && unsafe { ffi::PyTuple_GET_SIZE(kwnames) } == 1
-        && is_context(py, unsafe { ffi::PyTuple_GET_ITEM(kwnames, 0) });
+    let only_context = !kwnames.is_null() && unsafe { only_context(py, kwnames) };
     if (kwnames.is_null() || only_context) && nargs >= names.len() {
         // SAFETY: the first names.len() <= nargs entries are live borrowed arguments, and the
         // context value (if any) follows the positional ones.
@@ -99,6 +99,26 @@ unsafe fn bind<'py>(
                 .then(|| unsafe { Bound::from_borrowed_ptr(py, *args.add(nargs)) }),
         });
     }
+    // SAFETY: as this function's contract.
+    unsafe { bind_general(py, kind, args, nargs, kwnames) }
+}
+
+/// [`bind`] for every other call (keywords, missing arguments, errors): out of line, so the
+/// usual calls' code stays a few cache lines (the interpreter's own code evicts it between
+/// two calls; benches/callgrind.py --cache counts the I1 misses).
+///
+/// # Safety
+/// As [`bind`].
+#[cold]
+#[inline(never)]
+unsafe fn bind_general<'py>(
+    py: Python<'py>,
+    kind: Kind,
+    args: *const *mut ffi::PyObject,
+    nargs: usize,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Bound3<'py>> {
+    let names = kind.leading();
     let mut lead: [Option<Bound<'py, PyAny>>; 2] = [None, None];
     let npos = nargs.min(names.len());
     for (i, slot) in lead.iter_mut().enumerate().take(npos) {
@@ -164,17 +184,60 @@ unsafe fn bind<'py>(
     })
 }
 
-/// Whether the keyword name `name` (a str) is "context": the interned string itself, as
-/// Python code and asyncio's C Task pass it, or an equal one.
-fn is_context(py: Python<'_>, name: *mut ffi::PyObject) -> bool {
-    if name == pyo3::intern!(py, "context").as_ptr() {
+/// A keyword-name tuple `("context",)` whose string is not the interned "context": asyncio's
+/// C Task and Future (3.11, 3.12) build theirs once with Py_BuildValue, which does not intern,
+/// and pass it to every `call_soon(step, context=ctx)` (each task step, each done callback).
+/// Remembering that tuple turns the character compare into a pointer compare (40 of ~8,000
+/// instructions per task step, benches/callgrind.py tasks_sleep0). It holds a strong
+/// reference, never released (one small tuple), so its address cannot be reused by another
+/// object; tuples are immutable, so it cannot stop being `("context",)`.
+static CONTEXT_KWNAMES: AtomicPtr<ffi::PyObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Whether `kwnames` (a tuple of str) is exactly `("context",)`.
+///
+/// # Safety
+/// `kwnames` is a live tuple of str.
+#[inline(always)]
+unsafe fn only_context(py: Python<'_>, kwnames: *mut ffi::PyObject) -> bool {
+    if kwnames == CONTEXT_KWNAMES.load(Relaxed) {
         return true;
     }
-    // asyncio's C Task (3.11, 3.12) builds its ("context",) with Py_BuildValue, which does not
-    // intern, so compare the characters. (PyUnicode_IS_COMPACT_ASCII and PyUnicode_DATA, once
-    // used here to skip the call, are not exposed by PyO3 for 3.14+; this path is rare.)
+    // SAFETY: kwnames is a live tuple (contract).
+    if unsafe { ffi::PyTuple_GET_SIZE(kwnames) } != 1 {
+        return false;
+    }
+    // SAFETY: as above; item 0 exists.
+    let name = unsafe { ffi::PyTuple_GET_ITEM(kwnames, 0) };
+    name == pyo3::intern!(py, "context").as_ptr() || unsafe { context_by_chars(kwnames, name) }
+}
+
+/// The keyword name is not the interned "context": compare the characters, and remember the
+/// tuple when they match (`CONTEXT_KWNAMES`).
+///
+/// # Safety
+/// `kwnames` is a live 1-tuple of str and `name` its item.
+#[cold]
+#[inline(never)]
+unsafe fn context_by_chars(kwnames: *mut ffi::PyObject, name: *mut ffi::PyObject) -> bool {
     // SAFETY: name is a live str (vectorcall keyword names are str).
-    unsafe { ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) == 0 }
+    if unsafe { ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: kwnames is live; the new reference is the cache's (released only if another
+    // thread filled the cache first).
+    unsafe {
+        if ffi::PyTuple_CheckExact(kwnames) != 0 {
+            ffi::Py_INCREF(kwnames);
+            let null = std::ptr::null_mut();
+            if CONTEXT_KWNAMES
+                .compare_exchange(null, kwnames, Relaxed, Relaxed)
+                .is_err()
+            {
+                ffi::Py_DECREF(kwnames);
+            }
+        }
+    }
+    true
 }
 
 /// A new tuple of the `n` objects at `items`.
@@ -237,7 +300,8 @@ fn dispatch<'py>(
     }
 }
 
-/// The shared body of the entry points.
+/// The shared body of the entry points. (Inlined into each, with `kind` a constant, it cost
+/// call_soon 7% more CPU time for 1% fewer instructions: code layout; see benches/README.md.)
 ///
 /// # Safety
 /// Called by CPython's method descriptor with the GIL held, `slf` an instance of `LoopCore`
