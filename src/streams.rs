@@ -259,14 +259,19 @@ impl<'py> Feed<'py> {
                 waiter.call_method1(intern!(py, "set_result"), (py.None(),))?;
             }
         }
-        let transport = r.getattr(intern!(py, "_transport"))?;
-        if transport.is_none() || r.getattr(intern!(py, "_paused"))?.is_truthy()? {
-            return Ok(());
-        }
-        // `len(self._buffer) > 2 * self._limit`, with Python's unbounded ints.
+        // `len(self._buffer) > 2 * self._limit`, with Python's unbounded ints. feed_data tests
+        // it last, after `_transport` and `_paused`; it is tested first here because it
+        // is almost always false and needs no lookup (reading two instance attributes has no
+        // effect to keep in order: the class is exactly asyncio's StreamReader, whose
+        // `__init__` sets both). Two getattrs were ~460 of a 1 KiB echo's ~21,500
+        // instructions.
         let len = i64::try_from(self.buffer.len()).unwrap_or(i64::MAX);
         let over = self.limit.checked_mul(2).is_some_and(|twice| len > twice);
         if !over {
+            return Ok(());
+        }
+        let transport = r.getattr(intern!(py, "_transport"))?;
+        if transport.is_none() || r.getattr(intern!(py, "_paused"))?.is_truthy()? {
             return Ok(());
         }
         match transport.call_method0(intern!(py, "pause_reading")) {

@@ -10,15 +10,18 @@ protocols) and runs on stock asyncio too, where the expected result comes from.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import hashlib
 import socket
+import struct
 import sys
+import termios
 import warnings
 
 import pytest
 from _helpers import collect_errors
-from _net import CountingSocket, counting, socket_pair, wait, write_type_error
+from _net import CountingSocket, counting, payload, socket_pair, wait, write_type_error
 
 
 class Recorder(asyncio.Protocol):
@@ -519,6 +522,46 @@ def test_large_messages_one_at_a_time_arrive_intact(loop, run, kind):
         return bytes(got)
 
     assert run(wait(main(), 30)) == b"".join(messages)
+    b.close()
+
+
+def test_a_stream_buffer_is_allocated_for_what_arrived(loop, run):
+    # Large reads of a stream land in the StreamReader's bytearray itself, grown first by what
+    # the read asks for; a bytearray shrunk by less than half keeps its allocation
+    # (bytearrayobject.c, PyByteArray_Resize). Asking for a guess (the last size plus an
+    # eighth) left each buffer an eighth larger than the bytes read() copies out of it, so the
+    # heap could not reuse one chunk for the other: glibc grew and trimmed its top with brk and
+    # faulted fresh pages in on every few messages. Stock asyncio extends the buffer by exactly
+    # what arrived; each round here queues one message before reading it, so every read takes
+    # it whole.
+    size = 100_000
+    data = payload(size)
+    a, b = socket_pair()
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+
+    def queued() -> int:
+        return struct.unpack("i", fcntl.ioctl(a.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+    async def main():
+        reader, writer = await asyncio.open_connection(sock=a, limit=1 << 20)
+        slack = []
+        for _ in range(4):
+            writer.transport.pause_reading()
+            await loop.sock_sendall(b, data)
+            while queued() < size:
+                await asyncio.sleep(0)
+            writer.transport.resume_reading()
+            while len(reader._buffer) < size:
+                await asyncio.sleep(0)
+            slack.append(reader._buffer.__alloc__() - len(reader._buffer))
+            assert await reader.readexactly(size) == data
+        writer.close()
+        return slack
+
+    slack = run(wait(main(), 30))
+    assert max(slack) < 1024, slack
     b.close()
 
 
