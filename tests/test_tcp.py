@@ -1178,3 +1178,35 @@ def test_connection_falls_through_the_resolved_addresses(loop, loop_kind, eyebal
     connected, failure = same_as_stock(loop, loop_kind, scenario)
     assert connected
     assert failure[0] is ConnectionRefusedError
+
+
+def test_a_replaced_set_nodelay_is_the_one_called(loop, monkeypatch):
+    # oxloop's transport tests the socket's C fields itself where base_events._set_nodelay is
+    # asyncio's (python/oxloop/_transports.py); a replaced one must still be called.
+    from asyncio import base_events
+
+    seen = []
+    monkeypatch.setattr(base_events, "_set_nodelay", seen.append)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        sock = transport.get_extra_info("socket")
+        # Nagle stays on: the replacement did nothing.
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    assert seen and all(type(s) is socket.socket for s in seen)
+
+
+def test_transport_setup_runs_natively_where_asyncio_is_the_known_code():
+    from oxloop import _transports
+
+    # 3.10-3.14's `_SelectorSocketTransport.__init__` and `_set_nodelay` are the code
+    # _transports verified (3.15's __init__, with `context`, runs as asyncio's).
+    if sys.version_info < (3, 15):
+        assert _transports._INIT_VARIANT is not None
+        assert _transports._NODELAY is asyncio.base_events._set_nodelay

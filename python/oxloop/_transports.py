@@ -38,9 +38,10 @@ its signatures, never from the version number.
 
 from __future__ import annotations
 
+import _socket
 import inspect
 import socket
-from asyncio import protocols, selector_events, sslproto
+from asyncio import base_events, futures, protocols, selector_events, sslproto
 
 from . import _contract, _oxloop
 
@@ -84,6 +85,7 @@ _oxloop._set_io_context_keyword(IO_CONTEXT)
 
 
 _AsyncioTransport = selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
+_SelectorTransport = selector_events._SelectorTransport  # type: ignore[attr-defined]
 # Whether the running asyncio drops ``_read_ready_cb`` (a bound method of the transport, so a
 # reference cycle) when the transport closes: 3.12+ do, in ``close`` or
 # ``_call_connection_lost``.
@@ -92,6 +94,175 @@ _CLEARS_READ_READY_CB = any(
     for name in ("close", "_call_connection_lost")
     if name in vars(_AsyncioTransport)
 )
+
+
+# -- transport set-up --------------------------------------------------------------------------
+# `_SelectorSocketTransport.__init__` calls `base_events._set_nodelay(self._sock)`, which reads
+# `sock.family` and `sock.type` through socket.py's properties: each converts the C integer to an
+# IntEnum (`_intenum_converter`, `EnumMeta.__call__`, `Enum.__new__`) only for it to be compared
+# with an integer; 14,000 instructions per connection on 3.11 (benches/net_callgrind.sh
+# churn-protocol), an eighth of all the server does per connection. Where the running asyncio's
+# `__init__` and `_set_nodelay` are, statement for statement, the code below them (their
+# bytecode, names and constants equal those of `_INIT_SOURCES` / `_NODELAY_SOURCE` compiled here),
+# `_SocketTransport.__init__` runs that code itself, with `_set_nodelay`'s test on the socket's
+# C fields; otherwise (another CPython, a patched asyncio, a socket subclass, a replaced
+# `_set_nodelay`) asyncio's own runs.
+_INIT_SOURCES = {
+    # 3.10
+    "paused": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def __init__(self, loop, sock, protocol, waiter=None,
+                 extra=None, server=None):
+
+        self._read_ready_cb = None
+        super().__init__(loop, sock, protocol, extra, server)
+        self._eof = False
+        self._paused = False
+        self._empty_waiter = None
+        base_events._set_nodelay(self._sock)
+        self._loop.call_soon(self._protocol.connection_made, self)
+        self._loop.call_soon(self._add_reader,
+                             self._sock_fd, self._read_ready)
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled,
+                                 waiter, None)
+""",
+    # 3.11
+    "plain": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def __init__(self, loop, sock, protocol, waiter=None,
+                 extra=None, server=None):
+
+        self._read_ready_cb = None
+        super().__init__(loop, sock, protocol, extra, server)
+        self._eof = False
+        self._empty_waiter = None
+        base_events._set_nodelay(self._sock)
+        self._loop.call_soon(self._protocol.connection_made, self)
+        self._loop.call_soon(self._add_reader,
+                             self._sock_fd, self._read_ready)
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled,
+                                 waiter, None)
+""",
+    # 3.12-3.14
+    "write_ready": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def __init__(self, loop, sock, protocol, waiter=None,
+                 extra=None, server=None):
+
+        self._read_ready_cb = None
+        super().__init__(loop, sock, protocol, extra, server)
+        self._eof = False
+        self._empty_waiter = None
+        if _HAS_SENDMSG:
+            self._write_ready = self._write_sendmsg
+        else:
+            self._write_ready = self._write_send
+        base_events._set_nodelay(self._sock)
+        self._loop.call_soon(self._protocol.connection_made, self)
+        self._loop.call_soon(self._add_reader,
+                             self._sock_fd, self._read_ready)
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled,
+                                 waiter, None)
+""",
+}
+# The imports of selector_events.py and base_events.py the code above uses.
+_IMPORTS = "import socket\nfrom . import base_events\nfrom . import futures\n"
+_NODELAY_SOURCE = """
+def _set_nodelay(sock):
+    if (sock.family in {socket.AF_INET, socket.AF_INET6} and
+            sock.type == socket.SOCK_STREAM and
+            sock.proto == socket.IPPROTO_TCP):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+"""
+
+
+def _same_code(func: Any, source: str, *path: str) -> bool:
+    """Whether ``func``'s code is that of the function at ``path`` in ``source`` (compiled here)."""
+    try:
+        # With the module's imports: 3.11+ compile a call on an imported name's attribute
+        # without LOAD_METHOD (compile.c `is_import_originated`).
+        code = compile(_IMPORTS + source, "<oxloop reference>", "exec")
+        for name in path:
+            code = next(
+                c for c in code.co_consts if isinstance(c, type(code)) and c.co_name == name
+            )
+        mine = func.__code__
+    except (AttributeError, StopIteration, SyntaxError):
+        return False
+    return all(
+        getattr(mine, field) == getattr(code, field)
+        for field in (
+            "co_code",
+            "co_names",
+            "co_consts",
+            "co_varnames",
+            "co_freevars",
+            "co_argcount",
+        )
+    )
+
+
+_INIT_VARIANT = next(
+    (
+        variant
+        for variant, source in _INIT_SOURCES.items()
+        if _same_code(_AsyncioTransport.__init__, source, "_SelectorSocketTransport", "__init__")
+    ),
+    None,
+)
+# The `_set_nodelay` this module verified; a replaced one is called instead.
+_NODELAY = (
+    base_events._set_nodelay
+    if _same_code(base_events._set_nodelay, _NODELAY_SOURCE, "_set_nodelay")
+    else None
+)
+_SOCK_FAMILY = _socket.socket.family.__get__
+_SOCK_TYPE = _socket.socket.type.__get__
+_INET = (socket.AF_INET.value, socket.AF_INET6.value)
+
+
+def _init(
+    self: Any,
+    loop: Any,
+    sock: Any,
+    protocol: Any,
+    waiter: Any = None,
+    extra: Any = None,
+    server: Any = None,
+) -> None:
+    """``_SelectorSocketTransport.__init__`` of the running asyncio (``_INIT_VARIANT``), with
+    ``_set_nodelay``'s test on the socket's C fields (see above)."""
+    self._read_ready_cb = None
+    _SelectorTransport.__init__(self, loop, sock, protocol, extra, server)
+    self._eof = False
+    if _INIT_VARIANT == "paused":
+        self._paused = False
+    self._empty_waiter = None
+    if _INIT_VARIANT == "write_ready":
+        if selector_events._HAS_SENDMSG:  # type: ignore[attr-defined]
+            self._write_ready = self._write_sendmsg
+        else:
+            self._write_ready = self._write_send
+    sock = self._sock
+    nodelay = base_events._set_nodelay  # type: ignore[attr-defined]
+    if nodelay is _NODELAY and type(sock) is socket.socket:
+        # `sock.family in {AF_INET, AF_INET6} and sock.type == SOCK_STREAM and sock.proto ==
+        # IPPROTO_TCP`, the integers read without socket.py's enum conversions.
+        if (
+            _SOCK_FAMILY(sock) in _INET
+            and _SOCK_TYPE(sock) == socket.SOCK_STREAM
+            and sock.proto == socket.IPPROTO_TCP
+        ):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    else:
+        nodelay(sock)
+    self._loop.call_soon(self._protocol.connection_made, self)
+    self._loop.call_soon(self._add_reader, self._sock_fd, self._read_ready)
+    if waiter is not None:
+        self._loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
 
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
@@ -115,7 +286,10 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
         # What the native reads learnt of this connection's traffic, kept across the readers
         # that pause_reading / resume_reading register in turn.
         self._oxloop_read_state = _oxloop.ReadState()
-        super().__init__(*args, **kwargs)
+        if _INIT_VARIANT is None:
+            super().__init__(*args, **kwargs)
+        else:
+            _init(self, *args, **kwargs)
         if type(self._sock) is not socket.socket:
             # A socket subclass may override send (a wrapper counting or logging I/O), which
             # asyncio's write calls: every write goes to asyncio's.
