@@ -224,47 +224,6 @@ _SOCK_TYPE = _socket.socket.type.__get__
 _INET = (socket.AF_INET.value, socket.AF_INET6.value)
 
 
-def _init(
-    self: Any,
-    loop: Any,
-    sock: Any,
-    protocol: Any,
-    waiter: Any = None,
-    extra: Any = None,
-    server: Any = None,
-) -> None:
-    """``_SelectorSocketTransport.__init__`` of the running asyncio (``_INIT_VARIANT``), with
-    ``_set_nodelay``'s test on the socket's C fields (see above)."""
-    self._read_ready_cb = None
-    _SelectorTransport.__init__(self, loop, sock, protocol, extra, server)
-    self._eof = False
-    if _INIT_VARIANT == "paused":
-        self._paused = False
-    self._empty_waiter = None
-    if _INIT_VARIANT == "write_ready":
-        if selector_events._HAS_SENDMSG:  # type: ignore[attr-defined]
-            self._write_ready = self._write_sendmsg
-        else:
-            self._write_ready = self._write_send
-    sock = self._sock
-    nodelay = base_events._set_nodelay  # type: ignore[attr-defined]
-    if nodelay is _NODELAY and type(sock) is socket.socket:
-        # `sock.family in {AF_INET, AF_INET6} and sock.type == SOCK_STREAM and sock.proto ==
-        # IPPROTO_TCP`, the integers read without socket.py's enum conversions.
-        if (
-            _SOCK_FAMILY(sock) in _INET
-            and _SOCK_TYPE(sock) == socket.SOCK_STREAM
-            and sock.proto == socket.IPPROTO_TCP
-        ):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    else:
-        nodelay(sock)
-    self._loop.call_soon(self._protocol.connection_made, self)
-    self._loop.call_soon(self._add_reader, self._sock_fd, self._read_ready)
-    if waiter is not None:
-        self._loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
     # The fields src/transport.rs reads by offset, and ``write``, the bound fast write, which
     # callers find sooner in a slot than in the dict.
@@ -279,21 +238,73 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
     # asyncio's write, for everything the native fast path leaves to it.
     _write_slow = selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # asyncio's own signature, whatever the version (3.15 adds ``context``): its __init__
-        # checks the arguments, so a wrong call fails as it does on stock asyncio.
-        self.write = _oxloop.SocketWriter(self).write
-        # What the native reads learnt of this connection's traffic, kept across the readers
-        # that pause_reading / resume_reading register in turn.
-        self._oxloop_read_state = _oxloop.ReadState()
-        if _INIT_VARIANT is None:
+    if _INIT_VARIANT is None:
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # asyncio's own signature, whatever the version (3.15 adds ``context``): its
+            # __init__ checks the arguments, so a wrong call fails as it does on stock asyncio.
+            self.write = _oxloop.SocketWriter(self).write
+            # What the native reads learnt of this connection's traffic, kept across the
+            # readers that pause_reading / resume_reading register in turn.
+            self._oxloop_read_state = _oxloop.ReadState()
             super().__init__(*args, **kwargs)
-        else:
-            _init(self, *args, **kwargs)
-        if type(self._sock) is not socket.socket:
-            # A socket subclass may override send (a wrapper counting or logging I/O), which
-            # asyncio's write calls: every write goes to asyncio's.
-            self.write = _oxloop.SocketWriter(self, False).write
+            if type(self._sock) is not socket.socket:
+                # A socket subclass may override send (a wrapper counting or logging I/O),
+                # which asyncio's write calls: every write goes to asyncio's.
+                self.write = _oxloop.SocketWriter(self, False).write
+    else:
+
+        def __init__(
+            self,
+            loop: Any,
+            sock: Any,
+            protocol: Any,
+            waiter: Any = None,
+            extra: Any = None,
+            server: Any = None,
+        ) -> None:
+            # The same steps as above, with asyncio's __init__ (``_INIT_VARIANT``) inlined
+            # and ``_set_nodelay``'s test on the socket's C fields (see above).
+            self.write = _oxloop.SocketWriter(self).write
+            self._oxloop_read_state = _oxloop.ReadState()
+            self._read_ready_cb = None
+            _SelectorTransport.__init__(self, loop, sock, protocol, extra, server)
+            self._eof = False
+            if _INIT_VARIANT == "paused":
+                self._paused = False
+            self._empty_waiter = None
+            if _INIT_VARIANT == "write_ready":
+                if selector_events._HAS_SENDMSG:  # type: ignore[attr-defined]
+                    self._write_ready = self._write_sendmsg
+                else:
+                    self._write_ready = self._write_send
+            sock = self._sock
+            plain = type(sock) is socket.socket
+            nodelay = base_events._set_nodelay  # type: ignore[attr-defined]
+            if nodelay is _NODELAY and plain:
+                # `sock.family in {AF_INET, AF_INET6} and sock.type == SOCK_STREAM and
+                # sock.proto == IPPROTO_TCP`, the integers read without socket.py's enum
+                # conversions.
+                if (
+                    _SOCK_FAMILY(sock) in _INET
+                    and _SOCK_TYPE(sock) == socket.SOCK_STREAM
+                    and sock.proto == socket.IPPROTO_TCP
+                ):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                nodelay(sock)
+            call_soon = self._loop.call_soon
+            call_soon(self._protocol.connection_made, self)
+            # `self._read_ready` (the property below) without its call, for this class.
+            if plain and type(self) is _SocketTransport:
+                reader = _oxloop.SocketReader(self, self._oxloop_read_state)
+            else:
+                reader = self._read_ready
+            call_soon(self._add_reader, self._sock_fd, reader)
+            if waiter is not None:
+                call_soon(futures._set_result_unless_cancelled, waiter, None)
+            if not plain:
+                self.write = _oxloop.SocketWriter(self, False).write
 
     @property
     def _read_ready(self) -> Any:
