@@ -1210,3 +1210,29 @@ def test_transport_setup_runs_natively_where_asyncio_is_the_known_code():
     if sys.version_info < (3, 15):
         assert _transports._INIT_VARIANT is not None
         assert _transports._NODELAY is asyncio.base_events._set_nodelay
+
+
+def test_a_patched_transport_init_is_run(loop, monkeypatch):
+    # oxloop runs the code of asyncio's `_SelectorSocketTransport.__init__` itself where it
+    # verified it (python/oxloop/_transports.py); one patched in later must still run.
+    from asyncio import selector_events
+
+    cls = selector_events._SelectorSocketTransport
+    original = cls.__init__
+    made = []
+
+    def patched(self, *args, **kwargs):
+        made.append(type(self))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "__init__", patched)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    assert len(made) >= 2

@@ -213,6 +213,8 @@ _INIT_VARIANT = next(
     ),
     None,
 )
+# The __init__ verified: one put on the class later (by a test's or a tool's patch) is run.
+_ASYNCIO_INIT = _AsyncioTransport.__init__
 # The `_set_nodelay` this module verified; a replaced one is called instead.
 _NODELAY = (
     base_events._set_nodelay
@@ -267,6 +269,11 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
             # and ``_set_nodelay``'s test on the socket's C fields (see above).
             self.write = _oxloop.SocketWriter(self).write
             self._oxloop_read_state = _oxloop.ReadState()
+            if _AsyncioTransport.__init__ is not _ASYNCIO_INIT:
+                super().__init__(loop, sock, protocol, waiter, extra, server)
+                if type(self._sock) is not socket.socket:
+                    self.write = _oxloop.SocketWriter(self, False).write
+                return
             self._read_ready_cb = None
             _SelectorTransport.__init__(self, loop, sock, protocol, extra, server)
             self._eof = False
