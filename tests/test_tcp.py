@@ -1210,29 +1210,65 @@ def test_transport_setup_runs_natively_where_asyncio_is_the_known_code():
     if sys.version_info < (3, 15):
         assert _transports._INIT_VARIANT is not None
         assert _transports._NODELAY is asyncio.base_events._set_nodelay
+        assert _transports._DEEP and _transports._chain_intact()
 
 
-def test_a_patched_transport_init_is_run(loop, monkeypatch):
-    # oxloop runs the code of asyncio's `_SelectorSocketTransport.__init__` itself where it
-    # verified it (python/oxloop/_transports.py); one patched in later must still run.
-    from asyncio import selector_events
+@pytest.mark.parametrize(
+    "where",
+    [
+        "selector_events._SelectorSocketTransport.__init__",
+        "selector_events._SelectorTransport.__init__",
+        "transports._FlowControlMixin._set_write_buffer_limits",
+        "transports.BaseTransport.__init__",
+    ],
+)
+def test_a_patched_transport_init_is_run(loop, monkeypatch, where):
+    # oxloop runs the code of asyncio's transport set-up itself where it verified it
+    # (python/oxloop/_transports.py); a method patched in later must still run.
+    import importlib
 
-    cls = selector_events._SelectorSocketTransport
-    original = cls.__init__
+    module_name, class_name, name = where.split(".")
+    cls = getattr(importlib.import_module(f"asyncio.{module_name}"), class_name)
+    original = getattr(cls, name)
     made = []
 
     def patched(self, *args, **kwargs):
         made.append(type(self))
-        original(self, *args, **kwargs)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(cls, "__init__", patched)
+    monkeypatch.setattr(cls, name, patched)
 
     async def main():
         srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
         transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
         transport.close()
         srv.close()
         await srv.wait_closed()
 
     loop.run_until_complete(main())
     assert len(made) >= 2
+
+
+def test_transport_setup_fields_are_asyncios(loop):
+    # What the set-up leaves on a connected transport, read on both loops.
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        transport, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        try:
+            fd = transport.get_extra_info("socket").fileno()
+            assert loop._transports[fd] is transport
+            assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+            assert transport._protocol_paused is False
+            assert transport._conn_lost == 0 and transport._closing is False
+            assert transport.is_reading()
+            assert transport.get_extra_info("peername") == addr
+            assert set(transport._extra) == {"socket", "sockname", "peername"}
+        finally:
+            transport.close()
+            srv.close()
+            await srv.wait_closed()
+        assert transport.get_extra_info("peername") == addr
+
+    loop.run_until_complete(main())
