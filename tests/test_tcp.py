@@ -1220,6 +1220,8 @@ def test_transport_setup_runs_natively_where_asyncio_is_the_known_code():
         "selector_events._SelectorTransport.__init__",
         "transports._FlowControlMixin._set_write_buffer_limits",
         "transports.BaseTransport.__init__",
+        "selector_events._SelectorTransport.set_protocol",
+        "selector_events._SelectorSocketTransport.set_protocol",
     ],
 )
 def test_a_patched_transport_init_is_run(loop, monkeypatch, where):

@@ -174,7 +174,7 @@ class _SelectorSocketTransport(_SelectorTransport):
 _IMPORTS = (
     "import collections\nimport socket\nimport _collections_abc\n"
     "from . import base_events\nfrom . import futures\nfrom . import transports\n"
-    "from . import trsock\nfrom _weakref import ref\n"
+    "from . import protocols\nfrom . import trsock\nfrom _weakref import ref\n"
 )
 _NODELAY_SOURCE = """
 def _set_nodelay(sock):
@@ -343,6 +343,21 @@ class KeyedRef(ref):
     def __init__(self, ob, callback, key):
         super().__init__(ob, callback)
 """
+_SET_PROTOCOL_SOURCE = """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._protocol_connected = True
+
+class _SelectorSocketTransport(_SelectorTransport):
+    def set_protocol(self, protocol):
+        if isinstance(protocol, protocols.BufferedProtocol):
+            self._read_ready_cb = self._read_ready__get_buffer
+        else:
+            self._read_ready_cb = self._read_ready__data_received
+
+        super().set_protocol(protocol)
+"""
 _Flow = transports._FlowControlMixin  # type: ignore[attr-defined]
 _SELECTOR_VARIANT = next(
     (
@@ -362,16 +377,6 @@ _WEAK_VARIANT = next(
     ),
     None,
 )
-# What the inlined chain stands for, compared at each use with what the classes hold then.
-_CHAIN = (
-    _SelectorTransport.__init__,
-    _Flow.__init__,
-    _Flow._set_write_buffer_limits,
-    transports.BaseTransport.__init__,
-    weakref.WeakValueDictionary.__setitem__,
-    weakref.KeyedRef.__new__,
-    weakref.KeyedRef.__init__,
-)
 _DEEP = (
     _INIT_VARIANT is not None
     and _SELECTOR_VARIANT is not None
@@ -386,13 +391,23 @@ _DEEP = (
     and _same_code(transports.BaseTransport.__init__, _FLOW_SOURCE, "BaseTransport", "__init__")
     and _same_code(weakref.KeyedRef.__new__, _KEYED_REF_SOURCE, "KeyedRef", "__new__")
     and _same_code(weakref.KeyedRef.__init__, _KEYED_REF_SOURCE, "KeyedRef", "__init__")
+    and _same_code(
+        _SelectorTransport.set_protocol, _SET_PROTOCOL_SOURCE, "_SelectorTransport", "set_protocol"
+    )
+    and _same_code(
+        _AsyncioTransport.set_protocol,
+        _SET_PROTOCOL_SOURCE,
+        "_SelectorSocketTransport",
+        "set_protocol",
+    )
 )
 _WeakValueDictionary = weakref.WeakValueDictionary
 _KeyedRef = weakref.KeyedRef
 _ref_new = weakref.ref.__new__
 
 
-def _chain_intact() -> bool:
+def _chain() -> tuple[Any, ...]:
+    """The functions the inlined set-up stands for, as the classes hold them now."""
     return (
         _SelectorTransport.__init__,
         _Flow.__init__,
@@ -401,7 +416,14 @@ def _chain_intact() -> bool:
         _WeakValueDictionary.__setitem__,
         _KeyedRef.__new__,
         _KeyedRef.__init__,
-    ) == _CHAIN
+        _SelectorTransport.set_protocol,
+        _AsyncioTransport.set_protocol,
+        _SocketTransport.set_protocol,
+    )
+
+
+def _chain_intact() -> bool:
+    return _chain() == _CHAIN
 
 
 def _selector_init(self: Any, loop: Any, sock: Any, protocol: Any, extra: Any, server: Any) -> None:
@@ -432,7 +454,19 @@ def _selector_init(self: Any, loop: Any, sock: Any, protocol: Any, extra: Any, s
     fd = self._sock_fd = sock.fileno()
 
     self._protocol_connected = False
-    self.set_protocol(protocol)
+    # self.set_protocol(protocol): _SocketTransport's, then asyncio's two.
+    if type(protocol) is _SSLProtocol:
+        from . import _tls
+
+        if _tls.NATIVE:
+            protocol.__class__ = _tls._StartTLSProtocol
+    buffered = self._oxloop_buffered = isinstance(protocol, protocols.BufferedProtocol)
+    if buffered:
+        self._read_ready_cb = self._read_ready__get_buffer
+    else:
+        self._read_ready_cb = self._read_ready__data_received
+    self._protocol = protocol
+    self._protocol_connected = True
 
     self._server = server
     variant = _SELECTOR_VARIANT
@@ -586,6 +620,8 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
         self._oxloop_buffered = isinstance(protocol, protocols.BufferedProtocol)
         super().set_protocol(protocol)
 
+
+_CHAIN = _chain()
 
 if _contract.holds("socket_transport"):
     _oxloop.register_transport_slots(_SocketTransport)
