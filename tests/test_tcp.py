@@ -1274,3 +1274,89 @@ def test_transport_setup_fields_are_asyncios(loop):
         assert transport.get_extra_info("peername") == addr
 
     loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_reading_paused_in_connection_made(loop, debug):
+    # The transport registers its reader one iteration after connection_made
+    # (selector_events.py `_add_reader`): 3.11+ skip it when reading was paused meanwhile;
+    # 3.10 registers it anyway (its `_add_reader` checks only `_closing`).
+    events = []
+    got = loop.create_future()
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            transport.pause_reading()
+
+        def data_received(self, data):
+            events.append(("data", self.transport.is_reading()))
+            if not got.done():
+                got.set_result(None)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, proto = await loop.create_connection(Proto, *srv.sockets[0].getsockname())
+        peer_transport = None
+        # The server side sends; the client paused reading in connection_made.
+        while not srv._active_count:
+            await asyncio.sleep(0)
+        for t in list(loop._transports.values()):
+            if t is not transport and t.get_extra_info("peername") == (
+                transport.get_extra_info("sockname")
+            ):
+                peer_transport = t
+        peer_transport.write(b"x")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        before = list(events)
+        proto.transport.resume_reading()
+        await asyncio.wait_for(got, 10)
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+        return before
+
+    loop.set_debug(debug)
+    before = loop.run_until_complete(main())
+    if sys.version_info >= (3, 11):
+        assert before == [] and events == [("data", True)]
+    else:
+        assert before == [("data", False)]
+
+
+@pytest.mark.parametrize("patch", ["_add_reader", "is_reading"])
+def test_reader_registration_after_connection_made_patches_the_transport(loop, patch):
+    # The reader is registered by the `self._add_reader` bound in __init__
+    # (selector_events.py), so an `_add_reader` set on the instance in connection_made is not
+    # called; that method calls `self.is_reading()` (3.11+) when it runs, so an `is_reading`
+    # set there is.
+    calls = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            original = getattr(transport, patch)
+
+            def patched(*args):
+                calls.append(patch)
+                return original(*args)
+
+            setattr(transport, patch, patched)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(Proto, *srv.sockets[0].getsockname())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        reading = transport.is_reading()
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+        return reading
+
+    assert loop.run_until_complete(main())
+    if patch == "is_reading":
+        # Called once by the registration (3.11+), once by the test itself.
+        assert calls == ["is_reading"] * (2 if sys.version_info >= (3, 11) else 1)
+    else:
+        assert calls == []

@@ -358,6 +358,31 @@ class _SelectorSocketTransport(_SelectorTransport):
 
         super().set_protocol(protocol)
 """
+# The reader's registration, one iteration after __init__: `self._add_reader(fd, reader)`.
+_ADD_READER_SOURCES = {
+    # 3.11-3.14
+    "is_reading": """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def is_closing(self):
+        return self._closing
+
+    def is_reading(self):
+        return not self.is_closing() and not self._paused
+
+    def _add_reader(self, fd, callback, *args):
+        if not self.is_reading():
+            return
+        self._loop._add_reader(fd, callback, *args)
+""",
+    # 3.10
+    "closing": """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def _add_reader(self, fd, callback, *args):
+        if self._closing:
+            return
+        self._loop._add_reader(fd, callback, *args)
+""",
+}
 _Flow = transports._FlowControlMixin  # type: ignore[attr-defined]
 _SELECTOR_VARIANT = next(
     (
@@ -579,7 +604,17 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
                 reader = _oxloop.SocketReader(self, self._oxloop_read_state)
             else:
                 reader = self._read_ready
-            call_soon(self._add_reader, self._sock_fd, reader)
+            if (
+                _ADD_READER_VARIANT is not None
+                and type(self) is _SocketTransport
+                and _SocketTransport._add_reader is _READING_CHAIN[0]
+                and not self._loop.get_debug()
+            ):
+                # The same registration without three Python calls; debug mode keeps the
+                # handle asyncio makes (its repr is in slow-callback reports).
+                call_soon(_start_reading, self, self._sock_fd, reader)
+            else:
+                call_soon(self._add_reader, self._sock_fd, reader)
             if waiter is not None:
                 call_soon(futures._set_result_unless_cancelled, waiter, None)
             if not plain:
@@ -622,6 +657,66 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
 
 
 _CHAIN = _chain()
+
+
+def _reading_chain() -> tuple[Any, ...]:
+    """What `self._add_reader` of a `_SocketTransport` runs, as the classes hold it now."""
+    return (
+        _SocketTransport._add_reader,
+        _SocketTransport.is_reading,
+        _SocketTransport.is_closing,
+    )
+
+
+_READING_CHAIN = _reading_chain()
+_ADD_READER_VARIANT = next(
+    (
+        variant
+        for variant, source in _ADD_READER_SOURCES.items()
+        if _same_code(_SelectorTransport._add_reader, source, "_SelectorTransport", "_add_reader")
+        and (
+            variant == "closing"
+            or (
+                _same_code(
+                    _SelectorTransport.is_reading, source, "_SelectorTransport", "is_reading"
+                )
+                and _same_code(
+                    _SelectorTransport.is_closing, source, "_SelectorTransport", "is_closing"
+                )
+            )
+        )
+    ),
+    None,
+)
+# Where the class's own are asyncio's (3.10's _SelectorSocketTransport has its own is_reading,
+# which 3.10's _add_reader does not call).
+if _READING_CHAIN[0] is not _SelectorTransport._add_reader or (
+    _ADD_READER_VARIANT == "is_reading"
+    and _READING_CHAIN[1:] != (_SelectorTransport.is_reading, _SelectorTransport.is_closing)
+):
+    _ADD_READER_VARIANT = None
+
+
+def _start_reading(transport: Any, fd: int, reader: Any) -> None:
+    """What the bound ``self._add_reader`` that asyncio's ``__init__`` schedules does (the
+    verified function, ``_ADD_READER_VARIANT``), in one call: 3.10 registers the reader unless
+    the transport is closing, 3.11+ unless ``is_reading()`` is false."""
+    if _ADD_READER_VARIANT == "is_reading":
+        # `self.is_reading()`, looked up now as asyncio's code does: an instance attribute or a
+        # patched method is called.
+        is_reading = transport.is_reading
+        if (
+            getattr(is_reading, "__func__", None) is _READING_CHAIN[1]
+            and getattr(transport.is_closing, "__func__", None) is _READING_CHAIN[2]
+        ):
+            if transport._closing or transport._paused:
+                return
+        elif not is_reading():
+            return
+    elif transport._closing:
+        return
+    transport._loop._add_reader(fd, reader)
+
 
 if _contract.holds("socket_transport"):
     _oxloop.register_transport_slots(_SocketTransport)
