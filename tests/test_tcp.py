@@ -1294,19 +1294,18 @@ def test_reading_paused_in_connection_made(loop, debug):
             if not got.done():
                 got.set_result(None)
 
+    sent = loop.create_future()
+
+    class Sender(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.write(b"x")
+            sent.set_result(None)
+
     async def main():
-        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        srv = await loop.create_server(Sender, "127.0.0.1", 0)
         transport, proto = await loop.create_connection(Proto, *srv.sockets[0].getsockname())
-        peer_transport = None
-        # The server side sends; the client paused reading in connection_made.
-        while not srv._active_count:
-            await asyncio.sleep(0)
-        for t in list(loop._transports.values()):
-            if t is not transport and t.get_extra_info("peername") == (
-                transport.get_extra_info("sockname")
-            ):
-                peer_transport = t
-        peer_transport.write(b"x")
+        # The server side has sent; the client paused reading in connection_made.
+        await asyncio.wait_for(sent, 10)
         for _ in range(20):
             await asyncio.sleep(0)
         before = list(events)
