@@ -263,3 +263,70 @@ def test_time_written_into_the_instance_dict_is_not_followed_on_oxloop(loop, loo
         assert fired == []
     else:
         assert fired == ["late"]
+
+
+def _accept_tasks(loop, *, debug=False, factory=None):
+    """What asyncio.current_task() is inside protocol_factory for two accepted connections,
+    and whether a contextvar the first sets is seen by the second (the set-up of each
+    connection runs in a copy of the listener's context)."""
+    import asyncio
+    import contextvars
+
+    var = contextvars.ContextVar("var", default="unset")
+    seen = []
+    done = loop.create_future()
+
+    def protocol_factory():
+        seen.append((asyncio.current_task(), var.get()))
+        var.set("set by a factory")
+        if len(seen) == 2:
+            done.set_result(None)
+        return asyncio.Protocol()
+
+    async def main():
+        srv = await loop.create_server(protocol_factory, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        for _ in range(2):
+            _, w = await asyncio.open_connection(*addr)
+            w.close()
+        await asyncio.wait_for(done, 10)
+        srv.close()
+        await srv.wait_closed()
+
+    loop.set_debug(debug)
+    if factory is not None:
+        loop.set_task_factory(factory)
+    loop.run_until_complete(main())
+    return seen
+
+
+def test_no_task_sets_up_an_accepted_plain_connection_on_oxloop(loop, loop_kind):
+    # asyncio: each accepted connection is set up by a Task running
+    # selector_events.py `_accept_connection2` (protocol_factory, the transport, awaiting
+    # connection_made). oxloop, outside debug mode, for a plain connection with no task factory:
+    # the same work done at once in a copy of the context, without a Task, as uvloop does
+    # (docs/compatibility.md).
+    seen = _accept_tasks(loop)
+    assert [ctx for _, ctx in seen] == ["unset", "unset"]
+    if loop_kind == "oxloop":
+        assert [task for task, _ in seen] == [None, None]
+    else:
+        assert all(task.get_coro().__name__ == "_accept_connection2" for task, _ in seen)
+
+
+@pytest.mark.parametrize("mode", ["debug", "task factory"])
+def test_accepts_keep_their_task_in_debug_mode_and_with_a_task_factory(loop, mode):
+    import asyncio
+
+    made = []
+
+    def factory(lp, coro, **kwargs):
+        made.append(coro.__name__)
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    if mode == "debug":
+        seen = _accept_tasks(loop, debug=True)
+    else:
+        seen = _accept_tasks(loop, factory=factory)
+        assert made.count("_accept_connection2") == 2
+    assert all(task.get_coro().__name__ == "_accept_connection2" for task, _ in seen)

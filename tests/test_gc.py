@@ -316,3 +316,36 @@ def test_dropped_unclosed_loop_with_open_connections_is_collected(loop_factory, 
         if _warning_kind(message) == "unclosed <socket"
     }
     assert set(unowned) <= warned, (unowned, [str(message) for _, message in caught])
+
+
+def test_a_closed_socket_transport_is_freed_without_the_cyclic_gc(loop, loop_kind):
+    # asyncio's socket transport keeps `_read_ready_cb`, a bound method of itself: 3.12+ drop
+    # it on close (gh-100348), 3.10/3.11 keep it, so a closed transport (its socket, extra
+    # dict, buffer) waits for the cyclic GC there; oxloop's transport drops it on every
+    # version (docs/compatibility.md).
+    import asyncio
+    import socket
+    import sys
+
+    a, b = socket.socketpair()
+    lost = loop.create_future()
+
+    class Proto(asyncio.Protocol):
+        def connection_lost(self, exc):
+            lost.set_result(exc)
+
+    async def main():
+        transport, _ = await loop.create_connection(Proto, sock=a)
+        transport.close()
+        await lost
+        return weakref.ref(transport)
+
+    gc.collect()
+    gc.disable()
+    try:
+        ref = loop.run_until_complete(main())
+        freed = ref() is None
+    finally:
+        gc.enable()
+        b.close()
+    assert freed == (loop_kind == "oxloop" or sys.version_info >= (3, 12))

@@ -1178,3 +1178,184 @@ def test_connection_falls_through_the_resolved_addresses(loop, loop_kind, eyebal
     connected, failure = same_as_stock(loop, loop_kind, scenario)
     assert connected
     assert failure[0] is ConnectionRefusedError
+
+
+def test_a_replaced_set_nodelay_is_the_one_called(loop, monkeypatch):
+    # oxloop's transport tests the socket's C fields itself where base_events._set_nodelay is
+    # asyncio's (python/oxloop/_transports.py); a replaced one must still be called.
+    from asyncio import base_events
+
+    seen = []
+    monkeypatch.setattr(base_events, "_set_nodelay", seen.append)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        sock = transport.get_extra_info("socket")
+        # Nagle stays on: the replacement did nothing.
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    assert seen and all(type(s) is socket.socket for s in seen)
+
+
+def test_transport_setup_runs_natively_where_asyncio_is_the_known_code():
+    from oxloop import _transports
+
+    # 3.10-3.14's `_SelectorSocketTransport.__init__` and `_set_nodelay` are the code
+    # _transports verified (3.15's __init__, with `context`, runs as asyncio's).
+    if sys.version_info < (3, 15):
+        assert _transports._INIT_VARIANT is not None
+        assert _transports._NODELAY is asyncio.base_events._set_nodelay
+        assert _transports._DEEP and _transports._chain_intact()
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "selector_events._SelectorSocketTransport.__init__",
+        "selector_events._SelectorTransport.__init__",
+        "transports._FlowControlMixin._set_write_buffer_limits",
+        "transports.BaseTransport.__init__",
+        "selector_events._SelectorTransport.set_protocol",
+        "selector_events._SelectorSocketTransport.set_protocol",
+    ],
+)
+def test_a_patched_transport_init_is_run(loop, monkeypatch, where):
+    # oxloop runs the code of asyncio's transport set-up itself where it verified it
+    # (python/oxloop/_transports.py); a method patched in later must still run.
+    import importlib
+
+    module_name, class_name, name = where.split(".")
+    cls = getattr(importlib.import_module(f"asyncio.{module_name}"), class_name)
+    original = getattr(cls, name)
+    made = []
+
+    def patched(self, *args, **kwargs):
+        made.append(type(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, patched)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    assert len(made) >= 2
+
+
+def test_transport_setup_fields_are_asyncios(loop):
+    # What the set-up leaves on a connected transport, read on both loops.
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        transport, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        try:
+            fd = transport.get_extra_info("socket").fileno()
+            assert loop._transports[fd] is transport
+            assert transport.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
+            assert transport._protocol_paused is False
+            assert transport._conn_lost == 0 and transport._closing is False
+            assert transport.is_reading()
+            assert transport.get_extra_info("peername") == addr
+            assert set(transport._extra) == {"socket", "sockname", "peername"}
+        finally:
+            transport.close()
+            srv.close()
+            await srv.wait_closed()
+        assert transport.get_extra_info("peername") == addr
+
+    loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_reading_paused_in_connection_made(loop, debug):
+    # The transport registers its reader one iteration after connection_made
+    # (selector_events.py `_add_reader`): 3.11+ skip it when reading was paused meanwhile;
+    # 3.10 registers it anyway (its `_add_reader` checks only `_closing`).
+    events = []
+    got = loop.create_future()
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            transport.pause_reading()
+
+        def data_received(self, data):
+            events.append(("data", self.transport.is_reading()))
+            if not got.done():
+                got.set_result(None)
+
+    sent = loop.create_future()
+
+    class Sender(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.write(b"x")
+            sent.set_result(None)
+
+    async def main():
+        srv = await loop.create_server(Sender, "127.0.0.1", 0)
+        transport, proto = await loop.create_connection(Proto, *srv.sockets[0].getsockname())
+        # The server side has sent; the client paused reading in connection_made.
+        await asyncio.wait_for(sent, 10)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        before = list(events)
+        proto.transport.resume_reading()
+        await asyncio.wait_for(got, 10)
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+        return before
+
+    loop.set_debug(debug)
+    before = loop.run_until_complete(main())
+    if sys.version_info >= (3, 11):
+        assert before == [] and events == [("data", True)]
+    else:
+        assert before == [("data", False)]
+
+
+@pytest.mark.parametrize("patch", ["_add_reader", "is_reading"])
+def test_reader_registration_after_connection_made_patches_the_transport(loop, patch):
+    # The reader is registered by the `self._add_reader` bound in __init__
+    # (selector_events.py), so an `_add_reader` set on the instance in connection_made is not
+    # called; that method calls `self.is_reading()` (3.11+) when it runs, so an `is_reading`
+    # set there is.
+    calls = []
+
+    class Proto(asyncio.Protocol):
+        def connection_made(self, transport):
+            original = getattr(transport, patch)
+
+            def patched(*args):
+                calls.append(patch)
+                return original(*args)
+
+            setattr(transport, patch, patched)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(Proto, *srv.sockets[0].getsockname())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        reading = transport.is_reading()
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+        return reading
+
+    assert loop.run_until_complete(main())
+    if patch == "is_reading":
+        # Called once by the registration (3.11+), once by the test itself.
+        assert calls == ["is_reading"] * (2 if sys.version_info >= (3, 11) else 1)
+    else:
+        assert calls == []

@@ -31,9 +31,19 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import base_events, constants, events, format_helpers, futures, trsock, unix_events
+from asyncio import (
+    base_events,
+    constants,
+    events,
+    format_helpers,
+    futures,
+    selector_events,
+    trsock,
+    unix_events,
+)
 from asyncio.log import logger
 from collections.abc import Callable, Iterator, Mapping
+from contextvars import copy_context
 
 from . import _contract, _oxloop, _pipes, _signals, _subprocess, _transports
 from ._oxloop import Acceptor as _Acceptor
@@ -89,6 +99,146 @@ _SOCKET_ACCEPT = socket.socket.accept
 
 class _AcceptPaused(Exception):
     """Ends asyncio's accept loop at its first out-of-resource report (Loop._accept_connection)."""
+
+
+# -- accepting without a Task ----------------------------------------------------------------
+# selector_events.py `_accept_connection` runs `_accept_connection2` as a Task per connection:
+# protocol_factory(), the transport, then `await waiter` until connection_made has been
+# scheduled; errors are reported only in debug mode. Outside debug mode, for a plain
+# connection (no TLS) with no task factory set, the Task does nothing else anyone can see but
+# its own existence, and costs 18,600 instructions per connection (of 102,000 on 3.11,
+# benches/net_callgrind.sh churn-protocol). There `Loop._accept_connection` runs asyncio's
+# accept loop with `self` an `_AcceptingLoop`, whose `_accept_connection2` does that work at
+# once, in a copy of the context as the Task would (`_accept_now`), and whose `create_task`
+# then has nothing to run. The difference: no Task exists during the accept
+# (`current_task()` in protocol_factory is None, `all_tasks()` lacks it), as on uvloop
+# (docs/compatibility.md). TLS, debug mode, a task factory, a Loop subclass's own
+# `_accept_connection2`, or a running asyncio whose `_accept_connection2` is not the code
+# below (3.15's connection contexts) keep asyncio's Task.
+_ACCEPT2_SOURCE = """
+class BaseSelectorEventLoop:
+    async def _accept_connection2(
+            self, protocol_factory, conn, extra,
+            sslcontext=None, server=None,
+            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        protocol = None
+        transport = None
+        try:
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            if sslcontext:
+                transport = self._make_ssl_transport(
+                    conn, protocol, sslcontext, waiter=waiter,
+                    server_side=True, extra=extra, server=server,
+                    ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout)
+            else:
+                transport = self._make_socket_transport(
+                    conn, protocol, waiter=waiter, extra=extra,
+                    server=server)
+            try:
+                await waiter
+            except BaseException:
+                transport.close()
+                raise
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if self._debug:
+                context = {
+                    'message':
+                        'Error on transport creation for incoming connection',
+                    'exception': exc,
+                }
+                if protocol is not None:
+                    context['protocol'] = protocol
+                if transport is not None:
+                    context['transport'] = transport
+                self.call_exception_handler(context)
+"""
+_ACCEPT2_SOURCES = (
+    # 3.11, 3.12
+    _ACCEPT2_SOURCE,
+    # 3.10: no ssl_shutdown_timeout
+    _ACCEPT2_SOURCE.replace(
+        """ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):""",
+        "ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT):",
+    ).replace(
+        """ssl_handshake_timeout=ssl_handshake_timeout,
+                    ssl_shutdown_timeout=ssl_shutdown_timeout)""",
+        "ssl_handshake_timeout=ssl_handshake_timeout)",
+    ),
+    # 3.13, 3.14: gh-109534 drops the waiter before re-raising
+    _ACCEPT2_SOURCE.replace(
+        """                transport.close()
+                raise""",
+        """                transport.close()
+                waiter = None
+                raise""",
+    ),
+)
+_ASYNCIO_ACCEPT2 = selector_events.BaseSelectorEventLoop._accept_connection2  # type: ignore[attr-defined]
+_ACCEPT_NOW = any(
+    _transports._same_code(_ASYNCIO_ACCEPT2, source, "BaseSelectorEventLoop", "_accept_connection2")
+    for source in _ACCEPT2_SOURCES
+)
+
+
+def _accept_now(loop: Any, protocol_factory: Any, conn: Any, extra: Any, server: Any) -> None:
+    """`_accept_connection2` for a plain connection outside debug mode, without its Task.
+
+    Its waiter only tells the Task that connection_made has been scheduled; with no Task it
+    is not made (the transport's ``waiter=None``)."""
+    try:
+        protocol = protocol_factory()
+        loop._make_socket_transport(conn, protocol, extra=extra, server=server)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException:
+        # asyncio reports the error in debug mode only, which keeps its Task.
+        pass
+
+
+class _AcceptingLoop:
+    """``self`` of asyncio's accept loop on a Loop: the loop's, but for ``_accept_connection2``
+    (done at once for a plain connection) and ``create_task`` (nothing to run then)."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    @property
+    def _debug(self) -> Any:
+        return self._loop._debug
+
+    def _accept_connection2(
+        self,
+        protocol_factory: Any,
+        conn: Any,
+        extra: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        *args: Any,
+    ) -> Any:
+        loop = self._loop
+        if sslcontext or loop._debug or loop._task_factory is not None:
+            return loop._accept_connection2(
+                protocol_factory, conn, extra, sslcontext, server, *args
+            )
+        # The Task would run in a copy of this context (tasks.py: Task.__init__).
+        copy_context().run(_accept_now, loop, protocol_factory, conn, extra, server)
+        return None
+
+    def create_task(self, coro: Any) -> Any:
+        if coro is None:
+            return None
+        return self._loop.create_task(coro)
 
 
 if _PY313:
@@ -576,7 +726,12 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
         self._accepting = sock
         try:
             listener = _acceptor(sock) if socket.socket.accept is _SOCKET_ACCEPT else sock
-            super()._accept_connection(protocol_factory, listener, *args, **kwargs)
+            accept = super()._accept_connection
+            if _ACCEPT_NOW and type(self)._accept_connection2 is _ASYNCIO_ACCEPT2:
+                # asyncio's loop, with plain connections set up without a Task (above).
+                accept.__func__(_AcceptingLoop(self), protocol_factory, listener, *args, **kwargs)
+            else:
+                accept(protocol_factory, listener, *args, **kwargs)
         except _AcceptPaused:
             # asyncio's branch has reported the error; do the rest of it once.
             self._remove_reader(sock.fileno())

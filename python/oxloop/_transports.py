@@ -38,9 +38,12 @@ its signatures, never from the version number.
 
 from __future__ import annotations
 
+import _socket
+import collections
 import inspect
 import socket
-from asyncio import protocols, selector_events, sslproto
+import weakref
+from asyncio import base_events, futures, protocols, selector_events, sslproto, transports, trsock
 
 from . import _contract, _oxloop
 
@@ -84,6 +87,437 @@ _oxloop._set_io_context_keyword(IO_CONTEXT)
 
 
 _AsyncioTransport = selector_events._SelectorSocketTransport  # type: ignore[attr-defined]
+_SelectorTransport = selector_events._SelectorTransport  # type: ignore[attr-defined]
+# Whether the running asyncio drops ``_read_ready_cb`` (a bound method of the transport, so a
+# reference cycle) when the transport closes: 3.12+ do, in ``close`` or
+# ``_call_connection_lost``.
+_CLEARS_READ_READY_CB = any(
+    "_read_ready_cb" in getattr(_AsyncioTransport, name).__code__.co_names
+    for name in ("close", "_call_connection_lost")
+    if name in vars(_AsyncioTransport)
+)
+
+
+# -- transport set-up --------------------------------------------------------------------------
+# `_SelectorSocketTransport.__init__` calls `base_events._set_nodelay(self._sock)`, which reads
+# `sock.family` and `sock.type` through socket.py's properties: each converts the C integer to an
+# IntEnum (`_intenum_converter`, `EnumMeta.__call__`, `Enum.__new__`) only for it to be compared
+# with an integer; 14,000 instructions per connection on 3.11 (benches/net_callgrind.sh
+# churn-protocol), an eighth of all the server does per connection. Where the running asyncio's
+# `__init__` and `_set_nodelay` are, statement for statement, the code below them (their
+# bytecode, names and constants equal those of `_INIT_SOURCES` / `_NODELAY_SOURCE` compiled here),
+# `_SocketTransport.__init__` runs that code itself, with `_set_nodelay`'s test on the socket's
+# C fields; otherwise (another CPython, a patched asyncio, a socket subclass, a replaced
+# `_set_nodelay`) asyncio's own runs.
+_INIT_SOURCES = {
+    # 3.10
+    "paused": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def __init__(self, loop, sock, protocol, waiter=None,
+                 extra=None, server=None):
+
+        self._read_ready_cb = None
+        super().__init__(loop, sock, protocol, extra, server)
+        self._eof = False
+        self._paused = False
+        self._empty_waiter = None
+        base_events._set_nodelay(self._sock)
+        self._loop.call_soon(self._protocol.connection_made, self)
+        self._loop.call_soon(self._add_reader,
+                             self._sock_fd, self._read_ready)
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled,
+                                 waiter, None)
+""",
+    # 3.11
+    "plain": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def __init__(self, loop, sock, protocol, waiter=None,
+                 extra=None, server=None):
+
+        self._read_ready_cb = None
+        super().__init__(loop, sock, protocol, extra, server)
+        self._eof = False
+        self._empty_waiter = None
+        base_events._set_nodelay(self._sock)
+        self._loop.call_soon(self._protocol.connection_made, self)
+        self._loop.call_soon(self._add_reader,
+                             self._sock_fd, self._read_ready)
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled,
+                                 waiter, None)
+""",
+    # 3.12-3.14
+    "write_ready": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def __init__(self, loop, sock, protocol, waiter=None,
+                 extra=None, server=None):
+
+        self._read_ready_cb = None
+        super().__init__(loop, sock, protocol, extra, server)
+        self._eof = False
+        self._empty_waiter = None
+        if _HAS_SENDMSG:
+            self._write_ready = self._write_sendmsg
+        else:
+            self._write_ready = self._write_send
+        base_events._set_nodelay(self._sock)
+        self._loop.call_soon(self._protocol.connection_made, self)
+        self._loop.call_soon(self._add_reader,
+                             self._sock_fd, self._read_ready)
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled,
+                                 waiter, None)
+""",
+}
+# The imports of selector_events.py and base_events.py the code above uses.
+_IMPORTS = (
+    "import collections\nimport socket\nimport _collections_abc\n"
+    "from . import base_events\nfrom . import futures\nfrom . import transports\n"
+    "from . import protocols\nfrom . import trsock\nfrom _weakref import ref\n"
+)
+_NODELAY_SOURCE = """
+def _set_nodelay(sock):
+    if (sock.family in {socket.AF_INET, socket.AF_INET6} and
+            sock.type == socket.SOCK_STREAM and
+            sock.proto == socket.IPPROTO_TCP):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+"""
+
+
+def _same_code(func: Any, source: str, *path: str) -> bool:
+    """Whether ``func``'s code is that of the function at ``path`` in ``source`` (compiled here)."""
+    try:
+        # With the module's imports: 3.11+ compile a call on an imported name's attribute
+        # without LOAD_METHOD (compile.c `is_import_originated`).
+        code = compile(_IMPORTS + source, "<oxloop reference>", "exec")
+        for name in path:
+            code = next(
+                c for c in code.co_consts if isinstance(c, type(code)) and c.co_name == name
+            )
+        mine = func.__code__
+    except (AttributeError, StopIteration, SyntaxError):
+        return False
+    return all(
+        getattr(mine, field) == getattr(code, field)
+        for field in (
+            "co_code",
+            "co_names",
+            "co_consts",
+            "co_varnames",
+            "co_freevars",
+            "co_argcount",
+        )
+    )
+
+
+_INIT_VARIANT = next(
+    (
+        variant
+        for variant, source in _INIT_SOURCES.items()
+        if _same_code(_AsyncioTransport.__init__, source, "_SelectorSocketTransport", "__init__")
+    ),
+    None,
+)
+# The __init__ verified: one put on the class later (by a test's or a tool's patch) is run.
+_ASYNCIO_INIT = _AsyncioTransport.__init__
+# The `_set_nodelay` this module verified; a replaced one is called instead.
+_NODELAY = (
+    base_events._set_nodelay
+    if _same_code(base_events._set_nodelay, _NODELAY_SOURCE, "_set_nodelay")
+    else None
+)
+_SOCK_FAMILY = _socket.socket.family.__get__
+_SOCK_TYPE = _socket.socket.type.__get__
+_INET = (socket.AF_INET.value, socket.AF_INET6.value)
+
+
+# One level further, where asyncio's code is again the one below: `_SelectorTransport.__init__`
+# with its chain (`_FlowControlMixin.__init__`, `BaseTransport.__init__`,
+# `_set_write_buffer_limits()` with its defaults) and the loop's `_transports[fd] = self`
+# (`WeakValueDictionary.__setitem__`: a `KeyedRef`, made here without its two Python-level
+# constructors). Seven Python calls per connection fewer.
+_SELECTOR_INIT_SOURCE = """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def __init__(self, loop, sock, protocol, extra=None, server=None):
+        super().__init__(extra, loop)
+        self._extra['socket'] = trsock.TransportSocket(sock)
+        try:
+            self._extra['sockname'] = sock.getsockname()
+        except OSError:
+            self._extra['sockname'] = None
+        if 'peername' not in self._extra:
+            try:
+                self._extra['peername'] = sock.getpeername()
+            except socket.error:
+                self._extra['peername'] = None
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+
+        self._protocol_connected = False
+        self.set_protocol(protocol)
+
+        self._server = server
+        self._buffer = self._buffer_factory()
+        self._conn_lost = 0  # Set when call to connection_lost scheduled.
+        self._closing = False  # Set when close() called.
+        self._paused = False
+
+        if self._server is not None:
+            self._server._attach()
+        loop._transports[self._sock_fd] = self
+
+"""
+_SELECTOR_INIT_SOURCES = {
+    # 3.11
+    "buffer_factory+paused": _SELECTOR_INIT_SOURCE,
+    # 3.10: no _paused here
+    "buffer_factory": _SELECTOR_INIT_SOURCE.replace(
+        """        self._paused = False
+""",
+        "",
+    ),
+    # 3.12
+    "deque+paused": _SELECTOR_INIT_SOURCE.replace("self._buffer_factory()", "collections.deque()"),
+    # 3.13, 3.14
+    "deque+paused+attach_self": _SELECTOR_INIT_SOURCE.replace(
+        "self._buffer_factory()", "collections.deque()"
+    ).replace("self._server._attach()", "self._server._attach(self)"),
+}
+_FLOW_SOURCE = """
+class _FlowControlMixin(Transport):
+    def __init__(self, extra=None, loop=None):
+        super().__init__(extra)
+        assert loop is not None
+        self._loop = loop
+        self._protocol_paused = False
+        self._set_write_buffer_limits()
+
+    def _set_write_buffer_limits(self, high=None, low=None):
+        if high is None:
+            if low is None:
+                high = 64 * 1024
+            else:
+                high = 4 * low
+        if low is None:
+            low = high // 4
+
+        if not high >= low >= 0:
+            raise ValueError(
+                f'high ({high!r}) must be >= low ({low!r}) must be >= 0')
+
+        self._high_water = high
+        self._low_water = low
+
+class BaseTransport:
+    def __init__(self, extra=None):
+        if extra is None:
+            extra = {}
+        self._extra = extra
+"""
+_WEAK_SOURCES = {
+    # 3.10-3.13
+    "pending": """
+class WeakValueDictionary(_collections_abc.MutableMapping):
+    def __setitem__(self, key, value):
+        if self._pending_removals:
+            self._commit_removals()
+        self.data[key] = KeyedRef(value, self._remove, key)
+""",
+    # 3.14+
+    "plain": """
+class WeakValueDictionary(_collections_abc.MutableMapping):
+    def __setitem__(self, key, value):
+        self.data[key] = KeyedRef(value, self._remove, key)
+""",
+}
+_KEYED_REF_SOURCE = """
+class KeyedRef(ref):
+    __slots__ = "key",
+
+    def __new__(type, ob, callback, key):
+        self = ref.__new__(type, ob, callback)
+        self.key = key
+        return self
+
+    def __init__(self, ob, callback, key):
+        super().__init__(ob, callback)
+"""
+_SET_PROTOCOL_SOURCE = """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+        self._protocol_connected = True
+
+class _SelectorSocketTransport(_SelectorTransport):
+    def set_protocol(self, protocol):
+        if isinstance(protocol, protocols.BufferedProtocol):
+            self._read_ready_cb = self._read_ready__get_buffer
+        else:
+            self._read_ready_cb = self._read_ready__data_received
+
+        super().set_protocol(protocol)
+"""
+# The reader's registration, one iteration after __init__: `self._add_reader(fd, reader)`.
+_ADD_READER_SOURCES = {
+    # 3.11-3.14
+    "is_reading": """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def is_closing(self):
+        return self._closing
+
+    def is_reading(self):
+        return not self.is_closing() and not self._paused
+
+    def _add_reader(self, fd, callback, *args):
+        if not self.is_reading():
+            return
+        self._loop._add_reader(fd, callback, *args)
+""",
+    # 3.10
+    "closing": """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def _add_reader(self, fd, callback, *args):
+        if self._closing:
+            return
+        self._loop._add_reader(fd, callback, *args)
+""",
+}
+_Flow = transports._FlowControlMixin  # type: ignore[attr-defined]
+_SELECTOR_VARIANT = next(
+    (
+        variant
+        for variant, source in _SELECTOR_INIT_SOURCES.items()
+        if _same_code(_SelectorTransport.__init__, source, "_SelectorTransport", "__init__")
+    ),
+    None,
+)
+_WEAK_VARIANT = next(
+    (
+        variant
+        for variant, source in _WEAK_SOURCES.items()
+        if _same_code(
+            weakref.WeakValueDictionary.__setitem__, source, "WeakValueDictionary", "__setitem__"
+        )
+    ),
+    None,
+)
+_DEEP = (
+    _INIT_VARIANT is not None
+    and _SELECTOR_VARIANT is not None
+    and _WEAK_VARIANT is not None
+    and _same_code(_Flow.__init__, _FLOW_SOURCE, "_FlowControlMixin", "__init__")
+    and _same_code(
+        _Flow._set_write_buffer_limits,
+        _FLOW_SOURCE,
+        "_FlowControlMixin",
+        "_set_write_buffer_limits",
+    )
+    and _same_code(transports.BaseTransport.__init__, _FLOW_SOURCE, "BaseTransport", "__init__")
+    and _same_code(weakref.KeyedRef.__new__, _KEYED_REF_SOURCE, "KeyedRef", "__new__")
+    and _same_code(weakref.KeyedRef.__init__, _KEYED_REF_SOURCE, "KeyedRef", "__init__")
+    and _same_code(
+        _SelectorTransport.set_protocol, _SET_PROTOCOL_SOURCE, "_SelectorTransport", "set_protocol"
+    )
+    and _same_code(
+        _AsyncioTransport.set_protocol,
+        _SET_PROTOCOL_SOURCE,
+        "_SelectorSocketTransport",
+        "set_protocol",
+    )
+)
+_WeakValueDictionary = weakref.WeakValueDictionary
+_KeyedRef = weakref.KeyedRef
+_ref_new = weakref.ref.__new__
+
+
+def _chain() -> tuple[Any, ...]:
+    """The functions the inlined set-up stands for, as the classes hold them now."""
+    return (
+        _SelectorTransport.__init__,
+        _Flow.__init__,
+        _Flow._set_write_buffer_limits,
+        transports.BaseTransport.__init__,
+        _WeakValueDictionary.__setitem__,
+        _KeyedRef.__new__,
+        _KeyedRef.__init__,
+        _SelectorTransport.set_protocol,
+        _AsyncioTransport.set_protocol,
+        _SocketTransport.set_protocol,
+    )
+
+
+def _chain_intact() -> bool:
+    return _chain() == _CHAIN
+
+
+def _selector_init(self: Any, loop: Any, sock: Any, protocol: Any, extra: Any, server: Any) -> None:
+    """`_SelectorTransport.__init__` of the running asyncio (``_SELECTOR_VARIANT``) with its
+    chain inlined; for an exact `_SocketTransport` (whose methods these are)."""
+    # _FlowControlMixin.__init__ -> BaseTransport.__init__
+    if extra is None:
+        extra = {}
+    self._extra = extra
+    assert loop is not None
+    self._loop = loop
+    self._protocol_paused = False
+    # _set_write_buffer_limits() with no arguments
+    self._high_water = 64 * 1024
+    self._low_water = 16 * 1024
+    extra = self._extra
+    extra["socket"] = trsock.TransportSocket(sock)
+    try:
+        extra["sockname"] = sock.getsockname()
+    except OSError:
+        extra["sockname"] = None
+    if "peername" not in extra:
+        try:
+            extra["peername"] = sock.getpeername()
+        except OSError:
+            extra["peername"] = None
+    self._sock = sock
+    fd = self._sock_fd = sock.fileno()
+
+    self._protocol_connected = False
+    # self.set_protocol(protocol): _SocketTransport's, then asyncio's two.
+    if type(protocol) is _SSLProtocol:
+        from . import _tls
+
+        if _tls.NATIVE:
+            protocol.__class__ = _tls._StartTLSProtocol
+    buffered = self._oxloop_buffered = isinstance(protocol, protocols.BufferedProtocol)
+    if buffered:
+        self._read_ready_cb = self._read_ready__get_buffer
+    else:
+        self._read_ready_cb = self._read_ready__data_received
+    self._protocol = protocol
+    self._protocol_connected = True
+
+    self._server = server
+    variant = _SELECTOR_VARIANT
+    if variant.startswith("deque"):  # type: ignore[union-attr]
+        self._buffer = collections.deque()
+    else:
+        self._buffer = self._buffer_factory()
+    self._conn_lost = 0
+    self._closing = False
+    if variant != "buffer_factory":
+        self._paused = False
+    if self._server is not None:
+        if variant == "deque+paused+attach_self":
+            self._server._attach(self)
+        else:
+            self._server._attach()
+    transports_map = loop._transports
+    if type(transports_map) is _WeakValueDictionary:
+        # WeakValueDictionary.__setitem__, its KeyedRef made as KeyedRef.__new__ does.
+        if _WEAK_VARIANT == "pending" and transports_map._pending_removals:
+            transports_map._commit_removals()
+        wr = _ref_new(_KeyedRef, self, transports_map._remove)
+        wr.key = fd
+        transports_map.data[fd] = wr
+    else:
+        transports_map[fd] = self
 
 
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
@@ -100,18 +534,91 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
     # asyncio's write, for everything the native fast path leaves to it.
     _write_slow = selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # asyncio's own signature, whatever the version (3.15 adds ``context``): its __init__
-        # checks the arguments, so a wrong call fails as it does on stock asyncio.
-        self.write = _oxloop.SocketWriter(self).write
-        # What the native reads learnt of this connection's traffic, kept across the readers
-        # that pause_reading / resume_reading register in turn.
-        self._oxloop_read_state = _oxloop.ReadState()
-        super().__init__(*args, **kwargs)
-        if type(self._sock) is not socket.socket:
-            # A socket subclass may override send (a wrapper counting or logging I/O), which
-            # asyncio's write calls: every write goes to asyncio's.
-            self.write = _oxloop.SocketWriter(self, False).write
+    if _INIT_VARIANT is None:
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # asyncio's own signature, whatever the version (3.15 adds ``context``): its
+            # __init__ checks the arguments, so a wrong call fails as it does on stock asyncio.
+            self.write = _oxloop.SocketWriter(self).write
+            # What the native reads learnt of this connection's traffic, kept across the
+            # readers that pause_reading / resume_reading register in turn.
+            self._oxloop_read_state = _oxloop.ReadState()
+            super().__init__(*args, **kwargs)
+            if type(self._sock) is not socket.socket:
+                # A socket subclass may override send (a wrapper counting or logging I/O),
+                # which asyncio's write calls: every write goes to asyncio's.
+                self.write = _oxloop.SocketWriter(self, False).write
+    else:
+
+        def __init__(
+            self,
+            loop: Any,
+            sock: Any,
+            protocol: Any,
+            waiter: Any = None,
+            extra: Any = None,
+            server: Any = None,
+        ) -> None:
+            # The same steps as above, with asyncio's __init__ (``_INIT_VARIANT``) inlined
+            # and ``_set_nodelay``'s test on the socket's C fields (see above).
+            self.write = _oxloop.SocketWriter(self).write
+            self._oxloop_read_state = _oxloop.ReadState()
+            if _AsyncioTransport.__init__ is not _ASYNCIO_INIT:
+                super().__init__(loop, sock, protocol, waiter, extra, server)
+                if type(self._sock) is not socket.socket:
+                    self.write = _oxloop.SocketWriter(self, False).write
+                return
+            self._read_ready_cb = None
+            if _DEEP and type(self) is _SocketTransport and _chain_intact():
+                _selector_init(self, loop, sock, protocol, extra, server)
+            else:
+                _SelectorTransport.__init__(self, loop, sock, protocol, extra, server)
+            self._eof = False
+            if _INIT_VARIANT == "paused":
+                self._paused = False
+            self._empty_waiter = None
+            if _INIT_VARIANT == "write_ready":
+                if selector_events._HAS_SENDMSG:  # type: ignore[attr-defined]
+                    self._write_ready = self._write_sendmsg
+                else:
+                    self._write_ready = self._write_send
+            sock = self._sock
+            plain = type(sock) is socket.socket
+            nodelay = base_events._set_nodelay  # type: ignore[attr-defined]
+            if nodelay is _NODELAY and plain:
+                # `sock.family in {AF_INET, AF_INET6} and sock.type == SOCK_STREAM and
+                # sock.proto == IPPROTO_TCP`, the integers read without socket.py's enum
+                # conversions.
+                if (
+                    _SOCK_FAMILY(sock) in _INET
+                    and _SOCK_TYPE(sock) == socket.SOCK_STREAM
+                    and sock.proto == socket.IPPROTO_TCP
+                ):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                nodelay(sock)
+            call_soon = self._loop.call_soon
+            call_soon(self._protocol.connection_made, self)
+            # `self._read_ready` (the property below) without its call, for this class.
+            if plain and type(self) is _SocketTransport:
+                reader = _oxloop.SocketReader(self, self._oxloop_read_state)
+            else:
+                reader = self._read_ready
+            if (
+                _ADD_READER_VARIANT is not None
+                and type(self) is _SocketTransport
+                and _SocketTransport._add_reader is _READING_CHAIN[0]
+                and not self._loop.get_debug()
+            ):
+                # The same registration without three Python calls; debug mode keeps the
+                # handle asyncio makes (its repr is in slow-callback reports).
+                call_soon(_start_reading, self, self._sock_fd, reader)
+            else:
+                call_soon(self._add_reader, self._sock_fd, reader)
+            if waiter is not None:
+                call_soon(futures._set_result_unless_cancelled, waiter, None)
+            if not plain:
+                self.write = _oxloop.SocketWriter(self, False).write
 
     @property
     def _read_ready(self) -> Any:
@@ -123,6 +630,20 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
             return _oxloop.SocketReader(self, self._oxloop_read_state)
         return _AsyncioTransport._read_ready.__get__(self)
 
+    if not _CLEARS_READ_READY_CB:
+
+        def _call_connection_lost(self, exc: Any) -> None:
+            # 3.10/3.11 keep ``_read_ready_cb``, a bound method of the transport, after the
+            # connection is lost: a reference cycle, so every closed transport (with its
+            # socket, extra dict and writer) waited for the cyclic GC -- 11 objects per
+            # connection, and a gen-0 collection every ~60 connections of a churning server.
+            # 3.12+ clear it on close (gh-100348: selector_events.py ``close``, 3.14
+            # ``_call_connection_lost``); this is that clearing, once asyncio's own steps ran.
+            try:
+                super()._call_connection_lost(exc)
+            finally:
+                self._read_ready_cb = None
+
     def set_protocol(self, protocol: Any) -> None:
         if type(protocol) is _SSLProtocol:
             # loop.start_tls (base_events.py) builds asyncio's SSLProtocol and sets it here,
@@ -133,6 +654,68 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
                 protocol.__class__ = _tls._StartTLSProtocol
         self._oxloop_buffered = isinstance(protocol, protocols.BufferedProtocol)
         super().set_protocol(protocol)
+
+
+_CHAIN = _chain()
+
+
+def _reading_chain() -> tuple[Any, ...]:
+    """What `self._add_reader` of a `_SocketTransport` runs, as the classes hold it now."""
+    return (
+        _SocketTransport._add_reader,
+        _SocketTransport.is_reading,
+        _SocketTransport.is_closing,
+    )
+
+
+_READING_CHAIN = _reading_chain()
+_ADD_READER_VARIANT = next(
+    (
+        variant
+        for variant, source in _ADD_READER_SOURCES.items()
+        if _same_code(_SelectorTransport._add_reader, source, "_SelectorTransport", "_add_reader")
+        and (
+            variant == "closing"
+            or (
+                _same_code(
+                    _SelectorTransport.is_reading, source, "_SelectorTransport", "is_reading"
+                )
+                and _same_code(
+                    _SelectorTransport.is_closing, source, "_SelectorTransport", "is_closing"
+                )
+            )
+        )
+    ),
+    None,
+)
+# Where the class's own are asyncio's (3.10's _SelectorSocketTransport has its own is_reading,
+# which 3.10's _add_reader does not call).
+if _READING_CHAIN[0] is not _SelectorTransport._add_reader or (
+    _ADD_READER_VARIANT == "is_reading"
+    and _READING_CHAIN[1:] != (_SelectorTransport.is_reading, _SelectorTransport.is_closing)
+):
+    _ADD_READER_VARIANT = None
+
+
+def _start_reading(transport: Any, fd: int, reader: Any) -> None:
+    """What the bound ``self._add_reader`` that asyncio's ``__init__`` schedules does (the
+    verified function, ``_ADD_READER_VARIANT``), in one call: 3.10 registers the reader unless
+    the transport is closing, 3.11+ unless ``is_reading()`` is false."""
+    if _ADD_READER_VARIANT == "is_reading":
+        # `self.is_reading()`, looked up now as asyncio's code does: an instance attribute or a
+        # patched method is called.
+        is_reading = transport.is_reading
+        if (
+            getattr(is_reading, "__func__", None) is _READING_CHAIN[1]
+            and getattr(transport.is_closing, "__func__", None) is _READING_CHAIN[2]
+        ):
+            if transport._closing or transport._paused:
+                return
+        elif not is_reading():
+            return
+    elif transport._closing:
+        return
+    transport._loop._add_reader(fd, reader)
 
 
 if _contract.holds("socket_transport"):
