@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import math
 import random
 import socket
 import sys
 import threading
 import time
+import warnings
 
 import oxloop
 import pytest
@@ -452,8 +454,12 @@ def test_clock_api():
     try:
         assert loop.clock is clock
         assert loop.time() == 5.0
-        with pytest.raises(RuntimeError, match="one per loop"):
-            oxloop.new_event_loop(clock=clock)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(RuntimeError, match="one per loop"):
+                oxloop.new_event_loop(clock=clock)
+            gc.collect()  # the refused loop is closed: no "unclosed event loop" when collected
+        assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
     finally:
         loop.close()
     real = oxloop.new_event_loop()

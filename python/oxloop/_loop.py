@@ -393,9 +393,15 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
         self._slow_reporter: _insight.Reporter | None = None
         self._clock: VirtualClock | None = None
         if clock is not None:
-            if not self._is_virtual():
-                raise TypeError("pass clock= to the constructor call that makes the loop")
-            clock._bind(self)
+            try:
+                if not self._is_virtual():
+                    raise TypeError("pass clock= to the constructor call that makes the loop")
+                clock._bind(self)
+            except BaseException:
+                # The caller never gets this loop: closed here, it does not warn "unclosed
+                # event loop" when collected (base_events.py __del__).
+                self.close()
+                raise
             self._clock = clock
         _live_loops.add(self)
         if os.environ.get("OXLOOP_SLOW_CALLBACKS", "") not in ("", "0"):
