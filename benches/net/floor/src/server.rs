@@ -43,9 +43,32 @@ struct Conn {
     partial: Vec<u8>,
 }
 
-enum State {
+pub(crate) enum State {
     Open,
     Closed,
+}
+
+/// Writes `out[*pos..]` until it is all sent (then empties `out` and returns None) or the
+/// socket stops taking it: `Some(state)` is what `pump` returns then. A short write means the
+/// send buffer is full, so a writable edge follows (epoll(7)). tls.rs flushes ciphertext with it.
+pub(crate) fn flush(stream: &mut Stream, out: &mut Vec<u8>, pos: &mut usize) -> Option<State> {
+    while *pos < out.len() {
+        let asked = out.len() - *pos;
+        match stream.write(&out[*pos..]) {
+            Ok(0) => return Some(State::Closed),
+            Ok(n) if n < asked => {
+                *pos += n;
+                return Some(State::Open);
+            }
+            Ok(n) => *pos += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Some(State::Open),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Some(State::Closed),
+        }
+    }
+    out.clear();
+    *pos = 0;
+    None
 }
 
 impl Conn {
@@ -58,22 +81,9 @@ impl Conn {
         let mut drained = false;
         loop {
             // Flush queued output first; while any remains, do not read (back-pressure).
-            while self.out_pos < self.out.len() {
-                let asked = self.out.len() - self.out_pos;
-                match self.stream.write(&self.out[self.out_pos..]) {
-                    Ok(0) => return State::Closed,
-                    Ok(n) if n < asked => {
-                        self.out_pos += n;
-                        return State::Open; // send buffer full: a writable edge follows
-                    }
-                    Ok(n) => self.out_pos += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return State::Open,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return State::Closed,
-                }
+            if let Some(state) = flush(&mut self.stream, &mut self.out, &mut self.out_pos) {
+                return state;
             }
-            self.out.clear();
-            self.out_pos = 0;
             if drained {
                 return State::Open;
             }

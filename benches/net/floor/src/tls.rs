@@ -23,6 +23,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::net::{Addr, Listener, Stream};
 use crate::openssl::{Io, SslConn, Tls};
+use crate::server::{flush, State};
 
 const LISTENER: Token = Token(usize::MAX);
 const READ_CHUNK: usize = 256 * 1024;
@@ -36,11 +37,6 @@ struct Conn<'a> {
     out_pos: usize,
 }
 
-enum State {
-    Open,
-    Closed,
-}
-
 impl Conn<'_> {
     /// Drives the connection until the socket would block or the peer is gone.
     ///
@@ -50,22 +46,9 @@ impl Conn<'_> {
         let mut drained = false;
         loop {
             // Flush queued ciphertext first; while any remains, do not read (back-pressure).
-            while self.out_pos < self.out.len() {
-                let asked = self.out.len() - self.out_pos;
-                match self.stream.write(&self.out[self.out_pos..]) {
-                    Ok(0) => return State::Closed,
-                    Ok(n) if n < asked => {
-                        self.out_pos += n;
-                        return State::Open; // send buffer full: a writable edge follows
-                    }
-                    Ok(n) => self.out_pos += n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return State::Open,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return State::Closed,
-                }
+            if let Some(state) = flush(&mut self.stream, &mut self.out, &mut self.out_pos) {
+                return state;
             }
-            self.out.clear();
-            self.out_pos = 0;
             if drained {
                 return State::Open;
             }
