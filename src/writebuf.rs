@@ -74,6 +74,11 @@ pub struct WriteBuffer {
 }
 
 impl WriteBuffer {
+    /// Total queued bytes: what `len()` answers.
+    pub(crate) fn queued(&self) -> usize {
+        self.len
+    }
+
     fn push_copy(&mut self, data: &[u8]) {
         // Append to the owned tail unless it is full or is the exported front chunk.
         let exported_front = self.exports > 0 && self.chunks.len() == 1;
@@ -217,7 +222,7 @@ impl WriteBuffer {
     }
 
     fn __len__(&self) -> usize {
-        self.len
+        self.queued()
     }
 
     /// `del buf[:n]` (what `_write_ready` does after a send of n bytes); other keys are not

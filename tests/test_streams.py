@@ -252,3 +252,72 @@ def test_a_buffer_with_exports_cannot_grow(loop, run, warmup):
     run(main())
     assert [e["message"] for e in errors] == ["Fatal error: protocol.data_received() call failed."]
     assert isinstance(errors[0]["exception"], BufferError)
+
+
+@pytest.mark.parametrize("kind", ["cancelled", "shadowed", "python-future"])
+def test_the_waiter_is_woken_as_wakeup_waiter_does(loop, run, kind):
+    # _wakeup_waiter clears `_waiter`, then calls `waiter.cancelled()` and, when False,
+    # `waiter.set_result(None)`. oxloop calls the C Future's methods without looking them up
+    # when the waiter is exactly `_asyncio.Future` with no instance attribute (src/streams.rs,
+    # CFuture); a cancelled waiter must not get a result (set_result would raise
+    # InvalidStateError, a fatal data_received error), one whose instance shadows the methods
+    # must have them called, and a waiter of another Future class takes the method calls.
+    errors = collect_errors(loop)
+    calls: list = []
+
+    async def main():
+        a, b = socket_pair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        if kind == "python-future":
+            waiter = asyncio.futures._PyFuture(loop=loop)
+        else:
+            waiter = loop.create_future()
+        if kind == "cancelled":
+            waiter.cancel()
+        if kind == "shadowed":
+            cancelled, set_result = waiter.cancelled, waiter.set_result
+            waiter.cancelled = lambda: calls.append("cancelled") or cancelled()
+            waiter.set_result = lambda r: calls.append(("set_result", r)) or set_result(r)
+        reader._waiter = waiter
+        b.sendall(b"wake")
+        await _until(lambda: reader._waiter is None, "the waiter to be woken")
+        data = await reader.read(100)
+        writer.close()
+        b.close()
+        return waiter, data
+
+    waiter, data = run(main())
+    assert data == b"wake"
+    assert errors == []
+    if kind == "cancelled":
+        assert waiter.cancelled()
+    else:
+        assert waiter.done() and waiter.result() is None
+    if kind == "shadowed":
+        assert calls == ["cancelled", ("set_result", None)]
+
+
+def test_a_stream_reader_property_patched_later_is_used(loop, run):
+    # `StreamReaderProtocol._stream_reader` is looked up once per version tag of the class
+    # (src/streams.rs): patching it after data has flowed must still take effect at once.
+    calls: list = []
+    original = asyncio.StreamReaderProtocol._stream_reader
+
+    def spy(self):
+        calls.append(self)
+        return original.fget(self)
+
+    async def main():
+        a, b = socket_pair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        b.sendall(b"first")
+        assert await reader.read(100) == b"first"
+        with mock.patch.object(asyncio.StreamReaderProtocol, "_stream_reader", property(spy)):
+            b.sendall(b"second")
+            data = await reader.read(100)
+        writer.close()
+        b.close()
+        return data
+
+    assert run(main()) == b"second"
+    assert calls, "the patched _stream_reader was not called"

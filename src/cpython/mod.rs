@@ -10,7 +10,7 @@
 //! | `socket_head` | `PySocketSockObject` (Modules/socketmodule.h) starts with `sock_fd`, `sock_family`, `sock_type`, `sock_proto`, `errorhandler`, `sock_timeout` (ns) | `sock.rs` (fd and timeout of `sock_*` sockets) | [`socket`]: a probe socket's fd and timeout read at the offsets in each state (blocking, non-blocking, timeout, closed), at first use | `fileno()` / `gettimeout()` calls |
 //! | `get_method` | `_PyObject_GetMethod` (exported, Objects/object.c) answers 1 and the class's function for an unshadowed method, 0 and the attribute otherwise; a heap type's `tp_dict` is the dict behind its `__dict__` | `streams.rs` (per-event identity checks of `StreamReaderProtocol.data_received`, `StreamReader.feed_data`, `_wakeup_waiter`) | [`method`]: both answers on a probe instance, and `tp_dict` of its class, at first use | no native `data_received` for streams: asyncio's Python frames |
 //! | `stream_fields` | `asyncio.streams` keeps the reader's state in `_buffer` (a bytearray), `_limit`, `_eof`, `_waiter`, `_transport`, `_paused`, and the protocol's reader in `_stream_reader_wr` (each read by attribute and its type checked per event) | `streams.rs` (`fast_feed`, `Feed::finish`) | [`streams`]: asyncio's own code of both classes uses every one of those names, at first use | asyncio's Python frames |
-//! | `type_version_tag` | `tp_version_tag` is nonzero after a lookup and changes (or drops to 0; before 3.11 `Py_TPFLAGS_VALID_VERSION_TAG` is cleared) whenever the type or a base is modified | `loop_core/mod.rs` (`TimePatch`: whether `type(loop).time` is still `LoopCore.time`) | [`typetag`]: a probe class's tag before and after a class attribute is set | `type(loop).time` is looked up every iteration |
+//! | `type_version_tag` | `tp_version_tag` is nonzero after a lookup and changes (or drops to 0; before 3.11 `Py_TPFLAGS_VALID_VERSION_TAG` is cleared) whenever the type or a base is modified | `loop_core/mod.rs` (`TimePatch`: whether `type(loop).time` is still `LoopCore.time`); `streams.rs` (whether `StreamReaderProtocol._stream_reader` is still asyncio's property) | [`typetag`]: a probe class's tag before and after a class attribute is set | `type(loop).time` is looked up every iteration; `_stream_reader` in the class dict every event |
 //!
 //! Verified: every entry holds (`tests/test_contract.py::test_every_probe_passes`) on CPython
 //! 3.10, 3.11, 3.12, 3.13, 3.14, 3.14d (debug build) and 3.15. Not probed, because a mismatch
@@ -21,6 +21,10 @@
 //! (`PyDescr_NewMethod`) of `loop_core/fastcall.rs` and `SocketWriter.write` (the calling
 //! convention is in the stable ABI since 3.10, docs "Implementing functions and methods"); they
 //! are the one binder of those methods' arguments, with no second one to fall back to.
+//! Nor is streams.rs's direct call of `_asyncio.Future`'s `cancelled` / `set_result` method
+//! descriptors: it relies on `tp_dictoffset` (a positive one is where an instance keeps its
+//! `__dict__` pointer) and `Py_TPFLAGS_IMMUTABLETYPE`, both documented `PyTypeObject` fields,
+//! checked when first needed (the method calls run otherwise).
 //!
 //! A probe that fails turns off only the fast path that needs it; what runs then is asyncio's
 //! code or the generic path, whose behaviour is the same. Each entry's result is read once per
