@@ -22,6 +22,7 @@
 //! - Errors raised on the way (a `bytearray` with live exports refuses to grow; a waiter's
 //!   `set_result` raising; `pause_reading` failing) reach the transport's `_fatal_error` with
 //!   the `data_received` message, as they would from the Python frames.
+use std::ffi::c_int;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use pyo3::exceptions::PyNotImplementedError;
@@ -61,7 +62,7 @@ struct Layout {
 /// two `PyObject_VectorcallMethod` calls, each a lookup on the type and in the instance dict
 /// (~330 of a 1 KiB streams echo's ~20,900 instructions per message). For a waiter whose type
 /// is exactly this one (what `loop.create_future()` returns unless `asyncio.futures.Future`
-/// was replaced) and that has no instance `__dict__` (so no instance attribute can shadow
+/// was replaced) and that has no attribute of its own (see [`NoAttrs`]: none can shadow
 /// either name), those lookups can only find these descriptors: the type is immutable
 /// (`Py_TPFLAGS_IMMUTABLETYPE`, its attributes cannot be set), and a method descriptor is not
 /// a data descriptor, so only the instance dict could come first. Calling the descriptor with
@@ -69,12 +70,70 @@ struct Layout {
 /// Objects/descrobject.c, checks the type and calls the C function).
 struct CFuture {
     cls: Py<PyType>,
-    /// `tp_dictoffset` of the type, positive: where an instance keeps its `__dict__` pointer
-    /// (NULL until an attribute is set on it; C API docs, "PyTypeObject.tp_dictoffset").
-    dictoffset: isize,
+    /// How to tell that an instance has no attributes of its own.
+    no_attrs: NoAttrs,
     cancelled: Py<PyAny>,
     set_result: Py<PyAny>,
 }
+
+/// Where `_asyncio.Future` keeps an instance's own attributes.
+enum NoAttrs {
+    /// 3.10/3.11: at a positive `tp_dictoffset`, a `__dict__` pointer that is NULL until an
+    /// attribute is set (C API docs, "PyTypeObject.tp_dictoffset").
+    DictOffset(isize),
+    /// 3.13+: a managed dict (`Py_TPFLAGS_MANAGED_DICT`), whose dict or inline values
+    /// `PyObject_VisitManagedDict` (public since 3.13) visits; nothing visited = no attribute.
+    /// Resolved at run time: the symbol does not exist before 3.13, and each version's build
+    /// must load on its own interpreter.
+    Managed(VisitManagedDict),
+}
+
+type VisitManagedDict =
+    unsafe extern "C" fn(*mut ffi::PyObject, ffi::visitproc, *mut std::ffi::c_void) -> c_int;
+
+/// `PyObject_VisitManagedDict` of the running interpreter, from 3.13 on.
+fn visit_managed_dict(py: Python<'_>) -> Option<VisitManagedDict> {
+    if py.version_info() < (3, 13) {
+        return None;
+    }
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only reads the loaded
+    // objects' symbol tables; the interpreter (executable or libpython, both loaded
+    // globally) defines this function with the signature above (Include/cpython/object.h).
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, c"PyObject_VisitManagedDict".as_ptr());
+        (!f.is_null()).then(|| std::mem::transmute::<*mut std::ffi::c_void, VisitManagedDict>(f))
+    }
+}
+
+/// The visitor of [`NoAttrs::Managed`]: records that something was visited.
+unsafe extern "C" fn saw(_obj: *mut ffi::PyObject, arg: *mut std::ffi::c_void) -> c_int {
+    // SAFETY: arg is the `bool` that `NoAttrs::holds` passes, alive for the visit.
+    unsafe { *arg.cast::<bool>() = true };
+    0
+}
+
+impl NoAttrs {
+    /// Whether `obj`, an instance of the type this was made for, has no attribute of its own.
+    fn holds(&self, obj: *mut ffi::PyObject) -> bool {
+        match *self {
+            // SAFETY: obj is a live instance of a type whose instances hold a dict pointer
+            // (NULL or a dict) at this positive offset.
+            NoAttrs::DictOffset(off) => unsafe {
+                (*obj.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>()).is_null()
+            },
+            NoAttrs::Managed(visit) => {
+                let mut seen = false;
+                // SAFETY: obj is a live instance of a managed-dict type; the visitor only
+                // writes the local flag.
+                unsafe { visit(obj, saw, (&raw mut seen).cast()) };
+                !seen
+            }
+        }
+    }
+}
+
+/// `Py_TPFLAGS_MANAGED_DICT` (Include/object.h, 3.12+).
+const MANAGED_DICT: std::ffi::c_ulong = 1 << 4;
 
 /// `_asyncio.Future` when it fits [`CFuture`]'s conditions.
 fn c_future(py: Python<'_>) -> Option<CFuture> {
@@ -87,9 +146,16 @@ fn c_future(py: Python<'_>) -> Option<CFuture> {
     let tp = cls.as_type_ptr();
     // SAFETY: tp is a live type object; plain fields are read.
     let (flags, dictoffset) = unsafe { ((*tp).tp_flags, (*tp).tp_dictoffset) };
-    if flags & ffi::Py_TPFLAGS_IMMUTABLETYPE == 0 || dictoffset <= 0 {
+    if flags & ffi::Py_TPFLAGS_IMMUTABLETYPE == 0 {
         return None;
     }
+    let no_attrs = if dictoffset > 0 {
+        NoAttrs::DictOffset(dictoffset)
+    } else if flags & MANAGED_DICT != 0 {
+        NoAttrs::Managed(visit_managed_dict(py)?)
+    } else {
+        return None; // 3.12's managed dict has no public visitor: the method calls
+    };
     let descriptor = |name: &str| {
         let d = class_attr(&cls, &PyString::new(py, name))?;
         // A method descriptor of this very type (`PyMethodDescr_Type`): not a data
@@ -102,7 +168,7 @@ fn c_future(py: Python<'_>) -> Option<CFuture> {
     Some(CFuture {
         cancelled: descriptor("cancelled")?,
         set_result: descriptor("set_result")?,
-        dictoffset,
+        no_attrs,
         cls: cls.unbind(),
     })
 }
@@ -113,15 +179,7 @@ impl CFuture {
     fn wake(&self, waiter: &Bound<'_, PyAny>) -> Option<PyResult<()>> {
         let py = waiter.py();
         let w = waiter.as_ptr();
-        // SAFETY: w is a live object whose type is `cls` (checked first), so the instance
-        // holds a dict pointer (NULL or a dict) at the type's positive `tp_dictoffset`.
-        let plain = waiter.get_type().is(self.cls.bind(py))
-            && unsafe {
-                (*w.cast::<u8>()
-                    .offset(self.dictoffset)
-                    .cast::<*mut ffi::PyObject>())
-                .is_null()
-            };
+        let plain = waiter.get_type().is(self.cls.bind(py)) && self.no_attrs.holds(w);
         if !plain {
             return None;
         }

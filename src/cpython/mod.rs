@@ -23,8 +23,8 @@
 //! are the one binder of those methods' arguments, with no second one to fall back to.
 //! Nor is streams.rs's direct call of `_asyncio.Future`'s `cancelled` / `set_result` method
 //! descriptors: it relies on `tp_dictoffset` (a positive one is where an instance keeps its
-//! `__dict__` pointer) and `Py_TPFLAGS_IMMUTABLETYPE`, both documented `PyTypeObject` fields,
-//! checked when first needed (the method calls run otherwise).
+//! `__dict__` pointer), `Py_TPFLAGS_IMMUTABLETYPE` and, on 3.13+, `PyObject_VisitManagedDict`,
+//! all documented C API, checked when first needed (the method calls run otherwise).
 //!
 //! A probe that fails turns off only the fast path that needs it; what runs then is asyncio's
 //! code or the generic path, whose behaviour is the same. Each entry's result is read once per
