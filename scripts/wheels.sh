@@ -10,6 +10,9 @@
 #   scripts/wheels.sh smoke WHEEL         the smoke check of one wheel
 #   scripts/wheels.sh sdist-smoke 3.X     the sdist built and installed with pip, then smoked
 #
+# Environment: WHEELS_DIST (default dist) is where wheels go; WHEELS_TARGET_DIR (default
+# target/wheels) is the native builds' cargo target dir. scripts/pgo.sh sets both for its builds.
+#
 # Invariants:
 # - Wheels are built with Cargo.toml's release profile (maturin --release, as scripts/env.sh
 #   builds for the tests and benchmarks), stripped of symbols, linked by zig against glibc 2.17
@@ -31,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
 TOOLS=.venv/wheels-tools
-DIST=dist
+DIST=${WHEELS_DIST:-dist}
 PLAT=manylinux_2_17_x86_64
 # glibc's own libraries (the manylinux policies' system libraries): all the .so may need.
 ALLOWED_NEEDED="libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 libgcc_s.so.1 ld-linux-x86-64.so.2"
@@ -75,7 +78,7 @@ build() {
     esac
   done
   if [ ${#native[@]} -gt 0 ]; then
-    CARGO_TARGET_DIR=target/wheels CARGO_ZIGBUILD_ZIG_PATH="$ZIG" \
+    CARGO_TARGET_DIR=${WHEELS_TARGET_DIR:-target/wheels} CARGO_ZIGBUILD_ZIG_PATH="$ZIG" \
       "$TOOLS/bin/maturin" "${MATURIN_FLAGS[@]}" "${native[@]}" -o "$DIST"
   fi
   if [ ${#sid[@]} -gt 0 ]; then
