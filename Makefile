@@ -68,8 +68,8 @@ wheels-ci:
 # benches/micro.py --quick and a streams bulk run, then rebuilt with the profile; `pgo` into
 # .venv/$(PY) (as `build` does), `wheel-pgo` as $(PY)'s wheel in dist/ (scripts/wheels.sh's flags
 # and checks). 3.11: call_soon ~6 % less CPU than the default wheel, 8 % fewer instructions
-# (scripts/pgo.sh has the figures). Native interpreters only; needs `rustup component add
-# llvm-tools`; about 1 min more than a wheel.
+# (scripts/pgo.sh has the figures). Native interpreters only; adds rustup's llvm-tools component
+# when missing; about 1 min more than a wheel.
 pgo:
 	scripts/pgo.sh build $(PY) >/dev/null
 

@@ -31,7 +31,7 @@
 # - The instrumented build, its profile and the PGO build live in target/pgo/py3.X/ (their own
 #   cargo target dirs): the ordinary builds' caches are untouched, and no RUSTFLAGS leak into them.
 # - llvm-profdata must match rustc's LLVM: it is the rustup component llvm-tools' copy, never the
-#   system's (`rustup component add llvm-tools` once).
+#   system's; the script adds the component when it is missing.
 # - Native interpreters only (3.10-3.13 here); the sid chroot's versions are refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +43,9 @@ HOST=$(rustc -vV | sed -n 's/^host: //p')
 profdata_tool() {
   local tool
   tool="$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata"
-  [ -x "$tool" ] || die "no $tool (rustup component add llvm-tools)"
+  # A new machine lacks the component: add it (a few MB from rustup's server) rather than fail.
+  [ -x "$tool" ] || rustup component add llvm-tools >&2 || die "cannot add rustup's llvm-tools"
+  [ -x "$tool" ] || die "no $tool after adding llvm-tools"
   echo "$tool"
 }
 
