@@ -630,18 +630,78 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
             return _oxloop.SocketReader(self, self._oxloop_read_state)
         return _AsyncioTransport._read_ready.__get__(self)
 
-    if not _CLEARS_READ_READY_CB:
-
-        def _call_connection_lost(self, exc: Any) -> None:
-            # 3.10/3.11 keep ``_read_ready_cb``, a bound method of the transport, after the
-            # connection is lost: a reference cycle, so every closed transport (with its
-            # socket, extra dict and writer) waited for the cyclic GC -- 11 objects per
-            # connection, and a gen-0 collection every ~60 connections of a churning server.
-            # 3.12+ clear it on close (gh-100348: selector_events.py ``close``, 3.14
-            # ``_call_connection_lost``); this is that clearing, once asyncio's own steps ran.
-            try:
+    def _call_connection_lost(self, exc: Any) -> None:
+        # 3.10/3.11 keep ``_read_ready_cb``, a bound method of the transport, after the
+        # connection is lost: a reference cycle, so every closed transport (with its
+        # socket, extra dict and writer) waited for the cyclic GC -- 11 objects per
+        # connection, and a gen-0 collection every ~60 connections of a churning server.
+        # 3.12+ clear it on close (gh-100348: selector_events.py ``close``, 3.14
+        # ``_call_connection_lost``); this is that clearing, once asyncio's own steps ran.
+        try:
+            if (
+                _LOST_VARIANT is not None
+                and type(self) is _SocketTransport
+                and _AsyncioTransport._call_connection_lost is _LOST_CHAIN[0]
+                and _SelectorTransport._call_connection_lost is _LOST_CHAIN[1]
+            ):
+                # asyncio's two `_call_connection_lost` in one, with `socket.close` and
+                # `Server._detach` inlined where they are the verified ones (see "transport
+                # close" below); the same statements in the same `try`/`finally` levels.
+                try:
+                    try:
+                        if self._protocol_connected:
+                            self._protocol.connection_lost(exc)
+                    finally:
+                        sock = self._sock
+                        if (
+                            type(sock) is _socket_socket
+                            and _SOCKET_CLOSE is not None
+                            and _socket_socket.close is _SOCKET_CLOSE[0]
+                            and _socket_socket._real_close is _SOCKET_CLOSE[1]
+                        ):
+                            # socket.close, then _real_close (socket.socket has no __dict__)
+                            sock._closed = True
+                            if sock._io_refs <= 0:
+                                _c_close(sock)
+                        else:
+                            sock.close()
+                        self._sock = None
+                        self._protocol = None
+                        self._loop = None
+                        server = self._server
+                        if server is not None:
+                            detach = server._detach
+                            if _DETACH is None or getattr(detach, "__func__", None) is not _DETACH:
+                                if _SELECTOR_LOST_VARIANT == "detach":
+                                    detach()
+                                else:
+                                    detach(self)
+                            elif _SELECTOR_LOST_VARIANT == "detach":
+                                assert server._active_count > 0
+                                server._active_count -= 1
+                                if server._active_count == 0 and server._sockets is None:
+                                    server._wakeup()
+                            else:
+                                server._clients.discard(self)
+                                if len(server._clients) == 0 and server._sockets is None:
+                                    server._wakeup()
+                            self._server = None
+                finally:
+                    if _LOST_VARIANT == "finally":
+                        self._write_ready = None
+                        self._read_ready_cb = None
+                        if self._empty_waiter is not None:
+                            self._empty_waiter.set_exception(
+                                ConnectionError("Connection is closed by peer")
+                            )
+                if _LOST_VARIANT == "plain" and self._empty_waiter is not None:
+                    self._empty_waiter.set_exception(
+                        ConnectionError("Connection is closed by peer")
+                    )
+            else:
                 super()._call_connection_lost(exc)
-            finally:
+        finally:
+            if not _CLEARS_READ_READY_CB:
                 self._read_ready_cb = None
 
     def set_protocol(self, protocol: Any) -> None:
@@ -657,6 +717,131 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
 
 
 _CHAIN = _chain()
+
+
+# -- transport close ---------------------------------------------------------------------------
+# A closed connection runs `_SelectorSocketTransport._call_connection_lost`, its super's, the
+# socket's `close` and `_real_close` and the server's `_detach`: five Python frames
+# (benches/net_callgrind.sh churn-protocol). Where all of them are, statement for statement, the
+# code below (checked as for `__init__` above), an exact `_SocketTransport`'s
+# `_call_connection_lost` runs their statements itself, in the same `try`/`finally` levels (so
+# an exception is raised, chained and reported as asyncio's would be), calling each piece that
+# has since been replaced (a patched `Server._detach`, a socket subclass's `close`) as asyncio's
+# code does. The same statements in Rust through the C API (getattr/setattr by name) measured no
+# fewer instructions than 3.11's specialised bytecode, so they stay Python.
+_LOST_SOURCES = {
+    # 3.10-3.13
+    "plain": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def _call_connection_lost(self, exc):
+        super()._call_connection_lost(exc)
+        if self._empty_waiter is not None:
+            self._empty_waiter.set_exception(
+                ConnectionError("Connection is closed by peer"))
+""",
+    # 3.14+ (gh-100348 moved the clearing of the callbacks here)
+    "finally": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def _call_connection_lost(self, exc):
+        try:
+            super()._call_connection_lost(exc)
+        finally:
+            self._write_ready = None
+            self._read_ready_cb = None
+            if self._empty_waiter is not None:
+                self._empty_waiter.set_exception(
+                    ConnectionError("Connection is closed by peer"))
+""",
+}
+_SELECTOR_LOST_SOURCE = """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def _call_connection_lost(self, exc):
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                server._detach()
+                self._server = None
+"""
+_SELECTOR_LOST_SOURCES = {
+    # 3.10-3.12
+    "detach": _SELECTOR_LOST_SOURCE,
+    # 3.13+: the server keeps its clients (gh-79033)
+    "detach_self": _SELECTOR_LOST_SOURCE.replace("server._detach()", "server._detach(self)"),
+}
+_DETACH_SOURCES = {
+    # 3.10-3.12
+    "detach": """
+class Server(events.AbstractServer):
+    def _detach(self):
+        assert self._active_count > 0
+        self._active_count -= 1
+        if self._active_count == 0 and self._sockets is None:
+            self._wakeup()
+""",
+    # 3.13+
+    "detach_self": """
+class Server(events.AbstractServer):
+    def _detach(self, transport):
+        self._clients.discard(transport)
+        if len(self._clients) == 0 and self._sockets is None:
+            self._wakeup()
+""",
+}
+_SOCKET_CLOSE_SOURCE = """
+class socket(_socket.socket):
+    def _real_close(self, _ss=_socket.socket):
+        # This function should not reference any globals. See issue #808164.
+        _ss.close(self)
+
+    def close(self):
+        # This function should not reference any globals. See issue #808164.
+        self._closed = True
+        if self._io_refs <= 0:
+            self._real_close()
+"""
+
+
+def _variant(func: Any, sources: dict[str, str], *path: str) -> str | None:
+    """The key of the source in ``sources`` whose function at ``path`` is ``func``'s code."""
+    return next((k for k, src in sources.items() if _same_code(func, src, *path)), None)
+
+
+_LOST_CHAIN = (
+    _AsyncioTransport._call_connection_lost,
+    _SelectorTransport._call_connection_lost,
+)
+_SELECTOR_LOST_VARIANT = _variant(
+    _LOST_CHAIN[1], _SELECTOR_LOST_SOURCES, "_SelectorTransport", "_call_connection_lost"
+)
+_LOST_VARIANT = (
+    _variant(_LOST_CHAIN[0], _LOST_SOURCES, "_SelectorSocketTransport", "_call_connection_lost")
+    if _SELECTOR_LOST_VARIANT is not None
+    else None
+)
+_Server = base_events.Server  # type: ignore[attr-defined]
+# Server._detach as verified (its argument as `_SELECTOR_LOST_VARIANT` passes it), else None:
+# then the server's own `_detach` is called.
+_DETACH = (
+    _Server._detach
+    if _variant(_Server._detach, _DETACH_SOURCES, "Server", "_detach") == _SELECTOR_LOST_VARIANT
+    else None
+)
+_socket_socket = socket.socket
+_SOCKET_CLOSE = (
+    (_socket_socket.close, _socket_socket._real_close)
+    if _same_code(_socket_socket.close, _SOCKET_CLOSE_SOURCE, "socket", "close")
+    and _same_code(_socket_socket._real_close, _SOCKET_CLOSE_SOURCE, "socket", "_real_close")
+    and _socket_socket._real_close.__defaults__ == (_socket.socket,)
+    else None
+)
+_c_close = _socket.socket.close
 
 
 def _reading_chain() -> tuple[Any, ...]:
