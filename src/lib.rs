@@ -43,6 +43,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_function(wrap_pyfunction!(loop_core::_set_io_context_keyword, m)?)?;
+    m.add_function(wrap_pyfunction!(handles::_set_verified_handle_cancel, m)?)?;
     m.add_function(wrap_pyfunction!(loop_core::fileno_of, m)?)?;
     m.add_class::<transport::SocketReader>()?;
     m.add_class::<transport::SocketWriter>()?;

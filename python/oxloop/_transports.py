@@ -43,7 +43,16 @@ import collections
 import inspect
 import socket
 import weakref
-from asyncio import base_events, futures, protocols, selector_events, sslproto, transports, trsock
+from asyncio import (
+    base_events,
+    events,
+    futures,
+    protocols,
+    selector_events,
+    sslproto,
+    transports,
+    trsock,
+)
 
 from . import _contract, _oxloop
 
@@ -842,6 +851,25 @@ _SOCKET_CLOSE = (
     else None
 )
 _c_close = _socket.socket.close
+
+# The reader's handle is cancelled by the `_remove_reader` of every transport's `close`: the
+# loop does what events.py's `Handle.cancel` does (outside debug mode) without its frame, where
+# it is this code (src/handles.rs `Layout::cancel`).
+_HANDLE_CANCEL_SOURCE = """
+class Handle:
+    def cancel(self):
+        if not self._cancelled:
+            self._cancelled = True
+            if self._loop.get_debug():
+                # Keep a representation in debug mode to keep callback and
+                # parameters. For example, to log the warning
+                # "Executing <Handle...> took 2.5 second"
+                self._repr = repr(self)
+            self._callback = None
+            self._args = None
+"""
+if _same_code(events.Handle.cancel, _HANDLE_CANCEL_SOURCE, "Handle", "cancel"):
+    _oxloop._set_verified_handle_cancel(events.Handle.cancel)
 
 
 def _reading_chain() -> tuple[Any, ...]:
