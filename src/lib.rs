@@ -8,6 +8,7 @@ pub(crate) use oxloop_engine::{io, sys, time};
 mod accept;
 mod cpython;
 mod errors;
+mod guard;
 mod handles;
 mod loop_core;
 mod pyutil;
@@ -45,6 +46,7 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(loop_core::_set_io_context_keyword, m)?)?;
     m.add_function(wrap_pyfunction!(handles::_set_verified_handle_cancel, m)?)?;
     m.add_function(wrap_pyfunction!(loop_core::fileno_of, m)?)?;
+    m.add_class::<guard::ClassGuard>()?;
     m.add_class::<transport::SocketReader>()?;
     m.add_class::<transport::SocketWriter>()?;
     m.add_class::<transport::ReadState>()?;

@@ -1491,3 +1491,32 @@ def test_a_socket_subclass_close_is_called_by_the_transport(loop):
 
     s = loop.run_until_complete(main())
     assert closed == [s] and s.fileno() == -1
+
+
+def test_class_guard_sees_a_patch_of_the_class_or_a_base():
+    # The guard of the native set-up and close trusts a class's version tag between lookups
+    # (src/guard.rs); a change to the class or a base must be seen at once.
+    from oxloop import _oxloop
+
+    class Base:
+        def m(self):
+            pass
+
+    class Cls(Base):
+        def n(self):
+            pass
+
+    m, n = Base.m, Cls.n
+    guard = _oxloop.ClassGuard([(Cls, "m", m), (Cls, "n", n)])
+    assert guard() and guard()
+    Base.m = lambda self: None
+    assert not guard()
+    Base.m = m
+    assert guard() and guard()
+    Cls.n = lambda self: None
+    assert not guard()
+    del Cls.n
+    assert not guard()
+    Cls.n = n
+    assert guard()
+    assert _oxloop.ClassGuard([(Cls, "missing", m)])() is False

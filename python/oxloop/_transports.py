@@ -457,7 +457,7 @@ def _chain() -> tuple[Any, ...]:
 
 
 def _chain_intact() -> bool:
-    return _chain() == _CHAIN
+    return _CHAIN_GUARD()
 
 
 def _selector_init(self: Any, loop: Any, sock: Any, protocol: Any, extra: Any, server: Any) -> None:
@@ -578,7 +578,7 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
                     self.write = _oxloop.SocketWriter(self, False).write
                 return
             self._read_ready_cb = None
-            if _DEEP and type(self) is _SocketTransport and _chain_intact():
+            if _DEEP and type(self) is _SocketTransport and _CHAIN_GUARD():
                 _selector_init(self, loop, sock, protocol, extra, server)
             else:
                 _SelectorTransport.__init__(self, loop, sock, protocol, extra, server)
@@ -647,12 +647,7 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
         # 3.12+ clear it on close (gh-100348: selector_events.py ``close``, 3.14
         # ``_call_connection_lost``); this is that clearing, once asyncio's own steps ran.
         try:
-            if (
-                _LOST_VARIANT is not None
-                and type(self) is _SocketTransport
-                and _AsyncioTransport._call_connection_lost is _LOST_CHAIN[0]
-                and _SelectorTransport._call_connection_lost is _LOST_CHAIN[1]
-            ):
+            if _LOST_VARIANT is not None and type(self) is _SocketTransport and _LOST_GUARD():
                 # asyncio's two `_call_connection_lost` in one, with `socket.close` and
                 # `Server._detach` inlined where they are the verified ones (see "transport
                 # close" below); the same statements in the same `try`/`finally` levels.
@@ -665,8 +660,7 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
                         if (
                             type(sock) is _socket_socket
                             and _SOCKET_CLOSE is not None
-                            and _socket_socket.close is _SOCKET_CLOSE[0]
-                            and _socket_socket._real_close is _SOCKET_CLOSE[1]
+                            and _SOCKET_CLOSE_GUARD()
                         ):
                             # socket.close, then _real_close (socket.socket has no __dict__)
                             sock._closed = True
@@ -726,6 +720,21 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
 
 
 _CHAIN = _chain()
+# `_chain() == _CHAIN`, asked of each class's version tag first (src/guard.rs).
+_CHAIN_GUARD = _oxloop.ClassGuard(
+    [
+        (_SelectorTransport, "__init__", _CHAIN[0]),
+        (_Flow, "__init__", _CHAIN[1]),
+        (_Flow, "_set_write_buffer_limits", _CHAIN[2]),
+        (transports.BaseTransport, "__init__", _CHAIN[3]),
+        (_WeakValueDictionary, "__setitem__", _CHAIN[4]),
+        (_KeyedRef, "__new__", _CHAIN[5]),
+        (_KeyedRef, "__init__", _CHAIN[6]),
+        (_SelectorTransport, "set_protocol", _CHAIN[7]),
+        (_AsyncioTransport, "set_protocol", _CHAIN[8]),
+        (_SocketTransport, "set_protocol", _CHAIN[9]),
+    ]
+)
 
 
 # -- transport close ---------------------------------------------------------------------------
@@ -851,6 +860,21 @@ _SOCKET_CLOSE = (
     else None
 )
 _c_close = _socket.socket.close
+# Whether the classes still hold the verified functions (src/guard.rs).
+_LOST_GUARD = _oxloop.ClassGuard(
+    [
+        (_AsyncioTransport, "_call_connection_lost", _LOST_CHAIN[0]),
+        (_SelectorTransport, "_call_connection_lost", _LOST_CHAIN[1]),
+    ]
+)
+_SOCKET_CLOSE_GUARD = _oxloop.ClassGuard(
+    []
+    if _SOCKET_CLOSE is None
+    else [
+        (_socket_socket, "close", _SOCKET_CLOSE[0]),
+        (_socket_socket, "_real_close", _SOCKET_CLOSE[1]),
+    ]
+)
 
 # The reader's handle is cancelled by the `_remove_reader` of every transport's `close`: the
 # loop does what events.py's `Handle.cancel` does (outside debug mode) without its frame, where
