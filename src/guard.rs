@@ -60,6 +60,13 @@ impl ClassGuard {
     }
 
     fn __call__(&self, py: Python<'_>) -> bool {
+        self.holds(py)
+    }
+}
+
+impl ClassGuard {
+    /// Whether every entry's class still holds its object (what calling the guard says).
+    pub(crate) fn holds(&self, py: Python<'_>) -> bool {
         for e in &self.entries {
             let class = e.class.bind(py);
             let tp = class.as_type_ptr();
