@@ -134,13 +134,59 @@ fn accept_inet(py: Python<'_>, listener: i32) -> PyResult<(i32, Bound<'_, PyAny>
         }
     };
     let addr = match peer {
-        Some(([a, b, c, d], port)) => {
-            let host = PyString::new(py, &format!("{a}.{b}.{c}.{d}"));
-            PyTuple::new(py, [host.into_any(), port.into_pyobject(py)?.into_any()])?.into_any()
-        }
+        Some(peer) => inet_address(py, peer)?,
         None => py.None().into_bound(py),
     };
     Ok((fd, addr))
+}
+
+/// `makesockaddr` of an AF_INET address (Modules/socketmodule.c): `(host, port)`, the host as
+/// `inet_ntop` writes it, four decimal bytes.
+fn inet_address(
+    py: Python<'_>,
+    ([a, b, c, d], port): ([u8; 4], u16),
+) -> PyResult<Bound<'_, PyAny>> {
+    let host = PyString::new(py, &format!("{a}.{b}.{c}.{d}"));
+    Ok(PyTuple::new(py, [host.into_any(), port.into_pyobject(py)?.into_any()])?.into_any())
+}
+
+/// `sock.getsockname()`, what asyncio's transport set-up stores as the `sockname` extra: for
+/// an exact `socket.socket` of family AF_INET whose `getsockname` is `_socket.socket`'s
+/// (the guard `_transports.py` registered), `sock_getsockname`'s steps in Rust -- the
+/// syscall (an `OSError` from errno), `makesockaddr` without glibc's `sprintf`, and the GIL
+/// held (a getsockname does not wait); otherwise the object's own method.
+#[pyfunction]
+pub fn sockname<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = sock.py();
+    let class = socket_class(py)?;
+    if class.direct
+        && sock.get_type().is(class.ty.bind(py))
+        && SOCKNAME_GUARD.get(py).is_some_and(|g| g.get().holds(py))
+    {
+        // SAFETY: sock is exactly socket.socket and the layout was confirmed.
+        let (family, _, _) = unsafe { crate::cpython::socket::kind(sock) };
+        if family == libc::AF_INET {
+            // SAFETY: as above.
+            let (fd, _) = unsafe { crate::cpython::socket::head(sock) };
+            match crate::sys::getsockname_inet(fd) {
+                Ok(Some(name)) => return inet_address(py, name),
+                Ok(None) => {} // CPython's own conversion says what it is
+                Err(e) => return Err(os_error(e)),
+            }
+        }
+    }
+    sock.call_method0(intern!(py, "getsockname"))
+}
+
+/// Whether `socket.socket.getsockname` is still `_socket.socket.getsockname`.
+static SOCKNAME_GUARD: PyOnceLock<Py<ClassGuard>> = PyOnceLock::new();
+
+/// `_set_sockname_guard(guard)`: see [`sockname`].
+#[pyfunction]
+pub fn _set_sockname_guard(guard: Bound<'_, ClassGuard>) {
+    let py = guard.py();
+    // Imported again (importlib.reload, say): the first one stays.
+    drop(SOCKNAME_GUARD.set(py, guard.unbind()));
 }
 
 /// `socket.socket(family, type, proto, fd)`: where `socket.socket.__init__` is the function

@@ -61,6 +61,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<accept::Acceptor>()?;
     m.add_function(wrap_pyfunction!(accept::acceptor, m)?)?;
     m.add_function(wrap_pyfunction!(accept::_set_verified_socket_init, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::_set_sockname_guard, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::sockname, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_sendall, m)?)?;

@@ -1520,3 +1520,31 @@ def test_class_guard_sees_a_patch_of_the_class_or_a_base():
     Cls.n = n
     assert guard()
     assert _oxloop.ClassGuard([(Cls, "missing", m)])() is False
+
+
+def test_a_patched_getsockname_gives_the_sockname_extra(loop, monkeypatch):
+    # oxloop reads a plain IPv4 socket's name in Rust (src/accept.rs `sockname`) while
+    # socket.socket.getsockname is _socket's; a replaced one is called, as asyncio calls it.
+    original = socket.socket.getsockname
+
+    def getsockname(self):
+        return ("patched", original(self))
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        transport, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        plain = transport.get_extra_info("sockname")
+        transport.close()
+        monkeypatch.setattr(socket.socket, "getsockname", getsockname)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        patched = transport.get_extra_info("sockname")
+        transport.close()
+        monkeypatch.undo()
+        srv.close()
+        await srv.wait_closed()
+        return plain, patched
+
+    plain, patched = loop.run_until_complete(main())
+    assert type(plain) is tuple and type(plain[0]) is str and plain[0] == "127.0.0.1"
+    assert patched[0] == "patched" and patched[1][0] == "127.0.0.1"

@@ -436,6 +436,10 @@ _DEEP = (
     )
 )
 _WeakValueDictionary = weakref.WeakValueDictionary
+_sockname = _oxloop.sockname
+_oxloop._set_sockname_guard(
+    _oxloop.ClassGuard([(socket.socket, "getsockname", _socket.socket.getsockname)])
+)
 _KeyedRef = weakref.KeyedRef
 _ref_new = weakref.ref.__new__
 
@@ -476,7 +480,8 @@ def _selector_init(self: Any, loop: Any, sock: Any, protocol: Any, extra: Any, s
     extra = self._extra
     extra["socket"] = trsock.TransportSocket(sock)
     try:
-        extra["sockname"] = sock.getsockname()
+        # sock.getsockname(), for a plain IPv4 socket in Rust (src/accept.rs `sockname`).
+        extra["sockname"] = _sockname(sock)
     except OSError:
         extra["sockname"] = None
     if "peername" not in extra:

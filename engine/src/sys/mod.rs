@@ -118,6 +118,27 @@ pub fn accept4_inet(fd: i32) -> std::io::Result<(i32, Option<([u8; 4], u16)>)> {
     Ok((new, peer))
 }
 
+/// `getsockname(2)` of the IPv4 socket `fd`: its address's four bytes (network order) and
+/// port; None when the kernel gave no address (length 0) or one of another family.
+pub fn getsockname_inet(fd: i32) -> std::io::Result<Option<([u8; 4], u16)>> {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // `addr` is a live, writable sockaddr_in of `len` bytes; a bad fd is an EBADF error.
+    syscall!(getsockname(
+        fd,
+        &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr,
+        &mut len as *mut libc::socklen_t,
+    ))?;
+    if len == 0 || addr.sin_family != libc::AF_INET as libc::sa_family_t {
+        return Ok(None);
+    }
+    Ok(Some((
+        addr.sin_addr.s_addr.to_ne_bytes(),
+        u16::from_be(addr.sin_port),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
