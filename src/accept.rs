@@ -178,6 +178,46 @@ pub fn sockname<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     sock.call_method0(intern!(py, "getsockname"))
 }
 
+/// asyncio's `_set_nodelay(sock)` (base_events.py) for an exact `socket.socket` whose
+/// `setsockopt` is `_socket.socket`'s (the guard `_transports.py` registered): `if family in
+/// (AF_INET, AF_INET6) and type == SOCK_STREAM and proto == IPPROTO_TCP: setsockopt(...)`,
+/// the integers read from the socket's C struct and the option set with one syscall (an
+/// `OSError` from errno, as `sock.setsockopt` raises). False when it did nothing because it
+/// does not apply (another socket type, a replaced `setsockopt`): the caller runs the Python.
+#[pyfunction]
+pub fn set_nodelay(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = sock.py();
+    let class = socket_class(py)?;
+    if !class.direct
+        || !sock.get_type().is(class.ty.bind(py))
+        || !SETSOCKOPT_GUARD.get(py).is_some_and(|g| g.get().holds(py))
+    {
+        return Ok(false);
+    }
+    // SAFETY: sock is exactly socket.socket and the layout was confirmed.
+    let (family, kind, proto) = unsafe { crate::cpython::socket::kind(sock) };
+    if (family == libc::AF_INET || family == libc::AF_INET6)
+        && kind == libc::SOCK_STREAM
+        && proto == libc::IPPROTO_TCP
+    {
+        // SAFETY: as above.
+        let (fd, _) = unsafe { crate::cpython::socket::head(sock) };
+        crate::sys::set_tcp_nodelay(fd).map_err(os_error)?;
+    }
+    Ok(true)
+}
+
+/// Whether `socket.socket.setsockopt` is still `_socket.socket.setsockopt`.
+static SETSOCKOPT_GUARD: PyOnceLock<Py<ClassGuard>> = PyOnceLock::new();
+
+/// `_set_setsockopt_guard(guard)`: see [`set_nodelay`].
+#[pyfunction]
+pub fn _set_setsockopt_guard(guard: Bound<'_, ClassGuard>) {
+    let py = guard.py();
+    // Imported again (importlib.reload, say): the first one stays.
+    drop(SETSOCKOPT_GUARD.set(py, guard.unbind()));
+}
+
 /// Whether `socket.socket.getsockname` is still `_socket.socket.getsockname`.
 static SOCKNAME_GUARD: PyOnceLock<Py<ClassGuard>> = PyOnceLock::new();
 

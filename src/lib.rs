@@ -63,6 +63,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(accept::_set_verified_socket_init, m)?)?;
     m.add_function(wrap_pyfunction!(accept::_set_sockname_guard, m)?)?;
     m.add_function(wrap_pyfunction!(accept::sockname, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::set_nodelay, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::_set_setsockopt_guard, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_sendall, m)?)?;

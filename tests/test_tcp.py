@@ -1548,3 +1548,29 @@ def test_a_patched_getsockname_gives_the_sockname_extra(loop, monkeypatch):
     plain, patched = loop.run_until_complete(main())
     assert type(plain) is tuple and type(plain[0]) is str and plain[0] == "127.0.0.1"
     assert patched[0] == "patched" and patched[1][0] == "127.0.0.1"
+
+
+def test_a_patched_setsockopt_is_called_for_tcp_nodelay(loop, monkeypatch):
+    # oxloop sets TCP_NODELAY in Rust while socket.socket.setsockopt is _socket's
+    # (src/accept.rs `set_nodelay`); a replaced one is called, as asyncio's _set_nodelay does.
+    original = socket.socket.setsockopt
+    calls = []
+
+    def setsockopt(self, *args):
+        calls.append(args)
+        return original(self, *args)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        monkeypatch.setattr(socket.socket, "setsockopt", setsockopt)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        sock = transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        transport.close()
+        monkeypatch.undo()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    assert (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in calls

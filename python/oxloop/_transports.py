@@ -437,6 +437,10 @@ _DEEP = (
 )
 _WeakValueDictionary = weakref.WeakValueDictionary
 _sockname = _oxloop.sockname
+_set_nodelay = _oxloop.set_nodelay
+_oxloop._set_setsockopt_guard(
+    _oxloop.ClassGuard([(socket.socket, "setsockopt", _socket.socket.setsockopt)])
+)
 _oxloop._set_sockname_guard(
     _oxloop.ClassGuard([(socket.socket, "getsockname", _socket.socket.getsockname)])
 )
@@ -602,8 +606,8 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
             if nodelay is _NODELAY and plain:
                 # `sock.family in {AF_INET, AF_INET6} and sock.type == SOCK_STREAM and
                 # sock.proto == IPPROTO_TCP`, the integers read without socket.py's enum
-                # conversions.
-                if (
+                # conversions: in Rust where `setsockopt` is _socket's (src/accept.rs).
+                if not _set_nodelay(sock) and (
                     _SOCK_FAMILY(sock) in _INET
                     and _SOCK_TYPE(sock) == socket.SOCK_STREAM
                     and sock.proto == socket.IPPROTO_TCP

@@ -139,6 +139,21 @@ pub fn getsockname_inet(fd: i32) -> std::io::Result<Option<([u8; 4], u16)>> {
     )))
 }
 
+/// `setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, 1)`: what asyncio's `_set_nodelay` asks of every
+/// TCP socket it makes a transport of (tcp(7)).
+pub fn set_tcp_nodelay(fd: i32) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // `on` is a live c_int of the length given; a bad fd is an EBADF error.
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        &on as *const libc::c_int as *const std::ffi::c_void,
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+    ))
+    .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
