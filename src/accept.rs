@@ -13,7 +13,10 @@
 //!
 //! [`Acceptor`] stands in for the listener there. Its `accept()` is `socket.accept`'s, with the
 //! integers read from the listener's C struct: `sock._accept()` (CPython's own accept4 and
-//! address conversion, EINTR retried), `socket.socket(family, type, proto, fd)`, and the
+//! address conversion, EINTR retried; for asyncio's non-blocking IPv4 listener the same steps
+//! in Rust, [`accept_inet`], while `socket.socket._accept` is `_socket.socket`'s),
+//! `socket.socket(family, type, proto, fd)` (without socket.py's `__init__` frame where it is
+//! the verified code, [`new_socket`]), and the
 //! `setblocking(True)` of a listener with a timeout when no default timeout is set. On a TCP
 //! listener it reads the queue's length first ([`crate::sys::listen_queue_len`]) and raises the
 //! `BlockingIOError` itself once that many have been taken, without the syscall: a connection
@@ -33,9 +36,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use crate::errors::os_error;
+use crate::guard::ClassGuard;
 use crate::sock::socket_class;
 
 /// The listener for one run of asyncio's accept loop; see the module's doc.
@@ -59,14 +64,28 @@ impl Acceptor {
             self.left.store(left - 1, Ordering::Relaxed);
         }
         let sock = self.sock.bind(py);
-        // socket.py `accept`: `fd, addr = self._accept()`.
-        let pair = sock.call_method0(intern!(py, "_accept"))?;
-        let (fd, addr): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair.extract()?;
         let class = socket_class(py)?;
         // SAFETY: acceptor() made this only for an exact socket.socket with the probed layout.
         let (family, kind, proto) = unsafe { crate::cpython::socket::kind(sock) };
+        // SAFETY: as above.
+        let (listener_fd, timeout) = unsafe { crate::cpython::socket::head(sock) };
+        let native = family == libc::AF_INET
+            && timeout == 0
+            && SOCKET_INIT
+                .get(py)
+                .is_some_and(|init| init.accept.get().holds(py));
+        let (fd, addr) = if native {
+            // A non-blocking IPv4 listener (asyncio's): `sock._accept()` in Rust (see the
+            // module's doc).
+            let (fd, peer) = accept_inet(py, listener_fd)?;
+            (fd.into_pyobject(py)?.into_any(), peer)
+        } else {
+            // socket.py `accept`: `fd, addr = self._accept()`.
+            let pair = sock.call_method0(intern!(py, "_accept"))?;
+            pair.extract()?
+        };
         // `sock = socket(self.family, self.type, self.proto, fileno=fd)`: the same integers.
-        let conn = class.ty.bind(py).call1((family, kind, proto, fd))?;
+        let conn = new_socket(py, class.ty.bind(py), (family, kind, proto, fd))?;
         // `if getdefaulttimeout() is None and self.gettimeout(): sock.setblocking(True)`;
         // gettimeout() is truthy only for a positive timeout.
         // SAFETY: as above.
@@ -99,6 +118,193 @@ impl Acceptor {
             self.sock.bind(py).repr()?
         ))
     }
+}
+
+/// `sock._accept()` of a non-blocking IPv4 listener, as Modules/socketmodule.c `sock_accept`
+/// does it: `accept4(fd, ..., SOCK_CLOEXEC)`, retried after the signal handlers on EINTR (PEP
+/// 475), an `OSError` from errno otherwise; the address as `makesockaddr` builds it for
+/// AF_INET, `(inet_ntop's dotted quad, port)`, without glibc's `sprintf` (1,700 instructions
+/// here). The GIL stays held: a non-blocking accept does not wait.
+fn accept_inet(py: Python<'_>, listener: i32) -> PyResult<(i32, Bound<'_, PyAny>)> {
+    let (fd, peer) = loop {
+        match crate::sys::accept4_inet(listener) {
+            Ok(found) => break found,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => crate::sock::check_signals(py)?,
+            Err(e) => return Err(os_error(e)),
+        }
+    };
+    let addr = match peer {
+        Some(peer) => inet_address(py, peer)?,
+        None => py.None().into_bound(py),
+    };
+    Ok((fd, addr))
+}
+
+/// `makesockaddr` of an AF_INET address (Modules/socketmodule.c): `(host, port)`, the host as
+/// `inet_ntop` writes it, four decimal bytes.
+fn inet_address(
+    py: Python<'_>,
+    ([a, b, c, d], port): ([u8; 4], u16),
+) -> PyResult<Bound<'_, PyAny>> {
+    let host = PyString::new(py, &format!("{a}.{b}.{c}.{d}"));
+    Ok(PyTuple::new(py, [host.into_any(), port.into_pyobject(py)?.into_any()])?.into_any())
+}
+
+/// `sock.getsockname()`, what asyncio's transport set-up stores as the `sockname` extra: for
+/// an exact `socket.socket` of family AF_INET whose `getsockname` is `_socket.socket`'s
+/// (the guard `_transports.py` registered), `sock_getsockname`'s steps in Rust -- the
+/// syscall (an `OSError` from errno), `makesockaddr` without glibc's `sprintf`, and the GIL
+/// held (a getsockname does not wait); otherwise the object's own method.
+#[pyfunction]
+pub fn sockname<'py>(sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = sock.py();
+    let class = socket_class(py)?;
+    if class.direct
+        && sock.get_type().is(class.ty.bind(py))
+        && SOCKNAME_GUARD.get(py).is_some_and(|g| g.get().holds(py))
+    {
+        // SAFETY: sock is exactly socket.socket and the layout was confirmed.
+        let (family, _, _) = unsafe { crate::cpython::socket::kind(sock) };
+        if family == libc::AF_INET {
+            // SAFETY: as above.
+            let (fd, _) = unsafe { crate::cpython::socket::head(sock) };
+            match crate::sys::getsockname_inet(fd) {
+                Ok(Some(name)) => return inet_address(py, name),
+                Ok(None) => {} // CPython's own conversion says what it is
+                Err(e) => return Err(os_error(e)),
+            }
+        }
+    }
+    sock.call_method0(intern!(py, "getsockname"))
+}
+
+/// asyncio's `_set_nodelay(sock)` (base_events.py) for an exact `socket.socket` whose
+/// `setsockopt` is `_socket.socket`'s (the guard `_transports.py` registered): `if family in
+/// (AF_INET, AF_INET6) and type == SOCK_STREAM and proto == IPPROTO_TCP: setsockopt(...)`,
+/// the integers read from the socket's C struct and the option set with one syscall (an
+/// `OSError` from errno, as `sock.setsockopt` raises). False when it did nothing because it
+/// does not apply (another socket type, a replaced `setsockopt`): the caller runs the Python.
+#[pyfunction]
+pub fn set_nodelay(sock: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = sock.py();
+    let class = socket_class(py)?;
+    if !class.direct
+        || !sock.get_type().is(class.ty.bind(py))
+        || !SETSOCKOPT_GUARD.get(py).is_some_and(|g| g.get().holds(py))
+    {
+        return Ok(false);
+    }
+    // SAFETY: sock is exactly socket.socket and the layout was confirmed.
+    let (family, kind, proto) = unsafe { crate::cpython::socket::kind(sock) };
+    if (family == libc::AF_INET || family == libc::AF_INET6)
+        && kind == libc::SOCK_STREAM
+        && proto == libc::IPPROTO_TCP
+    {
+        // SAFETY: as above.
+        let (fd, _) = unsafe { crate::cpython::socket::head(sock) };
+        crate::sys::set_tcp_nodelay(fd).map_err(os_error)?;
+    }
+    Ok(true)
+}
+
+/// Whether `socket.socket.setsockopt` is still `_socket.socket.setsockopt`.
+static SETSOCKOPT_GUARD: PyOnceLock<Py<ClassGuard>> = PyOnceLock::new();
+
+/// `_set_setsockopt_guard(guard)`: see [`set_nodelay`].
+#[pyfunction]
+pub fn _set_setsockopt_guard(guard: Bound<'_, ClassGuard>) {
+    let py = guard.py();
+    // Imported again (importlib.reload, say): the first one stays.
+    drop(SETSOCKOPT_GUARD.set(py, guard.unbind()));
+}
+
+/// Whether `socket.socket.getsockname` is still `_socket.socket.getsockname`.
+static SOCKNAME_GUARD: PyOnceLock<Py<ClassGuard>> = PyOnceLock::new();
+
+/// `_set_sockname_guard(guard)`: see [`sockname`].
+#[pyfunction]
+pub fn _set_sockname_guard(guard: Bound<'_, ClassGuard>) {
+    let py = guard.py();
+    // Imported again (importlib.reload, say): the first one stays.
+    drop(SOCKNAME_GUARD.set(py, guard.unbind()));
+}
+
+/// `socket.socket(family, type, proto, fd)`: where `socket.socket.__init__` is the function
+/// `_loop.py` verified (socket.py's, the same on 3.10-3.15), what it does without its frame --
+/// the class's `tp_new`, `_socket.socket.__init__` (CPython's `sock_initobj`, with its
+/// `socket.__new__` audit event), `self._io_refs = 0`, `self._closed = False`; otherwise the
+/// class is called.
+fn new_socket<'py>(
+    py: Python<'py>,
+    class: &Bound<'py, PyType>,
+    args: (i32, i32, i32, Bound<'py, PyAny>),
+) -> PyResult<Bound<'py, PyAny>> {
+    let init = SOCKET_INIT.get(py).filter(|init| init.init.get().holds(py));
+    let Some(init) = init else {
+        // As socket.py's `accept` calls it: the fd by keyword (a replaced `__init__` sees it so).
+        let (family, kind, proto, fd) = args;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "fileno"), fd)?;
+        return class.call((family, kind, proto), Some(&kwargs));
+    };
+    let args = args.into_pyobject(py)?;
+    let empty = PyTuple::empty(py);
+    let tp = class.as_type_ptr();
+    // SAFETY: tp is a live type; tp_new is read from it and called as type_call would, with
+    // an args tuple and no keywords; its result is a new reference or NULL with an error set.
+    let obj = unsafe {
+        let Some(new) = (*tp).tp_new else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "cannot create 'socket.socket' instances",
+            ));
+        };
+        Bound::from_owned_ptr_or_err(py, new(tp, empty.as_ptr(), std::ptr::null_mut()))?
+    };
+    // SAFETY: init.base is `_socket.socket`, whose tp_init (sock_initobj) takes an instance
+    // of a subtype (obj is a socket.socket, made by its tp_new) and an args tuple; it returns
+    // 0, or -1 with an error set.
+    let rc = unsafe {
+        match (*init.base.bind(py).as_type_ptr()).tp_init {
+            Some(tp_init) => tp_init(obj.as_ptr(), args.as_ptr(), std::ptr::null_mut()),
+            None => -1,
+        }
+    };
+    if rc < 0 {
+        return Err(PyErr::take(py).unwrap_or_else(|| {
+            pyo3::exceptions::PySystemError::new_err("_socket.socket.__init__ failed")
+        }));
+    }
+    obj.setattr(intern!(py, "_io_refs"), 0)?;
+    obj.setattr(intern!(py, "_closed"), false)?;
+    Ok(obj)
+}
+
+/// What `_loop.py` verified: the guard of socket.py's `socket.__init__` (the verified function)
+/// and of `socket.socket._accept` (`_socket.socket`'s own), and `_socket.socket`.
+struct SocketInit {
+    init: Py<ClassGuard>,
+    accept: Py<ClassGuard>,
+    base: Py<PyType>,
+}
+
+static SOCKET_INIT: PyOnceLock<SocketInit> = PyOnceLock::new();
+
+/// `_set_verified_socket_init(init_guard, accept_guard, base)`: see [`new_socket`] and
+/// [`accept_inet`].
+#[pyfunction]
+pub fn _set_verified_socket_init(
+    init: Bound<'_, ClassGuard>,
+    accept: Bound<'_, ClassGuard>,
+    base: Bound<'_, PyType>,
+) {
+    let py = init.py();
+    let init = SocketInit {
+        init: init.unbind(),
+        accept: accept.unbind(),
+        base: base.unbind(),
+    };
+    // Imported again (importlib.reload, say): the first one stays.
+    drop(SOCKET_INIT.set(py, init));
 }
 
 /// What asyncio's accept loop should call `accept()` on for the listener `sock`: an

@@ -120,6 +120,30 @@ pub struct Layout {
 
 static LAYOUT: PyOnceLock<Layout> = PyOnceLock::new();
 
+/// `events.Handle.cancel` as `python/oxloop/_transports.py` verified it (its bytecode is that
+/// of the events.py code [`Layout::cancel`] stands for); until it is set, or once the class
+/// holds another `cancel` (patched), every cancel calls the handle's own.
+static VERIFIED_CANCEL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `_set_verified_handle_cancel(func)`: see [`VERIFIED_CANCEL`].
+#[pyfunction]
+pub fn _set_verified_handle_cancel(func: Bound<'_, PyAny>) {
+    let py = func.py();
+    // Imported again (importlib.reload, say): the first one stays.
+    drop(VERIFIED_CANCEL.set(py, func.unbind()));
+}
+
+/// Whether `Handle.cancel` is now the verified function.
+fn cancel_verified(py: Python<'_>, layout: &Layout) -> bool {
+    VERIFIED_CANCEL.get(py).is_some_and(|f| {
+        layout
+            .handle_type
+            .bind(py)
+            .getattr(pyo3::intern!(py, "cancel"))
+            .is_ok_and(|now| now.is(f.bind(py)))
+    })
+}
+
 /// The offsets of `names` in `tp`, checked on one probe instance (`None` when any is not
 /// the slot the `handle_slots` contract expects).
 fn offsets<const N: usize>(
@@ -633,12 +657,12 @@ impl Layout {
     }
 
     /// `h.cancel()` with debug off, for a handle the loop built (`build`): `Handle.cancel` of
-    /// events.py (3.10-3.13) then sets `_cancelled` and clears `_callback` and `_args`, and
+    /// events.py (3.10-3.15, where it is the verified function) then sets `_cancelled` and clears `_callback` and `_args`, and
     /// calls `self._loop.get_debug()`, which runs no user code for an oxloop loop. Anything
     /// but an exact `Handle` gets its own `cancel()`. Releasing the callback and args can run
     /// arbitrary code, so call this with no loop state borrowed.
     pub fn cancel(&self, py: Python<'_>, h: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !self.fast || !h.get_type().is(self.handle_type.bind(py)) {
+        if !self.fast || !h.get_type().is(self.handle_type.bind(py)) || !cancel_verified(py, self) {
             h.call_method0(pyo3::intern!(py, "cancel"))?;
             return Ok(());
         }

@@ -8,6 +8,7 @@ pub(crate) use oxloop_engine::{io, sys, time};
 mod accept;
 mod cpython;
 mod errors;
+mod guard;
 mod handles;
 mod loop_core;
 mod pyutil;
@@ -43,7 +44,9 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add_function(wrap_pyfunction!(loop_core::_set_io_context_keyword, m)?)?;
+    m.add_function(wrap_pyfunction!(handles::_set_verified_handle_cancel, m)?)?;
     m.add_function(wrap_pyfunction!(loop_core::fileno_of, m)?)?;
+    m.add_class::<guard::ClassGuard>()?;
     m.add_class::<transport::SocketReader>()?;
     m.add_class::<transport::SocketWriter>()?;
     m.add_class::<transport::ReadState>()?;
@@ -57,6 +60,11 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sock::SockWaiter>()?;
     m.add_class::<accept::Acceptor>()?;
     m.add_function(wrap_pyfunction!(accept::acceptor, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::_set_verified_socket_init, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::_set_sockname_guard, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::sockname, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::set_nodelay, m)?)?;
+    m.add_function(wrap_pyfunction!(accept::_set_setsockopt_guard, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock::sock_sendall, m)?)?;

@@ -177,7 +177,7 @@ fn ensure_fd_no_transport(lp: &Bound<'_, PyAny>, fd: i32) -> PyResult<()> {
 
 /// What the socket module does on EINTR (PEP 475): run the signal handlers (their exception
 /// propagates), then retry.
-fn check_signals(py: Python<'_>) -> PyResult<()> {
+pub(crate) fn check_signals(py: Python<'_>) -> PyResult<()> {
     // SAFETY: called with the GIL held.
     if unsafe { ffi::PyErr_CheckSignals() } < 0 {
         return Err(PyErr::fetch(py));

@@ -1084,3 +1084,74 @@ def test_invalid_file_object_is_asyncios_error(loop, method, fileobj):
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__
     assert isinstance(info.value.__context__, (AttributeError, ValueError))
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_removing_a_reader_cancels_its_handle_as_handle_cancel_does(loop, debug):
+    # oxloop cancels the reader's handle in Rust where events.Handle.cancel is the verified
+    # code (src/handles.rs `Layout::cancel`). Two readers are ready in one iteration; the first
+    # removes the second, whose handle is already queued: it must not run, and it lets go of
+    # its callback and arguments (`_callback = None`, `_args = None`) as asyncio's cancel does.
+    import weakref
+
+    class Callback:
+        def __call__(self, arg):
+            ran.append("second")
+
+    class Arg:
+        pass
+
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        for a, b in pairs:
+            a.setblocking(False)
+            b.send(b"x")
+        ran = []
+        freed = []
+        callback, arg = Callback(), Arg()
+        refs = weakref.ref(callback), weakref.ref(arg)
+        first, second = pairs[0][0], pairs[1][0]
+
+        def remove_other(this, other):
+            ran.append("first")
+            loop.remove_reader(this)
+            freed.append(loop.remove_reader(other))
+            freed.append([r() is None for r in refs])
+            loop.stop()
+
+        loop.set_debug(debug)
+        loop.add_reader(first, remove_other, first, second)
+        loop.add_reader(second, callback, arg)
+        del callback, arg
+        loop.run_forever()
+        loop.remove_reader(first)
+        loop.remove_reader(second)
+        # epoll reports the two in the order they were registered, both ready then.
+        assert ran == ["first"] and freed == [True, [True, True]]
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_a_patched_handle_cancel_is_called_when_a_reader_is_removed(loop, sockpair, monkeypatch):
+    a, _ = sockpair
+    original = asyncio.Handle.cancel
+    seen = []
+
+    def cancel(self):
+        seen.append(self)
+        return original(self)
+
+    monkeypatch.setattr(asyncio.Handle, "cancel", cancel)
+    loop.add_reader(a, lambda: None)
+    assert loop.remove_reader(a) is True
+    assert len(seen) == 1 and seen[0].cancelled()
+
+
+def test_handle_cancel_is_the_verified_code():
+    from oxloop import _transports
+
+    assert _transports._same_code(
+        asyncio.events.Handle.cancel, _transports._HANDLE_CANCEL_SOURCE, "Handle", "cancel"
+    )

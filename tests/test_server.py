@@ -541,3 +541,120 @@ def test_a_patched_socket_accept_is_called(loop, run, monkeypatch):
 
     run(main())
     assert calls
+
+
+def _accept_one(loop, host="127.0.0.1", family=socket.AF_INET):
+    """Accept one connection on a server of `host`; returns (the server side's socket.socket,
+    its peername extra, the client's sockname)."""
+    made = loop.create_future()
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.set_result(transport)
+
+    async def main():
+        srv = await loop.create_server(P, host, 0, family=family)
+        c = socket.socket(family, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            await loop.sock_connect(c, srv.sockets[0].getsockname()[:2])
+            transport = await wait(made)
+            sock = transport.get_extra_info("socket")._sock
+            facts = (
+                type(sock),
+                (sock.family, sock.type, sock.proto),
+                sock.gettimeout(),
+                sock.get_inheritable(),
+                (sock._io_refs, sock._closed),
+                transport.get_extra_info("peername"),
+                c.getsockname(),
+            )
+            transport.close()
+        finally:
+            c.close()
+        srv.close()
+        await srv.wait_closed()
+        return facts
+
+    return loop.run_until_complete(main())
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_an_accepted_socket_is_what_socket_accept_makes(loop, host):
+    # oxloop accepts on an IPv4 listener in Rust and makes the socket without socket.py's
+    # __init__ frame (src/accept.rs): the result is what socket.accept() and asyncio's
+    # setblocking(False) give, read on both loops.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        facts = _accept_one(loop, host, family)
+    except OSError as exc:  # no IPv6 on this host
+        pytest.skip(f"{host}: {exc}")
+    kind, (fam, typ, proto), timeout, inheritable, refs, peername, client = facts
+    assert kind is socket.socket
+    assert (fam, typ, proto) == (family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    assert type(fam) is socket.AddressFamily and type(typ) is socket.SocketKind
+    # accept4(SOCK_CLOEXEC): not inherited by child processes.
+    assert timeout == 0.0 and inheritable is False
+    assert refs == (0, False)
+    assert peername == client
+    assert type(peername[0]) is str and type(peername[1]) is int
+
+
+def test_accepted_sockets_raise_the_socket_new_audit_event():
+    # `socket.__new__` is audited by _socket.socket.__init__ (sock_initobj), which oxloop's
+    # native socket creation still calls. Audit hooks cannot be removed: in a child.
+    code = r"""
+import asyncio, socket, sys
+import oxloop
+events = []
+sys.addaudithook(lambda ev, args: events.append(ev) if ev == "socket.__new__" else None)
+loop = oxloop.new_event_loop() if sys.argv[1] == "oxloop" else asyncio.SelectorEventLoop()
+class P(asyncio.Protocol):
+    def connection_made(self, t):
+        done.set_result(None)
+async def connect(srv):
+    global done
+    done = loop.create_future()
+    c = socket.socket()
+    c.setblocking(False)
+    await loop.sock_connect(c, srv.sockets[0].getsockname())
+    await done
+    c.close()
+async def main():
+    srv = await loop.create_server(P, "127.0.0.1", 0)
+    await connect(srv)
+    before = len(events)
+    await connect(srv)
+    srv.close()
+    return len(events) - before
+print(loop.run_until_complete(main()))
+"""
+    counts = []
+    for kind in ("asyncio", "oxloop"):
+        p = python_subprocess(code, kind)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        counts.append(int(out))
+    # The client's socket and the accepted one, on both loops.
+    assert counts == [2, 2]
+
+
+@pytest.mark.parametrize("name", ["__init__", "_accept"])
+def test_a_patched_socket_init_or_accept_is_called_for_accepted_sockets(loop, monkeypatch, name):
+    original = getattr(socket.socket, name)
+    calls = []
+
+    def patched(self, *args, **kwargs):
+        calls.append((args, kwargs))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, name, patched)
+    facts = _accept_one(loop)
+    assert facts[0] is socket.socket and facts[5] == facts[6]
+    if name == "_accept":
+        # asyncio's loop calls it again until EAGAIN; oxloop's, knowing the queue's length,
+        # does not (src/accept.rs).
+        assert calls
+    else:
+        # The accepted one, as socket.py's accept() calls it: the fd by keyword.
+        assert [list(kw) for a, kw in calls if kw] == [["fileno"]]

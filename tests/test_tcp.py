@@ -1359,3 +1359,218 @@ def test_reader_registration_after_connection_made_patches_the_transport(loop, p
         assert calls == ["is_reading"] * (2 if sys.version_info >= (3, 11) else 1)
     else:
         assert calls == []
+
+
+def test_transport_close_runs_natively_where_asyncio_is_the_known_code():
+    from oxloop import _transports
+
+    # 3.10-3.15's `_call_connection_lost` pair, socket.py's `close` and `Server._detach` are
+    # the code _transports verified for the close path.
+    assert _transports._LOST_VARIANT == ("finally" if sys.version_info >= (3, 14) else "plain")
+    assert _transports._DETACH is asyncio.base_events.Server._detach
+    assert _transports._SOCKET_CLOSE == (socket.socket.close, socket.socket._real_close)
+
+
+def _server_side_lost(loop, protocol=asyncio.Protocol):
+    """Serve one connection that the client closes at once; returns (server transport, its
+    socket, the server's active-connection count after the loss, errors reported)."""
+    errors = collect_errors(loop)
+    made = loop.create_future()
+
+    class Server(protocol):
+        def connection_made(self, transport):
+            made.set_result(transport)
+
+    async def main():
+        srv = await loop.create_server(Server, "127.0.0.1", 0)
+        _, w = await asyncio.open_connection(*srv.sockets[0].getsockname())
+        transport = await made
+        sock = transport.get_extra_info("socket")._sock
+        w.close()
+        for _ in range(100):
+            if transport._sock is None:
+                break
+            await asyncio.sleep(0)
+        count = len(srv._clients) if hasattr(srv, "_clients") else srv._active_count
+        srv.close()
+        await srv.wait_closed()
+        await w.wait_closed()
+        return transport, sock, count
+
+    transport, sock, count = loop.run_until_complete(main())
+    return transport, sock, count, errors
+
+
+def test_closed_transport_releases_its_socket_and_server(loop):
+    # What `_call_connection_lost` leaves behind, read on both loops.
+    transport, sock, count, errors = _server_side_lost(loop)
+    assert errors == []
+    assert sock.fileno() == -1 and sock._closed is True
+    assert transport._sock is None and transport._protocol is None
+    assert transport._loop is None and transport._server is None
+    assert count == 0
+
+
+def test_a_connection_lost_error_is_reported_and_the_transport_still_closes(loop):
+    class Bad(asyncio.Protocol):
+        def connection_lost(self, exc):
+            raise KeyError("lost")
+
+    transport, sock, count, errors = _server_side_lost(loop, Bad)
+    assert len(errors) == 1
+    (ctx,) = errors
+    assert set(ctx) == {"message", "exception", "handle"}
+    assert type(ctx["exception"]) is KeyError
+    assert ctx["message"].startswith("Exception in callback ")
+    assert "_call_connection_lost" in ctx["message"]
+    # asyncio's `finally`: the socket is closed and the server detached all the same.
+    assert sock.fileno() == -1
+    assert transport._sock is None and transport._server is None
+    assert count == 0
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "selector_events._SelectorSocketTransport._call_connection_lost",
+        "selector_events._SelectorTransport._call_connection_lost",
+        "base_events.Server._detach",
+        "socket.socket.close",
+        "socket.socket._real_close",
+    ],
+)
+def test_a_patched_close_step_is_run(loop, monkeypatch, where):
+    # oxloop runs the code of asyncio's close path itself where it verified it
+    # (python/oxloop/_transports.py); a method patched in later must still run.
+    import importlib
+
+    module_name, class_name, name = where.split(".")
+    module = importlib.import_module(
+        module_name if module_name == "socket" else "asyncio." + module_name
+    )
+    cls = getattr(module, class_name)
+    original = getattr(cls, name)
+    seen = []
+
+    def patched(self, *args, **kwargs):
+        seen.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, patched)
+    transport, sock, count, errors = _server_side_lost(loop)
+    assert errors == [] and count == 0 and sock.fileno() == -1
+    if module_name == "socket":
+        assert any(s is sock for s in seen)
+    elif class_name == "Server":
+        assert len(seen) == 1
+    else:
+        assert any(s is transport for s in seen)
+
+
+def test_a_socket_subclass_close_is_called_by_the_transport(loop):
+    # A transport over a socket subclass closes it with the object's own close.
+    closed = []
+
+    class Sock(socket.socket):
+        def close(self):
+            closed.append(self)
+            super().close()
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        s = Sock(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        await loop.sock_connect(s, srv.sockets[0].getsockname())
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=s)
+        transport.close()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        srv.close()
+        await srv.wait_closed()
+        return s
+
+    s = loop.run_until_complete(main())
+    assert closed == [s] and s.fileno() == -1
+
+
+def test_class_guard_sees_a_patch_of_the_class_or_a_base():
+    # The guard of the native set-up and close trusts a class's version tag between lookups
+    # (src/guard.rs); a change to the class or a base must be seen at once.
+    from oxloop import _oxloop
+
+    class Base:
+        def m(self):
+            pass
+
+    class Cls(Base):
+        def n(self):
+            pass
+
+    m, n = Base.m, Cls.n
+    guard = _oxloop.ClassGuard([(Cls, "m", m), (Cls, "n", n)])
+    assert guard() and guard()
+    Base.m = lambda self: None
+    assert not guard()
+    Base.m = m
+    assert guard() and guard()
+    Cls.n = lambda self: None
+    assert not guard()
+    del Cls.n
+    assert not guard()
+    Cls.n = n
+    assert guard()
+    assert _oxloop.ClassGuard([(Cls, "missing", m)])() is False
+
+
+def test_a_patched_getsockname_gives_the_sockname_extra(loop, monkeypatch):
+    # oxloop reads a plain IPv4 socket's name in Rust (src/accept.rs `sockname`) while
+    # socket.socket.getsockname is _socket's; a replaced one is called, as asyncio calls it.
+    original = socket.socket.getsockname
+
+    def getsockname(self):
+        return ("patched", original(self))
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        transport, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        plain = transport.get_extra_info("sockname")
+        transport.close()
+        monkeypatch.setattr(socket.socket, "getsockname", getsockname)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        patched = transport.get_extra_info("sockname")
+        transport.close()
+        monkeypatch.undo()
+        srv.close()
+        await srv.wait_closed()
+        return plain, patched
+
+    plain, patched = loop.run_until_complete(main())
+    assert type(plain) is tuple and type(plain[0]) is str and plain[0] == "127.0.0.1"
+    assert patched[0] == "patched" and patched[1][0] == "127.0.0.1"
+
+
+def test_a_patched_setsockopt_is_called_for_tcp_nodelay(loop, monkeypatch):
+    # oxloop sets TCP_NODELAY in Rust while socket.socket.setsockopt is _socket's
+    # (src/accept.rs `set_nodelay`); a replaced one is called, as asyncio's _set_nodelay does.
+    original = socket.socket.setsockopt
+    calls = []
+
+    def setsockopt(self, *args):
+        calls.append(args)
+        return original(self, *args)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        monkeypatch.setattr(socket.socket, "setsockopt", setsockopt)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        sock = transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        transport.close()
+        monkeypatch.undo()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    assert (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) in calls

@@ -21,6 +21,7 @@ core calls back into.
 
 from __future__ import annotations
 
+import _socket
 import concurrent.futures
 import errno
 import gc
@@ -95,6 +96,37 @@ _ACCEPT_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, 
 # socket.socket.accept as socket.py defines it: the Acceptor (src/accept.rs) stands in for it,
 # so a patched one (a mock, an instrumenting wrapper) is called instead.
 _SOCKET_ACCEPT = socket.socket.accept
+# socket.py's `socket.__init__` (the same on 3.10-3.15), which the Acceptor runs without its
+# frame for each accepted connection (src/accept.rs `new_socket`) while the class holds it; and
+# `socket.socket._accept`, `_socket.socket`'s, which it runs in Rust for an IPv4 listener.
+_SOCKET_INIT_SOURCE = """
+class socket(_socket.socket):
+    def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
+        # For user code address family and type values are IntEnum members, but
+        # for the underlying _socket.socket they're just integers. The
+        # constructor of _socket.socket converts the given argument to an
+        # integer automatically.
+        if fileno is None:
+            if family == -1:
+                family = AF_INET
+            if type == -1:
+                type = SOCK_STREAM
+            if proto == -1:
+                proto = 0
+        _socket.socket.__init__(self, family, type, proto, fileno)
+        self._io_refs = 0
+        self._closed = False
+"""
+if (
+    _transports._same_code(socket.socket.__init__, _SOCKET_INIT_SOURCE, "socket", "__init__")
+    and socket.socket.__bases__ == (_socket.socket,)
+    and socket.socket.__slots__ == ["__weakref__", "_io_refs", "_closed"]
+):
+    _oxloop._set_verified_socket_init(
+        _oxloop.ClassGuard([(socket.socket, "__init__", socket.socket.__init__)]),
+        _oxloop.ClassGuard([(socket.socket, "_accept", _socket.socket._accept)]),
+        _socket.socket,
+    )
 
 
 class _AcceptPaused(Exception):

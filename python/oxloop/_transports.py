@@ -43,7 +43,16 @@ import collections
 import inspect
 import socket
 import weakref
-from asyncio import base_events, futures, protocols, selector_events, sslproto, transports, trsock
+from asyncio import (
+    base_events,
+    events,
+    futures,
+    protocols,
+    selector_events,
+    sslproto,
+    transports,
+    trsock,
+)
 
 from . import _contract, _oxloop
 
@@ -427,6 +436,14 @@ _DEEP = (
     )
 )
 _WeakValueDictionary = weakref.WeakValueDictionary
+_sockname = _oxloop.sockname
+_set_nodelay = _oxloop.set_nodelay
+_oxloop._set_setsockopt_guard(
+    _oxloop.ClassGuard([(socket.socket, "setsockopt", _socket.socket.setsockopt)])
+)
+_oxloop._set_sockname_guard(
+    _oxloop.ClassGuard([(socket.socket, "getsockname", _socket.socket.getsockname)])
+)
 _KeyedRef = weakref.KeyedRef
 _ref_new = weakref.ref.__new__
 
@@ -448,7 +465,7 @@ def _chain() -> tuple[Any, ...]:
 
 
 def _chain_intact() -> bool:
-    return _chain() == _CHAIN
+    return _CHAIN_GUARD()
 
 
 def _selector_init(self: Any, loop: Any, sock: Any, protocol: Any, extra: Any, server: Any) -> None:
@@ -467,7 +484,8 @@ def _selector_init(self: Any, loop: Any, sock: Any, protocol: Any, extra: Any, s
     extra = self._extra
     extra["socket"] = trsock.TransportSocket(sock)
     try:
-        extra["sockname"] = sock.getsockname()
+        # sock.getsockname(), for a plain IPv4 socket in Rust (src/accept.rs `sockname`).
+        extra["sockname"] = _sockname(sock)
     except OSError:
         extra["sockname"] = None
     if "peername" not in extra:
@@ -569,7 +587,7 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
                     self.write = _oxloop.SocketWriter(self, False).write
                 return
             self._read_ready_cb = None
-            if _DEEP and type(self) is _SocketTransport and _chain_intact():
+            if _DEEP and type(self) is _SocketTransport and _CHAIN_GUARD():
                 _selector_init(self, loop, sock, protocol, extra, server)
             else:
                 _SelectorTransport.__init__(self, loop, sock, protocol, extra, server)
@@ -588,8 +606,8 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
             if nodelay is _NODELAY and plain:
                 # `sock.family in {AF_INET, AF_INET6} and sock.type == SOCK_STREAM and
                 # sock.proto == IPPROTO_TCP`, the integers read without socket.py's enum
-                # conversions.
-                if (
+                # conversions: in Rust where `setsockopt` is _socket's (src/accept.rs).
+                if not _set_nodelay(sock) and (
                     _SOCK_FAMILY(sock) in _INET
                     and _SOCK_TYPE(sock) == socket.SOCK_STREAM
                     and sock.proto == socket.IPPROTO_TCP
@@ -630,18 +648,72 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
             return _oxloop.SocketReader(self, self._oxloop_read_state)
         return _AsyncioTransport._read_ready.__get__(self)
 
-    if not _CLEARS_READ_READY_CB:
-
-        def _call_connection_lost(self, exc: Any) -> None:
-            # 3.10/3.11 keep ``_read_ready_cb``, a bound method of the transport, after the
-            # connection is lost: a reference cycle, so every closed transport (with its
-            # socket, extra dict and writer) waited for the cyclic GC -- 11 objects per
-            # connection, and a gen-0 collection every ~60 connections of a churning server.
-            # 3.12+ clear it on close (gh-100348: selector_events.py ``close``, 3.14
-            # ``_call_connection_lost``); this is that clearing, once asyncio's own steps ran.
-            try:
+    def _call_connection_lost(self, exc: Any) -> None:
+        # 3.10/3.11 keep ``_read_ready_cb``, a bound method of the transport, after the
+        # connection is lost: a reference cycle, so every closed transport (with its
+        # socket, extra dict and writer) waited for the cyclic GC -- 11 objects per
+        # connection, and a gen-0 collection every ~60 connections of a churning server.
+        # 3.12+ clear it on close (gh-100348: selector_events.py ``close``, 3.14
+        # ``_call_connection_lost``); this is that clearing, once asyncio's own steps ran.
+        try:
+            if _LOST_VARIANT is not None and type(self) is _SocketTransport and _LOST_GUARD():
+                # asyncio's two `_call_connection_lost` in one, with `socket.close` and
+                # `Server._detach` inlined where they are the verified ones (see "transport
+                # close" below); the same statements in the same `try`/`finally` levels.
+                try:
+                    try:
+                        if self._protocol_connected:
+                            self._protocol.connection_lost(exc)
+                    finally:
+                        sock = self._sock
+                        if (
+                            type(sock) is _socket_socket
+                            and _SOCKET_CLOSE is not None
+                            and _SOCKET_CLOSE_GUARD()
+                        ):
+                            # socket.close, then _real_close (socket.socket has no __dict__)
+                            sock._closed = True
+                            if sock._io_refs <= 0:
+                                _c_close(sock)
+                        else:
+                            sock.close()
+                        self._sock = None
+                        self._protocol = None
+                        self._loop = None
+                        server = self._server
+                        if server is not None:
+                            detach = server._detach
+                            if _DETACH is None or getattr(detach, "__func__", None) is not _DETACH:
+                                if _SELECTOR_LOST_VARIANT == "detach":
+                                    detach()
+                                else:
+                                    detach(self)
+                            elif _SELECTOR_LOST_VARIANT == "detach":
+                                assert server._active_count > 0
+                                server._active_count -= 1
+                                if server._active_count == 0 and server._sockets is None:
+                                    server._wakeup()
+                            else:
+                                server._clients.discard(self)
+                                if len(server._clients) == 0 and server._sockets is None:
+                                    server._wakeup()
+                            self._server = None
+                finally:
+                    if _LOST_VARIANT == "finally":
+                        self._write_ready = None
+                        self._read_ready_cb = None
+                        if self._empty_waiter is not None:
+                            self._empty_waiter.set_exception(
+                                ConnectionError("Connection is closed by peer")
+                            )
+                if _LOST_VARIANT == "plain" and self._empty_waiter is not None:
+                    self._empty_waiter.set_exception(
+                        ConnectionError("Connection is closed by peer")
+                    )
+            else:
                 super()._call_connection_lost(exc)
-            finally:
+        finally:
+            if not _CLEARS_READ_READY_CB:
                 self._read_ready_cb = None
 
     def set_protocol(self, protocol: Any) -> None:
@@ -657,6 +729,180 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
 
 
 _CHAIN = _chain()
+# `_chain() == _CHAIN`, asked of each class's version tag first (src/guard.rs).
+_CHAIN_GUARD = _oxloop.ClassGuard(
+    [
+        (_SelectorTransport, "__init__", _CHAIN[0]),
+        (_Flow, "__init__", _CHAIN[1]),
+        (_Flow, "_set_write_buffer_limits", _CHAIN[2]),
+        (transports.BaseTransport, "__init__", _CHAIN[3]),
+        (_WeakValueDictionary, "__setitem__", _CHAIN[4]),
+        (_KeyedRef, "__new__", _CHAIN[5]),
+        (_KeyedRef, "__init__", _CHAIN[6]),
+        (_SelectorTransport, "set_protocol", _CHAIN[7]),
+        (_AsyncioTransport, "set_protocol", _CHAIN[8]),
+        (_SocketTransport, "set_protocol", _CHAIN[9]),
+    ]
+)
+
+
+# -- transport close ---------------------------------------------------------------------------
+# A closed connection runs `_SelectorSocketTransport._call_connection_lost`, its super's, the
+# socket's `close` and `_real_close` and the server's `_detach`: five Python frames
+# (benches/net_callgrind.sh churn-protocol). Where all of them are, statement for statement, the
+# code below (checked as for `__init__` above), an exact `_SocketTransport`'s
+# `_call_connection_lost` runs their statements itself, in the same `try`/`finally` levels (so
+# an exception is raised, chained and reported as asyncio's would be), calling each piece that
+# has since been replaced (a patched `Server._detach`, a socket subclass's `close`) as asyncio's
+# code does. The same statements in Rust through the C API (getattr/setattr by name) measured no
+# fewer instructions than 3.11's specialised bytecode, so they stay Python.
+_LOST_SOURCES = {
+    # 3.10-3.13
+    "plain": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def _call_connection_lost(self, exc):
+        super()._call_connection_lost(exc)
+        if self._empty_waiter is not None:
+            self._empty_waiter.set_exception(
+                ConnectionError("Connection is closed by peer"))
+""",
+    # 3.14+ (gh-100348 moved the clearing of the callbacks here)
+    "finally": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def _call_connection_lost(self, exc):
+        try:
+            super()._call_connection_lost(exc)
+        finally:
+            self._write_ready = None
+            self._read_ready_cb = None
+            if self._empty_waiter is not None:
+                self._empty_waiter.set_exception(
+                    ConnectionError("Connection is closed by peer"))
+""",
+}
+_SELECTOR_LOST_SOURCE = """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def _call_connection_lost(self, exc):
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._sock = None
+            self._protocol = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                server._detach()
+                self._server = None
+"""
+_SELECTOR_LOST_SOURCES = {
+    # 3.10-3.12
+    "detach": _SELECTOR_LOST_SOURCE,
+    # 3.13+: the server keeps its clients (gh-79033)
+    "detach_self": _SELECTOR_LOST_SOURCE.replace("server._detach()", "server._detach(self)"),
+}
+_DETACH_SOURCES = {
+    # 3.10-3.12
+    "detach": """
+class Server(events.AbstractServer):
+    def _detach(self):
+        assert self._active_count > 0
+        self._active_count -= 1
+        if self._active_count == 0 and self._sockets is None:
+            self._wakeup()
+""",
+    # 3.13+
+    "detach_self": """
+class Server(events.AbstractServer):
+    def _detach(self, transport):
+        self._clients.discard(transport)
+        if len(self._clients) == 0 and self._sockets is None:
+            self._wakeup()
+""",
+}
+_SOCKET_CLOSE_SOURCE = """
+class socket(_socket.socket):
+    def _real_close(self, _ss=_socket.socket):
+        # This function should not reference any globals. See issue #808164.
+        _ss.close(self)
+
+    def close(self):
+        # This function should not reference any globals. See issue #808164.
+        self._closed = True
+        if self._io_refs <= 0:
+            self._real_close()
+"""
+
+
+def _variant(func: Any, sources: dict[str, str], *path: str) -> str | None:
+    """The key of the source in ``sources`` whose function at ``path`` is ``func``'s code."""
+    return next((k for k, src in sources.items() if _same_code(func, src, *path)), None)
+
+
+_LOST_CHAIN = (
+    _AsyncioTransport._call_connection_lost,
+    _SelectorTransport._call_connection_lost,
+)
+_SELECTOR_LOST_VARIANT = _variant(
+    _LOST_CHAIN[1], _SELECTOR_LOST_SOURCES, "_SelectorTransport", "_call_connection_lost"
+)
+_LOST_VARIANT = (
+    _variant(_LOST_CHAIN[0], _LOST_SOURCES, "_SelectorSocketTransport", "_call_connection_lost")
+    if _SELECTOR_LOST_VARIANT is not None
+    else None
+)
+_Server = base_events.Server  # type: ignore[attr-defined]
+# Server._detach as verified (its argument as `_SELECTOR_LOST_VARIANT` passes it), else None:
+# then the server's own `_detach` is called.
+_DETACH = (
+    _Server._detach
+    if _variant(_Server._detach, _DETACH_SOURCES, "Server", "_detach") == _SELECTOR_LOST_VARIANT
+    else None
+)
+_socket_socket = socket.socket
+_SOCKET_CLOSE = (
+    (_socket_socket.close, _socket_socket._real_close)
+    if _same_code(_socket_socket.close, _SOCKET_CLOSE_SOURCE, "socket", "close")
+    and _same_code(_socket_socket._real_close, _SOCKET_CLOSE_SOURCE, "socket", "_real_close")
+    and _socket_socket._real_close.__defaults__ == (_socket.socket,)
+    else None
+)
+_c_close = _socket.socket.close
+# Whether the classes still hold the verified functions (src/guard.rs).
+_LOST_GUARD = _oxloop.ClassGuard(
+    [
+        (_AsyncioTransport, "_call_connection_lost", _LOST_CHAIN[0]),
+        (_SelectorTransport, "_call_connection_lost", _LOST_CHAIN[1]),
+    ]
+)
+_SOCKET_CLOSE_GUARD = _oxloop.ClassGuard(
+    []
+    if _SOCKET_CLOSE is None
+    else [
+        (_socket_socket, "close", _SOCKET_CLOSE[0]),
+        (_socket_socket, "_real_close", _SOCKET_CLOSE[1]),
+    ]
+)
+
+# The reader's handle is cancelled by the `_remove_reader` of every transport's `close`: the
+# loop does what events.py's `Handle.cancel` does (outside debug mode) without its frame, where
+# it is this code (src/handles.rs `Layout::cancel`).
+_HANDLE_CANCEL_SOURCE = """
+class Handle:
+    def cancel(self):
+        if not self._cancelled:
+            self._cancelled = True
+            if self._loop.get_debug():
+                # Keep a representation in debug mode to keep callback and
+                # parameters. For example, to log the warning
+                # "Executing <Handle...> took 2.5 second"
+                self._repr = repr(self)
+            self._callback = None
+            self._args = None
+"""
+if _same_code(events.Handle.cancel, _HANDLE_CANCEL_SOURCE, "Handle", "cancel"):
+    _oxloop._set_verified_handle_cancel(events.Handle.cancel)
 
 
 def _reading_chain() -> tuple[Any, ...]:

@@ -832,7 +832,15 @@ impl LoopCore {
                 Err(os_error(e))
             }
             Some(r) => {
-                r.handle.bind(py).call_method0("cancel")?;
+                let h = r.handle.bind(py);
+                if this.is_debug() {
+                    // Debug mode's cancel also keeps the handle's repr.
+                    h.call_method0(pyo3::intern!(py, "cancel"))?;
+                } else {
+                    // A transport's close (selector_events.py `_remove_reader`) on every
+                    // connection: `Handle.cancel` without its Python frame.
+                    handles::layout(py)?.cancel(py, h)?;
+                }
                 Ok(true)
             }
             None => Ok(false),

@@ -91,9 +91,92 @@ pub fn listen_queue_len(fd: i32) -> std::io::Result<Option<u32>> {
     Ok(Some(info.tcpi_unacked))
 }
 
+/// `accept4(2)` on the IPv4 listener `fd` with `SOCK_CLOEXEC`, as CPython's `sock._accept()`
+/// calls it (Modules/socketmodule.c `sock_accept_impl`): the new fd and the peer's address
+/// (its four bytes in network order, and the port; None when the kernel gave no address, as
+/// CPython's `makesockaddr` returns None for a length of 0).
+#[allow(clippy::type_complexity)]
+pub fn accept4_inet(fd: i32) -> std::io::Result<(i32, Option<([u8; 4], u16)>)> {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // `addr` is a live, writable sockaddr_in of `len` bytes; a bad fd or a listener of
+    // another family is an error (EBADF, EINVAL), or an address that does not fit, which
+    // `len` then shows.
+    let new = syscall!(accept4(
+        fd,
+        &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr,
+        &mut len as *mut libc::socklen_t,
+        libc::SOCK_CLOEXEC,
+    ))?;
+    let peer = (len != 0).then(|| {
+        (
+            addr.sin_addr.s_addr.to_ne_bytes(),
+            u16::from_be(addr.sin_port),
+        )
+    });
+    Ok((new, peer))
+}
+
+/// `getsockname(2)` of the IPv4 socket `fd`: its address's four bytes (network order) and
+/// port; None when the kernel gave no address (length 0) or one of another family.
+pub fn getsockname_inet(fd: i32) -> std::io::Result<Option<([u8; 4], u16)>> {
+    // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
+    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // `addr` is a live, writable sockaddr_in of `len` bytes; a bad fd is an EBADF error.
+    syscall!(getsockname(
+        fd,
+        &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr,
+        &mut len as *mut libc::socklen_t,
+    ))?;
+    if len == 0 || addr.sin_family != libc::AF_INET as libc::sa_family_t {
+        return Ok(None);
+    }
+    Ok(Some((
+        addr.sin_addr.s_addr.to_ne_bytes(),
+        u16::from_be(addr.sin_port),
+    )))
+}
+
+/// `setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, 1)`: what asyncio's `_set_nodelay` asks of every
+/// TCP socket it makes a transport of (tcp(7)).
+pub fn set_tcp_nodelay(fd: i32) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // `on` is a live c_int of the length given; a bad fd is an EBADF error.
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_NODELAY,
+        &on as *const libc::c_int as *const std::ffi::c_void,
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+    ))
+    .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
+
+    #[test]
+    fn accept4_inet_gives_the_peer_and_a_close_on_exec_fd() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (fd, peer) = super::accept4_inet(listener.as_raw_fd()).unwrap();
+        let std::net::SocketAddr::V4(local) = client.local_addr().unwrap() else {
+            panic!("not IPv4");
+        };
+        assert_eq!(peer, Some((local.ip().octets(), local.port())));
+        // SAFETY: fd is the descriptor just accepted; F_GETFD reads its flags.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        // SAFETY: fd is ours and closed once.
+        unsafe { libc::close(fd) };
+        // A listener with nothing queued, made non-blocking: EAGAIN.
+        listener.set_nonblocking(true).unwrap();
+        let err = super::accept4_inet(listener.as_raw_fd()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    }
 
     #[test]
     fn listen_queue_len_counts_connections_not_yet_accepted() {
