@@ -20,6 +20,7 @@ __all__ = [
     "ReadState",
     "WriteBuffer",
     "Acceptor",
+    "ClassGuard",
     "CONTRACT_ENTRIES",
     "TRANSPORT_FIELDS",
     "TLS_FIELDS",
@@ -27,11 +28,17 @@ __all__ = [
     "_fileno",
     "_install_fast_methods",
     "_set_io_context_keyword",
+    "_set_setsockopt_guard",
+    "_set_sockname_guard",
+    "_set_verified_handle_cancel",
+    "_set_verified_socket_init",
     "acceptor",
     "register_transport_slots",
+    "set_nodelay",
     "sock_recv",
     "sock_recv_into",
     "sock_sendall",
+    "sockname",
     "tls_buffer_updated",
     "tls_install",
     "tls_stats",
@@ -341,3 +348,34 @@ def tls_stats() -> tuple[int, int]:
 def tls_install(cls: type, base: type) -> None:
     """Installs raw ``buffer_updated`` and ``_write_appdata`` methods on ``cls``
     (``oxloop._tls.SSLProtocol``, a subclass of asyncio's ``base``)."""
+
+@final
+class ClassGuard:
+    """Whether every ``getattr(cls, name) is obj`` of its entries still holds, looking a method
+    up again only when its class's version tag changed (src/guard.rs)."""
+
+    def __new__(cls, entries: list[tuple[type, str, Any]]) -> ClassGuard: ...
+    # Takes no arguments (a TypeError otherwise); PyO3's tp_call shows as (*args, **kwargs).
+    def __call__(self, *args: Any, **kwargs: Any) -> bool: ...
+
+def _set_verified_handle_cancel(func: Callable[[asyncio.Handle], None]) -> None:
+    """``events.Handle.cancel`` as ``_transports.py`` verified it: a transport's
+    ``_remove_reader``/``_remove_writer`` cancels natively while the class still holds it."""
+
+def _set_verified_socket_init(init: ClassGuard, accept: ClassGuard, base: type) -> None:
+    """The guards under which an accepted socket is made without socket.py's ``__init__``
+    frame and a non-blocking IPv4 listener accepts in Rust (``base``: ``_socket.socket``)."""
+
+def _set_sockname_guard(guard: ClassGuard) -> None:
+    """Whether ``socket.socket.getsockname`` is still ``_socket.socket``'s (for ``sockname``)."""
+
+def _set_setsockopt_guard(guard: ClassGuard) -> None:
+    """Whether ``socket.socket.setsockopt`` is still ``_socket.socket``'s (for ``set_nodelay``)."""
+
+def sockname(sock: socket.socket) -> Any:
+    """``sock.getsockname()``; read in Rust for an exact AF_INET ``socket.socket`` whose
+    ``getsockname`` is ``_socket``'s."""
+
+def set_nodelay(sock: socket.socket) -> bool:
+    """asyncio's ``_set_nodelay(sock)`` in one call for an exact ``socket.socket`` whose
+    ``setsockopt`` is ``_socket``'s; False when it did nothing (the caller runs the Python)."""
