@@ -1213,6 +1213,24 @@ def test_transport_setup_runs_natively_where_asyncio_is_the_known_code():
         assert _transports._DEEP and _transports._chain_intact()
 
 
+def _spy_on(monkeypatch, where):
+    """Replaces the method ``where`` ("module.Class.name") with a wrapper that records ``self``
+    and calls the original; returns the list of recorded objects."""
+    import importlib
+
+    module_name, class_name, name = where.rsplit(".", 2)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    original = getattr(cls, name)
+    seen = []
+
+    def patched(self, *args, **kwargs):
+        seen.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, patched)
+    return seen
+
+
 @pytest.mark.parametrize(
     "where",
     [
@@ -1227,18 +1245,7 @@ def test_transport_setup_runs_natively_where_asyncio_is_the_known_code():
 def test_a_patched_transport_init_is_run(loop, monkeypatch, where):
     # oxloop runs the code of asyncio's transport set-up itself where it verified it
     # (python/oxloop/_transports.py); a method patched in later must still run.
-    import importlib
-
-    module_name, class_name, name = where.split(".")
-    cls = getattr(importlib.import_module(f"asyncio.{module_name}"), class_name)
-    original = getattr(cls, name)
-    made = []
-
-    def patched(self, *args, **kwargs):
-        made.append(type(self))
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, name, patched)
+    made = _spy_on(monkeypatch, "asyncio." + where)
 
     async def main():
         srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
@@ -1249,7 +1256,7 @@ def test_a_patched_transport_init_is_run(loop, monkeypatch, where):
         await srv.wait_closed()
 
     loop.run_until_complete(main())
-    assert len(made) >= 2
+    assert len(made) >= 2, made
 
 
 def test_transport_setup_fields_are_asyncios(loop):
@@ -1442,21 +1449,8 @@ def test_a_connection_lost_error_is_reported_and_the_transport_still_closes(loop
 def test_a_patched_close_step_is_run(loop, monkeypatch, where):
     # oxloop runs the code of asyncio's close path itself where it verified it
     # (python/oxloop/_transports.py); a method patched in later must still run.
-    import importlib
-
-    module_name, class_name, name = where.split(".")
-    module = importlib.import_module(
-        module_name if module_name == "socket" else "asyncio." + module_name
-    )
-    cls = getattr(module, class_name)
-    original = getattr(cls, name)
-    seen = []
-
-    def patched(self, *args, **kwargs):
-        seen.append(self)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(cls, name, patched)
+    module_name, class_name, _ = where.split(".")
+    seen = _spy_on(monkeypatch, where if module_name == "socket" else "asyncio." + where)
     transport, sock, count, errors = _server_side_lost(loop)
     assert errors == [] and count == 0 and sock.fileno() == -1
     if module_name == "socket":
