@@ -1,8 +1,9 @@
 //! [`ClassGuard`]: whether some class attributes are still the objects `_transports.py`
 //! verified, asked once per connection.
 //!
-//! oxloop runs asyncio's transport set-up and close itself only while each method it stands
-//! for is still the verified function on its class (a method patched after import must run).
+//! oxloop runs asyncio's code itself (the transport set-up and close, `Handle.cancel`, the
+//! streams' `_stream_reader`) only while each method it stands for is still the verified
+//! function on its class (a method patched after import must run).
 //! Asking Python (`cls.name is func`, ten times, in a tuple) cost about 1,500 instructions
 //! per connection on 3.11 (benches/net_callgrind.sh churn-protocol). A class's
 //! `tp_version_tag` changes whenever an attribute of it or of a base changes
@@ -40,7 +41,7 @@ pub struct ClassGuard {
 #[pymethods]
 impl ClassGuard {
     #[new]
-    fn new(
+    pub(crate) fn new(
         py: Python<'_>,
         entries: Vec<(Bound<'_, PyType>, Bound<'_, PyString>, Bound<'_, PyAny>)>,
     ) -> Self {
@@ -78,11 +79,8 @@ impl ClassGuard {
             }
             match class.getattr(e.name.bind(py)) {
                 Ok(found) if found.is(e.expected.bind(py)) => {}
-                Ok(_) => return false,
-                Err(err) => {
-                    drop(err);
-                    return false;
-                }
+                // Another object, or a lookup that raised: not the verified one.
+                _ => return false,
             }
             if self.tags {
                 // The lookup gave the class a tag, if it can have one.

@@ -31,6 +31,7 @@ use pyo3::types::{PyModule, PyTuple, PyType};
 
 use crate::cpython::members::{read as get, slot_offset, write as set};
 use crate::cpython::{self, Entry};
+use crate::guard::ClassGuard;
 
 /// A handle owned by the loop's ready queue or timer heap. `hidden_ctx` holds the context copy
 /// the loop made for it and hid from the GC with it; the entry keeps it alive until `release`.
@@ -120,28 +121,22 @@ pub struct Layout {
 
 static LAYOUT: PyOnceLock<Layout> = PyOnceLock::new();
 
-/// `events.Handle.cancel` as `python/oxloop/_transports.py` verified it (its bytecode is that
-/// of the events.py code [`Layout::cancel`] stands for); until it is set, or once the class
-/// holds another `cancel` (patched), every cancel calls the handle's own.
-static VERIFIED_CANCEL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+/// Whether `events.Handle.cancel` is still the function `python/oxloop/_transports.py` verified
+/// (its bytecode is that of the events.py code [`Layout::cancel`] stands for); until it is set,
+/// or once the class holds another `cancel` (patched), every cancel calls the handle's own.
+static CANCEL_GUARD: PyOnceLock<Py<ClassGuard>> = PyOnceLock::new();
 
-/// `_set_verified_handle_cancel(func)`: see [`VERIFIED_CANCEL`].
+/// `_set_verified_handle_cancel(guard)`: see [`CANCEL_GUARD`].
 #[pyfunction]
-pub fn _set_verified_handle_cancel(func: Bound<'_, PyAny>) {
-    let py = func.py();
+pub fn _set_verified_handle_cancel(guard: Bound<'_, ClassGuard>) {
+    let py = guard.py();
     // Imported again (importlib.reload, say): the first one stays.
-    drop(VERIFIED_CANCEL.set(py, func.unbind()));
+    drop(CANCEL_GUARD.set(py, guard.unbind()));
 }
 
 /// Whether `Handle.cancel` is now the verified function.
-fn cancel_verified(py: Python<'_>, layout: &Layout) -> bool {
-    VERIFIED_CANCEL.get(py).is_some_and(|f| {
-        layout
-            .handle_type
-            .bind(py)
-            .getattr(pyo3::intern!(py, "cancel"))
-            .is_ok_and(|now| now.is(f.bind(py)))
-    })
+fn cancel_verified(py: Python<'_>) -> bool {
+    CANCEL_GUARD.get(py).is_some_and(|g| g.get().holds(py))
 }
 
 /// The offsets of `names` in `tp`, checked on one probe instance (`None` when any is not
@@ -657,12 +652,12 @@ impl Layout {
     }
 
     /// `h.cancel()` with debug off, for a handle the loop built (`build`): `Handle.cancel` of
-    /// events.py (3.10-3.15, where it is the verified function) then sets `_cancelled` and clears `_callback` and `_args`, and
-    /// calls `self._loop.get_debug()`, which runs no user code for an oxloop loop. Anything
+    /// events.py (3.10-3.15, where it is the verified function) then sets `_cancelled` and
+    /// clears `_callback` and `_args`, and calls `self._loop.get_debug()`, which runs no user code for an oxloop loop. Anything
     /// but an exact `Handle` gets its own `cancel()`. Releasing the callback and args can run
     /// arbitrary code, so call this with no loop state borrowed.
     pub fn cancel(&self, py: Python<'_>, h: &Bound<'_, PyAny>) -> PyResult<()> {
-        if !self.fast || !h.get_type().is(self.handle_type.bind(py)) || !cancel_verified(py, self) {
+        if !self.fast || !h.get_type().is(self.handle_type.bind(py)) || !cancel_verified(py) {
             h.call_method0(pyo3::intern!(py, "cancel"))?;
             return Ok(());
         }

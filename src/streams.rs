@@ -23,7 +23,6 @@
 //!   `set_result` raising; `pause_reading` failing) reach the transport's `_fatal_error` with
 //!   the `data_received` message, as they would from the Python frames.
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use pyo3::exceptions::PyNotImplementedError;
 use pyo3::ffi;
@@ -33,6 +32,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyDict, PyInt, PyString, PyType, PyWeakrefReference};
 
 use crate::cpython::{self, Entry};
+use crate::guard::ClassGuard;
 use crate::pyutil::dict_get;
 
 /// asyncio.streams' classes and the functions the fast path stands in for, as imported.
@@ -40,18 +40,13 @@ struct Layout {
     protocol: Py<PyType>,
     reader: Py<PyType>,
     data_received: Py<PyAny>,
-    stream_reader: Py<PyAny>,
+    /// Whether `StreamReaderProtocol._stream_reader` is still asyncio's property. A property is
+    /// a data descriptor, so no instance attribute can shadow it and the class's is what
+    /// `self._stream_reader` runs; the guard looks it up only when the class's version tag
+    /// changed (the class lookup was ~140 of a 1 KiB streams echo's instructions per message).
+    stream_reader: ClassGuard,
     feed_data: Py<PyAny>,
     wakeup_waiter: Py<PyAny>,
-    /// The protocol class's `tp_version_tag` when its `_stream_reader` was last found to be
-    /// asyncio's property (0: look it up). CPython gives a type a new tag, or none, whenever
-    /// one of its attributes or its bases' changes (the `type_version_tag` contract entry;
-    /// without it this stays 0), so an unchanged nonzero tag means an unchanged property:
-    /// the class dict lookup was ~140 of a 1 KiB streams echo's instructions per message.
-    /// Read and written with the GIL held.
-    stream_reader_tag: AtomicU32,
-    /// Whether tags are trusted only with `Py_TPFLAGS_VALID_VERSION_TAG` (before 3.11).
-    check_valid_flag: bool,
     /// How the waiter is woken without the method lookups (see [`CFuture`]); `None` without
     /// asyncio's C module.
     future: Option<CFuture>,
@@ -278,12 +273,17 @@ fn load(py: Python<'_>) -> Option<Layout> {
     }
     Some(Layout {
         data_received: own_function(&protocol, "data_received")?.unbind(),
-        stream_reader: own_function(&protocol, "_stream_reader")?.unbind(),
+        stream_reader: ClassGuard::new(
+            py,
+            vec![(
+                protocol.clone(),
+                intern!(py, "_stream_reader").clone(),
+                own_function(&protocol, "_stream_reader")?,
+            )],
+        ),
         feed_data: own_function(&reader, "feed_data")?.unbind(),
         wakeup_waiter: own_function(&reader, "_wakeup_waiter")?.unbind(),
         future: c_future(py),
-        stream_reader_tag: AtomicU32::new(0),
-        check_valid_flag: py.version_info() < (3, 11),
         protocol: protocol.unbind(),
         reader: reader.unbind(),
     })
@@ -299,24 +299,6 @@ fn unpatched<'py>(
     original: &Py<PyAny>,
 ) -> bool {
     cpython::method::get_method(obj, name).is_some_and(|(found, m)| found && m.is(original))
-}
-
-/// Whether `StreamReaderProtocol._stream_reader` is still asyncio's property: a property is a
-/// data descriptor, so no instance attribute can shadow it and the class's is what
-/// `self._stream_reader` runs. Asked of the class dict once per version tag of the class.
-fn stream_reader_unpatched(lay: &Layout, proto_cls: &Bound<'_, PyType>) -> bool {
-    let py = proto_cls.py();
-    let tag = cpython::typetag::tag(proto_cls.as_type_ptr(), lay.check_valid_flag);
-    if tag != 0 && tag == lay.stream_reader_tag.load(Relaxed) {
-        return true;
-    }
-    let same = class_attr(proto_cls, intern!(py, "_stream_reader"))
-        .is_some_and(|p| p.is(&lay.stream_reader));
-    // No Python code ran since the tag was read (a dict lookup of an interned str key).
-    let trusted = cpython::outcome(Entry::TypeVersionTag) == Some(true);
-    lay.stream_reader_tag
-        .store(if same && trusted { tag } else { 0 }, Relaxed);
-    same
 }
 
 /// A `StreamReader` about to be fed, its state checked (see the module invariants).
@@ -338,7 +320,7 @@ pub(crate) fn fast_feed<'py>(protocol: &Bound<'py, PyAny>) -> Option<Option<Feed
         return None;
     }
     if !unpatched(protocol, intern!(py, "data_received"), &lay.data_received)
-        || !stream_reader_unpatched(lay, proto_cls)
+        || !lay.stream_reader.holds(py)
     {
         return None;
     }

@@ -358,9 +358,9 @@ class ClassGuard:
     # Takes no arguments (a TypeError otherwise); PyO3's tp_call shows as (*args, **kwargs).
     def __call__(self, *args: Any, **kwargs: Any) -> bool: ...
 
-def _set_verified_handle_cancel(func: Callable[[asyncio.Handle], None]) -> None:
-    """``events.Handle.cancel`` as ``_transports.py`` verified it: a transport's
-    ``_remove_reader``/``_remove_writer`` cancels natively while the class still holds it."""
+def _set_verified_handle_cancel(guard: ClassGuard) -> None:
+    """Whether ``events.Handle.cancel`` is still the function ``_transports.py`` verified: a
+    transport's ``_remove_reader``/``_remove_writer`` cancels natively while it holds."""
 
 def _set_verified_socket_init(init: ClassGuard, accept: ClassGuard, base: type) -> None:
     """The guards under which an accepted socket is made without socket.py's ``__init__``

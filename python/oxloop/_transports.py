@@ -902,7 +902,9 @@ class Handle:
             self._args = None
 """
 if _same_code(events.Handle.cancel, _HANDLE_CANCEL_SOURCE, "Handle", "cancel"):
-    _oxloop._set_verified_handle_cancel(events.Handle.cancel)
+    _oxloop._set_verified_handle_cancel(
+        _oxloop.ClassGuard([(events.Handle, "cancel", events.Handle.cancel)])
+    )
 
 
 def _reading_chain() -> tuple[Any, ...]:
