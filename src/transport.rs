@@ -373,6 +373,36 @@ const PREDICTED_READ_MAX: usize = 124 * 1024;
 /// (`benches/streams_bulk.py`, median of 7, 3.11).
 const STREAM_BULK_READ: usize = 2;
 
+/// The block [`adapt_malloc_thresholds`] frees: 1 MiB, so glibc keeps up to 2 MiB of freed
+/// heap at the top instead of 128 KiB.
+const MALLOC_ADAPT_BLOCK: usize = 1024 * 1024;
+
+/// Leaves glibc's malloc as it is in a process that has freed one 1 MiB block: glibc's `free`
+/// of a block it had mapped (above its 128 KiB mmap threshold) raises that threshold to the
+/// block's size and the heap-trim threshold to twice it (malloc/malloc.c, "dynamic mmap
+/// threshold", up to 32 MiB), which a Python program reaching a 1 MiB `bytes` already gets.
+/// A stream's messages go through three heap blocks each (the reader's bytearray, then
+/// `read()`'s slice and bytes, asyncio's streams.py): with 10 connections of 100 KiB
+/// messages the heap's free top swings by more than 1 MiB, and at the default 128 KiB glibc
+/// gave it back with `brk` and faulted the pages in again on the next message (3.4 page
+/// faults per message; 0 with a 2 MiB trim threshold). `mallopt` would fix the thresholds
+/// and turn glibc's adaptation off for the process; this only does what glibc does for any
+/// program. Once per process, when the first socket transport reader is made; glibc only.
+fn adapt_malloc_thresholds() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: a plain malloc/free pair of a block nothing else sees; black_box keeps
+            // the compiler from eliding the pair (it may drop an unused allocation).
+            unsafe {
+                let p = std::hint::black_box(libc::malloc(MALLOC_ADAPT_BLOCK));
+                libc::free(p);
+            }
+        });
+    }
+}
+
 // `_PyBytes_Resize` (Include/cpython/bytesobject.h, exported by every CPython 3.x); pyo3's ffi
 // keeps its declaration private.
 extern "C" {
@@ -759,6 +789,7 @@ impl SocketReader {
             Some(s) => s,
             None => Py::new(py, ReadState::new())?,
         };
+        adapt_malloc_thresholds();
         Ok(Self {
             transport: transport.clone().unbind(),
             max_size: max_size.max(1),
