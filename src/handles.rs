@@ -38,6 +38,9 @@ use crate::guard::ClassGuard;
 pub struct Queued {
     pub handle: Py<PyAny>,
     pub hidden_ctx: Option<Py<PyAny>>,
+    /// A handle-less entry (a C Task's step, `LoopCore::schedule_soon`): `handle` is the
+    /// callback itself and `hidden_ctx` its context, both tracked by the GC as usual.
+    pub bare: bool,
 }
 
 impl Queued {
@@ -45,6 +48,7 @@ impl Queued {
         Self {
             handle,
             hidden_ctx: None,
+            bare: false,
         }
     }
 }
@@ -488,6 +492,9 @@ impl Layout {
     #[inline(always)]
     pub fn recycle(&self, py: Python<'_>, q: Queued) -> Option<(Py<PyAny>, bool)> {
         let obj = q.handle.as_ptr();
+        if q.bare {
+            return None;
+        }
         if !self.untrack_ok {
             // Without the contracts no handle was hidden from the GC, and the free list
             // (which keeps spares untracked) is off.
@@ -546,7 +553,9 @@ impl Layout {
                 set(obj, self.scheduled, py_bool(false));
             }
         }
-        let Queued { handle, hidden_ctx } = q;
+        let Queued {
+            handle, hidden_ctx, ..
+        } = q;
         drop(hidden_ctx);
         // SAFETY: reading refcount and tracking state of a live object. A __del__ run above
         // cannot have reached this handle (nothing referenced it), but check again anyway.
@@ -606,6 +615,14 @@ impl Layout {
         mut f: impl FnMut(*mut ffi::PyObject) -> bool,
     ) -> bool {
         let obj = q.handle.as_ptr();
+        if q.bare {
+            if let Some(c) = &q.hidden_ctx {
+                if !f(c.as_ptr()) {
+                    return false;
+                }
+            }
+            return f(obj);
+        }
         // SAFETY: called during tp_traverse with the GIL held; obj is a live Handle owned by
         // the loop, and slots are only read (NULLs skipped), never changed.
         unsafe {

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
+import logging
 import sys
+import time
 
 import pytest
 
@@ -592,3 +595,116 @@ def test_many_tasks(loop):
         return await asyncio.gather(*(worker(i) for i in range(2000)))
 
     assert loop.run_until_complete(main()) == list(range(2000))
+
+
+# A C Task's steps (Modules/_asynciomodule.c `task_call_step_soon`) are queued by oxloop
+# without a Handle when the Task called the loop's own `call_soon` (src/loop_core/mod.rs,
+# `is_task_step`): the Task drops the handle unseen. A `call_soon` replaced on the class or the
+# instance still gets, and may keep, a real Handle.
+
+
+async def _steps(n):
+    for _ in range(n):
+        await asyncio.sleep(0)  # a Task step through call_soon
+    return n
+
+
+def _run_tasks(lp, count=50, steps=3):
+    async def main():
+        return await asyncio.gather(*[lp.create_task(_steps(steps)) for _ in range(count)])
+
+    assert lp.run_until_complete(main()) == [steps] * count
+
+
+def test_a_subclass_call_soon_gets_a_handle_for_every_task_step(loop_factory):
+    got = []
+    base = type(loop_factory())
+
+    class Recording(base):
+        def call_soon(self, callback, *args, context=None):
+            handle = super().call_soon(callback, *args, context=context)
+            got.append(handle)
+            return handle
+
+    lp = Recording()
+    try:
+        _run_tasks(lp)
+    finally:
+        lp.close()
+    assert len(got) >= 50 * 4
+    assert all(isinstance(h, asyncio.Handle) for h in got)
+
+
+def test_an_instance_call_soon_gets_a_handle_for_every_task_step(loop):
+    got = []
+    real = loop.call_soon
+
+    @functools.wraps(real)
+    def recording(callback, *args, context=None):
+        handle = real(callback, *args, context=context)
+        got.append(handle)
+        return handle
+
+    _run_tasks(loop)  # the step's type is learnt by then: the fast path is on
+    loop.call_soon = recording
+    _run_tasks(loop)
+    del loop.call_soon
+    assert len(got) >= 50 * 4
+    assert all(isinstance(h, asyncio.Handle) for h in got)
+
+
+def _live_gc_allocations_per_queued_task(lp, count=200):
+    # With the collector off, gen-0's count is the GC objects allocated minus those freed:
+    # what `count` tasks created and queued (not yet run) keep alive, per task.
+    async def main():
+        before = gc.get_count()[0]
+        tasks = [lp.create_task(_steps(0)) for _ in range(count)]
+        per_task = (gc.get_count()[0] - before) / count
+        await asyncio.gather(*tasks)
+        return per_task
+
+    gc.collect()
+    gc.disable()
+    try:
+        return lp.run_until_complete(main())
+    finally:
+        gc.enable()
+
+
+def test_task_steps_are_queued_without_a_handle(loop_factory, loop_kind):
+    base = type(loop_factory())
+
+    class Overriding(base):
+        def call_soon(self, callback, *args, context=None):
+            return super().call_soon(callback, *args, context=context)
+
+    fast, slow = loop_factory(), Overriding()
+    try:
+        _run_tasks(fast)  # learns the step's type
+        fast_cost = _live_gc_allocations_per_queued_task(fast)
+        slow_cost = _live_gc_allocations_per_queued_task(slow)
+    finally:
+        fast.close()
+        slow.close()
+    # asyncio queues a Handle for each; oxloop none while its call_soon is its own.
+    assert slow_cost - fast_cost == (1.0 if loop_kind == "oxloop" else 0.0)
+
+
+def test_a_task_step_queued_before_set_debug_runs_in_debug_mode(loop, caplog):
+    _run_tasks(loop)  # oxloop has learnt the step's type: the next steps are queued bare
+
+    async def slow():
+        time.sleep(0.02)  # blocking: a slow first step
+
+    task = loop.create_task(slow(), name="slow-step")
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.run_until_complete(task)
+    loop.set_debug(False)
+    assert any(
+        rec.getMessage().startswith("Executing <Task")
+        and "slow-step" in rec.getMessage()
+        and "took" in rec.getMessage()
+        for rec in caplog.records
+    )

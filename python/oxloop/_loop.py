@@ -283,6 +283,14 @@ else:
         return format_helpers._format_callback_source(callback, args)
 
 
+def _as_handle(loop: Loop, entry: Any) -> Any:
+    """The Handle asyncio would have run for a queue entry: a C Task's step is queued without
+    one (src/loop_core/mod.rs, `schedule_soon`), and a report names it as that Handle."""
+    if entry is None or isinstance(entry, events.Handle):
+        return entry
+    return events.Handle(entry, (), loop, None)
+
+
 # Loops whose queued handles the GC hook below must expose.
 _live_loops: weakref.WeakSet[Loop] = weakref.WeakSet()
 
@@ -670,7 +678,7 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
         # imported _insight before starting the watchdog: this import only reads sys.modules.
         from . import _insight
 
-        return _insight.sample(self, handle)
+        return _insight.sample(self, _as_handle(self, handle))
 
     def _watchdog_report(self, sample: Any, duration: float, unsampled: bool, seq: int) -> None:
         # Watchdog thread: the stall is over; report from the loop thread.
@@ -683,7 +691,7 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
 
     def _deliver_slow_report(self, sample: Any, duration: float, unsampled: bool, seq: int) -> None:
         reporter = self._slow_reporter
-        handle = self._take_slow_handle(seq)
+        handle = _as_handle(self, self._take_slow_handle(seq))
         if reporter is not None:
             from . import _insight
 

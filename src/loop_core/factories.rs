@@ -236,7 +236,12 @@ pub(super) fn create_task<'py>(
                 (Keywords::Trivial, _) | (Keywords::Forward, None) => {
                     if let Some(exact) = C_TASK.get_or_init(py, || c_type(py, "Task")) {
                         if task.is(exact) {
-                            return construct(exact.bind(py), Some(coro), slf);
+                            this.task_init
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                            let r = construct(exact.bind(py), Some(coro), slf);
+                            this.task_init
+                                .store(false, std::sync::atomic::Ordering::Relaxed);
+                            return r;
                         }
                     }
                     return call_with_loop(&task, Some(coro), slf.as_any());

@@ -135,11 +135,18 @@ pub struct LoopCore {
     stopping: AtomicBool,
     debug: AtomicBool,
     running: AtomicBool,
+    /// Set while this loop's `create_task` runs the C Task's constructor (`is_task_step`).
+    pub(crate) task_init: AtomicBool,
     shared: Arc<Shared>,
     clock: Clock,
     resolution: f64,
     /// Whether `loop.time` is something else than this core's clock (see `time_patched`).
     patch: TimePatch,
+    /// The same for `call_soon` (see `schedule_soon`'s handle-less Task steps).
+    soon_patch: TimePatch,
+    /// `_asyncio`'s TaskStepMethWrapper type, learnt from the first Task this loop's
+    /// `create_task` built (see `schedule_soon`).
+    step_type: pyo3::sync::PyOnceLock<Py<PyAny>>,
 }
 
 /// What `time_patched` remembers between iterations. Test suites replace `loop.time`
@@ -275,6 +282,8 @@ fn virtual_clock_from(obj: &Bound<'_, PyAny>) -> PyResult<VirtualClock> {
 
 /// `LoopCore.time`, the method every unpatched loop's `time` resolves to.
 static CORE_TIME: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+/// `LoopCore.call_soon` (the raw method descriptor set at import, `fastcall.rs`).
+static CORE_CALL_SOON: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
 
 impl LoopCore {
     /// Whether `self.time` may be something else than the core's clock: then the loop calls
@@ -287,10 +296,38 @@ impl LoopCore {
         if !matches!(this.clock, Clock::Real) {
             return false;
         }
-        if this.patch.instance.load(Relaxed) {
+        Self::patched(
+            slf,
+            &this.patch,
+            pyo3::intern!(slf.py(), "time"),
+            &CORE_TIME,
+        )
+    }
+
+    /// Whether `self.call_soon` may be something else than the core's method (an instance
+    /// attribute, a subclass's method, a patched class), as [`Self::time_patched`] asks it.
+    #[inline]
+    fn call_soon_patched(slf: &Bound<'_, Self>) -> bool {
+        let this = slf.get();
+        Self::patched(
+            slf,
+            &this.soon_patch,
+            pyo3::intern!(slf.py(), "call_soon"),
+            &CORE_CALL_SOON,
+        )
+    }
+
+    /// The check behind `time_patched` and `call_soon_patched` (see [`TimePatch`]).
+    #[inline]
+    fn patched(
+        slf: &Bound<'_, Self>,
+        p: &TimePatch,
+        name: &Bound<'_, pyo3::types::PyString>,
+        core: &pyo3::sync::PyOnceLock<Py<PyAny>>,
+    ) -> bool {
+        if p.instance.load(Relaxed) {
             return true;
         }
-        let p = &this.patch;
         // SAFETY: the type of a live instance is live.
         let ptr = unsafe { ffi::Py_TYPE(slf.as_ptr()) };
         let tag = crate::cpython::typetag::tag(ptr, p.check_valid_flag);
@@ -299,29 +336,32 @@ impl LoopCore {
             return p.overridden.load(Relaxed);
         }
         let tp = slf.get_type();
-        Self::type_overrides_time(slf, &tp)
+        Self::type_overrides(slf, &tp, p, name, core)
     }
 
-    /// Looks up `type(self).time` and remembers the answer for the type's version tag.
+    /// Looks up `type(self).<name>` and remembers the answer for the type's version tag.
     #[cold]
-    fn type_overrides_time(slf: &Bound<'_, Self>, tp: &Bound<'_, pyo3::types::PyType>) -> bool {
+    fn type_overrides(
+        slf: &Bound<'_, Self>,
+        tp: &Bound<'_, pyo3::types::PyType>,
+        p: &TimePatch,
+        name: &Bound<'_, pyo3::types::PyString>,
+        core: &pyo3::sync::PyOnceLock<Py<PyAny>>,
+    ) -> bool {
         let py = slf.py();
-        let Ok(core) = CORE_TIME.get_or_try_init(py, || {
-            py.get_type::<LoopCore>()
-                .getattr(pyo3::intern!(py, "time"))
-                .map(Bound::unbind)
+        let Ok(core) = core.get_or_try_init(py, || {
+            py.get_type::<LoopCore>().getattr(name).map(Bound::unbind)
         }) else {
             return true;
         };
-        // A class attribute that is not the core's method (a subclass's `time`, a patched
-        // class), or none at all: call `self.time()` and let Python say what it is.
-        let overridden = match tp.getattr(pyo3::intern!(py, "time")) {
+        // A class attribute that is not the core's method (a subclass's, a patched class), or
+        // none at all: call `self.<name>()` and let Python say what it is.
+        let overridden = match tp.getattr(name) {
             Ok(found) => !found.is(core),
             Err(_) => true,
         };
         // The lookup gave the type a version tag, if it can have one.
         let tag = crate::cpython::typetag::tag(tp.as_type_ptr(), false);
-        let p = &slf.get().patch;
         if crate::cpython::outcome(crate::cpython::Entry::TypeVersionTag) == Some(true) {
             p.type_ptr.store(tp.as_type_ptr() as usize, Relaxed);
         }
@@ -347,6 +387,13 @@ impl LoopCore {
         let time = pyo3::intern!(py, "time");
         if name.is(time) || name.eq(time)? {
             slf.get().patch.instance.store(!value.is_null(), Relaxed);
+        }
+        let call_soon = pyo3::intern!(py, "call_soon");
+        if name.is(call_soon) || name.eq(call_soon)? {
+            slf.get()
+                .soon_patch
+                .instance
+                .store(!value.is_null(), Relaxed);
         }
         Ok(())
     }
@@ -448,6 +495,25 @@ impl LoopCore {
         if this.is_debug() {
             return Self::schedule_soon_debug(slf, callback, args, context, threadsafe);
         }
+        if !threadsafe && args.is_empty() {
+            if let Some(ctx) = context.filter(|c| !c.is_none()) {
+                if Self::is_task_step(slf, callback) {
+                    // A C Task scheduling its own step (`task_call_step_soon` in
+                    // Modules/_asynciomodule.c, 3.10-3.15): it drops the handle `call_soon`
+                    // returns unseen, so the entry holds the step and its context and no
+                    // Handle is built. An `asyncio.Handle` is a GC object: 100k tasks queued
+                    // at once made 100k more gen-0 allocations (one more full collection of
+                    // the tasks' heap in benches/micro.py's tasks_sleep0 and gather).
+                    let entry = Queued {
+                        handle: callback.clone().unbind(),
+                        hidden_ctx: Some(ctx.clone().unbind()),
+                        bare: true,
+                    };
+                    this.push_ready(py, entry, false)?;
+                    return Ok(py.None().into_bound(py));
+                }
+            }
+        }
         let lay = handles::layout(py)?;
         // Before 3.14 a threadsafe call builds a plain Handle, from the free list like the rest.
         let (h, hidden_ctx) = if threadsafe && lay.threadsafe.is_some() {
@@ -468,6 +534,7 @@ impl LoopCore {
         let entry = Queued {
             handle: h.clone().unbind(),
             hidden_ctx,
+            bare: false,
         };
         let ready = this.push_ready(py, entry, threadsafe)?;
         if threadsafe {
@@ -479,6 +546,34 @@ impl LoopCore {
             }
         }
         Ok(h)
+    }
+
+    /// Whether `callback` is a C Task's step (`TaskStepMethWrapper`, whose only maker is the
+    /// Task's own `task_call_step_soon`) and the Task called this very method: `loop.call_soon`
+    /// not replaced on the instance or the class. A replacement gets a real Handle from
+    /// `super().call_soon` and may keep it. The type is learnt from the first Task this loop's
+    /// `create_task` constructs (`task_init` set around the constructor, whose only
+    /// `call_soon` is the first step's).
+    #[inline]
+    fn is_task_step(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>) -> bool {
+        let this = slf.get();
+        let py = slf.py();
+        match this.step_type.get(py) {
+            Some(tp) => {
+                // SAFETY: the type of a live object is live; only pointers are compared.
+                (unsafe { ffi::Py_TYPE(callback.as_ptr()) } as *mut ffi::PyObject == tp.as_ptr())
+                    && !Self::call_soon_patched(slf)
+            }
+            None => {
+                if this.task_init.swap(false, Relaxed) {
+                    let tp = callback.get_type();
+                    if tp.name().is_ok_and(|n| n == "TaskStepMethWrapper") {
+                        let _ = this.step_type.set(py, tp.into_any().unbind());
+                    }
+                }
+                false
+            }
+        }
     }
 
     /// Debug mode's `call_soon` (the Python subclass's `_call_soon_debug`); out of line, so
@@ -573,6 +668,7 @@ impl LoopCore {
         let entry = Queued {
             handle: h.clone().unbind(),
             hidden_ctx,
+            bare: false,
         };
         {
             let mut st = this.state.borrow(py)?;
@@ -851,6 +947,12 @@ impl LoopCore {
     #[inline(always)]
     fn run_handle(slf: &Bound<'_, Self>, lay: &Layout, q: &Queued, debug: bool) -> PyResult<()> {
         let py = slf.py();
+        if q.bare {
+            if debug {
+                return Self::run_bare_debug(slf, lay, q);
+            }
+            return Self::run_bare(slf, lay, q);
+        }
         lay.release_for_run(q);
         let h = q.handle.bind(py);
         if lay.is_cancelled(py, h) {
@@ -863,6 +965,92 @@ impl LoopCore {
             Self::keep_slow_handle(slf, h, seq)?;
         }
         r
+    }
+
+    /// Runs a handle-less entry (a C Task's step, see `schedule_soon`): what `run_callback`
+    /// does for a Handle with no arguments. A Handle is built only to report an error.
+    #[inline(never)]
+    fn run_bare(slf: &Bound<'_, Self>, lay: &Layout, q: &Queued) -> PyResult<()> {
+        let py = slf.py();
+        let cb = q.handle.bind(py);
+        let Some(ctx) = &q.hidden_ctx else {
+            return Ok(());
+        };
+        let empty = PyTuple::empty(py);
+        let activity = &slf.get().shared.activity;
+        // The watchdog's sample and report get the step itself (`Loop._watchdog_sample`).
+        activity.enter(cb.as_ptr().cast());
+        // SAFETY: ctx is the Task's live Context (a strong reference in the entry); Enter and
+        // Exit are paired, as in run_callback.
+        let result = unsafe {
+            if ffi::PyContext_Enter(ctx.as_ptr()) < 0 {
+                Err(PyErr::fetch(py))
+            } else {
+                // PyObject_Call with the empty tuple goes straight to the wrapper's tp_call
+                // (it has no vectorcall); PyObject_CallNoArgs would go through
+                // _PyObject_MakeTpCall first.
+                let res = ffi::PyObject_Call(cb.as_ptr(), empty.as_ptr(), std::ptr::null_mut());
+                let out = if res.is_null() {
+                    Err(PyErr::fetch(py))
+                } else {
+                    ffi::Py_DECREF(res);
+                    Ok(())
+                };
+                if ffi::PyContext_Exit(ctx.as_ptr()) < 0 {
+                    out.and(Err(PyErr::fetch(py)))
+                } else {
+                    out
+                }
+            }
+        };
+        // As in run_callback: a signal that arrived during the step is handled now.
+        // SAFETY: called with the GIL held.
+        let result = result.and_then(|()| {
+            if unsafe { ffi::PyErr_CheckSignals() } < 0 {
+                Err(PyErr::fetch(py))
+            } else {
+                Ok(())
+            }
+        });
+        if let Some(seq) = activity.exit() {
+            Self::keep_slow_handle(slf, cb, seq)?;
+        }
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => Self::bare_failed(slf, lay, cb, ctx.bind(py), e),
+        }
+    }
+
+    /// Debug mode switched on while a handle-less entry was queued: it runs as the Handle
+    /// asyncio would have queued (`_run_handle_debug` times it and names it).
+    #[cold]
+    #[inline(never)]
+    fn run_bare_debug(slf: &Bound<'_, Self>, lay: &Layout, q: &Queued) -> PyResult<()> {
+        let py = slf.py();
+        let empty = PyTuple::empty(py);
+        let ctx = q.hidden_ctx.as_ref().map(|c| c.bind(py));
+        let cb = q.handle.bind(py);
+        let (h, _) = lay.build(py, None, false, None, cb, &empty, slf.as_any(), ctx)?;
+        Self::run_handle_debug(slf, &h)
+    }
+
+    /// A handle-less entry's error, reported with the Handle asyncio would have run.
+    #[cold]
+    #[inline(never)]
+    fn bare_failed(
+        slf: &Bound<'_, Self>,
+        lay: &Layout,
+        cb: &Bound<'_, PyAny>,
+        ctx: &Bound<'_, PyAny>,
+        e: PyErr,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        if is_fatal(py, &e) {
+            return Err(e);
+        }
+        let empty = PyTuple::empty(py);
+        let (h, _) = lay.build(py, None, false, None, cb, &empty, slf.as_any(), Some(ctx))?;
+        Self::callback_failed(slf, &h, e)
     }
 
     /// Keeps the handle of a callback the watchdog found slow, for its report
@@ -1550,6 +1738,7 @@ impl LoopCore {
             stopping: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            task_init: AtomicBool::new(false),
             shared: {
                 let shared = Arc::new(Shared::default());
                 // asyncio's default slow_callback_duration, 0.1 s.
@@ -1565,6 +1754,14 @@ impl LoopCore {
                 type_tag: Default::default(),
                 overridden: AtomicBool::new(false),
             },
+            soon_patch: TimePatch {
+                check_valid_flag: py.version_info() < (3, 11),
+                instance: AtomicBool::new(false),
+                type_ptr: Default::default(),
+                type_tag: Default::default(),
+                overridden: AtomicBool::new(false),
+            },
+            step_type: pyo3::sync::PyOnceLock::new(),
         })
     }
 
