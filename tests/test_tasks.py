@@ -686,8 +686,9 @@ def test_task_steps_are_queued_without_a_handle(loop_factory, loop_kind):
     finally:
         fast.close()
         slow.close()
-    # asyncio queues a Handle for each; oxloop none while its call_soon is its own.
-    assert slow_cost - fast_cost == (1.0 if loop_kind == "oxloop" else 0.0)
+    # asyncio queues a Handle for each; oxloop none while its call_soon is its own. Rounded:
+    # 3.14's collector may count an object or two of the run itself (5.015 against 5.01).
+    assert round(slow_cost - fast_cost) == (1 if loop_kind == "oxloop" else 0)
 
 
 def test_a_task_step_queued_before_set_debug_runs_in_debug_mode(loop, caplog):
