@@ -605,6 +605,48 @@ def test_an_accepted_socket_is_what_socket_accept_makes(loop, host):
     assert type(peername[0]) is str and type(peername[1]) is int
 
 
+@pytest.mark.parametrize(
+    "server_host, client_host",
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.200.30.9", "127.1.22.100"),
+        ("127.255.10.99", "127.9.0.250"),
+    ],
+)
+def test_accepted_addresses_are_socket_accepts_strings(loop, server_host, client_host):
+    # oxloop writes the peername and sockname extras of an IPv4 connection itself (src/accept.rs
+    # `inet_address`): every width of byte, read on both loops (all of 127/8 is loopback).
+    made = loop.create_future()
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.set_result(transport)
+
+    async def main():
+        srv = await loop.create_server(P, server_host, 0)
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.bind((client_host, 0))
+            address = srv.sockets[0].getsockname()
+            await loop.sock_connect(c, address)
+            transport = await wait(made)
+            got = (transport.get_extra_info("peername"), transport.get_extra_info("sockname"))
+            transport.close()
+            return got, (c.getsockname(), address)
+        finally:
+            c.close()
+            srv.close()
+            await srv.wait_closed()
+
+    try:
+        got, expected = loop.run_until_complete(main())
+    except OSError as exc:  # a host without the whole loopback range
+        pytest.skip(f"{server_host}/{client_host}: {exc}")
+    assert got == expected
+    assert [type(a[0]) for a in got] == [str, str]
+
+
 def test_a_patched_setblocking_is_called_for_accepted_sockets(loop, monkeypatch):
     # asyncio's accept loop calls conn.setblocking(False); oxloop leaves that call out where
     # accept4 made the socket non-blocking, but only while setblocking is _socket's own.
