@@ -55,50 +55,24 @@ pub struct Acceptor {
 impl Acceptor {
     /// `socket.accept()` of the listener: `(conn, address)`.
     fn accept<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let left = self.left.load(Ordering::Relaxed);
-        if left == 0 {
-            // What the accept(2) would say: the queue was empty when the event was handled.
-            return Err(os_error(io::Error::from_raw_os_error(libc::EAGAIN)));
-        }
-        if left > 0 {
-            self.left.store(left - 1, Ordering::Relaxed);
-        }
-        let sock = self.sock.bind(py);
-        let class = socket_class(py)?;
-        // SAFETY: acceptor() made this only for an exact socket.socket with the probed layout.
-        let (family, kind, proto) = unsafe { crate::cpython::socket::kind(sock) };
-        // SAFETY: as above.
-        let (listener_fd, timeout) = unsafe { crate::cpython::socket::head(sock) };
-        let native = family == libc::AF_INET
-            && timeout == 0
-            && SOCKET_INIT
-                .get(py)
-                .is_some_and(|init| init.accept.get().holds(py));
-        let (fd, addr) = if native {
-            // A non-blocking IPv4 listener (asyncio's): `sock._accept()` in Rust (see the
-            // module's doc).
-            let (fd, peer) = accept_inet(py, listener_fd)?;
-            (fd.into_pyobject(py)?.into_any(), peer)
-        } else {
-            // socket.py `accept`: `fd, addr = self._accept()`.
-            let pair = sock.call_method0(intern!(py, "_accept"))?;
-            pair.extract()?
-        };
-        // `sock = socket(self.family, self.type, self.proto, fileno=fd)`: the same integers.
-        let conn = new_socket(py, class.ty.bind(py), (family, kind, proto, fd))?;
-        // `if getdefaulttimeout() is None and self.gettimeout(): sock.setblocking(True)`;
-        // gettimeout() is truthy only for a positive timeout.
-        // SAFETY: as above.
-        let (_, timeout) = unsafe { crate::cpython::socket::head(sock) };
-        if timeout > 0 {
-            let default = py
-                .import(intern!(py, "socket"))?
-                .call_method0(intern!(py, "getdefaulttimeout"))?;
-            if default.is_none() {
-                conn.call_method1(intern!(py, "setblocking"), (true,))?;
-            }
-        }
+        let (conn, addr, _) = self.take(py, false)?;
         PyTuple::new(py, [conn, addr])
+    }
+
+    /// `socket.accept()` then asyncio's `conn.setblocking(False)` where this can do it
+    /// without the `ioctl(FIONBIO)`: `(conn, address, nonblocking)`, `nonblocking` True when
+    /// `conn` is already non-blocking (fd and timeout), False when the caller must still call
+    /// `conn.setblocking(False)` (see `Loop._accept_plain` in python/oxloop/_loop.py).
+    fn accept_nonblocking<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let (conn, addr, nonblocking) = self.take(py, true)?;
+        PyTuple::new(
+            py,
+            [
+                conn,
+                addr,
+                nonblocking.into_pyobject(py)?.to_owned().into_any(),
+            ],
+        )
     }
 
     /// The listener's `fileno()`.
@@ -120,14 +94,84 @@ impl Acceptor {
     }
 }
 
+impl Acceptor {
+    /// `socket.accept()`, and whether the connection is non-blocking already: only when
+    /// `nonblocking` is asked for, on the Rust path, with socket.py's `__init__` the verified
+    /// one (a replaced `__init__` sees the type exactly as `socket.accept` passes it).
+    fn take<'py>(
+        &self,
+        py: Python<'py>,
+        nonblocking: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, bool)> {
+        let left = self.left.load(Ordering::Relaxed);
+        if left == 0 {
+            // What the accept(2) would say: the queue was empty when the event was handled.
+            return Err(os_error(io::Error::from_raw_os_error(libc::EAGAIN)));
+        }
+        if left > 0 {
+            self.left.store(left - 1, Ordering::Relaxed);
+        }
+        let sock = self.sock.bind(py);
+        let class = socket_class(py)?;
+        // SAFETY: acceptor() made this only for an exact socket.socket with the probed layout.
+        let (family, kind, proto) = unsafe { crate::cpython::socket::kind(sock) };
+        // SAFETY: as above.
+        let (listener_fd, timeout) = unsafe { crate::cpython::socket::head(sock) };
+        let init = SOCKET_INIT.get(py);
+        let native = family == libc::AF_INET
+            && timeout == 0
+            && init.is_some_and(|init| init.accept.get().holds(py));
+        // SOCK_NONBLOCK only where `new_socket` runs `_socket.socket.__init__` itself.
+        let nonblocking = nonblocking && native && init.is_some_and(|i| i.init.get().holds(py));
+        let (fd, addr) = if native {
+            // A non-blocking IPv4 listener (asyncio's): `sock._accept()` in Rust (see the
+            // module's doc).
+            let (fd, peer) = accept_inet(py, listener_fd, nonblocking)?;
+            (fd.into_pyobject(py)?.into_any(), peer)
+        } else {
+            // socket.py `accept`: `fd, addr = self._accept()`.
+            let pair = sock.call_method0(intern!(py, "_accept"))?;
+            pair.extract()?
+        };
+        // `sock = socket(self.family, self.type, self.proto, fileno=fd)`: the same integers.
+        // For a fd accepted with SOCK_NONBLOCK, the type carries that flag too: CPython's
+        // `init_sockobject` (Modules/socketmodule.c) then sets the timeout to 0 without a
+        // syscall and drops the flag from `sock.type` -- what `setblocking(False)` leaves,
+        // less its `ioctl(FIONBIO)`.
+        let kind_arg = if nonblocking {
+            kind | libc::SOCK_NONBLOCK
+        } else {
+            kind
+        };
+        let conn = new_socket(py, class.ty.bind(py), (family, kind_arg, proto, fd))?;
+        // `if getdefaulttimeout() is None and self.gettimeout(): sock.setblocking(True)`;
+        // gettimeout() is truthy only for a positive timeout.
+        // SAFETY: as above.
+        let (_, timeout) = unsafe { crate::cpython::socket::head(sock) };
+        if timeout > 0 {
+            let default = py
+                .import(intern!(py, "socket"))?
+                .call_method0(intern!(py, "getdefaulttimeout"))?;
+            if default.is_none() {
+                conn.call_method1(intern!(py, "setblocking"), (true,))?;
+            }
+        }
+        Ok((conn, addr, nonblocking))
+    }
+}
+
 /// `sock._accept()` of a non-blocking IPv4 listener, as Modules/socketmodule.c `sock_accept`
 /// does it: `accept4(fd, ..., SOCK_CLOEXEC)`, retried after the signal handlers on EINTR (PEP
 /// 475), an `OSError` from errno otherwise; the address as `makesockaddr` builds it for
 /// AF_INET, `(inet_ntop's dotted quad, port)`, without glibc's `sprintf` (1,700 instructions
 /// here). The GIL stays held: a non-blocking accept does not wait.
-fn accept_inet(py: Python<'_>, listener: i32) -> PyResult<(i32, Bound<'_, PyAny>)> {
+fn accept_inet(
+    py: Python<'_>,
+    listener: i32,
+    nonblocking: bool,
+) -> PyResult<(i32, Bound<'_, PyAny>)> {
     let (fd, peer) = loop {
-        match crate::sys::accept4_inet(listener) {
+        match crate::sys::accept4_inet(listener, nonblocking) {
             Ok(found) => break found,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => crate::sock::check_signals(py)?,
             Err(e) => return Err(os_error(e)),
@@ -146,7 +190,28 @@ fn inet_address(
     py: Python<'_>,
     ([a, b, c, d], port): ([u8; 4], u16),
 ) -> PyResult<Bound<'_, PyAny>> {
-    let host = PyString::new(py, &format!("{a}.{b}.{c}.{d}"));
+    // The four decimal bytes written by hand: `format!` goes through core::fmt's padding
+    // machinery (about 420 instructions per address here, two addresses per connection).
+    let mut buf = [0u8; 15];
+    let mut len = 0;
+    for (i, byte) in [a, b, c, d].into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        if byte >= 100 {
+            buf[len] = b'0' + byte / 100;
+            len += 1;
+        }
+        if byte >= 10 {
+            buf[len] = b'0' + byte / 10 % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + byte % 10;
+        len += 1;
+    }
+    // ASCII digits and dots only, at most 15 bytes: valid UTF-8 within the buffer.
+    let host = PyString::new(py, std::str::from_utf8(&buf[..len]).unwrap_or_default());
     Ok(PyTuple::new(py, [host.into_any(), port.into_pyobject(py)?.into_any()])?.into_any())
 }
 

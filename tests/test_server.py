@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -568,6 +570,7 @@ def _accept_one(loop, host="127.0.0.1", family=socket.AF_INET):
                 (sock._io_refs, sock._closed),
                 transport.get_extra_info("peername"),
                 c.getsockname(),
+                bool(fcntl.fcntl(sock.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK),
             )
             transport.close()
         finally:
@@ -589,8 +592,10 @@ def test_an_accepted_socket_is_what_socket_accept_makes(loop, host):
         facts = _accept_one(loop, host, family)
     except OSError as exc:  # no IPv6 on this host
         pytest.skip(f"{host}: {exc}")
-    kind, (fam, typ, proto), timeout, inheritable, refs, peername, client = facts
+    kind, (fam, typ, proto), timeout, inheritable, refs, peername, client, nonblocking = facts
     assert kind is socket.socket
+    # setblocking(False) (oxloop: accept4's SOCK_NONBLOCK for an IPv4 listener): the fd too.
+    assert nonblocking is True
     assert (fam, typ, proto) == (family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     assert type(fam) is socket.AddressFamily and type(typ) is socket.SocketKind
     # accept4(SOCK_CLOEXEC): not inherited by child processes.
@@ -598,6 +603,99 @@ def test_an_accepted_socket_is_what_socket_accept_makes(loop, host):
     assert refs == (0, False)
     assert peername == client
     assert type(peername[0]) is str and type(peername[1]) is int
+
+
+@pytest.mark.parametrize(
+    "server_host, client_host",
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.200.30.9", "127.1.22.100"),
+        ("127.255.10.99", "127.9.0.250"),
+    ],
+)
+def test_accepted_addresses_are_socket_accepts_strings(loop, server_host, client_host):
+    # oxloop writes the peername and sockname extras of an IPv4 connection itself (src/accept.rs
+    # `inet_address`): every width of byte, read on both loops (all of 127/8 is loopback).
+    made = loop.create_future()
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.set_result(transport)
+
+    async def main():
+        srv = await loop.create_server(P, server_host, 0)
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.bind((client_host, 0))
+            address = srv.sockets[0].getsockname()
+            await loop.sock_connect(c, address)
+            transport = await wait(made)
+            got = (transport.get_extra_info("peername"), transport.get_extra_info("sockname"))
+            transport.close()
+            return got, (c.getsockname(), address)
+        finally:
+            c.close()
+            srv.close()
+            await srv.wait_closed()
+
+    try:
+        got, expected = loop.run_until_complete(main())
+    except OSError as exc:  # a host without the whole loopback range
+        pytest.skip(f"{server_host}/{client_host}: {exc}")
+    assert got == expected
+    assert [type(a[0]) for a in got] == [str, str]
+
+
+def test_a_patched_setblocking_is_called_for_accepted_sockets(loop, monkeypatch):
+    # asyncio's accept loop calls conn.setblocking(False); oxloop leaves that call out where
+    # accept4 made the socket non-blocking, but only while setblocking is _socket's own.
+    calls = []
+    original = socket.socket.setblocking
+
+    def spy(self, flag):
+        # Only the accepted socket is connected when its call comes (not the listener, nor
+        # the client's socket, nor the Unix socket of oxloop's layout probe).
+        try:
+            self.getpeername()
+        except OSError:
+            connected = False
+        else:
+            connected = True
+        calls.append((connected, flag))
+        return original(self, flag)
+
+    monkeypatch.setattr(socket.socket, "setblocking", spy)
+    facts = _accept_one(loop)
+    assert facts[-1] is True  # non-blocking fd
+    # The accepted socket's call.
+    assert (True, False) in calls
+
+
+def test_plain_accepts_run_without_asyncios_setblocking(monkeypatch):
+    # 3.10-3.13's `_accept_connection` is the code _loop verified: oxloop runs its statements
+    # for plain connections (`Loop._accept_plain`), which take non-blocking sockets from
+    # accept4. Every accepted socket is checked as asyncio's on both loops above.
+    import oxloop
+    from oxloop import _loop
+
+    if sys.version_info < (3, 14):
+        assert _loop._ACCEPT_PLAIN
+    ran = []
+    original = _loop.Loop._accept_plain
+
+    def spy(self, *args):
+        ran.append(args[2])
+        return original(self, *args)
+
+    monkeypatch.setattr(_loop.Loop, "_accept_plain", spy)
+    loop = oxloop.new_event_loop()
+    try:
+        facts = _accept_one(loop)
+    finally:
+        loop.close()
+    assert facts[-1] is True
+    assert len(ran) == (1 if _loop._ACCEPT_PLAIN else 0)
 
 
 def test_accepted_sockets_raise_the_socket_new_audit_event():

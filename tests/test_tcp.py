@@ -1418,6 +1418,91 @@ def test_closed_transport_releases_its_socket_and_server(loop):
     assert count == 0
 
 
+def _closed_by_transport(loop, keep_dup):
+    """A transport over one end of a socket pair, closed by its own side while the fd is not
+    readable (so no poll has reported it since its reader went): (fd, the dup of its socket
+    made before the close or None, the other end)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    lost = loop.create_future()
+
+    class Proto(asyncio.Protocol):
+        def connection_lost(self, exc):
+            lost.set_result(exc)
+
+    async def main():
+        transport, _ = await loop.connect_accepted_socket(Proto, a)
+        await asyncio.sleep(0)
+        dup = transport.get_extra_info("socket").dup() if keep_dup else None
+        transport.close()
+        await lost
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return dup
+
+    fd = a.fileno()
+    dup = loop.run_until_complete(main())
+    assert a.fileno() == -1
+    return fd, dup, b
+
+
+def test_transport_close_forgets_the_fds_registration(loop):
+    # oxloop keeps a removed reader's epoll registration parked for a later re-add
+    # (engine/src/io/mod.rs); the transport's close drops it before closing the socket
+    # (`_fd_closing`): no delete after the close (EBADF) and no MOD (ENOENT) before the next
+    # socket given the number is registered. asyncio: the same behaviour, no such entry.
+    fd, _, b = _closed_by_transport(loop, keep_dup=False)
+    try:
+        parked = getattr(loop, "_fd_parked", None)
+        if parked is not None:
+            assert parked(fd) is False
+        # The number goes to a new socket, whose reader gets its data.
+        c, d = socket.socketpair()
+        try:
+            got = loop.create_future()
+            loop.add_reader(c, lambda: got.done() or got.set_result(c.recv(10)))
+            d.send(b"new")
+            assert loop.run_until_complete(asyncio.wait_for(got, 5)) == b"new"
+            loop.remove_reader(c)
+        finally:
+            c.close()
+            d.close()
+    finally:
+        b.close()
+
+
+def test_transport_closed_while_a_dup_keeps_its_file_open(loop):
+    """The transport's socket was dup'd before the close: the file stays open, and with it
+    the kernel's registration. Data arriving on it must neither spin the loop nor reach a
+    socket given the old number."""
+    fd, dup, b = _closed_by_transport(loop, keep_dup=True)
+    c = d = None
+    try:
+        c, d = socket.socketpair()
+        spurious = []
+        loop.add_reader(c, lambda: spurious.append(c.recv(100)))
+        b.send(b"for the dup")  # the old file is readable now and stays so
+        metrics = getattr(loop, "metrics", None)
+        before = metrics().iterations if metrics else None
+        loop.run_until_complete(asyncio.sleep(0.05))
+        if before is not None:
+            # Blocked in the poller for 50 ms: a handful of iterations, not thousands.
+            assert metrics().iterations - before < 20
+        assert spurious == []
+        assert dup.recv(100) == b"for the dup"
+        d.send(b"for c")
+        for _ in range(100):
+            if spurious:
+                break
+            loop.run_until_complete(asyncio.sleep(0.001))
+        assert spurious == [b"for c"]
+        loop.remove_reader(c)
+    finally:
+        for s in (dup, b, c, d):
+            if s is not None:
+                s.close()
+
+
 def test_a_connection_lost_error_is_reported_and_the_transport_still_closes(loop):
     class Bad(asyncio.Protocol):
         def connection_lost(self, exc):

@@ -218,6 +218,99 @@ _ACCEPT_NOW = any(
 )
 
 
+# -- accepting without asyncio's setblocking(False) ---------------------------------------------
+# selector_events.py `_accept_connection` makes each accepted socket non-blocking with
+# `conn.setblocking(False)`: an `ioctl(FIONBIO)` per connection (about 0.8 us of kernel time
+# here, benches/net.py churn rows; strace -f of the churn server). accept4(2) can make the fd
+# non-blocking itself (SOCK_NONBLOCK), and CPython's `init_sockobject` (Modules/socketmodule.c)
+# then sets the socket's timeout to 0 with no syscall: the state `setblocking(False)` leaves.
+# Where asyncio's `_accept_connection` is the code below (3.10-3.13), `Loop._accept_plain` runs
+# its statements for a plain connection (no TLS), taking each connection from the Acceptor's
+# `accept_nonblocking` (src/accept.rs), and calling `conn.setblocking(False)` only when that
+# could not make it non-blocking, or when `socket.socket.setblocking` is not `_socket`'s (a
+# patched one is called, as asyncio calls it).
+_ACCEPT_SOURCE = """
+import errno
+from . import constants
+from .log import logger
+class BaseSelectorEventLoop:
+    def _accept_connection(
+            self, protocol_factory, sock,
+            sslcontext=None, server=None, backlog=100,
+            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # This method is only called once for each event loop tick where the
+        # listening socket has triggered an EVENT_READ. There may be multiple
+        # connections waiting for an .accept() so it is called in a loop.
+        # See https://bugs.python.org/issue27906 for more details.
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+                if self._debug:
+                    logger.debug("%r got a new connection from %r: %r",
+                                 server, addr, conn)
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                # Early exit because the socket accept buffer is empty.
+                return None
+            except OSError as exc:
+                # There's nowhere to send the error, so just log it.
+                if exc.errno in (errno.EMFILE, errno.ENFILE,
+                                 errno.ENOBUFS, errno.ENOMEM):
+                    # Some platforms (e.g. Linux keep reporting the FD as
+                    # ready, so we remove the read handler temporarily.
+                    # We'll try again in a while.
+                    self.call_exception_handler({
+                        'message': 'socket.accept() out of system resource',
+                        'exception': exc,
+                        'socket': trsock.TransportSocket(sock),
+                    })
+                    self._remove_reader(sock.fileno())
+                    self.call_later(constants.ACCEPT_RETRY_DELAY,
+                                    self._start_serving,
+                                    protocol_factory, sock, sslcontext, server,
+                                    backlog, ssl_handshake_timeout,
+                                    ssl_shutdown_timeout)
+                else:
+                    raise  # The event loop will catch, log and ignore it.
+            else:
+                extra = {'peername': addr}
+                accept = self._accept_connection2(
+                    protocol_factory, conn, extra, sslcontext, server,
+                    ssl_handshake_timeout, ssl_shutdown_timeout)
+                self.create_task(accept)
+
+"""
+_ACCEPT_SOURCES = (
+    # 3.11-3.13
+    _ACCEPT_SOURCE,
+    # 3.10: no ssl_shutdown_timeout
+    _ACCEPT_SOURCE.replace(
+        """ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):""",
+        "ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT):",
+    )
+    .replace(
+        """backlog, ssl_handshake_timeout,
+                                    ssl_shutdown_timeout)""",
+        "backlog, ssl_handshake_timeout)",
+    )
+    .replace(
+        """ssl_handshake_timeout, ssl_shutdown_timeout)""",
+        "ssl_handshake_timeout)",
+    ),
+)
+_ASYNCIO_ACCEPT = selector_events.BaseSelectorEventLoop._accept_connection  # type: ignore[attr-defined]
+_ACCEPT_PLAIN = any(
+    _transports._same_code(_ASYNCIO_ACCEPT, source, "BaseSelectorEventLoop", "_accept_connection")
+    for source in _ACCEPT_SOURCES
+)
+# Whether `socket.socket.setblocking` is still `_socket.socket`'s (src/guard.rs).
+_SETBLOCKING_GUARD = _oxloop.ClassGuard(
+    [(socket.socket, "setblocking", _socket.socket.setblocking)]
+)
+
+
 def _accept_now(loop: Any, protocol_factory: Any, conn: Any, extra: Any, server: Any) -> None:
     """`_accept_connection2` for a plain connection outside debug mode, without its Task.
 
@@ -774,6 +867,17 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
             listener = _acceptor(sock) if socket.socket.accept is _SOCKET_ACCEPT else sock
             accept = super()._accept_connection
             if _ACCEPT_NOW and type(self)._accept_connection2 is _ASYNCIO_ACCEPT2:
+                if (
+                    _ACCEPT_PLAIN
+                    and not kwargs
+                    and len(args) >= 3
+                    and args[0] is None  # sslcontext
+                    and type(listener) is _Acceptor
+                    and accept.__func__ is _ASYNCIO_ACCEPT
+                ):
+                    # asyncio's loop without its setblocking syscall (above).
+                    self._accept_plain(protocol_factory, sock, listener, args)
+                    return
                 # asyncio's loop, with plain connections set up without a Task (above).
                 accept.__func__(_AcceptingLoop(self), protocol_factory, listener, *args, **kwargs)
             else:
@@ -791,6 +895,67 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
             )
         finally:
             self._accepting = outer
+
+    def _accept_plain(
+        self, protocol_factory: Any, sock: Any, listener: Any, args: tuple[Any, ...]
+    ) -> None:
+        """selector_events.py ``_accept_connection`` (the verified code, ``_ACCEPT_SOURCES``)
+        with ``sslcontext`` None, run by ``_accept_connection`` above: the same statements,
+        each connection set up as ``_AcceptingLoop._accept_connection2`` does, and
+        ``conn.setblocking(False)`` left out where the Acceptor made ``conn`` non-blocking
+        (see "accepting without asyncio's setblocking(False)")."""
+        server = args[1]
+        take = listener.accept_nonblocking if _SETBLOCKING_GUARD() else None
+        for _ in range(args[2]):  # backlog
+            try:
+                if take is not None:
+                    conn, addr, nonblocking = take()
+                else:
+                    conn, addr = listener.accept()
+                    nonblocking = False
+                if self._debug:
+                    logger.debug("%r got a new connection from %r: %r", server, addr, conn)
+                if not nonblocking:
+                    conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                # Early exit because the socket accept buffer is empty.
+                return None
+            except OSError as exc:
+                # There's nowhere to send the error, so just log it.
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Some platforms (e.g. Linux keep reporting the FD as
+                    # ready, so we remove the read handler temporarily.
+                    # We'll try again in a while.
+                    self.call_exception_handler(
+                        {
+                            "message": _ACCEPT_RESOURCE_MESSAGE,
+                            "exception": exc,
+                            "socket": trsock.TransportSocket(sock),
+                        }
+                    )
+                    self._remove_reader(sock.fileno())
+                    self.call_later(
+                        constants.ACCEPT_RETRY_DELAY,
+                        self._start_serving,
+                        protocol_factory,
+                        sock,
+                        *args,
+                    )
+                else:
+                    raise  # The event loop will catch, log and ignore it.
+            else:
+                extra = {"peername": addr}
+                if self._debug or self._task_factory is not None:
+                    # _AcceptingLoop._accept_connection2: these keep asyncio's Task.
+                    self.create_task(
+                        self._accept_connection2(
+                            protocol_factory, conn, extra, args[0], server, *args[3:]
+                        )
+                    )
+                else:
+                    # The Task would run in a copy of this context (tasks.py: Task.__init__).
+                    copy_context().run(_accept_now, self, protocol_factory, conn, extra, server)
+        return None
 
     def _resume_accepting(
         self, protocol_factory: Any, sock: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

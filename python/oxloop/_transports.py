@@ -674,6 +674,9 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
                             # socket.close, then _real_close (socket.socket has no __dict__)
                             sock._closed = True
                             if sock._io_refs <= 0:
+                                # The loop forgets the fd's parked registration, which the
+                                # kernel drops with the file (src/loop_core `_fd_closing`).
+                                self._loop._fd_closing(sock.fileno())
                                 _c_close(sock)
                         else:
                             sock.close()

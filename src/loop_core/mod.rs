@@ -2001,6 +2001,40 @@ impl LoopCore {
         Self::remove_io(slf, fd, WRITABLE)
     }
 
+    /// `fd` is about to be closed by the transport that owns it (`_SocketTransport`'s
+    /// `_call_connection_lost`, python/oxloop/_transports.py, just before `_socket.socket.close`):
+    /// its parked registration (engine/src/io/mod.rs) is forgotten without a syscall. The
+    /// kernel drops it with the file's last reference (epoll(7), Q6); the deferred delete
+    /// would run after the close and fail with EBADF (one wasted `epoll_ctl` per connection
+    /// of a churning server), and a parked entry left behind would cost a MOD failing with
+    /// ENOENT before the ADD of the next socket given that number. If a dup keeps the file
+    /// open, the registration is an orphan, as it is today when the delete fails: its next
+    /// event carries a token the table no longer has, and the loop rebuilds its set then.
+    /// An fd with a reader or a writer still set is left alone (asyncio leaves it
+    /// registered).
+    fn _fd_closing(&self, py: Python<'_>, fd: i32) -> PyResult<()> {
+        let gone = {
+            let mut st = self.state.borrow(py)?;
+            match st.fds.get(fd) {
+                Some(e) if !e.is_active() => st.fds.remove(fd),
+                _ => None,
+            }
+        };
+        // Dropped unborrowed (an owner's weakref may run Python code).
+        drop(gone);
+        Ok(())
+    }
+
+    /// Whether `fd` has a parked registration (no reader or writer, the kernel's kept; see
+    /// engine/src/io/mod.rs). For tests.
+    fn _fd_parked(&self, py: Python<'_>, fd: i32) -> PyResult<bool> {
+        let st = self.state.borrow(py)?;
+        Ok(st
+            .fds
+            .get(fd)
+            .is_some_and(|e| !e.is_active() && e.kmask != 0))
+    }
+
     #[allow(clippy::type_complexity)] // (fd, events, reader, writer, fileobj): a SelectorKey
     /// The registration `fileobj` leads to, as selectors' `get_key` finds it (through
     /// `_fileobj_lookup`): `(fd, events, reader_handle, writer_handle, key_fileobj)` with

@@ -94,9 +94,11 @@ pub fn listen_queue_len(fd: i32) -> std::io::Result<Option<u32>> {
 /// `accept4(2)` on the IPv4 listener `fd` with `SOCK_CLOEXEC`, as CPython's `sock._accept()`
 /// calls it (Modules/socketmodule.c `sock_accept_impl`): the new fd and the peer's address
 /// (its four bytes in network order, and the port; None when the kernel gave no address, as
-/// CPython's `makesockaddr` returns None for a length of 0).
+/// CPython's `makesockaddr` returns None for a length of 0). `nonblocking` adds
+/// `SOCK_NONBLOCK`: the new fd is non-blocking from the start (accept4(2)), which saves the
+/// `ioctl(FIONBIO)` of asyncio's `conn.setblocking(False)`.
 #[allow(clippy::type_complexity)]
-pub fn accept4_inet(fd: i32) -> std::io::Result<(i32, Option<([u8; 4], u16)>)> {
+pub fn accept4_inet(fd: i32, nonblocking: bool) -> std::io::Result<(i32, Option<([u8; 4], u16)>)> {
     // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
@@ -107,7 +109,11 @@ pub fn accept4_inet(fd: i32) -> std::io::Result<(i32, Option<([u8; 4], u16)>)> {
         fd,
         &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr,
         &mut len as *mut libc::socklen_t,
-        libc::SOCK_CLOEXEC,
+        if nonblocking {
+            libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK
+        } else {
+            libc::SOCK_CLOEXEC
+        },
     ))?;
     let peer = (len != 0).then(|| {
         (
@@ -162,7 +168,7 @@ mod tests {
     fn accept4_inet_gives_the_peer_and_a_close_on_exec_fd() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (fd, peer) = super::accept4_inet(listener.as_raw_fd()).unwrap();
+        let (fd, peer) = super::accept4_inet(listener.as_raw_fd(), false).unwrap();
         let std::net::SocketAddr::V4(local) = client.local_addr().unwrap() else {
             panic!("not IPv4");
         };
@@ -170,11 +176,22 @@ mod tests {
         // SAFETY: fd is the descriptor just accepted; F_GETFD reads its flags.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
         assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        // SAFETY: as above, F_GETFL reads the file's status flags.
+        let status = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        assert_eq!(status & libc::O_NONBLOCK, 0);
+        // SAFETY: fd is ours and closed once.
+        unsafe { libc::close(fd) };
+        // With SOCK_NONBLOCK, the new fd is non-blocking.
+        let _client2 = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (fd, _) = super::accept4_inet(listener.as_raw_fd(), true).unwrap();
+        // SAFETY: fd is the descriptor just accepted; F_GETFL reads its status flags.
+        let status = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        assert_eq!(status & libc::O_NONBLOCK, libc::O_NONBLOCK);
         // SAFETY: fd is ours and closed once.
         unsafe { libc::close(fd) };
         // A listener with nothing queued, made non-blocking: EAGAIN.
         listener.set_nonblocking(true).unwrap();
-        let err = super::accept4_inet(listener.as_raw_fd()).unwrap_err();
+        let err = super::accept4_inet(listener.as_raw_fd(), false).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
     }
 
