@@ -673,13 +673,13 @@ def test_a_patched_setblocking_is_called_for_accepted_sockets(loop, monkeypatch)
 
 
 def test_plain_accepts_run_without_asyncios_setblocking(monkeypatch):
-    # 3.10-3.13's `_accept_connection` is the code _loop verified: oxloop runs its statements
+    # 3.10-3.14's `_accept_connection` is the code _loop verified: oxloop runs its statements
     # for plain connections (`Loop._accept_plain`), which take non-blocking sockets from
     # accept4. Every accepted socket is checked as asyncio's on both loops above.
     import oxloop
     from oxloop import _loop
 
-    if sys.version_info < (3, 14):
+    if sys.version_info < (3, 15):
         assert _loop._ACCEPT_PLAIN
     ran = []
     original = _loop.Loop._accept_plain
@@ -756,3 +756,54 @@ def test_a_patched_socket_init_or_accept_is_called_for_accepted_sockets(loop, mo
     else:
         # The accepted one, as socket.py's accept() calls it: the fd by keyword.
         assert [list(kw) for a, kw in calls if kw] == [["fileno"]]
+
+
+def test_one_accept_event_takes_backlog_connections_or_one_more_from_3_14(loop):
+    # selector_events.py `_accept_connection` accepts at most `backlog` connections per read
+    # event (bpo-27906), 3.14's one more: with the loop stopped, four connections wait in the
+    # kernel's queue of a server with backlog 1; one loop iteration reports the listener once,
+    # and what is left in the queue shows how many that event took.
+    taken = 2 if sys.version_info >= (3, 14) else 1
+    lost = loop.create_future()
+    closed = []
+
+    class P(asyncio.Protocol):
+        def connection_lost(self, exc):
+            closed.append(exc)
+            if len(closed) == taken and not lost.done():
+                lost.set_result(None)
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)
+
+    async def serve():
+        return await loop.create_server(P, sock=lst, backlog=1, start_serving=False)
+
+    srv = loop.run_until_complete(serve())
+    clients = [socket.create_connection(lst.getsockname()) for _ in range(4)]
+    try:
+        # What start_serving() does before its sleep(0): listen(1) (the four stay queued) and
+        # the listener's reader, with no loop iteration in between.
+        srv._start_serving()
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        left = socket.socket(fileno=os.dup(lst.fileno()))
+        left.setblocking(False)
+        remaining = 0
+        try:
+            while True:
+                left.accept()[0].close()
+                remaining += 1
+        except BlockingIOError:
+            pass
+        finally:
+            left.close()
+        assert 4 - remaining == taken
+    finally:
+        for c in clients:
+            c.close()
+        # The accepted connections read EOF and close (asyncio.Protocol's eof_received).
+        loop.run_until_complete(wait(lost))
+        srv.close()
+        loop.run_until_complete(srv.wait_closed())

@@ -224,7 +224,7 @@ _ACCEPT_NOW = any(
 # here, benches/net.py churn rows; strace -f of the churn server). accept4(2) can make the fd
 # non-blocking itself (SOCK_NONBLOCK), and CPython's `init_sockobject` (Modules/socketmodule.c)
 # then sets the socket's timeout to 0 with no syscall: the state `setblocking(False)` leaves.
-# Where asyncio's `_accept_connection` is the code below (3.10-3.13), `Loop._accept_plain` runs
+# Where asyncio's `_accept_connection` is the code below (3.10-3.14), `Loop._accept_plain` runs
 # its statements for a plain connection (no TLS), taking each connection from the Acceptor's
 # `accept_nonblocking` (src/accept.rs), and calling `conn.setblocking(False)` only when that
 # could not make it non-blocking, or when `socket.socket.setblocking` is not `_socket`'s (a
@@ -300,8 +300,28 @@ _ACCEPT_SOURCES = (
         "ssl_handshake_timeout)",
     ),
 )
+# 3.14's selector_events.py: one accept more than the backlog, and a connection aborted before
+# accept() is skipped instead of ending the loop.
+_ACCEPT_SOURCE_314 = _ACCEPT_SOURCE.replace(
+    "for _ in range(backlog):", "for _ in range(backlog + 1):"
+).replace(
+    """            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                # Early exit because the socket accept buffer is empty.
+                return None""",
+    """            except ConnectionAbortedError:
+                # Discard connections that were aborted before accept().
+                continue
+            except (BlockingIOError, InterruptedError):
+                # Early exit because of a signal or
+                # the socket accept buffer is empty.
+                return""",
+)
 _ASYNCIO_ACCEPT = selector_events.BaseSelectorEventLoop._accept_connection  # type: ignore[attr-defined]
-_ACCEPT_PLAIN = any(
+# Whether the running asyncio's accept loop is 3.14's (`Loop._accept_plain` follows it).
+_ACCEPT_314 = _transports._same_code(
+    _ASYNCIO_ACCEPT, _ACCEPT_SOURCE_314, "BaseSelectorEventLoop", "_accept_connection"
+)
+_ACCEPT_PLAIN = _ACCEPT_314 or any(
     _transports._same_code(_ASYNCIO_ACCEPT, source, "BaseSelectorEventLoop", "_accept_connection")
     for source in _ACCEPT_SOURCES
 )
@@ -906,7 +926,8 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
         (see "accepting without asyncio's setblocking(False)")."""
         server = args[1]
         take = listener.accept_nonblocking if _SETBLOCKING_GUARD() else None
-        for _ in range(args[2]):  # backlog
+        # backlog; 3.14's loop accepts one more (_ACCEPT_SOURCE_314).
+        for _ in range(args[2] + 1 if _ACCEPT_314 else args[2]):
             try:
                 if take is not None:
                     conn, addr, nonblocking = take()
@@ -917,8 +938,14 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
                     logger.debug("%r got a new connection from %r: %r", server, addr, conn)
                 if not nonblocking:
                     conn.setblocking(False)
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            except ConnectionAbortedError:
+                if _ACCEPT_314:
+                    # Discard connections that were aborted before accept().
+                    continue
                 # Early exit because the socket accept buffer is empty.
+                return None
+            except (BlockingIOError, InterruptedError):
+                # Early exit because of a signal or the socket accept buffer is empty.
                 return None
             except OSError as exc:
                 # There's nowhere to send the error, so just log it.
