@@ -980,38 +980,12 @@ impl LoopCore {
         let activity = &slf.get().shared.activity;
         // The watchdog's sample and report get the step itself (`Loop._watchdog_sample`).
         activity.enter(cb.as_ptr().cast());
-        // SAFETY: ctx is the Task's live Context (a strong reference in the entry); Enter and
-        // Exit are paired, as in run_callback.
-        let result = unsafe {
-            if ffi::PyContext_Enter(ctx.as_ptr()) < 0 {
-                Err(PyErr::fetch(py))
-            } else {
-                // PyObject_Call with the empty tuple goes straight to the wrapper's tp_call
-                // (it has no vectorcall); PyObject_CallNoArgs would go through
-                // _PyObject_MakeTpCall first.
-                let res = ffi::PyObject_Call(cb.as_ptr(), empty.as_ptr(), std::ptr::null_mut());
-                let out = if res.is_null() {
-                    Err(PyErr::fetch(py))
-                } else {
-                    ffi::Py_DECREF(res);
-                    Ok(())
-                };
-                if ffi::PyContext_Exit(ctx.as_ptr()) < 0 {
-                    out.and(Err(PyErr::fetch(py)))
-                } else {
-                    out
-                }
-            }
-        };
-        // As in run_callback: a signal that arrived during the step is handled now.
-        // SAFETY: called with the GIL held.
-        let result = result.and_then(|()| {
-            if unsafe { ffi::PyErr_CheckSignals() } < 0 {
-                Err(PyErr::fetch(py))
-            } else {
-                Ok(())
-            }
-        });
+        // PyObject_Call with the empty tuple goes straight to the wrapper's tp_call (it has no
+        // vectorcall); PyObject_CallNoArgs would go through _PyObject_MakeTpCall first.
+        // SAFETY: ctx is the Task's live Context (a strong reference in the entry); cb and the
+        // empty tuple are live.
+        let result =
+            unsafe { call_in_context(py, ctx.as_ptr(), || call_discard(py, cb, empty.as_any())) };
         if let Some(seq) = activity.exit() {
             Self::keep_slow_handle(slf, cb, seq)?;
         }
@@ -1152,45 +1126,14 @@ impl LoopCore {
         // SAFETY: args is an exact tuple (checked by `parts`).
         let no_args = unsafe { ffi::PyTuple_GET_SIZE(args.as_ptr()) } == 0;
         let native = if no_args { native::find(&cb) } else { None };
-        // SAFETY: ctx is a live contextvars.Context (checked by `parts`); Enter/Exit are
-        // paired below, and the callback and its args are strong references.
+        // SAFETY: ctx is a live contextvars.Context (checked by `parts`); the callback and its
+        // args are strong references.
         let result = unsafe {
-            if ffi::PyContext_Enter(ctx.as_ptr()) < 0 {
-                Err(PyErr::fetch(py))
-            } else {
-                let out = if let Some(run) = native {
-                    run(&cb)
-                } else {
-                    let res = ffi::PyObject_Call(cb.as_ptr(), args.as_ptr(), std::ptr::null_mut());
-                    if res.is_null() {
-                        Err(PyErr::fetch(py))
-                    } else {
-                        ffi::Py_DECREF(res);
-                        Ok(())
-                    }
-                };
-                if ffi::PyContext_Exit(ctx.as_ptr()) < 0 {
-                    // Only fails if the callback left the context in a foreign state; report
-                    // it as the callback's error, as Context.run would raise it.
-                    let exit_err = PyErr::fetch(py);
-                    out.and(Err(exit_err))
-                } else {
-                    out
-                }
-            }
+            call_in_context(py, ctx.as_ptr(), || match native {
+                Some(run) => run(&cb),
+                None => call_discard(py, &cb, &args),
+            })
         };
-        // A signal that arrived while a C callback ran (os.kill, say) is handled now, as the
-        // eval loop would handle it on returning to Handle._run's frame in asyncio; otherwise
-        // its Python handler would run inside whatever Python code comes next. Nothing pending
-        // costs one atomic load.
-        // SAFETY: called with the GIL held.
-        let result = result.and_then(|()| {
-            if unsafe { ffi::PyErr_CheckSignals() } < 0 {
-                Err(PyErr::fetch(py))
-            } else {
-                Ok(())
-            }
-        });
         match result {
             Ok(()) => Ok(()),
             Err(e) => Self::callback_failed(slf, h, e),
@@ -2276,5 +2219,54 @@ impl LoopCore {
             }
             drop(garbage);
         });
+    }
+}
+
+/// Calls `f` inside the context `ctx` (`PyContext_Enter`/`PyContext_Exit`, paired), then handles
+/// a signal that arrived meanwhile, as the eval loop would on returning to `Handle._run`'s frame
+/// in asyncio (otherwise its Python handler would run inside whatever Python code comes next;
+/// nothing pending costs one atomic load). A failed `PyContext_Exit` (the callback left the
+/// context in a foreign state) is reported as the callback's error, as `Context.run` raises it.
+///
+/// # Safety
+/// The GIL is held and `ctx` is a live `contextvars.Context`.
+#[inline(always)]
+unsafe fn call_in_context(
+    py: Python<'_>,
+    ctx: *mut ffi::PyObject,
+    f: impl FnOnce() -> PyResult<()>,
+) -> PyResult<()> {
+    if ffi::PyContext_Enter(ctx) < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let out = f();
+    let out = if ffi::PyContext_Exit(ctx) < 0 {
+        out.and(Err(PyErr::fetch(py)))
+    } else {
+        out
+    };
+    out.and_then(|()| {
+        if ffi::PyErr_CheckSignals() < 0 {
+            Err(PyErr::fetch(py))
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// `cb(*args)` with the result dropped; `args` is a tuple (checked by the caller:
+/// `Layout::parts`, or `PyTuple::empty`).
+#[inline(always)]
+fn call_discard(py: Python<'_>, cb: &Bound<'_, PyAny>, args: &Bound<'_, PyAny>) -> PyResult<()> {
+    // SAFETY: the GIL is held; cb and args are live and args a tuple (PyObject_Call's
+    // requirement); a new reference or NULL with an exception set comes back.
+    unsafe {
+        let res = ffi::PyObject_Call(cb.as_ptr(), args.as_ptr(), std::ptr::null_mut());
+        if res.is_null() {
+            Err(PyErr::fetch(py))
+        } else {
+            ffi::Py_DECREF(res);
+            Ok(())
+        }
     }
 }
