@@ -275,6 +275,9 @@ class Env:
         self.res: dict[tuple, Any] = {}
         self.closers: list = []
         self.tmp: str | None = None
+        # A loop.stop() called from another thread while the loop runs lands in whichever
+        # iteration the thread's timing gives it (see finish()).
+        self.thread_stop = False
 
     # -- events --------------------------------------------------------------------------
     def _on_exception(self, loop, context):
@@ -622,6 +625,9 @@ class Env:
         except Exception as e:
             return ("skip", "resolve " + type_name(e))
 
+        if mode in ("thread", "thread_running") and method == "stop":
+            self.thread_stop = True
+
         def call():
             attr = getattr(obj, method)
             return attr if kind == "attr" else attr(*a, **kw)
@@ -759,6 +765,19 @@ class Env:
         if not loop.is_closed() and not loop.is_running():
             try:
                 loop.run_until_complete(asyncio.sleep(FLUSH))
+            except RuntimeError as e:
+                # After a stop() from another thread, whether a stop is still pending here is
+                # timing on either loop: when the thread's stop() lands in the iteration where
+                # the host coroutine ends, the run that hosted it leaves its
+                # _run_until_complete_cb (a loop.stop()) queued, and this run picks it up and
+                # ends at once. That run consumed it: flush again, and count what happens then.
+                if not self.thread_stop:
+                    self.events.add(("flush-raise", type_name(e)))
+                else:
+                    try:
+                        loop.run_until_complete(asyncio.sleep(FLUSH))
+                    except BaseException as e:
+                        self.events.add(("flush-raise", type_name(e)))
             except BaseException as e:
                 self.events.add(("flush-raise", type_name(e)))
         events = sorted(self.events, key=repr)

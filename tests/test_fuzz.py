@@ -81,3 +81,18 @@ def test_a_hang_is_caught():
     for kind in ("asyncio", "oxloop"):
         outs, events = res[kind]
         assert outs == [("ok", "Handle"), ("hang",)]  # the hang is in the final run
+
+
+@pytest.mark.parametrize("mode", ["direct", "thread"])
+def test_a_stop_left_pending_by_another_thread_is_not_an_event(mode):
+    # A loop.stop() from another thread lands in whichever iteration the thread's timing gives
+    # it, so whether a stop is still pending when the program's final run starts is timing (it
+    # made fuzz-ci report the same program as differing on either loop). Called from a thread
+    # while the loop is not running, the stop is always left pending: the final run must not
+    # count it. The same stop called directly is the program's own, and stays an event.
+    prog = load_program(f"(('{mode}', ('loop', 'self'), 'stop', 'call', (), ()),)")
+    _, res = _run(prog)
+    for kind in ("asyncio", "oxloop"):
+        outs, events = res[kind]
+        assert outs == [("ok", "None")], (kind, outs)
+        assert (("flush-raise", "RuntimeError") in events) == (mode == "direct"), (kind, events)
