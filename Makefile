@@ -78,11 +78,14 @@ wheel-pgo:
 
 # Every test: the engine's own (test-rust, then under the sanitizers), then on every interpreter
 # of VERSIONS found here (natively or in the sid chroot; the others are named and skipped):
-# pytest, then the conformance runner; then pytest on the debug build, where there is one.
+# pytest, then the conformance runner; and pytest on the debug build, where there is one.
+# The interpreters' runs go TEST_JOBS at a time (scripts/matrix.sh: one log each, printed whole
+# when it ends, then a summary; logs in target/test-logs/); TEST_JOBS=1 runs them one by one.
+TEST_JOBS ?= 2
 test: test-rust sanitize
-	@set -e; vs=$$($(ENV) available $(VERSIONS)); echo "make test: interpreters: $$vs"; \
-	for v in $$vs; do $(MAKE) --no-print-directory test-one PY=$$v; done; \
-	if [ -n "$$($(ENV) available $(DEBUG_PY))" ]; then $(MAKE) --no-print-directory test-debug; fi
+	@set -e; vs=$$($(ENV) available $(VERSIONS)); d=$$($(ENV) available $(DEBUG_PY)); \
+	echo "make test: interpreters: $$vs$${d:+ and $$d}"; \
+	MAKE="$(MAKE)" scripts/matrix.sh $(TEST_JOBS) $${d:+test-debug} $$(for v in $$vs; do echo test-one:$$v; done)
 
 # pytest on CPython's debug build: a refcount or assertion error in the extension aborts there.
 test-debug:
