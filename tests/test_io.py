@@ -1155,3 +1155,13 @@ def test_handle_cancel_is_the_verified_code():
     assert _transports._same_code(
         asyncio.events.Handle.cancel, _transports._HANDLE_CANCEL_SOURCE, "Handle", "cancel"
     )
+
+
+def test_a_reference_edit_that_does_not_apply_fails_at_import():
+    # Another version's text of an asyncio function is ours with edits (oxloop/_transports.py
+    # `_edited`); an edit whose text is not there would leave that variant equal to its base.
+    from oxloop import _transports
+
+    assert _transports._edited("a b c", ("b", "x"), ("c", "y")) == "a x y"
+    with pytest.raises(AssertionError, match="does not apply"):
+        _transports._edited("a b c", ("b", "x"), ("b", "z"))

@@ -189,26 +189,35 @@ class BaseSelectorEventLoop:
                     context['transport'] = transport
                 self.call_exception_handler(context)
 """
+# 3.10's accept functions take no ssl_shutdown_timeout.
+_NO_SHUTDOWN_TIMEOUT = (
+    """ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):""",
+    "ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT):",
+)
 _ACCEPT2_SOURCES = (
     # 3.11, 3.12
     _ACCEPT2_SOURCE,
-    # 3.10: no ssl_shutdown_timeout
-    _ACCEPT2_SOURCE.replace(
-        """ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):""",
-        "ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT):",
-    ).replace(
-        """ssl_handshake_timeout=ssl_handshake_timeout,
+    # 3.10
+    _transports._edited(
+        _ACCEPT2_SOURCE,
+        _NO_SHUTDOWN_TIMEOUT,
+        (
+            """ssl_handshake_timeout=ssl_handshake_timeout,
                     ssl_shutdown_timeout=ssl_shutdown_timeout)""",
-        "ssl_handshake_timeout=ssl_handshake_timeout)",
+            "ssl_handshake_timeout=ssl_handshake_timeout)",
+        ),
     ),
     # 3.13, 3.14: gh-109534 drops the waiter before re-raising
-    _ACCEPT2_SOURCE.replace(
-        """                transport.close()
+    _transports._edited(
+        _ACCEPT2_SOURCE,
+        (
+            """                transport.close()
                 raise""",
-        """                transport.close()
+            """                transport.close()
                 waiter = None
                 raise""",
+        ),
     ),
 )
 _ASYNCIO_ACCEPT2 = selector_events.BaseSelectorEventLoop._accept_connection2  # type: ignore[attr-defined]
@@ -284,37 +293,35 @@ class BaseSelectorEventLoop:
 _ACCEPT_SOURCES = (
     # 3.11-3.13
     _ACCEPT_SOURCE,
-    # 3.10: no ssl_shutdown_timeout
-    _ACCEPT_SOURCE.replace(
-        """ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
-            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):""",
-        "ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT):",
-    )
-    .replace(
-        """backlog, ssl_handshake_timeout,
+    # 3.10
+    _transports._edited(
+        _ACCEPT_SOURCE,
+        _NO_SHUTDOWN_TIMEOUT,
+        (
+            """backlog, ssl_handshake_timeout,
                                     ssl_shutdown_timeout)""",
-        "backlog, ssl_handshake_timeout)",
-    )
-    .replace(
-        """ssl_handshake_timeout, ssl_shutdown_timeout)""",
-        "ssl_handshake_timeout)",
+            "backlog, ssl_handshake_timeout)",
+        ),
+        ("ssl_handshake_timeout, ssl_shutdown_timeout)", "ssl_handshake_timeout)"),
     ),
 )
 # 3.14's selector_events.py: one accept more than the backlog, and a connection aborted before
 # accept() is skipped instead of ending the loop.
-_ACCEPT_SOURCE_314 = _ACCEPT_SOURCE.replace(
-    "for _ in range(backlog):", "for _ in range(backlog + 1):"
-).replace(
-    """            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+_ACCEPT_SOURCE_314 = _transports._edited(
+    _ACCEPT_SOURCE,
+    ("for _ in range(backlog):", "for _ in range(backlog + 1):"),
+    (
+        """            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 # Early exit because the socket accept buffer is empty.
                 return None""",
-    """            except ConnectionAbortedError:
+        """            except ConnectionAbortedError:
                 # Discard connections that were aborted before accept().
                 continue
             except (BlockingIOError, InterruptedError):
                 # Early exit because of a signal or
                 # the socket accept buffer is empty.
                 return""",
+    ),
 )
 _ASYNCIO_ACCEPT = selector_events.BaseSelectorEventLoop._accept_connection  # type: ignore[attr-defined]
 # Whether the running asyncio's accept loop is 3.14's (`Loop._accept_plain` follows it).

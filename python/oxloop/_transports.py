@@ -220,6 +220,18 @@ def _same_code(func: Any, source: str, *path: str) -> bool:
     )
 
 
+def _edited(source: str, *edits: tuple[str, str]) -> str:
+    """``source`` with each ``(old, new)`` edit made, for another version's text of a function.
+
+    An ``old`` that ``source`` does not contain is a typo of ours that would leave the variant
+    equal to its base without a word; it fails at import instead, on every version's tests."""
+    for old, new in edits:
+        if old not in source:
+            raise AssertionError(f"oxloop: a reference edit does not apply: {old!r}")
+        source = source.replace(old, new)
+    return source
+
+
 _INIT_VARIANT = next(
     (
         variant
@@ -277,21 +289,19 @@ class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
         loop._transports[self._sock_fd] = self
 
 """
+# 3.12+: the write buffer is a deque (the buffer factory is gone).
+_DEQUE = ("self._buffer_factory()", "collections.deque()")
 _SELECTOR_INIT_SOURCES = {
     # 3.11
     "buffer_factory+paused": _SELECTOR_INIT_SOURCE,
     # 3.10: no _paused here
-    "buffer_factory": _SELECTOR_INIT_SOURCE.replace(
-        """        self._paused = False
-""",
-        "",
-    ),
+    "buffer_factory": _edited(_SELECTOR_INIT_SOURCE, ("        self._paused = False\n", "")),
     # 3.12
-    "deque+paused": _SELECTOR_INIT_SOURCE.replace("self._buffer_factory()", "collections.deque()"),
+    "deque+paused": _edited(_SELECTOR_INIT_SOURCE, _DEQUE),
     # 3.13, 3.14
-    "deque+paused+attach_self": _SELECTOR_INIT_SOURCE.replace(
-        "self._buffer_factory()", "collections.deque()"
-    ).replace("self._server._attach()", "self._server._attach(self)"),
+    "deque+paused+attach_self": _edited(
+        _SELECTOR_INIT_SOURCE, _DEQUE, ("self._server._attach()", "self._server._attach(self)")
+    ),
 }
 _FLOW_SOURCE = """
 class _FlowControlMixin(Transport):
@@ -803,7 +813,7 @@ _SELECTOR_LOST_SOURCES = {
     # 3.10-3.12
     "detach": _SELECTOR_LOST_SOURCE,
     # 3.13+: the server keeps its clients (gh-79033)
-    "detach_self": _SELECTOR_LOST_SOURCE.replace("server._detach()", "server._detach(self)"),
+    "detach_self": _edited(_SELECTOR_LOST_SOURCE, ("server._detach()", "server._detach(self)")),
 }
 _DETACH_SOURCES = {
     # 3.10-3.12
