@@ -312,9 +312,10 @@ def test_no_task_sets_up_an_accepted_plain_connection_on_oxloop(loop, loop_kind)
 
     seen = _accept_tasks(loop)
     assert [ctx for _, ctx in seen] == ["unset", "unset"]
-    # Only where asyncio's `_accept_connection2` is the verified code (3.10-3.14): 3.15's takes
-    # the connection's context and keeps its Task on oxloop too.
-    if loop_kind == "oxloop" and _loop._ACCEPT_NOW:
+    # Where asyncio's `_accept_connection2` is the verified code: 3.10-3.15 (3.15's with the
+    # connection's context, which tests/test_connection_context.py checks on both loops).
+    assert _loop._ACCEPT_NOW
+    if loop_kind == "oxloop":
         assert [task for task, _ in seen] == [None, None]
     else:
         assert all(task.get_coro().__name__ == "_accept_connection2" for task, _ in seen)

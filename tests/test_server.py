@@ -673,14 +673,14 @@ def test_a_patched_setblocking_is_called_for_accepted_sockets(loop, monkeypatch)
 
 
 def test_plain_accepts_run_without_asyncios_setblocking(monkeypatch):
-    # 3.10-3.14's `_accept_connection` is the code _loop verified: oxloop runs its statements
+    # 3.10-3.15's `_accept_connection` is the code _loop verified: oxloop runs its statements
     # for plain connections (`Loop._accept_plain`), which take non-blocking sockets from
     # accept4. Every accepted socket is checked as asyncio's on both loops above.
     import oxloop
     from oxloop import _loop
 
-    if sys.version_info < (3, 15):
-        assert _loop._ACCEPT_PLAIN
+    assert _loop._ACCEPT_PLAIN and _loop._ACCEPT_NOW
+    assert _loop._ACCEPT_CONTEXT == (sys.version_info >= (3, 15))
     ran = []
     original = _loop.Loop._accept_plain
 

@@ -66,7 +66,8 @@ Verified code (compared at import, bytecode, names and constants, with the sourc
 holds; a mismatch keeps asyncio's own code): the socket transport's set-up chain
 (``_transports.py``: ``_INIT_VARIANT``, ``_SELECTOR_VARIANT``, ``_WEAK_VARIANT``, ``_DEEP``,
 ``_NODELAY``; the functions are also checked for replacement per transport) and
-``BaseSelectorEventLoop._accept_connection2`` (``_loop.py``: ``_ACCEPT_NOW``), on 3.10-3.14.
+``BaseSelectorEventLoop._accept_connection2`` and ``_accept_connection`` (``_loop.py``:
+``_ACCEPT_NOW``, ``_ACCEPT_PLAIN``; 3.15's with the connection's context), on 3.10-3.15.
 
 Verified: every probe passes (``tests/test_contract.py::test_every_probe_passes``) on CPython
 3.10, 3.11, 3.12, 3.13, 3.14, 3.14d (debug build) and 3.15.

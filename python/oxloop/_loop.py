@@ -195,6 +195,13 @@ _NO_SHUTDOWN_TIMEOUT = (
             ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):""",
     "ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT):",
 )
+_DROP_WAITER = (
+    """                transport.close()
+                raise""",
+    """                transport.close()
+                waiter = None
+                raise""",
+)
 _ACCEPT2_SOURCES = (
     # 3.11, 3.12
     _ACCEPT2_SOURCE,
@@ -209,19 +216,29 @@ _ACCEPT2_SOURCES = (
         ),
     ),
     # 3.13, 3.14: gh-109534 drops the waiter before re-raising
-    _transports._edited(
-        _ACCEPT2_SOURCE,
-        (
-            """                transport.close()
-                raise""",
-            """                transport.close()
-                waiter = None
-                raise""",
-        ),
+    _transports._edited(_ACCEPT2_SOURCE, _DROP_WAITER),
+)
+# 3.15: the connection's context (gh-139283: create_server's context=) is passed on.
+_ACCEPT2_SOURCE_315 = _transports._edited(
+    _ACCEPT2_SOURCE,
+    _DROP_WAITER,
+    (
+        "ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):",
+        "ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT, context=None):",
     ),
+    (
+        "ssl_shutdown_timeout=ssl_shutdown_timeout)",
+        """ssl_shutdown_timeout=ssl_shutdown_timeout,
+                    context=context)""",
+    ),
+    ("server=server)", "server=server, context=context)"),
 )
 _ASYNCIO_ACCEPT2 = selector_events.BaseSelectorEventLoop._accept_connection2  # type: ignore[attr-defined]
-_ACCEPT_NOW = any(
+# Whether the running asyncio's _accept_connection2 is 3.15's (a connection has a context).
+_ACCEPT_CONTEXT = _transports._same_code(
+    _ASYNCIO_ACCEPT2, _ACCEPT2_SOURCE_315, "BaseSelectorEventLoop", "_accept_connection2"
+)
+_ACCEPT_NOW = _ACCEPT_CONTEXT or any(
     _transports._same_code(_ASYNCIO_ACCEPT2, source, "BaseSelectorEventLoop", "_accept_connection2")
     for source in _ACCEPT2_SOURCES
 )
@@ -233,7 +250,7 @@ _ACCEPT_NOW = any(
 # here, benches/net.py churn rows; strace -f of the churn server). accept4(2) can make the fd
 # non-blocking itself (SOCK_NONBLOCK), and CPython's `init_sockobject` (Modules/socketmodule.c)
 # then sets the socket's timeout to 0 with no syscall: the state `setblocking(False)` leaves.
-# Where asyncio's `_accept_connection` is the code below (3.10-3.14), `Loop._accept_plain` runs
+# Where asyncio's `_accept_connection` is the code below (3.10-3.15), `Loop._accept_plain` runs
 # its statements for a plain connection (no TLS), taking each connection from the Acceptor's
 # `accept_nonblocking` (src/accept.rs), and calling `conn.setblocking(False)` only when that
 # could not make it non-blocking, or when `socket.socket.setblocking` is not `_socket`'s (a
@@ -323,9 +340,40 @@ _ACCEPT_SOURCE_314 = _transports._edited(
                 return""",
     ),
 )
+# 3.15's: the server's context, copied for each connection (see _ACCEPT2_SOURCE_315).
+_ACCEPT_SOURCE_315 = _transports._edited(
+    _ACCEPT_SOURCE_314,
+    (
+        "ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):",
+        "ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT, context=None):",
+    ),
+    (
+        """backlog, ssl_handshake_timeout,
+                                    ssl_shutdown_timeout)""",
+        """backlog, ssl_handshake_timeout,
+                                    ssl_shutdown_timeout, context)""",
+    ),
+    (
+        """                extra = {'peername': addr}
+                accept = self._accept_connection2(
+                    protocol_factory, conn, extra, sslcontext, server,
+                    ssl_handshake_timeout, ssl_shutdown_timeout)
+                self.create_task(accept)""",
+        """                extra = {'peername': addr}
+                conn_context = context.copy() if context is not None else None
+                accept = self._accept_connection2(
+                    protocol_factory, conn, extra, sslcontext, server,
+                    ssl_handshake_timeout, ssl_shutdown_timeout, context=conn_context)
+                self.create_task(accept, context=conn_context)""",
+    ),
+)
 _ASYNCIO_ACCEPT = selector_events.BaseSelectorEventLoop._accept_connection  # type: ignore[attr-defined]
-# Whether the running asyncio's accept loop is 3.14's (`Loop._accept_plain` follows it).
-_ACCEPT_314 = _transports._same_code(
+# Whether the running asyncio's accept loop is 3.15's, or 3.14's or 3.15's (`Loop._accept_plain`
+# follows it: one accept more than the backlog, aborted connections skipped).
+_ACCEPT_315 = _ACCEPT_CONTEXT and _transports._same_code(
+    _ASYNCIO_ACCEPT, _ACCEPT_SOURCE_315, "BaseSelectorEventLoop", "_accept_connection"
+)
+_ACCEPT_314 = _ACCEPT_315 or _transports._same_code(
     _ASYNCIO_ACCEPT, _ACCEPT_SOURCE_314, "BaseSelectorEventLoop", "_accept_connection"
 )
 _ACCEPT_PLAIN = _ACCEPT_314 or any(
@@ -338,14 +386,19 @@ _SETBLOCKING_GUARD = _oxloop.ClassGuard(
 )
 
 
-def _accept_now(loop: Any, protocol_factory: Any, conn: Any, extra: Any, server: Any) -> None:
+def _accept_now(
+    loop: Any, protocol_factory: Any, conn: Any, extra: Any, server: Any, context: Any = None
+) -> None:
     """`_accept_connection2` for a plain connection outside debug mode, without its Task.
 
     Its waiter only tells the Task that connection_made has been scheduled; with no Task it
-    is not made (the transport's ``waiter=None``)."""
+    is not made (the transport's ``waiter=None``). ``context``: 3.15's, the connection's."""
     try:
         protocol = protocol_factory()
-        loop._make_socket_transport(conn, protocol, extra=extra, server=server)
+        if _ACCEPT_CONTEXT:
+            loop._make_socket_transport(conn, protocol, extra=extra, server=server, context=context)
+        else:
+            loop._make_socket_transport(conn, protocol, extra=extra, server=server)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException:
@@ -377,20 +430,24 @@ class _AcceptingLoop:
         sslcontext: Any = None,
         server: Any = None,
         *args: Any,
+        **kwargs: Any,
     ) -> Any:
         loop = self._loop
         if sslcontext or loop._debug or loop._task_factory is not None:
             return loop._accept_connection2(
-                protocol_factory, conn, extra, sslcontext, server, *args
+                protocol_factory, conn, extra, sslcontext, server, *args, **kwargs
             )
-        # The Task would run in a copy of this context (tasks.py: Task.__init__).
-        copy_context().run(_accept_now, loop, protocol_factory, conn, extra, server)
+        # The Task would run in the connection's context (3.15), else in a copy of this one
+        # (tasks.py: Task.__init__).
+        context = kwargs.get("context")
+        ctx = context if context is not None else copy_context()
+        ctx.run(_accept_now, loop, protocol_factory, conn, extra, server, context)
         return None
 
-    def create_task(self, coro: Any) -> Any:
+    def create_task(self, coro: Any, **kwargs: Any) -> Any:
         if coro is None:
             return None
-        return self._loop.create_task(coro)
+        return self._loop.create_task(coro, **kwargs)
 
 
 if _PY313:
@@ -979,16 +1036,34 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
                     raise  # The event loop will catch, log and ignore it.
             else:
                 extra = {"peername": addr}
+                if _ACCEPT_CONTEXT:
+                    # 3.15: the server's context (args[5]), copied for the connection.
+                    context = args[5] if len(args) > 5 else None
+                    conn_context = context.copy() if context is not None else None
+                    timeouts = args[3:5]
+                else:
+                    conn_context = None
+                    timeouts = args[3:]
                 if self._debug or self._task_factory is not None:
                     # _AcceptingLoop._accept_connection2: these keep asyncio's Task.
-                    self.create_task(
-                        self._accept_connection2(
-                            protocol_factory, conn, extra, args[0], server, *args[3:]
-                        )
+                    accept = self._accept_connection2(
+                        protocol_factory,
+                        conn,
+                        extra,
+                        args[0],
+                        server,
+                        *timeouts,
+                        **({"context": conn_context} if _ACCEPT_CONTEXT else {}),
                     )
+                    if _ACCEPT_CONTEXT:
+                        self.create_task(accept, context=conn_context)
+                    else:
+                        self.create_task(accept)
                 else:
-                    # The Task would run in a copy of this context (tasks.py: Task.__init__).
-                    copy_context().run(_accept_now, self, protocol_factory, conn, extra, server)
+                    # The Task would run in the connection's context (3.15), else in a copy
+                    # of this one (tasks.py: Task.__init__).
+                    ctx = conn_context if conn_context is not None else copy_context()
+                    ctx.run(_accept_now, self, protocol_factory, conn, extra, server, conn_context)
         return None
 
     def _resume_accepting(
