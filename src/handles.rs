@@ -38,9 +38,12 @@ use crate::guard::ClassGuard;
 pub struct Queued {
     pub handle: Py<PyAny>,
     pub hidden_ctx: Option<Py<PyAny>>,
-    /// A handle-less entry (a C Task's step, `LoopCore::schedule_soon`): `handle` is the
-    /// callback itself and `hidden_ctx` its context, both tracked by the GC as usual.
-    pub bare: bool,
+    /// A handle-less entry (a C Task's step or wakeup, `LoopCore::schedule_soon`) holds its
+    /// arguments here (`call_soon`'s `*args` tuple: empty for a step, `(future,)` for a
+    /// wakeup), `handle` is the callback itself and `hidden_ctx` its context, all tracked by
+    /// the GC as usual. `None` for an entry that is a Handle. (The tuple in place of a flag
+    /// keeps an entry at 24 bytes.)
+    pub bare: Option<Py<PyTuple>>,
 }
 
 impl Queued {
@@ -48,8 +51,14 @@ impl Queued {
         Self {
             handle,
             hidden_ctx: None,
-            bare: false,
+            bare: None,
         }
+    }
+
+    /// Whether this entry is handle-less (see `bare`).
+    #[inline(always)]
+    pub fn is_bare(&self) -> bool {
+        self.bare.is_some()
     }
 }
 
@@ -492,7 +501,7 @@ impl Layout {
     #[inline(always)]
     pub fn recycle(&self, py: Python<'_>, q: Queued) -> Option<(Py<PyAny>, bool)> {
         let obj = q.handle.as_ptr();
-        if q.bare {
+        if q.is_bare() {
             return None;
         }
         if !self.untrack_ok {
@@ -615,13 +624,13 @@ impl Layout {
         mut f: impl FnMut(*mut ffi::PyObject) -> bool,
     ) -> bool {
         let obj = q.handle.as_ptr();
-        if q.bare {
+        if let Some(args) = &q.bare {
             if let Some(c) = &q.hidden_ctx {
                 if !f(c.as_ptr()) {
                     return false;
                 }
             }
-            return f(obj);
+            return f(args.as_ptr()) && f(obj);
         }
         // SAFETY: called during tp_traverse with the GIL held; obj is a live Handle owned by
         // the loop, and slots are only read (NULLs skipped), never changed.

@@ -385,3 +385,31 @@ def test_glibc_keeps_its_heap_after_oxloop_made_a_socket_reader(loop_kind):
         check=True,
     ).stdout.strip()
     assert out == str(loop_kind == "asyncio"), out
+
+
+def test_scheduling_a_task_wakeup_by_hand_returns_no_handle_on_oxloop(loop, loop_kind):
+    # A C Task's wakeup (`task_wakeup`, bound to the Task) is scheduled by the Future the Task
+    # awaits, which drops the Handle call_soon returns; oxloop queues it without one
+    # (docs/compatibility.md). Taken from the Future's private `_callbacks` and scheduled by
+    # hand, it runs the same, but call_soon returns None on oxloop.
+    import asyncio
+
+    async def waiter(fut):
+        return await fut
+
+    async def main():
+        fut = loop.create_future()
+        task = loop.create_task(waiter(fut))
+        await asyncio.sleep(0)  # the Task awaits fut: its wakeup is fut's done callback
+        ((wakeup, ctx),) = fut._callbacks
+        fut.remove_done_callback(wakeup)
+        fut.set_result("woken")
+        got = loop.call_soon(wakeup, fut, context=ctx)
+        return got, await task
+
+    got, result = loop.run_until_complete(main())
+    assert result == "woken"
+    if loop_kind == "oxloop":
+        assert got is None
+    else:
+        assert isinstance(got, asyncio.Handle)

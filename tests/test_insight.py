@@ -234,6 +234,27 @@ def test_blocking_sleep_in_a_coroutine_names_the_sleep_line(lp):
     assert r.await_chain and "in sleepy" in r.await_chain[0]
 
 
+def test_blocking_after_an_awaited_future_names_the_task(lp):
+    # The Task's wakeup is queued without a Handle (src/loop_core/mod.rs, `is_task_wakeup`);
+    # the report still gets the Handle asyncio would have run.
+    async def waiter(fut):
+        await fut
+        time.sleep(STALL)  # blocking, in the step the wakeup runs
+
+    async def body(loop):
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, "ready")
+        await loop.create_task(waiter(fut), name="waking-task")
+
+    reports = _run_with_reports(lp, body)
+    assert len(reports) == 1
+    r = reports[0]
+    assert r.task_name == "waking-task"
+    assert r.stack[-1].name == "waiter"
+    assert r.stack[-1].line == "time.sleep(STALL)  # blocking, in the step the wakeup runs"
+    assert "task_wakeup" in r.callback, r.callback
+
+
 def test_no_report_for_a_burst_of_fast_callbacks(lp):
     async def body(loop):
         for _ in range(1000):

@@ -603,17 +603,29 @@ def test_many_tasks(loop):
 # instance still gets, and may keep, a real Handle.
 
 
-async def _steps(n):
+async def _steps(n, wakeups=False):
+    loop = asyncio.get_running_loop()
     for _ in range(n):
         await asyncio.sleep(0)  # a Task step through call_soon
+        if wakeups:
+            # The Future's callback scheduling calls call_soon with the Task's wakeup.
+            fut = loop.create_future()
+            loop.call_soon(fut.set_result, None)
+            await fut
     return n
 
 
 def _run_tasks(lp, count=50, steps=3):
     async def main():
-        return await asyncio.gather(*[lp.create_task(_steps(steps)) for _ in range(count)])
+        return await asyncio.gather(
+            *[lp.create_task(_steps(steps, wakeups=True)) for _ in range(count)]
+        )
 
     assert lp.run_until_complete(main()) == [steps] * count
+
+
+def _wakeups(handles):
+    return sum(1 for h in handles if getattr(h._callback, "__name__", "") == "task_wakeup")
 
 
 def test_a_subclass_call_soon_gets_a_handle_for_every_task_step(loop_factory):
@@ -633,6 +645,7 @@ def test_a_subclass_call_soon_gets_a_handle_for_every_task_step(loop_factory):
         lp.close()
     assert len(got) >= 50 * 4
     assert all(isinstance(h, asyncio.Handle) for h in got)
+    assert _wakeups(got) >= 50 * 3
 
 
 def test_an_instance_call_soon_gets_a_handle_for_every_task_step(loop):
@@ -651,6 +664,7 @@ def test_an_instance_call_soon_gets_a_handle_for_every_task_step(loop):
     del loop.call_soon
     assert len(got) >= 50 * 4
     assert all(isinstance(h, asyncio.Handle) for h in got)
+    assert _wakeups(got) >= 50 * 3
 
 
 def _live_gc_allocations_per_queued_task(lp, count=200):
@@ -689,6 +703,79 @@ def test_task_steps_are_queued_without_a_handle(loop_factory, loop_kind):
     # asyncio queues a Handle for each; oxloop none while its call_soon is its own. Rounded:
     # 3.14's collector may count an object or two of the run itself (5.015 against 5.01).
     assert round(slow_cost - fast_cost) == (1 if loop_kind == "oxloop" else 0)
+
+
+def _live_gc_allocations_per_queued_wakeup(lp, count=200):
+    # As above, for `count` wakeups: each Task awaits its own Future, all the Futures get
+    # their result at once, and the Tasks' wakeups wait in the queue.
+    async def waiter(fut):
+        return await fut
+
+    async def main():
+        futs = [lp.create_future() for _ in range(count)]
+        tasks = []
+        for f in futs:
+            # One Task at a time, so its first step's Handle is the loop's one spare for the
+            # next (oxloop reuses run handles): the wakeups' Handles below are all new.
+            tasks.append(lp.create_task(waiter(f)))
+            await asyncio.sleep(0)
+        before = gc.get_count()[0]
+        for i, f in enumerate(futs):
+            f.set_result(i)
+        per_wakeup = (gc.get_count()[0] - before) / count
+        assert await asyncio.gather(*tasks) == list(range(count))
+        return per_wakeup
+
+    gc.collect()
+    gc.disable()
+    try:
+        return lp.run_until_complete(main())
+    finally:
+        gc.enable()
+
+
+def test_task_wakeups_are_queued_without_a_handle(loop_factory, loop_kind):
+    base = type(loop_factory())
+
+    class Overriding(base):
+        def call_soon(self, callback, *args, context=None):
+            return super().call_soon(callback, *args, context=context)
+
+    fast, slow = loop_factory(), Overriding()
+    try:
+        _run_tasks(fast)  # has seen a wakeup
+        fast_cost = _live_gc_allocations_per_queued_wakeup(fast)
+        slow_cost = _live_gc_allocations_per_queued_wakeup(slow)
+    finally:
+        fast.close()
+        slow.close()
+    # asyncio queues a Handle for each wakeup; oxloop none while its call_soon is its own.
+    assert round(slow_cost - fast_cost) == (1 if loop_kind == "oxloop" else 0)
+
+
+def test_a_task_wakeup_queued_before_set_debug_runs_in_debug_mode(loop, caplog):
+    _run_tasks(loop)  # oxloop queues the next wakeups without a Handle
+
+    async def slow(fut):
+        await fut
+        time.sleep(0.02)  # blocking, in the step the wakeup runs
+
+    fut = loop.create_future()
+    task = loop.create_task(slow(fut), name="slow-wakeup")
+    loop.run_until_complete(asyncio.sleep(0))  # the Task awaits fut
+    fut.set_result("ready")  # its wakeup is queued now, outside debug mode
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.run_until_complete(task)
+    loop.set_debug(False)
+    # asyncio names a Task's wakeup by its Task (base_events.py `_format_handle`).
+    assert any(
+        rec.getMessage().startswith("Executing <Task")
+        and "slow-wakeup" in rec.getMessage()
+        and "took" in rec.getMessage()
+        for rec in caplog.records
+    ), [rec.getMessage() for rec in caplog.records]
 
 
 def test_a_task_step_queued_before_set_debug_runs_in_debug_mode(loop, caplog):

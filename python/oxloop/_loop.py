@@ -461,8 +461,10 @@ else:
 
 
 def _as_handle(loop: Loop, entry: Any) -> Any:
-    """The Handle asyncio would have run for a queue entry: a C Task's step is queued without
-    one (src/loop_core/mod.rs, `schedule_soon`), and a report names it as that Handle."""
+    """The Handle asyncio would have run for a queue entry: a C Task's step or wakeup is
+    queued without one (src/loop_core/mod.rs, `schedule_soon`), and a report names it as that
+    Handle (a slow one's report gets it whole from the core; the watchdog's sample of a running
+    wakeup shows it without its future)."""
     if entry is None or isinstance(entry, events.Handle):
         return entry
     return events.Handle(entry, (), loop, None)

@@ -56,6 +56,24 @@ use oxloop_engine::signal::SignalWakeup;
 /// keyword is the TypeError it is for asyncio's own methods before 3.15.
 static IO_CONTEXT_KEYWORD: AtomicBool = AtomicBool::new(false);
 
+/// The C function of `_asyncio`'s Task wakeup (`task_wakeup`), learnt from the first one a
+/// `call_soon` sees (`LoopCore::is_task_wakeup`); 0 until then. One per process: the function
+/// is static in Modules/_asynciomodule.c.
+static TASK_WAKEUP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `_asyncio.Task`, the C Task type whose wakeups `is_task_wakeup` recognises; `None` when
+/// the interpreter has no `_asyncio` (then every Task is Python's, with no C wakeup).
+fn c_task_type(py: Python<'_>) -> Option<&'static Py<PyAny>> {
+    static TYPE: pyo3::sync::PyOnceLock<Option<Py<PyAny>>> = pyo3::sync::PyOnceLock::new();
+    TYPE.get_or_init(py, || {
+        PyModule::import(py, "_asyncio")
+            .and_then(|m| m.getattr("Task"))
+            .ok()
+            .map(Bound::unbind)
+    })
+    .as_ref()
+}
+
 /// `_set_io_context_keyword(on)`: see [`IO_CONTEXT_KEYWORD`].
 #[pyfunction]
 pub fn _set_io_context_keyword(on: bool) {
@@ -495,19 +513,27 @@ impl LoopCore {
         if this.is_debug() {
             return Self::schedule_soon_debug(slf, callback, args, context, threadsafe);
         }
-        if !threadsafe && args.is_empty() {
+        if !threadsafe && args.len() <= 1 {
             if let Some(ctx) = context.filter(|c| !c.is_none()) {
-                if Self::is_task_step(slf, callback) {
+                let unseen = if args.is_empty() {
+                    Self::is_task_step(slf, callback)
+                } else {
+                    Self::is_task_wakeup(slf, callback)
+                };
+                if unseen {
                     // A C Task scheduling its own step (`task_call_step_soon` in
-                    // Modules/_asynciomodule.c, 3.10-3.15): it drops the handle `call_soon`
-                    // returns unseen, so the entry holds the step and its context and no
-                    // Handle is built. An `asyncio.Handle` is a GC object: 100k tasks queued
-                    // at once made 100k more gen-0 allocations (one more full collection of
-                    // the tasks' heap in benches/micro.py's tasks_sleep0 and gather).
+                    // Modules/_asynciomodule.c, 3.10-3.15), or a Future scheduling the
+                    // wakeup of the Task awaiting it (`future_schedule_callbacks`, or
+                    // futures.py `__schedule_callbacks`): each drops the handle `call_soon`
+                    // returns unseen, so the entry holds the callback, its arguments and its
+                    // context and no Handle is built. An `asyncio.Handle` is a GC object:
+                    // 100k tasks queued at once made 100k more gen-0 allocations (one more
+                    // full collection of the tasks' heap in benches/micro.py's tasks_sleep0
+                    // and gather; the same per sleep in sleep_100k).
                     let entry = Queued {
                         handle: callback.clone().unbind(),
                         hidden_ctx: Some(ctx.clone().unbind()),
-                        bare: true,
+                        bare: Some(args.clone().unbind()),
                     };
                     this.push_ready(py, entry, false)?;
                     return Ok(py.None().into_bound(py));
@@ -534,7 +560,7 @@ impl LoopCore {
         let entry = Queued {
             handle: h.clone().unbind(),
             hidden_ctx,
-            bare: false,
+            bare: None,
         };
         let ready = this.push_ready(py, entry, threadsafe)?;
         if threadsafe {
@@ -574,6 +600,65 @@ impl LoopCore {
                 false
             }
         }
+    }
+
+    /// Whether `callback` is a C Task's wakeup: `task_wakeup` (Modules/_asynciomodule.c,
+    /// `TaskWakeupDef`, 3.10-3.15), a builtin method bound to the Task, which the Task adds as
+    /// a done callback to the Future it awaits. Only that Future's callback scheduling calls
+    /// `call_soon` with it, and drops the handle (a user could take it from the Future's
+    /// `_callbacks` and schedule it: docs/compatibility.md). As for steps, only through this
+    /// very method. The C function is learnt from the first wakeup seen: a builtin named
+    /// `task_wakeup` bound to an `_asyncio.Task`; later ones compare the function pointer.
+    #[inline]
+    fn is_task_wakeup(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>) -> bool {
+        let cb = callback.as_ptr();
+        // SAFETY: the type of a live object is live; PyCFunction_GetFunction is called on an
+        // exact PyCFunction only (it only reads the method definition).
+        let f = unsafe {
+            if ffi::Py_TYPE(cb) != std::ptr::addr_of_mut!(ffi::PyCFunction_Type) {
+                return false;
+            }
+            ffi::PyCFunction_GetFunction(cb)
+        };
+        let Some(f) = f else {
+            return false;
+        };
+        let f = f as usize;
+        let known = TASK_WAKEUP.load(Relaxed);
+        if known != 0 {
+            return f == known && !Self::call_soon_patched(slf);
+        }
+        if !Self::learn_task_wakeup(slf.py(), callback, f) {
+            return false;
+        }
+        !Self::call_soon_patched(slf)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn learn_task_wakeup(py: Python<'_>, callback: &Bound<'_, PyAny>, f: usize) -> bool {
+        // SAFETY: callback is an exact PyCFunction (checked by the caller); the self it
+        // returns is borrowed from it (NULL for a module-less function).
+        let owner = unsafe { ffi::PyCFunction_GetSelf(callback.as_ptr()) };
+        if owner.is_null() {
+            return false;
+        }
+        // SAFETY: owner is live while callback is; borrowed for the type check only.
+        let owner = unsafe { Bound::from_borrowed_ptr(py, owner) };
+        let Some(task_type) = c_task_type(py) else {
+            return false;
+        };
+        if !owner.is_instance(task_type.bind(py)).unwrap_or(false) {
+            return false;
+        }
+        let named = callback
+            .getattr(pyo3::intern!(py, "__name__"))
+            .ok()
+            .is_some_and(|n| n.eq("task_wakeup").unwrap_or(false));
+        if named {
+            TASK_WAKEUP.store(f, Relaxed);
+        }
+        named
     }
 
     /// Debug mode's `call_soon` (the Python subclass's `_call_soon_debug`); out of line, so
@@ -668,7 +753,7 @@ impl LoopCore {
         let entry = Queued {
             handle: h.clone().unbind(),
             hidden_ctx,
-            bare: false,
+            bare: None,
         };
         {
             let mut st = this.state.borrow(py)?;
@@ -947,7 +1032,7 @@ impl LoopCore {
     #[inline(always)]
     fn run_handle(slf: &Bound<'_, Self>, lay: &Layout, q: &Queued, debug: bool) -> PyResult<()> {
         let py = slf.py();
-        if q.bare {
+        if q.is_bare() {
             if debug {
                 return Self::run_bare_debug(slf, lay, q);
             }
@@ -967,32 +1052,49 @@ impl LoopCore {
         r
     }
 
-    /// Runs a handle-less entry (a C Task's step, see `schedule_soon`): what `run_callback`
-    /// does for a Handle with no arguments. A Handle is built only to report an error.
+    /// Runs a handle-less entry (a C Task's step or wakeup, see `schedule_soon`): what
+    /// `run_callback` does for a Handle. A Handle is built only to report an error or a slow
+    /// callback.
     #[inline(never)]
     fn run_bare(slf: &Bound<'_, Self>, lay: &Layout, q: &Queued) -> PyResult<()> {
         let py = slf.py();
         let cb = q.handle.bind(py);
-        let Some(ctx) = &q.hidden_ctx else {
+        let (Some(ctx), Some(args)) = (&q.hidden_ctx, &q.bare) else {
             return Ok(());
         };
-        let empty = PyTuple::empty(py);
+        let args = args.bind(py);
         let activity = &slf.get().shared.activity;
-        // The watchdog's sample and report get the step itself (`Loop._watchdog_sample`).
+        // The watchdog's sample gets the callback itself (`Loop._watchdog_sample`).
         activity.enter(cb.as_ptr().cast());
-        // PyObject_Call with the empty tuple goes straight to the wrapper's tp_call (it has no
-        // vectorcall); PyObject_CallNoArgs would go through _PyObject_MakeTpCall first.
-        // SAFETY: ctx is the Task's live Context (a strong reference in the entry); cb and the
-        // empty tuple are live.
+        // PyObject_Call with the empty tuple goes straight to a step's tp_call (the wrapper
+        // has no vectorcall), and with a wakeup's `(future,)` to the builtin's vectorcall.
+        // SAFETY: ctx is the Task's live Context (a strong reference in the entry); cb and
+        // args are live.
         let result =
-            unsafe { call_in_context(py, ctx.as_ptr(), || call_discard(py, cb, empty.as_any())) };
+            unsafe { call_in_context(py, ctx.as_ptr(), || call_discard(py, cb, args.as_any())) };
         if let Some(seq) = activity.exit() {
-            Self::keep_slow_handle(slf, cb, seq)?;
+            Self::keep_slow_bare(slf, lay, cb, args, ctx.bind(py), seq)?;
         }
         match result {
             Ok(()) => Ok(()),
-            Err(e) => Self::bare_failed(slf, lay, cb, ctx.bind(py), e),
+            Err(e) => Self::bare_failed(slf, lay, cb, args, ctx.bind(py), e),
         }
+    }
+
+    /// A slow handle-less entry: the watchdog's report names the Handle asyncio would have run.
+    #[cold]
+    #[inline(never)]
+    fn keep_slow_bare(
+        slf: &Bound<'_, Self>,
+        lay: &Layout,
+        cb: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        ctx: &Bound<'_, PyAny>,
+        seq: u64,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let (h, _) = lay.build(py, None, false, None, cb, args, slf.as_any(), Some(ctx))?;
+        Self::keep_slow_handle(slf, &h, seq)
     }
 
     /// Debug mode switched on while a handle-less entry was queued: it runs as the Handle
@@ -1002,9 +1104,10 @@ impl LoopCore {
     fn run_bare_debug(slf: &Bound<'_, Self>, lay: &Layout, q: &Queued) -> PyResult<()> {
         let py = slf.py();
         let empty = PyTuple::empty(py);
+        let args = q.bare.as_ref().map_or(&empty, |a| a.bind(py));
         let ctx = q.hidden_ctx.as_ref().map(|c| c.bind(py));
         let cb = q.handle.bind(py);
-        let (h, _) = lay.build(py, None, false, None, cb, &empty, slf.as_any(), ctx)?;
+        let (h, _) = lay.build(py, None, false, None, cb, args, slf.as_any(), ctx)?;
         Self::run_handle_debug(slf, &h)
     }
 
@@ -1015,6 +1118,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         lay: &Layout,
         cb: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
         ctx: &Bound<'_, PyAny>,
         e: PyErr,
     ) -> PyResult<()> {
@@ -1022,8 +1126,7 @@ impl LoopCore {
         if is_fatal(py, &e) {
             return Err(e);
         }
-        let empty = PyTuple::empty(py);
-        let (h, _) = lay.build(py, None, false, None, cb, &empty, slf.as_any(), Some(ctx))?;
+        let (h, _) = lay.build(py, None, false, None, cb, args, slf.as_any(), Some(ctx))?;
         Self::callback_failed(slf, &h, e)
     }
 
