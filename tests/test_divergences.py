@@ -341,9 +341,15 @@ def test_accepts_keep_their_task_in_debug_mode_and_with_a_task_factory(loop, mod
 
 _MALLOC_PROBE = r"""
 import asyncio, ctypes, socket, sys
-import oxloop
 
-loop = oxloop.new_event_loop() if sys.argv[1] == "oxloop" else asyncio.SelectorEventLoop()
+if sys.argv[1] == "oxloop":
+    # Imported only here: compiling its sources (no .pyc under PYTHONDONTWRITEBYTECODE) churns
+    # the heap, and can leave free blocks a later 512 KiB request is served from.
+    import oxloop
+
+    loop = oxloop.new_event_loop()
+else:
+    loop = asyncio.SelectorEventLoop()
 
 async def main():
     a, b = socket.socketpair()
@@ -358,9 +364,21 @@ loop.close()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+libc.malloc_trim(0)
+libc.mallinfo2.restype = MallInfo2
+free_in_heap = libc.mallinfo2().fordblks
 p = libc.malloc(512 * 1024)
 # glibc's chunk header: the size word before the block, bit 1 IS_MMAPPED (malloc/malloc.c).
-print(ctypes.c_size_t.from_address(p - ctypes.sizeof(ctypes.c_size_t)).value & 2 != 0)
+print(ctypes.c_size_t.from_address(p - ctypes.sizeof(ctypes.c_size_t)).value & 2 != 0,
+      free_in_heap)
 libc.free(p)
 """
 
@@ -383,8 +401,13 @@ def test_glibc_keeps_its_heap_after_oxloop_made_a_socket_reader(loop_kind):
         text=True,
         timeout=60,
         check=True,
-    ).stdout.strip()
-    assert out == str(loop_kind == "asyncio"), out
+    ).stdout.split()
+    mapped, free_in_heap = out[0], int(out[1])
+    if loop_kind == "asyncio" and free_in_heap >= 512 * 1024:
+        # malloc serves a request from a free heap block that fits before it looks at the mmap
+        # threshold: then the threshold cannot be seen (CI saw this once on 3.10).
+        pytest.skip(f"{free_in_heap} bytes free in the heap: a 512 KiB block may come from them")
+    assert mapped == str(loop_kind == "asyncio"), out
 
 
 def test_scheduling_a_task_wakeup_by_hand_returns_no_handle_on_oxloop(loop, loop_kind):
