@@ -667,16 +667,8 @@ def test_an_instance_call_soon_gets_a_handle_for_every_task_step(loop):
     assert _wakeups(got) >= 50 * 3
 
 
-def _live_gc_allocations_per_queued_task(lp, count=200):
-    # With the collector off, gen-0's count is the GC objects allocated minus those freed:
-    # what `count` tasks created and queued (not yet run) keep alive, per task.
-    async def main():
-        before = gc.get_count()[0]
-        tasks = [lp.create_task(_steps(0)) for _ in range(count)]
-        per_task = (gc.get_count()[0] - before) / count
-        await asyncio.gather(*tasks)
-        return per_task
-
+def _with_gc_off(lp, main):
+    # With the collector off, gen-0's count is the GC objects allocated minus those freed.
     gc.collect()
     gc.disable()
     try:
@@ -685,28 +677,20 @@ def _live_gc_allocations_per_queued_task(lp, count=200):
         gc.enable()
 
 
-def test_task_steps_are_queued_without_a_handle(loop_factory, loop_kind):
-    base = type(loop_factory())
+def _live_gc_allocations_per_queued_step(lp, count=200):
+    # What `count` tasks created and queued (not yet run) keep alive, per task.
+    async def main():
+        before = gc.get_count()[0]
+        tasks = [lp.create_task(_steps(0)) for _ in range(count)]
+        per_task = (gc.get_count()[0] - before) / count
+        await asyncio.gather(*tasks)
+        return per_task
 
-    class Overriding(base):
-        def call_soon(self, callback, *args, context=None):
-            return super().call_soon(callback, *args, context=context)
-
-    fast, slow = loop_factory(), Overriding()
-    try:
-        _run_tasks(fast)  # learns the step's type
-        fast_cost = _live_gc_allocations_per_queued_task(fast)
-        slow_cost = _live_gc_allocations_per_queued_task(slow)
-    finally:
-        fast.close()
-        slow.close()
-    # asyncio queues a Handle for each; oxloop none while its call_soon is its own. Rounded:
-    # 3.14's collector may count an object or two of the run itself (5.015 against 5.01).
-    assert round(slow_cost - fast_cost) == (1 if loop_kind == "oxloop" else 0)
+    return _with_gc_off(lp, main)
 
 
 def _live_gc_allocations_per_queued_wakeup(lp, count=200):
-    # As above, for `count` wakeups: each Task awaits its own Future, all the Futures get
+    # The same for `count` wakeups: each Task awaits its own Future, all the Futures get
     # their result at once, and the Tasks' wakeups wait in the queue.
     async def waiter(fut):
         return await fut
@@ -726,15 +710,13 @@ def _live_gc_allocations_per_queued_wakeup(lp, count=200):
         assert await asyncio.gather(*tasks) == list(range(count))
         return per_wakeup
 
-    gc.collect()
-    gc.disable()
-    try:
-        return lp.run_until_complete(main())
-    finally:
-        gc.enable()
+    return _with_gc_off(lp, main)
 
 
-def test_task_wakeups_are_queued_without_a_handle(loop_factory, loop_kind):
+@pytest.mark.parametrize(
+    "measure", [_live_gc_allocations_per_queued_step, _live_gc_allocations_per_queued_wakeup]
+)
+def test_task_steps_and_wakeups_are_queued_without_a_handle(loop_factory, loop_kind, measure):
     base = type(loop_factory())
 
     class Overriding(base):
@@ -743,13 +725,14 @@ def test_task_wakeups_are_queued_without_a_handle(loop_factory, loop_kind):
 
     fast, slow = loop_factory(), Overriding()
     try:
-        _run_tasks(fast)  # has seen a wakeup
-        fast_cost = _live_gc_allocations_per_queued_wakeup(fast)
-        slow_cost = _live_gc_allocations_per_queued_wakeup(slow)
+        _run_tasks(fast)  # learns the step's type, and sees a wakeup
+        fast_cost = measure(fast)
+        slow_cost = measure(slow)
     finally:
         fast.close()
         slow.close()
-    # asyncio queues a Handle for each wakeup; oxloop none while its call_soon is its own.
+    # asyncio queues a Handle for each; oxloop none while its call_soon is its own. Rounded:
+    # 3.14's collector may count an object or two of the run itself (5.015 against 5.01).
     assert round(slow_cost - fast_cost) == (1 if loop_kind == "oxloop" else 0)
 
 
