@@ -30,7 +30,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyModule, PyTuple, PyType};
 
 use crate::cpython::members::{read as get, slot_offset, write as set};
-use crate::cpython::{self, Entry};
+use crate::cpython::{self, gc, Entry};
 use crate::guard::ClassGuard;
 
 /// A handle owned by the loop's ready queue or timer heap. `hidden_ctx` holds the context copy
@@ -70,7 +70,7 @@ fn untrack_atomic_tuple(args: &Bound<'_, PyTuple>) {
     let t = args.as_ptr();
     // SAFETY: t is a live tuple; its items are live objects we only inspect.
     unsafe {
-        if ffi::PyObject_GC_IsTracked(t) == 0 {
+        if !gc::is_tracked(t) {
             return;
         }
         let n = ffi::PyTuple_GET_SIZE(t);
@@ -80,7 +80,7 @@ fn untrack_atomic_tuple(args: &Bound<'_, PyTuple>) {
             // tuple may be tracked later (an untracked dict is re-tracked when it gains a
             // container), so only those block nothing.
             if ffi::PyObject_IS_GC(item) != 0
-                && (ffi::PyTuple_CheckExact(item) == 0 || ffi::PyObject_GC_IsTracked(item) != 0)
+                && (ffi::PyTuple_CheckExact(item) == 0 || gc::is_tracked(item))
             {
                 return;
             }
@@ -89,11 +89,15 @@ fn untrack_atomic_tuple(args: &Bound<'_, PyTuple>) {
     }
 }
 
-/// Tracks a GC object if it is not tracked (tracking twice aborts the interpreter).
+/// Tracks a GC object if it is not tracked (tracking twice aborts the interpreter). Only
+/// called where the `gc_untrack` contract holds (`Layout::untrack_ok`): without it nothing
+/// was hidden.
+#[inline(always)]
 fn track(obj: *mut ffi::PyObject) {
-    // SAFETY: obj is a live GC-capable object owned by a queue entry.
+    // SAFETY: obj is a live GC object (a handle, a context or a tuple) owned by a queue entry
+    // or the free list, and the contract holds (gc::is_tracked's requirements).
     unsafe {
-        if ffi::PyObject_GC_IsTracked(obj) == 0 {
+        if !gc::is_tracked(obj) {
             ffi::PyObject_GC_Track(obj.cast());
         }
     }
@@ -573,7 +577,7 @@ impl Layout {
                 track(obj);
                 return None;
             }
-            if ffi::PyObject_GC_IsTracked(obj) != 0 {
+            if gc::is_tracked(obj) {
                 ffi::PyObject_GC_UnTrack(obj.cast());
             }
         }
@@ -584,7 +588,13 @@ impl Layout {
     /// Gives a queue entry's handle (and the context copy hidden with it) back to the GC.
     #[inline]
     pub fn release(&self, q: &Queued) {
-        track(q.handle.as_ptr());
+        if !self.untrack_ok {
+            return; // nothing was hidden
+        }
+        // A handle-less entry's callback was never hidden (and need not be a GC object).
+        if !q.is_bare() {
+            track(q.handle.as_ptr());
+        }
         if let Some(c) = &q.hidden_ctx {
             track(c.as_ptr());
         }
@@ -597,6 +607,9 @@ impl Layout {
     /// track and an untrack per callback.
     #[inline]
     pub fn release_for_run(&self, q: &Queued) {
+        if !self.untrack_ok {
+            return; // nothing was hidden
+        }
         if let Some(c) = &q.hidden_ctx {
             track(c.as_ptr());
         }
