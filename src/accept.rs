@@ -97,7 +97,8 @@ impl Acceptor {
 impl Acceptor {
     /// `socket.accept()`, and whether the connection is non-blocking already: only when
     /// `nonblocking` is asked for, on the Rust path, with socket.py's `__init__` the verified
-    /// one (a replaced `__init__` sees the type exactly as `socket.accept` passes it).
+    /// one and the `socket_init` entry holding ([`accepted_socket`]); everywhere else the
+    /// socket is made as `socket.accept` makes it, with the same arguments.
     fn take<'py>(
         &self,
         py: Python<'py>,
@@ -121,12 +122,24 @@ impl Acceptor {
         let native = family == libc::AF_INET
             && timeout == 0
             && init.is_some_and(|init| init.accept.get().holds(py));
-        // SOCK_NONBLOCK only where `new_socket` runs `_socket.socket.__init__` itself.
-        let nonblocking = nonblocking && native && init.is_some_and(|i| i.init.get().holds(py));
+        // SOCK_NONBLOCK only where the socket is then filled without `sock_initobj`
+        // (`accepted_socket`), which writes the timeout 0 that `setblocking(False)` would
+        // leave, less its `ioctl(FIONBIO)`; elsewhere asyncio's loop makes that call.
+        let direct = if nonblocking && native {
+            init.and_then(|init| init.direct_base(py))
+        } else {
+            None
+        };
         let (fd, addr) = if native {
             // A non-blocking IPv4 listener (asyncio's): `sock._accept()` in Rust (see the
             // module's doc).
-            let (fd, peer) = accept_inet(py, listener_fd, nonblocking)?;
+            let (fd, peer) = accept_inet(py, listener_fd, direct.is_some())?;
+            if let Some(base) = direct {
+                // SAFETY: sock is an exact socket.socket of the probed layout; base is
+                // `_socket.socket`, for which `direct_base` says `probe_init` passed.
+                let conn = unsafe { accepted_socket(py, class.ty.bind(py), sock, base, fd) }?;
+                return Ok((conn, peer, true));
+            }
             (fd.into_pyobject(py)?.into_any(), peer)
         } else {
             // socket.py `accept`: `fd, addr = self._accept()`.
@@ -134,16 +147,7 @@ impl Acceptor {
             pair.extract()?
         };
         // `sock = socket(self.family, self.type, self.proto, fileno=fd)`: the same integers.
-        // For a fd accepted with SOCK_NONBLOCK, the type carries that flag too: CPython's
-        // `init_sockobject` (Modules/socketmodule.c) then sets the timeout to 0 without a
-        // syscall and drops the flag from `sock.type` -- what `setblocking(False)` leaves,
-        // less its `ioctl(FIONBIO)`.
-        let kind_arg = if nonblocking {
-            kind | libc::SOCK_NONBLOCK
-        } else {
-            kind
-        };
-        let conn = new_socket(py, class.ty.bind(py), (family, kind_arg, proto, fd))?;
+        let conn = new_socket(py, class.ty.bind(py), (family, kind, proto, fd))?;
         // `if getdefaulttimeout() is None and self.gettimeout(): sock.setblocking(True)`;
         // gettimeout() is truthy only for a positive timeout.
         // SAFETY: as above.
@@ -156,7 +160,7 @@ impl Acceptor {
                 conn.call_method1(intern!(py, "setblocking"), (true,))?;
             }
         }
-        Ok((conn, addr, nonblocking))
+        Ok((conn, addr, false))
     }
 }
 
@@ -344,12 +348,108 @@ fn new_socket<'py>(
     Ok(obj)
 }
 
+/// `socket.socket(family, type | SOCK_NONBLOCK, proto, fd)` for the fd a non-blocking accept4
+/// just made on `listener`, where [`new_socket`] would call `_socket.socket.__init__`: the
+/// class's `tp_new`, then `sock_initobj`'s audit event and writes without its argument parsing
+/// and validating `getsockname(2)` (`crate::cpython::socket::fill_accepted`, contract entry
+/// `socket_init`), then socket.py's `self._io_refs = 0` and `self._closed = False`. The fd is
+/// closed when no socket owns it in the end (an audit hook that raised, say).
+///
+/// # Safety
+/// `listener` is an exact `socket.socket` of the probed layout, `class` is `socket.socket`,
+/// and `probe_init` passed for `base`.
+unsafe fn accepted_socket<'py>(
+    py: Python<'py>,
+    class: &Bound<'py, PyType>,
+    listener: &Bound<'py, PyAny>,
+    base: &Bound<'py, PyType>,
+    fd: i32,
+) -> PyResult<Bound<'py, PyAny>> {
+    let tp = class.as_type_ptr();
+    let empty = PyTuple::empty(py);
+    // SAFETY: tp is a live type; tp_new is read from it and called as type_call would, with
+    // an args tuple and no keywords; its result is a new reference or NULL with an error set.
+    let obj = unsafe {
+        match (*tp).tp_new {
+            Some(new) => {
+                Bound::from_owned_ptr_or_err(py, new(tp, empty.as_ptr(), std::ptr::null_mut()))
+            }
+            None => Err(pyo3::exceptions::PyTypeError::new_err(
+                "cannot create 'socket.socket' instances",
+            )),
+        }
+    };
+    let obj = match obj {
+        // SAFETY: obj is fresh from socket.socket's tp_new; the rest is the caller's promise.
+        Ok(obj) => match unsafe { crate::cpython::socket::fill_accepted(&obj, listener, base, fd) }
+        {
+            Ok(()) => obj,
+            Err(e) => {
+                // obj still has sock_new's fd of -1: its dealloc closes nothing.
+                crate::sys::close(fd);
+                return Err(e);
+            }
+        },
+        Err(e) => {
+            crate::sys::close(fd);
+            return Err(e);
+        }
+    };
+    // From here on the socket owns the fd (its finalizer closes it).
+    obj.setattr(intern!(py, "_io_refs"), 0)?;
+    obj.setattr(intern!(py, "_closed"), false)?;
+    Ok(obj)
+}
+
 /// What `_loop.py` verified: the guard of socket.py's `socket.__init__` (the verified function)
-/// and of `socket.socket._accept` (`_socket.socket`'s own), and `_socket.socket`.
+/// and of `socket.socket._accept` (`_socket.socket`'s own), and `_socket.socket`; and, probed
+/// at first use, whether `socket_init` holds (see [`accepted_socket`]).
 struct SocketInit {
     init: Py<ClassGuard>,
     accept: Py<ClassGuard>,
     base: Py<PyType>,
+    direct: PyOnceLock<bool>,
+}
+
+impl SocketInit {
+    /// `_socket.socket`, when sockets may be filled without `sock_initobj`: socket.py's
+    /// `__init__` is still the verified one, and the `socket_head` and `socket_init` probes
+    /// passed.
+    fn direct_base<'a, 'py>(&'a self, py: Python<'py>) -> Option<&'a Bound<'py, PyType>> {
+        if !self.init.get().holds(py) {
+            return None;
+        }
+        let direct = *self
+            .direct
+            .get_or_init(py, || probe_init(py, self.base.bind(py)));
+        direct.then(|| self.base.bind(py))
+    }
+}
+
+/// The `socket_init` probe, once `socket_head` holds (the one calls it for the other's layout).
+fn probe_init(py: Python<'_>, base: &Bound<'_, PyType>) -> bool {
+    let Ok(class) = socket_class(py) else {
+        return crate::cpython::settle(crate::cpython::Entry::SocketInit, false);
+    };
+    let head = class.direct;
+    let ty = class.ty.bind(py);
+    crate::cpython::check(crate::cpython::Entry::SocketInit, || {
+        head && crate::cpython::socket::probe_init(py, ty, base).unwrap_or(false)
+    })
+}
+
+/// Runs the `socket_init` probe now (for `_contract_status`), if `_loop.py` verified
+/// socket.py's `__init__`; otherwise the entry stays off.
+pub(crate) fn probe_now(py: Python<'_>) {
+    match SOCKET_INIT.get(py) {
+        Some(init) => {
+            init.direct
+                .get_or_init(py, || probe_init(py, init.base.bind(py)));
+        }
+        None => {
+            crate::cpython::settle(crate::cpython::Entry::SocketInit, false);
+        }
+    }
 }
 
 static SOCKET_INIT: PyOnceLock<SocketInit> = PyOnceLock::new();
@@ -367,6 +467,7 @@ pub fn _set_verified_socket_init(
         init: init.unbind(),
         accept: accept.unbind(),
         base: base.unbind(),
+        direct: PyOnceLock::new(),
     };
     // Imported again (importlib.reload, say): the first one stays.
     drop(SOCKET_INIT.set(py, init));

@@ -47,6 +47,7 @@ FAST_PATH_TESTS: dict[str, list[str]] = {
         "oxloop and (echo or data_received or buffered or keep)",
     ],
     "socket_head": ["tests/test_sock.py", "-k", "oxloop and (recv or sendall or timeout)"],
+    "socket_init": ["tests/test_server.py", "-k", "(oxloop and accept) or audit"],
     "get_method": [
         "tests/test_streams.py",
         "tests/test_divergences.py::test_stream_feed_frames_are_not_profiled_on_oxloop",
@@ -84,6 +85,7 @@ if sys.version_info >= (3, 11):
 # Entries whose fast path needs another's: forcing the key off turns these off too.
 DEPENDENTS = {
     "handle_slots": {"gc_untrack"},
+    "socket_head": {"socket_init"},
     "socket_transport": {"transport_slots"},
 }
 

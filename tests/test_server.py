@@ -699,13 +699,18 @@ def test_plain_accepts_run_without_asyncios_setblocking(monkeypatch):
 
 
 def test_accepted_sockets_raise_the_socket_new_audit_event():
-    # `socket.__new__` is audited by _socket.socket.__init__ (sock_initobj), which oxloop's
-    # native socket creation still calls. Audit hooks cannot be removed: in a child.
+    # `socket.__new__` is audited by _socket.socket.__init__ (sock_initobj); oxloop raises it
+    # itself where it fills an accepted socket without that call (src/accept.rs
+    # `accepted_socket`), with socket.accept's arguments: the listener's family, type and
+    # protocol. Audit hooks cannot be removed: in a child.
     code = r"""
 import asyncio, socket, sys
 import oxloop
 events = []
-sys.addaudithook(lambda ev, args: events.append(ev) if ev == "socket.__new__" else None)
+def hook(ev, args):
+    if ev == "socket.__new__":
+        events.append([type(args[0]).__name__, *[int(a) for a in args[1:]]])
+sys.addaudithook(hook)
 loop = oxloop.new_event_loop() if sys.argv[1] == "oxloop" else asyncio.SelectorEventLoop()
 class P(asyncio.Protocol):
     def connection_made(self, t):
@@ -724,17 +729,73 @@ async def main():
     before = len(events)
     await connect(srv)
     srv.close()
-    return len(events) - before
+    return events[before:]
 print(loop.run_until_complete(main()))
 """
-    counts = []
+    seen = []
     for kind in ("asyncio", "oxloop"):
         p = python_subprocess(code, kind)
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
-        counts.append(int(out))
-    # The client's socket and the accepted one, on both loops.
-    assert counts == [2, 2]
+        seen.append(out)
+    # The client's socket (protocol 0) and the accepted one (the listener's, TCP), on both.
+    stream = [int(socket.AF_INET), int(socket.SOCK_STREAM)]
+    expected = [["socket", *stream, 0], ["socket", *stream, int(socket.IPPROTO_TCP)]]
+    assert seen[0] == seen[1] == f"{expected}\n"
+
+
+def test_an_audit_hook_refusing_an_accepted_socket_is_reported_and_serving_goes_on():
+    # A hook that raises on `socket.__new__` makes socket.accept() raise: asyncio's accept
+    # loop lets it reach the exception handler, and the server still serves the next client.
+    # oxloop closes the refused fd (CPython's socket.accept leaves it open); no crash.
+    code = r"""
+import asyncio, socket, sys
+import oxloop
+refuse = []
+def hook(ev, args):
+    if ev == "socket.__new__" and refuse and args[3] == socket.IPPROTO_TCP:
+        refuse.pop()
+        raise PermissionError("refused by the hook")
+sys.addaudithook(hook)
+loop = oxloop.new_event_loop() if sys.argv[1] == "oxloop" else asyncio.SelectorEventLoop()
+errors = []
+loop.set_exception_handler(lambda lp, ctx: errors.append(type(ctx.get("exception")).__name__))
+made = []
+class P(asyncio.Protocol):
+    def connection_made(self, t):
+        made.append(t)
+        t.close()
+async def connect(srv):
+    c = socket.socket()
+    c.setblocking(False)
+    await loop.sock_connect(c, srv.sockets[0].getsockname())
+    return c
+async def main():
+    srv = await loop.create_server(P, "127.0.0.1", 0)
+    refuse.append(1)
+    first = await connect(srv)
+    for _ in range(200):
+        if errors:
+            break
+        await asyncio.sleep(0.01)
+    second = await connect(srv)
+    for _ in range(200):
+        if made:
+            break
+        await asyncio.sleep(0.01)
+    first.close()
+    second.close()
+    srv.close()
+    return errors, len(made)
+print(loop.run_until_complete(main()))
+"""
+    seen = []
+    for kind in ("asyncio", "oxloop"):
+        p = python_subprocess(code, kind)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        seen.append(out)
+    assert seen[0] == seen[1] == "(['PermissionError'], 1)\n"
 
 
 @pytest.mark.parametrize("name", ["__init__", "_accept"])

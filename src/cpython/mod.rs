@@ -8,6 +8,7 @@
 //! | `transport_slots` | `_SocketTransport`'s per-event fields (`transport::FIELD_NAMES`) and `_tls.SSLProtocol`'s per-record fields (`tls::FIELD_NAMES`) are `T_OBJECT_EX` slots at their descriptors' offsets | `transport.rs` (`Attrs`, `register_transport_slots`), `tls/mod.rs` (`Attrs`, `register_slots`) | [`members`] on `_SocketTransport` at `_transports.py`'s import, on `_tls.SSLProtocol` at `_tls.py`'s (a TLS probe that fails leaves only TLS on `getattr`) | fields read with `getattr` (what a subclass gets) |
 //! | `bytes_reuse` | a bytes object whose only reference we hold can be refilled in place: `ob_sval`, `ob_size` (smaller than allocated), the trailing NUL and the cached hash `ob_shash` (-1 = not computed) are all its state | `transport.rs` (`bytes_for`, the spare of `data_received`) | [`bytes`]: a rewritten probe compares and hashes equal to a fresh bytes of the same content | a new bytes object per read |
 //! | `socket_head` | `PySocketSockObject` (Modules/socketmodule.h) starts with `sock_fd`, `sock_family`, `sock_type`, `sock_proto`, `errorhandler`, `sock_timeout` (ns) | `sock.rs` (fd and timeout of `sock_*` sockets) | [`socket`]: a probe socket's fd and timeout read at the offsets in each state (blocking, non-blocking, timeout, closed), at first use | `fileno()` / `gettimeout()` calls |
+//! | `socket_init` | `_socket.socket.__init__(family, type \| SOCK_NONBLOCK, proto, fileno=fd)` (`sock_initobj`) of a socket fd does nothing but audit `socket.__new__`, validate the fd with `getsockname(2)` and write `init_sockobject`'s fields: the fd, family, type less SOCK_NONBLOCK and SOCK_CLOEXEC, protocol, `errorhandler` (as `sock_new` did), timeout 0, and on 3.12+ `state`, the module's, the one field after the timeout; `_socket.socket`'s `tp_basicsize` is the head's size, or that and one pointer | `accept.rs` (`accepted_socket`: the socket of each connection an IPv4 listener accepts) | [`socket`] `probe_init`: two sockets on `dup`s of one fd, one made by the constructor, the other by `tp_new` and `fill_accepted`, hold the same bytes after the object header but for the fd; needs `socket_head`, and socket.py's `__init__` the verified one | `sock_initobj` called (its syscall and argument parsing) |
 //! | `get_method` | `_PyObject_GetMethod` (exported, Objects/object.c) answers 1 and the class's function for an unshadowed method, 0 and the attribute otherwise; a heap type's `tp_dict` is the dict behind its `__dict__` | `streams.rs` (per-event identity checks of `StreamReaderProtocol.data_received`, `StreamReader.feed_data`, `_wakeup_waiter`) | [`method`]: both answers on a probe instance, and `tp_dict` of its class, at first use | no native `data_received` for streams: asyncio's Python frames |
 //! | `stream_fields` | `asyncio.streams` keeps the reader's state in `_buffer` (a bytearray), `_limit`, `_eof`, `_waiter`, `_transport`, `_paused`, and the protocol's reader in `_stream_reader_wr` (each read by attribute and its type checked per event) | `streams.rs` (`fast_feed`, `Feed::finish`) | [`streams`]: asyncio's own code of both classes uses every one of those names, at first use | asyncio's Python frames |
 //! | `type_version_tag` | `tp_version_tag` is nonzero after a lookup and changes (or drops to 0; before 3.11 `Py_TPFLAGS_VALID_VERSION_TAG` is cleared) whenever the type or a base is modified | `loop_core/mod.rs` (`TimePatch`: whether `type(loop).time` is still `LoopCore.time`); `guard.rs` (`ClassGuard`: whether the methods of the transport set-up and close, `Handle.cancel` and `StreamReaderProtocol._stream_reader` are still the verified ones) | [`typetag`]: a probe class's tag before and after a class attribute is set | `type(loop).time` is looked up every iteration; each guarded method looked up on every use |
@@ -55,18 +56,20 @@ pub(crate) enum Entry {
     TransportSlots,
     BytesReuse,
     SocketHead,
+    SocketInit,
     GetMethod,
     StreamFields,
     TypeVersionTag,
 }
 
 /// Every entry, in the table's order.
-pub(crate) const ENTRIES: [Entry; 8] = [
+pub(crate) const ENTRIES: [Entry; 9] = [
     Entry::HandleSlots,
     Entry::GcUntrack,
     Entry::TransportSlots,
     Entry::BytesReuse,
     Entry::SocketHead,
+    Entry::SocketInit,
     Entry::GetMethod,
     Entry::StreamFields,
     Entry::TypeVersionTag,
@@ -80,6 +83,7 @@ impl Entry {
             Entry::TransportSlots => "transport_slots",
             Entry::BytesReuse => "bytes_reuse",
             Entry::SocketHead => "socket_head",
+            Entry::SocketInit => "socket_init",
             Entry::GetMethod => "get_method",
             Entry::StreamFields => "stream_fields",
             Entry::TypeVersionTag => "type_version_tag",
@@ -161,6 +165,7 @@ pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
 pub(crate) fn _contract_status(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     crate::handles::layout(py)?;
     crate::sock::probe_now(py)?;
+    crate::accept::probe_now(py);
     crate::streams::probe_now(py);
     if outcome(Entry::TransportSlots).is_none() {
         // Registered when oxloop._transports is imported.

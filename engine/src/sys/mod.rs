@@ -32,6 +32,13 @@ pub fn check_fd(fd: i32) -> std::io::Result<()> {
     syscall!(fcntl(fd, libc::F_GETFD)).map(|_| ())
 }
 
+/// `close(2)` of a descriptor this process owns and nothing else refers to; an error is not
+/// reported (Linux releases the fd even then: close(2), "Dealing with error returns").
+pub fn close(fd: i32) {
+    // Any fd number is safe to pass; the caller owns `fd`.
+    let _ = syscall!(close(fd));
+}
+
 /// `recv(2)` into `len` bytes at `buf`; returns the byte count (0 at end of stream).
 ///
 /// Contract (not expressed as `unsafe fn` so the binding's fast paths keep their shape): `buf`
