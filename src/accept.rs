@@ -339,9 +339,20 @@ fn new_socket<'py>(
         }
     };
     if rc < 0 {
-        return Err(PyErr::take(py).unwrap_or_else(|| {
+        let err = PyErr::take(py).unwrap_or_else(|| {
             pyo3::exceptions::PySystemError::new_err("_socket.socket.__init__ failed")
-        }));
+        });
+        // `sock_initobj` failed before it gave the fd to the socket (an audit hook that
+        // raised): nothing owns the accepted fd, which socket.py's `accept` would leave open.
+        // (Once `init_sockobject` has stored it, the socket's finalizer closes it.)
+        // SAFETY: obj is an exact socket.socket (from its tp_new), whose layout the acceptor's
+        // `socket_head` probe confirmed.
+        if unsafe { crate::cpython::socket::head(&obj) }.0 == -1 {
+            if let Ok(fd) = args.get_item(3).and_then(|fd| fd.extract::<i32>()) {
+                crate::sys::close(fd);
+            }
+        }
+        return Err(err);
     }
     obj.setattr(intern!(py, "_io_refs"), 0)?;
     obj.setattr(intern!(py, "_closed"), false)?;
