@@ -88,8 +88,10 @@ test: test-rust sanitize
 	MAKE="$(MAKE)" scripts/matrix.sh $(TEST_JOBS) $${d:+test-debug} $$(for v in $$vs; do echo test-one:$$v; done)
 
 # pytest on CPython's debug build: a refcount or assertion error in the extension aborts there.
+# Only the oxloop side of the loop fixture's tests (tests/conftest.py `OXLOOP_TEST_LOOPS`): their
+# stock asyncio side exercises no oxloop code and runs on every release build (CI time).
 test-debug:
-	py=$$($(ENV) build $(DEBUG_PY)) && $$py -m pytest -q tests
+	py=$$($(ENV) build $(DEBUG_PY)) && OXLOOP_TEST_LOOPS=oxloop $$py -m pytest -q tests
 
 # The engine crate (engine/: ready queue, timer heap, fd table, poller, clock, counters) on its
 # own: unit, model (property) and multi-thread stress tests; links no libpython (~20 s).

@@ -2,12 +2,14 @@
 
 `loop_factory` is parametrized over both loops; `loop` is a fresh loop from it, set as the
 current event loop for the test and closed afterwards. Test ids end in [asyncio] / [oxloop].
+`OXLOOP_TEST_LOOPS` (a comma-separated subset, e.g. `oxloop`) narrows the parametrization.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import sys
 from pathlib import Path
@@ -46,7 +48,19 @@ FACTORIES = {
 }
 
 
-@pytest.fixture(params=sorted(FACTORIES))
+# OXLOOP_TEST_LOOPS=oxloop keeps only the oxloop side of the fixture's tests: `make test-debug`
+# sets it, since CPython's debug build is there to catch the extension's refcount and assertion
+# errors, and the stock asyncio side runs on every release build of the matrix.
+_LOOPS = [
+    k
+    for k in sorted(FACTORIES)
+    if k in os.environ.get("OXLOOP_TEST_LOOPS", ",".join(FACTORIES)).split(",")
+]
+if not _LOOPS:
+    raise pytest.UsageError(f"OXLOOP_TEST_LOOPS names none of {sorted(FACTORIES)}")
+
+
+@pytest.fixture(params=_LOOPS)
 def loop_kind(request) -> str:
     return request.param
 
