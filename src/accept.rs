@@ -317,17 +317,19 @@ fn new_socket<'py>(
         return class.call((family, kind, proto), Some(&kwargs));
     };
     let args = args.into_pyobject(py)?;
-    let empty = PyTuple::empty(py);
-    let tp = class.as_type_ptr();
-    // SAFETY: tp is a live type; tp_new is read from it and called as type_call would, with
-    // an args tuple and no keywords; its result is a new reference or NULL with an error set.
-    let obj = unsafe {
-        let Some(new) = (*tp).tp_new else {
-            return Err(pyo3::exceptions::PyTypeError::new_err(
-                "cannot create 'socket.socket' instances",
-            ));
-        };
-        Bound::from_owned_ptr_or_err(py, new(tp, empty.as_ptr(), std::ptr::null_mut()))?
+    // The accepted fd, closed below when no socket took it (socket.py's `accept` would leave
+    // it open).
+    let close_fd = || {
+        if let Ok(fd) = args.get_item(3).and_then(|fd| fd.extract::<i32>()) {
+            crate::sys::close(fd);
+        }
+    };
+    let obj = match crate::cpython::socket::new_uninit(class) {
+        Ok(obj) => obj,
+        Err(e) => {
+            close_fd();
+            return Err(e);
+        }
     };
     // SAFETY: init.base is `_socket.socket`, whose tp_init (sock_initobj) takes an instance
     // of a subtype (obj is a socket.socket, made by its tp_new) and an args tuple; it returns
@@ -348,9 +350,7 @@ fn new_socket<'py>(
         // SAFETY: obj is an exact socket.socket (from its tp_new), whose layout the acceptor's
         // `socket_head` probe confirmed.
         if unsafe { crate::cpython::socket::head(&obj) }.0 == -1 {
-            if let Ok(fd) = args.get_item(3).and_then(|fd| fd.extract::<i32>()) {
-                crate::sys::close(fd);
-            }
+            close_fd();
         }
         return Err(err);
     }
@@ -376,32 +376,15 @@ unsafe fn accepted_socket<'py>(
     base: &Bound<'py, PyType>,
     fd: i32,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let tp = class.as_type_ptr();
-    let empty = PyTuple::empty(py);
-    // SAFETY: tp is a live type; tp_new is read from it and called as type_call would, with
-    // an args tuple and no keywords; its result is a new reference or NULL with an error set.
-    let obj = unsafe {
-        match (*tp).tp_new {
-            Some(new) => {
-                Bound::from_owned_ptr_or_err(py, new(tp, empty.as_ptr(), std::ptr::null_mut()))
-            }
-            None => Err(pyo3::exceptions::PyTypeError::new_err(
-                "cannot create 'socket.socket' instances",
-            )),
-        }
-    };
-    let obj = match obj {
+    let filled = crate::cpython::socket::new_uninit(class).and_then(|obj| {
         // SAFETY: obj is fresh from socket.socket's tp_new; the rest is the caller's promise.
-        Ok(obj) => match unsafe { crate::cpython::socket::fill_accepted(&obj, listener, base, fd) }
-        {
-            Ok(()) => obj,
-            Err(e) => {
-                // obj still has sock_new's fd of -1: its dealloc closes nothing.
-                crate::sys::close(fd);
-                return Err(e);
-            }
-        },
+        unsafe { crate::cpython::socket::fill_accepted(&obj, listener, base, fd) }.map(|()| obj)
+    });
+    let obj = match filled {
+        Ok(obj) => obj,
         Err(e) => {
+            // No socket holds the fd (a socket `fill_accepted` refused still has sock_new's
+            // fd of -1, so its dealloc closes nothing).
             crate::sys::close(fd);
             return Err(e);
         }

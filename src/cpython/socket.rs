@@ -79,6 +79,28 @@ pub(crate) fn probe(py: Python<'_>, ty: &Bound<'_, PyType>) -> PyResult<bool> {
     ok
 }
 
+/// `class.__new__(class)` as `type_call` makes it before `__init__`: the type's `tp_new` with
+/// empty arguments. For `socket.socket`, `sock_new`'s object: fd -1, timeout -1, the error
+/// handler set, every other byte zero.
+pub(crate) fn new_uninit<'py>(class: &Bound<'py, PyType>) -> PyResult<Bound<'py, PyAny>> {
+    let py = class.py();
+    let tp = class.as_type_ptr();
+    let empty = pyo3::types::PyTuple::empty(py);
+    // SAFETY: tp is a live type; tp_new is read from it and called as type_call would, with
+    // an args tuple and no keywords; its result is a new reference or NULL with an error set.
+    unsafe {
+        match (*tp).tp_new {
+            Some(new) => {
+                Bound::from_owned_ptr_or_err(py, new(tp, empty.as_ptr(), std::ptr::null_mut()))
+            }
+            None => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "cannot create '{}' instances",
+                class.name()?
+            ))),
+        }
+    }
+}
+
 // -- socket_init -------------------------------------------------------------------------------
 // `_socket.socket.__init__(family, type | SOCK_NONBLOCK, proto, fileno=fd)` (Modules/
 // socketmodule.c `sock_initobj`) on an object fresh from `sock_new` does, for a valid socket
@@ -192,18 +214,7 @@ pub(crate) fn probe_init<'py>(
         ))?;
         made.push(usual.clone());
         let dup: i32 = os.call_method1("dup", (fd,))?.extract()?;
-        let tp = class.as_type_ptr();
-        let empty = pyo3::types::PyTuple::empty(py);
-        // SAFETY: tp is a live type; tp_new is called as type_call would, with an args tuple
-        // and no keywords; its result is a new reference or NULL with an error set.
-        let fresh = unsafe {
-            let Some(new) = (*tp).tp_new else {
-                crate::sys::close(dup);
-                return Ok(false);
-            };
-            Bound::from_owned_ptr_or_err(py, new(tp, empty.as_ptr(), std::ptr::null_mut()))
-        };
-        let fresh = match fresh {
+        let fresh = match new_uninit(class) {
             Ok(fresh) => fresh,
             Err(e) => {
                 crate::sys::close(dup);
