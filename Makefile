@@ -89,7 +89,8 @@ test: test-rust sanitize
 
 # pytest on CPython's debug build: a refcount or assertion error in the extension aborts there.
 # Only the oxloop side of the loop fixture's tests (tests/conftest.py `OXLOOP_TEST_LOOPS`): their
-# stock asyncio side exercises no oxloop code and runs on every release build (CI time).
+# stock asyncio side runs none of the extension's code (oxloop's tools that take a stock loop,
+# such as dump_tasks, are Python) and runs on every release build (CI time).
 test-debug:
 	py=$$($(ENV) build $(DEBUG_PY)) && OXLOOP_TEST_LOOPS=oxloop $$py -m pytest -q tests
 

@@ -50,7 +50,8 @@ FACTORIES = {
 
 # OXLOOP_TEST_LOOPS=oxloop keeps only the oxloop side of the fixture's tests: `make test-debug`
 # sets it, since CPython's debug build is there to catch the extension's refcount and assertion
-# errors, and the stock asyncio side runs on every release build of the matrix.
+# errors, which the stock asyncio side cannot meet (oxloop's tools that take a stock loop, such as
+# dump_tasks, are Python), and that side runs on every release build of the matrix.
 _LOOPS = [
     k
     for k in sorted(FACTORIES)
