@@ -698,6 +698,18 @@ def test_plain_accepts_run_without_asyncios_setblocking(monkeypatch):
     assert len(ran) == (1 if _loop._ACCEPT_PLAIN else 0)
 
 
+def _child_output_on_both(code: str) -> dict[str, str]:
+    """What `python -c code LOOP` prints for LOOP asyncio and oxloop (each must exit 0): for
+    audit hooks, which cannot be removed from a process."""
+    seen = {}
+    for kind in ("asyncio", "oxloop"):
+        p = python_subprocess(code, kind)
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        seen[kind] = out
+    return seen
+
+
 def test_accepted_sockets_raise_the_socket_new_audit_event():
     # `socket.__new__` is audited by _socket.socket.__init__ (sock_initobj); oxloop raises it
     # itself where it fills an accepted socket without that call (src/accept.rs
@@ -732,16 +744,11 @@ async def main():
     return events[before:]
 print(loop.run_until_complete(main()))
 """
-    seen = []
-    for kind in ("asyncio", "oxloop"):
-        p = python_subprocess(code, kind)
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
-        seen.append(out)
+    seen = _child_output_on_both(code)
     # The client's socket (protocol 0) and the accepted one (the listener's, TCP), on both.
     stream = [int(socket.AF_INET), int(socket.SOCK_STREAM)]
     expected = [["socket", *stream, 0], ["socket", *stream, int(socket.IPPROTO_TCP)]]
-    assert seen[0] == seen[1] == f"{expected}\n"
+    assert seen["asyncio"] == seen["oxloop"] == f"{expected}\n"
 
 
 def test_an_audit_hook_refusing_an_accepted_socket_is_reported_and_serving_goes_on():
@@ -788,13 +795,7 @@ async def main():
     return error, len(os.listdir("/proc/self/fd")) - fds
 print(loop.run_until_complete(main()))
 """
-    seen = {}
-    for kind in ("asyncio", "oxloop"):
-        p = python_subprocess(code, kind)
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
-        seen[kind] = out
-    assert seen == {
+    assert _child_output_on_both(code) == {
         "asyncio": "('PermissionError', 1)\n",  # the refused fd, left open
         "oxloop": "('PermissionError', 0)\n",
     }
