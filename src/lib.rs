@@ -16,6 +16,7 @@ mod sock;
 mod streams;
 mod tls;
 mod transport;
+mod transport_setup;
 mod writebuf;
 
 // The module declares that it needs the GIL. `gil_used = true` makes PyO3 set the module's
@@ -53,6 +54,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<writebuf::WriteBuffer>()?;
     transport::install_fast_write(m.py())?;
     m.add_function(wrap_pyfunction!(transport::register_transport_slots, m)?)?;
+    m.add_function(wrap_pyfunction!(transport_setup::setup_transport, m)?)?;
+    m.add_function(wrap_pyfunction!(transport_setup::_set_transport_setup, m)?)?;
     m.add(
         "TRANSPORT_FIELDS",
         pyo3::types::PyTuple::new(m.py(), transport::FIELD_NAMES)?,

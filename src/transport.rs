@@ -117,7 +117,7 @@ pub struct ReadState {
 #[pymethods]
 impl ReadState {
     #[new]
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             last_read: AtomicUsize::new(0),
             last_asked: AtomicUsize::new(0),
@@ -779,7 +779,10 @@ impl SocketReader {
     /// `None`.
     #[new]
     #[pyo3(signature = (transport, state = None))]
-    fn new(transport: &Bound<'_, PyAny>, state: Option<Py<ReadState>>) -> PyResult<Self> {
+    pub(crate) fn new(
+        transport: &Bound<'_, PyAny>,
+        state: Option<Py<ReadState>>,
+    ) -> PyResult<Self> {
         let py = transport.py();
         let max_size = transport
             .getattr(intern!(py, "max_size"))
@@ -839,7 +842,7 @@ impl SocketReader {
 impl SocketWriter {
     #[new]
     #[pyo3(signature = (transport, native = true))]
-    fn new(transport: &Bound<'_, PyAny>, native: bool) -> PyResult<Self> {
+    pub(crate) fn new(transport: &Bound<'_, PyAny>, native: bool) -> PyResult<Self> {
         Ok(Self {
             transport: PyWeakrefReference::new(transport)?.unbind(),
             fd: FdCache(AtomicI32::new(-1)),

@@ -37,8 +37,10 @@ FAST_PATH_TESTS: dict[str, list[str]] = {
     "transport_slots": [
         "tests/test_transport_fastpath.py",
         "tests/test_tls_native.py",
+        "tests/test_tcp.py::test_transport_setup_leaves_asyncios_state",
+        "tests/test_tcp.py::test_the_plain_transport_setup_is_native",
         "-k",
-        "oxloop and (echo or subclass or buffered or write or eof or native or protocol)",
+        "oxloop and (echo or subclass or buffered or write or eof or native or protocol or setup)",
     ],
     "bytes_reuse": [
         "tests/test_transport_fastpath.py",

@@ -6,6 +6,7 @@ side (a fix in oxloop, a change in a new CPython) shows up here and in the doc t
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import platform
 import subprocess
@@ -436,3 +437,34 @@ def test_scheduling_a_task_wakeup_by_hand_returns_no_handle_on_oxloop(loop, loop
         assert got is None
     else:
         assert isinstance(got, asyncio.Handle)
+
+
+def test_stream_transport_fields_are_slots_on_oxloop(loop, loop_kind):
+    # asyncio: every field its set-up stores outside `_FlowControlMixin`'s and
+    # `BaseTransport`'s `__slots__` is in the transport's `__dict__`. oxloop: the ones its
+    # native paths read or store by offset (`_oxloop.TRANSPORT_FIELDS`,
+    # `_transports._SETUP_SLOTS`) are slots of `_SocketTransport`, so `vars()` lacks them;
+    # reading and writing them by name is the same.
+    from oxloop import _transports
+
+    slotted = {*_transports._oxloop.TRANSPORT_FIELDS, *_transports._SETUP_SLOTS}
+    slotted -= {"_oxloop_buffered"}  # oxloop's own field, on neither loop's dict
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        try:
+            values = {name: getattr(transport, name) for name in slotted}
+            in_dict = slotted & set(vars(transport))
+        finally:
+            transport.close()
+            srv.close()
+            await srv.wait_closed()
+        return values, in_dict
+
+    values, in_dict = loop.run_until_complete(main())
+    assert values["_conn_lost"] == 0 and values["_closing"] is False
+    if loop_kind == "oxloop" and _transports._SocketTransport is not _transports._AsyncioTransport:
+        assert in_dict == set()
+    else:
+        assert in_dict == slotted

@@ -1283,6 +1283,144 @@ def test_transport_setup_fields_are_asyncios(loop):
     loop.run_until_complete(main())
 
 
+def _setup_snapshot(lp, transport, protocol, server):
+    """What asyncio's set-up leaves on a transport, field by field (src/transport_setup.rs
+    stores the same; a 3.10/3.11 write buffer is oxloop's own type, so only its length)."""
+    fd = transport._sock_fd
+    names = [
+        "_protocol_paused",
+        "_high_water",
+        "_low_water",
+        "_protocol_connected",
+        "_conn_lost",
+        "_closing",
+        "_paused",
+        "_eof",
+        "_empty_waiter",
+    ]
+    return (
+        {name: getattr(transport, name) for name in names},
+        list(transport._extra),
+        transport._loop is lp,
+        fd == transport._sock.fileno(),
+        lp._transports[fd] is transport,
+        type(lp._transports).__name__,
+        transport._protocol is protocol,
+        transport._server is server,
+        len(transport._buffer),
+        transport._read_ready_cb.__name__,
+        transport._write_ready.__name__,
+        transport.is_reading(),
+        transport.get_extra_info("sockname") == transport._sock.getsockname(),
+        transport.get_extra_info("peername") == transport._sock.getpeername(),
+        type(transport.get_extra_info("socket")).__name__,
+    )
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("buffered", [False, True])
+def test_transport_setup_leaves_asyncios_state(loop, loop_kind, debug, buffered):
+    # The set-up of both ends (the accepted one without a waiter, the connecting one with
+    # create_connection's), compared field by field with stock asyncio's; debug mode keeps
+    # the Python set-up on oxloop, the plain case runs the native one.
+    base = asyncio.BufferedProtocol if buffered else asyncio.Protocol
+
+    class Proto(base):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def get_buffer(self, sizehint):
+            return bytearray(16)
+
+    async def scenario(lp):
+        lp.set_debug(debug)
+        made = []
+
+        def factory():
+            made.append(Proto())
+            return made[-1]
+
+        srv = await lp.create_server(factory, "127.0.0.1", 0)
+        transport, protocol = await lp.create_connection(Proto, *srv.sockets[0].getsockname())
+        while not made or not hasattr(made[0], "transport"):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        accepted = made[0].transport
+        snapshots = (
+            _setup_snapshot(lp, transport, protocol, None),
+            _setup_snapshot(lp, accepted, made[0], srv),
+        )
+        transport.close()
+        accepted.close()
+        srv.close()
+        await srv.wait_closed()
+        lp.set_debug(False)
+        return snapshots
+
+    same_as_stock(loop, loop_kind, scenario)
+
+
+def test_the_plain_transport_setup_is_native(loop, loop_kind, monkeypatch):
+    # src/transport_setup.rs runs where _transports verified asyncio's set-up (3.10-3.14;
+    # 3.15's __init__, with `context`, runs as asyncio's), for both ends of a connection.
+    from oxloop import _transports
+
+    if (
+        loop_kind != "oxloop"
+        or _transports._INIT_VARIANT is None
+        or _transports._SocketTransport is _transports._AsyncioTransport
+    ):
+        pytest.skip("the native set-up is oxloop's transport's, for the verified asyncio")
+    ran = []
+    setup = _transports._setup_transport
+
+    def spy(*args):
+        ran.append(setup(*args))
+        return ran[-1]
+
+    monkeypatch.setattr(_transports, "_setup_transport", spy)
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        while len(ran) < 2:
+            await asyncio.sleep(0)
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    assert ran == [True, True]
+
+
+def test_a_setattr_on_the_transport_class_sees_the_setup(loop, monkeypatch):
+    # oxloop's native set-up stores the slots by offset; a `__setattr__` put on the class
+    # (here asyncio's, which oxloop's transport inherits) must see every store, as on asyncio.
+    from asyncio import selector_events
+
+    seen = []
+
+    def recording(self, name, value):
+        seen.append(name)
+        object.__setattr__(self, name, value)
+
+    monkeypatch.setattr(
+        selector_events._SelectorSocketTransport, "__setattr__", recording, raising=False
+    )
+
+    async def main():
+        srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    assert {"_extra", "_protocol", "_server", "_buffer", "_conn_lost", "_closing", "_eof"} <= set(
+        seen
+    )
+
+
 @pytest.mark.parametrize("debug", [False, True])
 def test_reading_paused_in_connection_made(loop, debug):
     # The transport registers its reader one iteration after connection_made

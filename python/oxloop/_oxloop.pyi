@@ -4,6 +4,7 @@ import asyncio
 import contextvars
 import socket
 from collections.abc import Callable, Coroutine
+from types import ModuleType
 from typing import Any, Protocol, TypeVar, final
 
 from typing_extensions import TypeVarTuple, Unpack, disjoint_base
@@ -29,12 +30,14 @@ __all__ = [
     "_install_fast_methods",
     "_set_io_context_keyword",
     "_set_setsockopt_guard",
+    "_set_transport_setup",
     "_set_sockname_guard",
     "_set_verified_handle_cancel",
     "_set_verified_socket_init",
     "acceptor",
     "register_transport_slots",
     "set_nodelay",
+    "setup_transport",
     "sock_recv",
     "sock_recv_into",
     "sock_sendall",
@@ -297,6 +300,38 @@ TLS_FIELDS: tuple[str, ...]
 def register_transport_slots(cls: type) -> None:
     """Record where ``cls`` (``_SocketTransport``) keeps the slots its per-event paths read;
     RuntimeError when the layout is not the one expected."""
+
+def setup_transport(
+    t: Any, loop_: Any, sock: Any, protocol: Any, waiter: Any, extra: Any, server: Any
+) -> bool:
+    """``_SocketTransport.__init__`` for the plain case, as asyncio's verified set-up runs it;
+    False, with nothing done, when a precondition does not hold (src/transport_setup.rs)."""
+
+def _set_transport_setup(
+    transport: type,
+    guard: ClassGuard,
+    base_events: ModuleType,
+    nodelay: Any,
+    selector_events: ModuleType,
+    socket: type,
+    ssl_protocol: type,
+    buffered_protocol: type,
+    transport_socket: Any,
+    keyed_ref: Any,
+    ref_new: Any,
+    weak_value_dict: type,
+    deque: Any,
+    start_reading: Any,
+    set_result_unless_cancelled: Any,
+    *,
+    selector_paused: bool,
+    deque_buffer: bool,
+    attach_self: bool,
+    weak_pending: bool,
+    init_paused: bool,
+    write_ready: bool,
+) -> None:
+    """What ``setup_transport`` stands for, as ``_transports.py`` verified it (once)."""
 
 def sock_recv(lp: asyncio.AbstractEventLoop, sock: socket.socket, n: Any) -> Any:
     """``lp.sock_recv(sock, n)`` up to the wait: bytes, ``(future, handle, fd)`` when it

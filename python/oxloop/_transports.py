@@ -448,6 +448,7 @@ _DEEP = (
 _WeakValueDictionary = weakref.WeakValueDictionary
 _sockname = _oxloop.sockname
 _set_nodelay = _oxloop.set_nodelay
+_setup_transport = _oxloop.setup_transport
 _oxloop._set_setsockopt_guard(
     _oxloop.ClassGuard([(socket.socket, "setsockopt", _socket.socket.setsockopt)])
 )
@@ -548,10 +549,29 @@ def _selector_init(self: Any, loop: Any, sock: Any, protocol: Any, extra: Any, s
         transports_map[fd] = self
 
 
+# The other fields asyncio's set-up stores, slots too where no class of the running asyncio has
+# the name (3.10/3.11 have a `_write_ready` method, and `_SelectorTransport` a class-level
+# `_sock = None` its `__del__` relies on): the native set-up stores each with one write
+# (src/transport_setup.rs), the Python code with its specialised slot store.
+_SETUP_SLOTS = tuple(
+    name
+    for name in (
+        "_read_ready_cb",
+        "_sock_fd",
+        "_protocol_connected",
+        "_server",
+        "_closing",
+        "_paused",
+        "_write_ready",
+    )
+    if not any(name in vars(cls) for cls in _AsyncioTransport.__mro__)
+)
+
+
 class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignore[name-defined,misc]
     # The fields src/transport.rs reads by offset, and ``write``, the bound fast write, which
     # callers find sooner in a slot than in the dict.
-    __slots__ = (*_oxloop.TRANSPORT_FIELDS, "write", "_oxloop_read_state")
+    __slots__ = (*_oxloop.TRANSPORT_FIELDS, "write", "_oxloop_read_state", *_SETUP_SLOTS)
 
     if getattr(_AsyncioTransport, "_buffer_factory", None) is bytearray:
         # 3.10/3.11 queue unsent data in a bytearray, copying every queued byte (and again
@@ -588,7 +608,10 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
             server: Any = None,
         ) -> None:
             # The same steps as above, with asyncio's __init__ (``_INIT_VARIANT``) inlined
-            # and ``_set_nodelay``'s test on the socket's C fields (see above).
+            # and ``_set_nodelay``'s test on the socket's C fields (see above): in Rust for
+            # the plain case (src/transport_setup.rs, which says when that is).
+            if _setup_transport(self, loop, sock, protocol, waiter, extra, server):
+                return
             self.write = _oxloop.SocketWriter(self).write
             self._oxloop_read_state = _oxloop.ReadState()
             if _AsyncioTransport.__init__ is not _ASYNCIO_INIT:
@@ -743,20 +766,19 @@ class _SocketTransport(selector_events._SelectorSocketTransport):  # type: ignor
 
 _CHAIN = _chain()
 # `_chain() == _CHAIN`, asked of each class's version tag first (src/guard.rs).
-_CHAIN_GUARD = _oxloop.ClassGuard(
-    [
-        (_SelectorTransport, "__init__", _CHAIN[0]),
-        (_Flow, "__init__", _CHAIN[1]),
-        (_Flow, "_set_write_buffer_limits", _CHAIN[2]),
-        (transports.BaseTransport, "__init__", _CHAIN[3]),
-        (_WeakValueDictionary, "__setitem__", _CHAIN[4]),
-        (_KeyedRef, "__new__", _CHAIN[5]),
-        (_KeyedRef, "__init__", _CHAIN[6]),
-        (_SelectorTransport, "set_protocol", _CHAIN[7]),
-        (_AsyncioTransport, "set_protocol", _CHAIN[8]),
-        (_SocketTransport, "set_protocol", _CHAIN[9]),
-    ]
-)
+_CHAIN_GUARD_ENTRIES = [
+    (_SelectorTransport, "__init__", _CHAIN[0]),
+    (_Flow, "__init__", _CHAIN[1]),
+    (_Flow, "_set_write_buffer_limits", _CHAIN[2]),
+    (transports.BaseTransport, "__init__", _CHAIN[3]),
+    (_WeakValueDictionary, "__setitem__", _CHAIN[4]),
+    (_KeyedRef, "__new__", _CHAIN[5]),
+    (_KeyedRef, "__init__", _CHAIN[6]),
+    (_SelectorTransport, "set_protocol", _CHAIN[7]),
+    (_AsyncioTransport, "set_protocol", _CHAIN[8]),
+    (_SocketTransport, "set_protocol", _CHAIN[9]),
+]
+_CHAIN_GUARD = _oxloop.ClassGuard(_CHAIN_GUARD_ENTRIES)
 
 
 # -- transport close ---------------------------------------------------------------------------
@@ -768,7 +790,9 @@ _CHAIN_GUARD = _oxloop.ClassGuard(
 # an exception is raised, chained and reported as asyncio's would be), calling each piece that
 # has since been replaced (a patched `Server._detach`, a socket subclass's `close`) as asyncio's
 # code does. The same statements in Rust through the C API (getattr/setattr by name) measured no
-# fewer instructions than 3.11's specialised bytecode, so they stay Python.
+# fewer instructions than 3.11's specialised bytecode, so they stay Python; so did a version that
+# stores and reads the transport's slots by offset, as the native set-up does (54,805 -> 54,708
+# per connection of churn-protocol, inside the noise: its work is calls, not field stores).
 _LOST_SOURCES = {
     # 3.10-3.13
     "plain": """
@@ -981,6 +1005,47 @@ def _start_reading(transport: Any, fd: int, reader: Any) -> None:
 
 if _contract.holds("socket_transport"):
     _oxloop.register_transport_slots(_SocketTransport)
+    if (
+        _DEEP
+        and _NODELAY is not None
+        and _ADD_READER_VARIANT is not None
+        and _SELECTOR_VARIANT is not None
+        and _INIT_VARIANT is not None
+    ):
+        # The whole plain set-up in one native call, where each function it stands for is
+        # the verified one (`_CHAIN_GUARD`'s, asyncio's `__init__`, the class's `_add_reader`):
+        # src/transport_setup.rs.
+        _oxloop._set_transport_setup(
+            _SocketTransport,
+            _oxloop.ClassGuard(
+                [
+                    *_CHAIN_GUARD_ENTRIES,
+                    (_AsyncioTransport, "__init__", _ASYNCIO_INIT),
+                    (_SocketTransport, "_add_reader", _READING_CHAIN[0]),
+                    # Slots are stored by offset: a `__setattr__` put on the class must run.
+                    (_SocketTransport, "__setattr__", object.__setattr__),
+                ]
+            ),
+            base_events,
+            _NODELAY,
+            selector_events,
+            socket.socket,
+            _SSLProtocol,
+            protocols.BufferedProtocol,
+            trsock.TransportSocket,
+            _KeyedRef,
+            _ref_new,
+            _WeakValueDictionary,
+            collections.deque,
+            _start_reading,
+            futures._set_result_unless_cancelled,
+            selector_paused=_SELECTOR_VARIANT != "buffer_factory",
+            deque_buffer=_SELECTOR_VARIANT.startswith("deque"),
+            attach_self=_SELECTOR_VARIANT == "deque+paused+attach_self",
+            weak_pending=_WEAK_VARIANT == "pending",
+            init_paused=_INIT_VARIANT == "paused",
+            write_ready=_INIT_VARIANT == "write_ready",
+        )
 else:
     # The contract's `socket_transport` entry failed: asyncio's transport, whose read and
     # write paths are its own Python code (python/oxloop/_contract.py).

@@ -1,0 +1,388 @@
+//! The set-up of a plain stream socket transport in one native call (`_SocketTransport.__init__`
+//! in python/oxloop/_transports.py).
+//!
+//! Where `_transports.py` verified asyncio's `_SelectorSocketTransport.__init__` and its chain
+//! (`_INIT_VARIANT`, `_SELECTOR_VARIANT`, `_WEAK_VARIANT`, `_DEEP`: the running CPython's
+//! functions compared, bytecode for bytecode, with the reference sources there), it ran that
+//! code inlined in Python (`_selector_init` and the rest of `__init__`): about 320 bytecodes
+//! and two frames per connection, the largest share of a churning server's eval loop
+//! (benches/net_callgrind.sh churn-protocol). [`setup_transport`] makes the same stores, calls
+//! and schedules in the same order, so the transport's fields, the extra dict, the server's
+//! count or client set, the loop's `_transports` map and the ready queue hold what asyncio's
+//! own `__init__` leaves there.
+//!
+//! Invariants:
+//! - Every precondition is checked before the first store: the exact `_SocketTransport` over
+//!   an exact `socket.socket`, a protocol that is not asyncio's `SSLProtocol` (which the Python
+//!   path converts for native TLS), every verified method still on its class ([`ClassGuard`]),
+//!   `base_events._set_nodelay` still the verified one, and the loop outside debug mode (whose
+//!   handles keep asyncio's bound `_add_reader`, as in the Python path). Otherwise nothing is
+//!   touched and `False` sends the caller down the Python path.
+//! - A field that is a slot of the exact class is stored at its offset (taken from its member
+//!   descriptor and checked on a probe, the `transport_slots` contract entry), which is what
+//!   the descriptor's `__set__` does; any other goes through `setattr` by name.
+//! - Exceptions propagate at the statement where asyncio's would, leaving what was set before.
+use pyo3::exceptions::PyOSError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyModule, PyString, PyType};
+
+use crate::cpython::members::{slot_offset, write as write_slot};
+use crate::cpython::{self, Entry};
+use crate::guard::ClassGuard;
+use crate::transport::{ReadState, SocketReader, SocketWriter};
+
+/// The attributes the set-up stores, in the order of [`FIELD_NAMES`].
+#[derive(Clone, Copy)]
+enum F {
+    Write,
+    ReadState,
+    ReadReadyCb,
+    Extra,
+    Loop,
+    ProtocolPaused,
+    HighWater,
+    LowWater,
+    SockFd,
+    ProtocolConnected,
+    Buffered,
+    Protocol,
+    Server,
+    Buffer,
+    ConnLost,
+    Closing,
+    Paused,
+    Eof,
+    EmptyWaiter,
+    WriteReady,
+}
+
+const FIELD_NAMES: [&str; 20] = [
+    "write",
+    "_oxloop_read_state",
+    "_read_ready_cb",
+    "_extra",
+    "_loop",
+    "_protocol_paused",
+    "_high_water",
+    "_low_water",
+    "_sock_fd",
+    "_protocol_connected",
+    "_oxloop_buffered",
+    "_protocol",
+    "_server",
+    "_buffer",
+    "_conn_lost",
+    "_closing",
+    "_paused",
+    "_eof",
+    "_empty_waiter",
+    "_write_ready",
+];
+
+/// What `_transports.py` verified, registered once at its import ([`_set_transport_setup`]).
+struct Setup {
+    /// Where the exact class keeps each of [`FIELD_NAMES`] (`None`: not a slot, or the
+    /// `transport_slots` contract does not hold; stored with `setattr`).
+    offsets: [Option<isize>; FIELD_NAMES.len()],
+    names: [Py<PyString>; FIELD_NAMES.len()],
+    /// `_set_write_buffer_limits()`'s defaults, as ints made once.
+    high_water: Py<PyAny>,
+    low_water: Py<PyAny>,
+    /// `_SocketTransport`.
+    transport: Py<PyType>,
+    /// The set-up chain's methods and the class's `_add_reader` and asyncio's `__init__`.
+    guard: Py<ClassGuard>,
+    /// `asyncio.base_events`, whose `_set_nodelay` must still be `nodelay`.
+    base_events: Py<PyModule>,
+    nodelay: Py<PyAny>,
+    /// `asyncio.selector_events`, for `_HAS_SENDMSG` (read per call, as asyncio does).
+    selector_events: Py<PyModule>,
+    socket: Py<PyType>,
+    ssl_protocol: Py<PyType>,
+    buffered_protocol: Py<PyType>,
+    transport_socket: Py<PyAny>,
+    keyed_ref: Py<PyAny>,
+    ref_new: Py<PyAny>,
+    weak_value_dict: Py<PyType>,
+    deque: Py<PyAny>,
+    start_reading: Py<PyAny>,
+    set_result_unless_cancelled: Py<PyAny>,
+    /// `_SelectorTransport.__init__` sets `_paused` (3.11+).
+    selector_paused: bool,
+    /// The write buffer is a `collections.deque()` (3.12+), not `self._buffer_factory()`.
+    deque_buffer: bool,
+    /// `server._attach(self)` (3.13+), not `server._attach()`.
+    attach_self: bool,
+    /// `WeakValueDictionary.__setitem__` commits pending removals first (3.10-3.13).
+    weak_pending: bool,
+    /// `_SelectorSocketTransport.__init__` sets `_paused` (3.10).
+    init_paused: bool,
+    /// `_SelectorSocketTransport.__init__` sets `_write_ready` (3.12+).
+    write_ready: bool,
+}
+
+static SETUP: PyOnceLock<Setup> = PyOnceLock::new();
+
+/// `_set_transport_setup(...)`: the verified pieces [`setup_transport`] stands for. Called once
+/// by `_transports.py`, only where its checks all passed.
+#[pyfunction]
+#[pyo3(signature = (
+    transport, guard, base_events, nodelay, selector_events, socket, ssl_protocol,
+    buffered_protocol, transport_socket, keyed_ref, ref_new, weak_value_dict, deque,
+    start_reading, set_result_unless_cancelled, *, selector_paused, deque_buffer, attach_self,
+    weak_pending, init_paused, write_ready
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn _set_transport_setup(
+    transport: Bound<'_, PyType>,
+    guard: Bound<'_, ClassGuard>,
+    base_events: Bound<'_, PyModule>,
+    nodelay: Bound<'_, PyAny>,
+    selector_events: Bound<'_, PyModule>,
+    socket: Bound<'_, PyType>,
+    ssl_protocol: Bound<'_, PyType>,
+    buffered_protocol: Bound<'_, PyType>,
+    transport_socket: Bound<'_, PyAny>,
+    keyed_ref: Bound<'_, PyAny>,
+    ref_new: Bound<'_, PyAny>,
+    weak_value_dict: Bound<'_, PyType>,
+    deque: Bound<'_, PyAny>,
+    start_reading: Bound<'_, PyAny>,
+    set_result_unless_cancelled: Bound<'_, PyAny>,
+    selector_paused: bool,
+    deque_buffer: bool,
+    attach_self: bool,
+    weak_pending: bool,
+    init_paused: bool,
+    write_ready: bool,
+) -> PyResult<()> {
+    let py = transport.py();
+    let mut offsets = [None; FIELD_NAMES.len()];
+    if cpython::outcome(Entry::TransportSlots) == Some(true) {
+        // object.__new__: an instance with the class's layout and no __init__ run.
+        let probe = transport.call_method1(intern!(py, "__new__"), (&transport,))?;
+        for (off, name) in offsets.iter_mut().zip(FIELD_NAMES) {
+            *off = slot_offset(&transport, &probe, name)?;
+        }
+    }
+    let setup = Setup {
+        offsets,
+        names: FIELD_NAMES.map(|n| PyString::intern(py, n).unbind()),
+        high_water: (64i32 * 1024).into_pyobject(py)?.into_any().unbind(),
+        low_water: (16i32 * 1024).into_pyobject(py)?.into_any().unbind(),
+        transport: transport.unbind(),
+        guard: guard.unbind(),
+        base_events: base_events.unbind(),
+        nodelay: nodelay.unbind(),
+        selector_events: selector_events.unbind(),
+        socket: socket.unbind(),
+        ssl_protocol: ssl_protocol.unbind(),
+        buffered_protocol: buffered_protocol.unbind(),
+        transport_socket: transport_socket.unbind(),
+        keyed_ref: keyed_ref.unbind(),
+        ref_new: ref_new.unbind(),
+        weak_value_dict: weak_value_dict.unbind(),
+        deque: deque.unbind(),
+        start_reading: start_reading.unbind(),
+        set_result_unless_cancelled: set_result_unless_cancelled.unbind(),
+        selector_paused,
+        deque_buffer,
+        attach_self,
+        weak_pending,
+        init_paused,
+        write_ready,
+    };
+    // Imported again (importlib.reload, say): the first one stays.
+    drop(SETUP.set(py, setup));
+    Ok(())
+}
+
+impl Setup {
+    /// `t.<field> = val` for an exact `_SocketTransport`: one store where the field is a
+    /// slot (what its member descriptor's `__set__` does), `setattr` otherwise.
+    fn set(&self, t: &Bound<'_, PyAny>, f: F, val: Bound<'_, PyAny>) -> PyResult<()> {
+        match self.offsets[f as usize] {
+            // SAFETY: t's type is exactly the class whose layout slot_offset checked.
+            Some(off) => unsafe { write_slot(t.as_ptr(), off, val.into_ptr()) },
+            None => t.setattr(self.names[f as usize].bind(t.py()), val)?,
+        }
+        Ok(())
+    }
+}
+
+/// `_SocketTransport.__init__(t, loop, sock, protocol, waiter, extra, server)` for the plain
+/// case, as asyncio's `__init__` (the verified variant) and its chain would run it; `False`,
+/// with nothing done, when a precondition does not hold (see the module's invariants).
+#[pyfunction]
+#[pyo3(signature = (t, loop_, sock, protocol, waiter, extra, server))]
+pub(crate) fn setup_transport(
+    t: &Bound<'_, PyAny>,
+    loop_: &Bound<'_, PyAny>,
+    sock: &Bound<'_, PyAny>,
+    protocol: &Bound<'_, PyAny>,
+    waiter: &Bound<'_, PyAny>,
+    extra: &Bound<'_, PyAny>,
+    server: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let py = t.py();
+    let Some(s) = SETUP.get(py) else {
+        return Ok(false);
+    };
+    if !t.get_type().is(s.transport.bind(py))
+        || !sock.get_type().is(s.socket.bind(py))
+        || protocol.get_type().is(s.ssl_protocol.bind(py))
+        || !s.guard.get().holds(py)
+        || !s
+            .base_events
+            .bind(py)
+            .getattr(intern!(py, "_set_nodelay"))?
+            .is(s.nodelay.bind(py))
+        || loop_.call_method0(intern!(py, "get_debug"))?.is_truthy()?
+    {
+        return Ok(false);
+    }
+    let none = py.None().into_bound(py);
+    let no = PyBool::new(py, false).to_owned().into_any();
+    // _SocketTransport.__init__: the native write and the read state.
+    let writer = Bound::new(py, SocketWriter::new(t, true)?)?;
+    s.set(t, F::Write, writer.getattr(intern!(py, "write"))?)?;
+    let state = Py::new(py, ReadState::new())?;
+    s.set(
+        t,
+        F::ReadState,
+        state.clone_ref(py).into_bound(py).into_any(),
+    )?;
+    // _SelectorSocketTransport.__init__
+    s.set(t, F::ReadReadyCb, none.clone())?;
+    // _SelectorTransport.__init__ -> _FlowControlMixin.__init__ -> BaseTransport.__init__
+    let extra = if extra.is_none() {
+        PyDict::new(py).into_any()
+    } else {
+        extra.clone()
+    };
+    s.set(t, F::Extra, extra.clone())?;
+    s.set(t, F::Loop, loop_.clone())?;
+    s.set(t, F::ProtocolPaused, no.clone())?;
+    // _set_write_buffer_limits() with no arguments
+    s.set(t, F::HighWater, s.high_water.bind(py).clone())?;
+    s.set(t, F::LowWater, s.low_water.bind(py).clone())?;
+    extra.set_item(
+        intern!(py, "socket"),
+        s.transport_socket.bind(py).call1((sock,))?,
+    )?;
+    let sockname = match crate::accept::sockname(sock) {
+        Ok(name) => name,
+        Err(e) if e.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
+        Err(e) => return Err(e),
+    };
+    extra.set_item(intern!(py, "sockname"), sockname)?;
+    if !extra.contains(intern!(py, "peername"))? {
+        let peername = match sock.call_method0(intern!(py, "getpeername")) {
+            Ok(name) => name,
+            Err(e) if e.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
+            Err(e) => return Err(e),
+        };
+        extra.set_item(intern!(py, "peername"), peername)?;
+    }
+    t.setattr(intern!(py, "_sock"), sock)?;
+    let fd = sock.call_method0(intern!(py, "fileno"))?;
+    s.set(t, F::SockFd, fd.clone())?;
+    s.set(t, F::ProtocolConnected, no.clone())?;
+    // set_protocol(protocol): _SocketTransport's (not an SSLProtocol, checked above), then
+    // asyncio's two.
+    let buffered = protocol.is_instance(s.buffered_protocol.bind(py))?;
+    s.set(
+        t,
+        F::Buffered,
+        PyBool::new(py, buffered).to_owned().into_any(),
+    )?;
+    let read_ready_cb = if buffered {
+        t.getattr(intern!(py, "_read_ready__get_buffer"))?
+    } else {
+        t.getattr(intern!(py, "_read_ready__data_received"))?
+    };
+    s.set(t, F::ReadReadyCb, read_ready_cb)?;
+    s.set(t, F::Protocol, protocol.clone())?;
+    s.set(
+        t,
+        F::ProtocolConnected,
+        PyBool::new(py, true).to_owned().into_any(),
+    )?;
+    s.set(t, F::Server, server.clone())?;
+    let buffer = if s.deque_buffer {
+        s.deque.bind(py).call0()?
+    } else {
+        t.call_method0(intern!(py, "_buffer_factory"))?
+    };
+    s.set(t, F::Buffer, buffer)?;
+    s.set(t, F::ConnLost, 0i32.into_pyobject(py)?.into_any())?;
+    s.set(t, F::Closing, no.clone())?;
+    if s.selector_paused {
+        s.set(t, F::Paused, no.clone())?;
+    }
+    if !server.is_none() {
+        if s.attach_self {
+            server.call_method1(intern!(py, "_attach"), (t,))?;
+        } else {
+            server.call_method0(intern!(py, "_attach"))?;
+        }
+    }
+    // loop._transports[self._sock_fd] = self
+    let transports = loop_.getattr(intern!(py, "_transports"))?;
+    if transports.get_type().is(s.weak_value_dict.bind(py)) {
+        // WeakValueDictionary.__setitem__, its KeyedRef made as KeyedRef.__new__ does.
+        if s.weak_pending
+            && transports
+                .getattr(intern!(py, "_pending_removals"))?
+                .is_truthy()?
+        {
+            transports.call_method0(intern!(py, "_commit_removals"))?;
+        }
+        let remove = transports.getattr(intern!(py, "_remove"))?;
+        let wr = s
+            .ref_new
+            .bind(py)
+            .call1((s.keyed_ref.bind(py), t, remove))?;
+        wr.setattr(intern!(py, "key"), &fd)?;
+        transports.getattr(intern!(py, "data"))?.set_item(&fd, wr)?;
+    } else {
+        transports.set_item(&fd, t)?;
+    }
+    // The rest of _SelectorSocketTransport.__init__.
+    s.set(t, F::Eof, no.clone())?;
+    if s.init_paused {
+        s.set(t, F::Paused, no.clone())?;
+    }
+    s.set(t, F::EmptyWaiter, none)?;
+    if s.write_ready {
+        let sendmsg = s
+            .selector_events
+            .bind(py)
+            .getattr(intern!(py, "_HAS_SENDMSG"))?
+            .is_truthy()?;
+        let write_ready = if sendmsg {
+            t.getattr(intern!(py, "_write_sendmsg"))?
+        } else {
+            t.getattr(intern!(py, "_write_send"))?
+        };
+        s.set(t, F::WriteReady, write_ready)?;
+    }
+    // base_events._set_nodelay(self._sock): the test on the socket's C fields where
+    // `setsockopt` is _socket's (src/accept.rs), asyncio's function otherwise.
+    if !crate::accept::set_nodelay(sock)? {
+        s.nodelay.bind(py).call1((sock,))?;
+    }
+    let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
+    call_soon.call1((protocol.getattr(intern!(py, "connection_made"))?, t))?;
+    // `self._add_reader(self._sock_fd, self._read_ready)`: `_read_ready` is a SocketReader
+    // for an exact socket.socket, registered by `_start_reading` (the verified
+    // `_add_reader` without its three calls; debug mode took the Python path).
+    let reader = Bound::new(py, SocketReader::new(t, Some(state))?)?;
+    call_soon.call1((s.start_reading.bind(py), t, &fd, reader))?;
+    if !waiter.is_none() {
+        call_soon.call1((s.set_result_unless_cancelled.bind(py), waiter, py.None()))?;
+    }
+    Ok(true)
+}
