@@ -23,6 +23,7 @@
 //!   the descriptor's `__set__` does; any other goes through `setattr` by name.
 //! - Exceptions propagate at the statement where asyncio's would, leaving what was set before.
 use pyo3::exceptions::PyOSError;
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -200,13 +201,21 @@ pub(crate) fn _set_transport_setup(
 }
 
 impl Setup {
-    /// `t.<field> = val` for an exact `_SocketTransport`: one store where the field is a
-    /// slot (what its member descriptor's `__set__` does), `setattr` otherwise.
+    /// `t.<field> = val`: one store where `t` is exactly `_SocketTransport` and the field a
+    /// slot (what its member descriptor's `__set__` does), `setattr` otherwise. The type is
+    /// asked per store: Python code the set-up calls (a protocol's `__getattr__`, say) may
+    /// have assigned `t.__class__` meanwhile.
     fn set(&self, t: &Bound<'_, PyAny>, f: F, val: Bound<'_, PyAny>) -> PyResult<()> {
+        let py = t.py();
+        // SAFETY: t is a live object; its type pointer is only compared.
+        let exact =
+            unsafe { ffi::Py_TYPE(t.as_ptr()) }.cast::<ffi::PyObject>() == self.transport.as_ptr();
         match self.offsets[f as usize] {
-            // SAFETY: t's type is exactly the class whose layout slot_offset checked.
-            Some(off) => unsafe { write_slot(t.as_ptr(), off, val.into_ptr()) },
-            None => t.setattr(self.names[f as usize].bind(t.py()), val)?,
+            Some(off) if exact => {
+                // SAFETY: t's type is exactly the class whose layout slot_offset checked.
+                unsafe { write_slot(t.as_ptr(), off, val.into_ptr()) }
+            }
+            _ => t.setattr(self.names[f as usize].bind(py), val)?,
         }
         Ok(())
     }
