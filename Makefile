@@ -81,11 +81,14 @@ wheel-pgo:
 # pytest, then the conformance runner; and pytest on the debug build, where there is one.
 # The interpreters' runs go TEST_JOBS at a time (scripts/matrix.sh: one log each, printed whole
 # when it ends, then a summary; logs in target/test-logs/); TEST_JOBS=1 runs them one by one.
+# TEST_EXTRA: more make targets to run as jobs of the same matrix, after the interpreters' (CI
+# gives memcheck-ci and wheels-ci, which would otherwise run alone on one of two cores).
 TEST_JOBS ?= 2
+TEST_EXTRA ?=
 test: test-rust sanitize
 	@set -e; vs=$$($(ENV) available $(VERSIONS)); d=$$($(ENV) available $(DEBUG_PY)); \
 	echo "make test: interpreters: $$vs$${d:+ and $$d}"; \
-	MAKE="$(MAKE)" scripts/matrix.sh $(TEST_JOBS) $${d:+test-debug} $$(for v in $$vs; do echo test-one:$$v; done)
+	MAKE="$(MAKE)" scripts/matrix.sh $(TEST_JOBS) $${d:+test-debug} $$(for v in $$vs; do echo test-one:$$v; done) $(TEST_EXTRA)
 
 # pytest on CPython's debug build: a refcount or assertion error in the extension aborts there.
 # Only the oxloop side of the loop fixture's tests (tests/conftest.py `OXLOOP_TEST_LOOPS`): their

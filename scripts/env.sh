@@ -57,7 +57,13 @@ host_python() {
 }
 
 venv() {
-  local v=$1 py run=""
+  local v=$1 py run="" lock
+  # One venv per version, made and filled by whichever job asks first: `make test`'s matrix runs
+  # jobs side by side (scripts/matrix.sh), and two of them may need the same version's venv
+  # (test-one:3.13 and memcheck-ci). The lock makes the second wait for the first's pip.
+  mkdir -p .venv
+  exec {lock}>".venv/.$v.lock"
+  flock "$lock"
   if [ ! -x ".venv/$v/bin/python" ] && [ ! -f ".venv/$v/.in-sid" ]; then
     py=$(find_python "$v") || { echo "python$v not found" >&2; return 1; }
     case $py in
@@ -85,6 +91,7 @@ venv() {
     esac
     touch ".venv/$v/.deps-ok"
   fi
+  exec {lock}>&-
   host_python "$v"
 }
 
