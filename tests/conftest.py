@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import os
 import signal
 import sys
@@ -100,7 +101,7 @@ def pytest_collection_finish(session):
     Why: the `loop` fixture ends each test with `gc.collect()`, so that a leak or a
     ResourceWarning shows up in the test that caused it. A full collection walks every tracked
     object, and what the session imports (pytest, hypothesis, the integration clients) made it
-    cost 20-70 ms on this project's CI machines: minutes over a suite of two thousand tests,
+    cost 20-70 ms on the development VM: minutes over a suite of two thousand tests,
     spent re-walking objects that live until the interpreter exits. Objects a test creates are
     collected as before; `gc.get_objects()` and `gc.get_referrers()` see only the unfrozen ones.
     """
@@ -113,6 +114,10 @@ def pytest_configure(config):
     # checks with gc.get_referrers() that the Random it registers is referenced, and the
     # referrer (its thread-local state, made at import) is frozen, so on 3.14 it warns that the
     # Random "could be garbage collected immediately". It is not: the frozen state holds it.
+    # Only where Hypothesis is installed (test_fuzz skips without it): pytest imports a filter's
+    # category, and warns of each one it cannot import (PytestConfigWarning).
+    if importlib.util.find_spec("hypothesis") is None:
+        return
     config.addinivalue_line(
         "filterwarnings",
         "ignore:It looks like `register_random` was passed an object that could be garbage "
