@@ -113,7 +113,7 @@ fn plain_nonblocking_fd(sock: &Bound<'_, PyAny>) -> PyResult<Option<i32>> {
 }
 
 /// `sock.fileno()` of a socket the fast paths took (exactly `socket.socket`).
-fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
+pub(crate) fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
     let py = sock.py();
     let class = socket_class(py)?;
     if class.direct && sock.get_type().is(class.ty.bind(py)) {
@@ -125,7 +125,7 @@ fn fileno(sock: &Bound<'_, PyAny>) -> PyResult<i32> {
 
 /// The loop as a core, when it is exactly `oxloop.Loop` with debug off: the case the fast
 /// paths stand in for.
-fn fast_loop<'a, 'py>(lp: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, LoopCore>> {
+pub(crate) fn fast_loop<'a, 'py>(lp: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, LoopCore>> {
     let py = lp.py();
     let ty = crate::loop_core::fastcall::LOOP_CLASS.get(py)?;
     if !lp.get_type().is(ty.bind(py)) {

@@ -22,16 +22,21 @@
 //!   descriptor and checked on a probe, the `transport_slots` contract entry), which is what
 //!   the descriptor's `__set__` does; any other goes through `setattr` by name.
 //! - Exceptions propagate at the statement where asyncio's would, leaving what was set before.
+//! - On an exact `oxloop.Loop` outside debug mode, `call_soon` is the core's own scheduling
+//!   while it is not patched (else looked up by name), and `extra['socket']`'s
+//!   `TransportSocket` is made as `object.__new__` and its `_sock` store only where its
+//!   `__init__` is the verified code and the guard still sees it and `object.__new__`.
 use pyo3::exceptions::PyOSError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyModule, PyString, PyType};
+use pyo3::types::{PyBool, PyDict, PyModule, PyString, PyTuple, PyType};
 
 use crate::cpython::members::{slot_offset, write as write_slot};
 use crate::cpython::{self, Entry};
 use crate::guard::ClassGuard;
+use crate::loop_core::LoopCore;
 use crate::transport::{ReadState, SocketReader, SocketWriter};
 
 /// The attributes the set-up stores, in the order of [`FIELD_NAMES`].
@@ -103,7 +108,11 @@ struct Setup {
     socket: Py<PyType>,
     ssl_protocol: Py<PyType>,
     buffered_protocol: Py<PyType>,
-    transport_socket: Py<PyAny>,
+    transport_socket: Py<PyType>,
+    /// Where `TransportSocket` keeps `_sock`, when its construction is made here
+    /// (`object.__new__` and that one store: its `__init__` verified by `_transports.py`,
+    /// guarded with its `__new__`); `None`: the class is called.
+    trsock_sock: Option<isize>,
     keyed_ref: Py<PyAny>,
     ref_new: Py<PyAny>,
     weak_value_dict: Py<PyType>,
@@ -133,7 +142,7 @@ static SETUP: PyOnceLock<Setup> = PyOnceLock::new();
     transport, guard, base_events, nodelay, selector_events, socket, ssl_protocol,
     buffered_protocol, transport_socket, keyed_ref, ref_new, weak_value_dict, deque,
     start_reading, set_result_unless_cancelled, *, selector_paused, deque_buffer, attach_self,
-    weak_pending, init_paused, write_ready
+    weak_pending, init_paused, write_ready, trsock_direct
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn _set_transport_setup(
@@ -145,7 +154,7 @@ pub(crate) fn _set_transport_setup(
     socket: Bound<'_, PyType>,
     ssl_protocol: Bound<'_, PyType>,
     buffered_protocol: Bound<'_, PyType>,
-    transport_socket: Bound<'_, PyAny>,
+    transport_socket: Bound<'_, PyType>,
     keyed_ref: Bound<'_, PyAny>,
     ref_new: Bound<'_, PyAny>,
     weak_value_dict: Bound<'_, PyType>,
@@ -158,6 +167,7 @@ pub(crate) fn _set_transport_setup(
     weak_pending: bool,
     init_paused: bool,
     write_ready: bool,
+    trsock_direct: bool,
 ) -> PyResult<()> {
     let py = transport.py();
     let mut offsets = [None; FIELD_NAMES.len()];
@@ -168,6 +178,12 @@ pub(crate) fn _set_transport_setup(
             *off = slot_offset(&transport, &probe, name)?;
         }
     }
+    let trsock_sock = if trsock_direct && cpython::outcome(Entry::TransportSlots) == Some(true) {
+        let probe = cpython::socket::new_uninit(&transport_socket)?;
+        slot_offset(&transport_socket, &probe, "_sock")?
+    } else {
+        None
+    };
     let setup = Setup {
         offsets,
         names: FIELD_NAMES.map(|n| PyString::intern(py, n).unbind()),
@@ -182,6 +198,7 @@ pub(crate) fn _set_transport_setup(
         ssl_protocol: ssl_protocol.unbind(),
         buffered_protocol: buffered_protocol.unbind(),
         transport_socket: transport_socket.unbind(),
+        trsock_sock,
         keyed_ref: keyed_ref.unbind(),
         ref_new: ref_new.unbind(),
         weak_value_dict: weak_value_dict.unbind(),
@@ -239,6 +256,9 @@ pub(crate) fn setup_transport(
     let Some(s) = SETUP.get(py) else {
         return Ok(false);
     };
+    // An exact `oxloop.Loop` outside debug mode: its debug flag is read and `call_soon`
+    // scheduled without looking either up by name (`LoopCore::call_soon_unpatched`).
+    let core = crate::sock::fast_loop(loop_);
     if !t.get_type().is(s.transport.bind(py))
         || !sock.get_type().is(s.socket.bind(py))
         || protocol.get_type().is(s.ssl_protocol.bind(py))
@@ -248,10 +268,23 @@ pub(crate) fn setup_transport(
             .bind(py)
             .getattr(intern!(py, "_set_nodelay"))?
             .is(s.nodelay.bind(py))
-        || loop_.call_method0(intern!(py, "get_debug"))?.is_truthy()?
+        || (core.is_none() && loop_.call_method0(intern!(py, "get_debug"))?.is_truthy()?)
     {
         return Ok(false);
     }
+    // `loop.call_soon(callback, *args)`.
+    let call_soon = |callback: &Bound<'_, PyAny>, args: Bound<'_, PyTuple>| -> PyResult<()> {
+        if let Some(done) = core.and_then(|c| LoopCore::call_soon_unpatched(c, callback, &args)) {
+            return done.map(drop);
+        }
+        let all: Vec<Bound<'_, PyAny>> = std::iter::once(callback.clone())
+            .chain(args.iter())
+            .collect();
+        loop_
+            .getattr(intern!(py, "call_soon"))?
+            .call1(PyTuple::new(py, all)?)
+            .map(drop)
+    };
     let none = py.None().into_bound(py);
     let no = PyBool::new(py, false).to_owned().into_any();
     // _SocketTransport.__init__: the native write and the read state.
@@ -277,10 +310,17 @@ pub(crate) fn setup_transport(
     // _set_write_buffer_limits() with no arguments
     s.set(t, F::HighWater, s.high_water.bind(py).clone())?;
     s.set(t, F::LowWater, s.low_water.bind(py).clone())?;
-    extra.set_item(
-        intern!(py, "socket"),
-        s.transport_socket.bind(py).call1((sock,))?,
-    )?;
+    let transport_socket = match s.trsock_sock {
+        Some(off) => {
+            let o = cpython::socket::new_uninit(s.transport_socket.bind(py))?;
+            // SAFETY: o is a fresh TransportSocket, whose `_sock` slot slot_offset found at
+            // `off`; the store takes a new reference to sock (TransportSocket.__init__).
+            unsafe { write_slot(o.as_ptr(), off, sock.clone().into_ptr()) };
+            o
+        }
+        None => s.transport_socket.bind(py).call1((sock,))?,
+    };
+    extra.set_item(intern!(py, "socket"), transport_socket)?;
     let sockname = match crate::accept::sockname(sock) {
         Ok(name) => name,
         Err(e) if e.is_instance_of::<PyOSError>(py) => py.None().into_bound(py),
@@ -296,7 +336,8 @@ pub(crate) fn setup_transport(
         extra.set_item(intern!(py, "peername"), peername)?;
     }
     t.setattr(intern!(py, "_sock"), sock)?;
-    let fd = sock.call_method0(intern!(py, "fileno"))?;
+    // sock.fileno(): read from the socket object (an exact socket.socket, checked above).
+    let fd = crate::sock::fileno(sock)?.into_pyobject(py)?.into_any();
     s.set(t, F::SockFd, fd.clone())?;
     s.set(t, F::ProtocolConnected, no.clone())?;
     // set_protocol(protocol): _SocketTransport's (not an SSLProtocol, checked above), then
@@ -383,15 +424,23 @@ pub(crate) fn setup_transport(
     if !crate::accept::set_nodelay(sock)? {
         s.nodelay.bind(py).call1((sock,))?;
     }
-    let call_soon = loop_.getattr(intern!(py, "call_soon"))?;
-    call_soon.call1((protocol.getattr(intern!(py, "connection_made"))?, t))?;
+    call_soon(
+        &protocol.getattr(intern!(py, "connection_made"))?,
+        PyTuple::new(py, [t])?,
+    )?;
     // `self._add_reader(self._sock_fd, self._read_ready)`: `_read_ready` is a SocketReader
     // for an exact socket.socket, registered by `_start_reading` (the verified
     // `_add_reader` without its three calls; debug mode took the Python path).
     let reader = Bound::new(py, SocketReader::new(t, Some(state))?)?;
-    call_soon.call1((s.start_reading.bind(py), t, &fd, reader))?;
+    call_soon(
+        s.start_reading.bind(py),
+        PyTuple::new(py, [t.clone(), fd, reader.into_any()])?,
+    )?;
     if !waiter.is_none() {
-        call_soon.call1((s.set_result_unless_cancelled.bind(py), waiter, py.None()))?;
+        call_soon(
+            s.set_result_unless_cancelled.bind(py),
+            PyTuple::new(py, [waiter, &py.None().into_bound(py)])?,
+        )?;
     }
     Ok(true)
 }

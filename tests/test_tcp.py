@@ -1211,6 +1211,8 @@ def test_transport_setup_runs_natively_where_asyncio_is_the_known_code():
         assert _transports._INIT_VARIANT is not None
         assert _transports._NODELAY is asyncio.base_events._set_nodelay
         assert _transports._DEEP and _transports._chain_intact()
+    # `TransportSocket` (extra['socket']) is the class whose construction the set-up makes.
+    assert _transports._TRSOCK_DIRECT
 
 
 def _spy_on(monkeypatch, where):
@@ -1240,6 +1242,7 @@ def _spy_on(monkeypatch, where):
         "transports.BaseTransport.__init__",
         "selector_events._SelectorTransport.set_protocol",
         "selector_events._SelectorSocketTransport.set_protocol",
+        "trsock.TransportSocket.__init__",
     ],
 )
 def test_a_patched_transport_init_is_run(loop, monkeypatch, where):
@@ -1314,6 +1317,8 @@ def _setup_snapshot(lp, transport, protocol, server):
         transport.get_extra_info("sockname") == transport._sock.getsockname(),
         transport.get_extra_info("peername") == transport._sock.getpeername(),
         type(transport.get_extra_info("socket")).__name__,
+        transport.get_extra_info("socket")._sock is transport._sock,
+        transport.get_extra_info("socket").fileno() == fd,
     )
 
 

@@ -316,7 +316,7 @@ def _set_transport_setup(
     socket: type,
     ssl_protocol: type,
     buffered_protocol: type,
-    transport_socket: Any,
+    transport_socket: type,
     keyed_ref: Any,
     ref_new: Any,
     weak_value_dict: type,
@@ -330,8 +330,11 @@ def _set_transport_setup(
     weak_pending: bool,
     init_paused: bool,
     write_ready: bool,
+    trsock_direct: bool,
 ) -> None:
-    """What ``setup_transport`` stands for, as ``_transports.py`` verified it (once)."""
+    """What ``setup_transport`` stands for, as ``_transports.py`` verified it (once);
+    ``trsock_direct``: ``transport_socket`` may be made as ``object.__new__`` and its one
+    ``_sock`` store (its ``__init__`` verified, guarded by ``guard``)."""
 
 def sock_recv(lp: asyncio.AbstractEventLoop, sock: socket.socket, n: Any) -> Any:
     """``lp.sock_recv(sock, n)`` up to the wait: bytes, ``(future, handle, fd)`` when it

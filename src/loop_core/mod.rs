@@ -500,6 +500,20 @@ impl LoopCore {
         Ok(())
     }
 
+    /// `self.call_soon(callback, *args)` for a Rust caller that would otherwise look the
+    /// method up by name: the core's own scheduling where `call_soon` is not patched on the
+    /// instance or its class (`call_soon_patched`), `None` where it is (call it by name).
+    pub(crate) fn call_soon_unpatched<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        args: &Bound<'py, PyTuple>,
+    ) -> Option<PyResult<Bound<'py, PyAny>>> {
+        if Self::call_soon_patched(slf) {
+            return None;
+        }
+        Some(Self::schedule_soon(slf, callback, args, None, false))
+    }
+
     fn schedule_soon<'py>(
         slf: &Bound<'py, Self>,
         callback: &Bound<'py, PyAny>,
