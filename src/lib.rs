@@ -56,6 +56,12 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(transport::register_transport_slots, m)?)?;
     m.add_function(wrap_pyfunction!(transport_setup::setup_transport, m)?)?;
     m.add_function(wrap_pyfunction!(transport_setup::_set_transport_setup, m)?)?;
+    m.add_function(wrap_pyfunction!(transport_setup::_set_accept_now, m)?)?;
+    m.add_function(wrap_pyfunction!(transport_setup::accept_now, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        transport_setup::_transport_setup_counts,
+        m
+    )?)?;
     m.add(
         "TRANSPORT_FIELDS",
         pyo3::types::PyTuple::new(m.py(), transport::FIELD_NAMES)?,

@@ -26,6 +26,8 @@
 //!   while it is not patched (else looked up by name), and `extra['socket']`'s
 //!   `TransportSocket` is made as `object.__new__` and its `_sock` store only where its
 //!   `__init__` is the verified code and the guard still sees it and `object.__new__`.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use pyo3::exceptions::PyOSError;
 use pyo3::ffi;
 use pyo3::intern;
@@ -134,6 +136,18 @@ struct Setup {
 }
 
 static SETUP: PyOnceLock<Setup> = PyOnceLock::new();
+
+/// How many transports [`setup_transport`] set up, and how many connections [`accept_now`]
+/// made without the Python `_accept_now`: what tests read to see that the native paths ran
+/// (`_transport_setup_counts`).
+static NATIVE_SETUPS: AtomicU64 = AtomicU64::new(0);
+static NATIVE_ACCEPTS: AtomicU64 = AtomicU64::new(0);
+
+/// `_transport_setup_counts()`: `(native set-ups, native accepts)` since import.
+#[pyfunction]
+pub(crate) fn _transport_setup_counts() -> (u64, u64) {
+    (NATIVE_SETUPS.load(Relaxed), NATIVE_ACCEPTS.load(Relaxed))
+}
 
 /// `_set_transport_setup(...)`: the verified pieces [`setup_transport`] stands for. Called once
 /// by `_transports.py`, only where its checks all passed.
@@ -442,5 +456,126 @@ pub(crate) fn setup_transport(
             PyTuple::new(py, [waiter, &py.None().into_bound(py)])?,
         )?;
     }
+    NATIVE_SETUPS.fetch_add(1, Relaxed);
     Ok(true)
+}
+
+/// What `_accept_now` (python/oxloop/_loop.py) needs to run natively, registered by
+/// [`_set_accept_now`] where the native set-up is on.
+struct AcceptNow {
+    /// `oxloop.Loop`: the loop must be exactly this class.
+    loop_class: Py<PyType>,
+    /// `Loop._make_socket_transport`, `_SocketTransport.__init__` and its `__new__` (object's)
+    /// still the ones `_accept_now` would reach.
+    guard: Py<ClassGuard>,
+    /// `Loop._make_socket_transport` calls `self._ensure_fd_no_transport(sock)` first (3.12+).
+    ensure_fd: bool,
+    /// The Python `_accept_now`, for every other case.
+    fallback: Py<PyAny>,
+}
+
+static ACCEPT_NOW: PyOnceLock<AcceptNow> = PyOnceLock::new();
+
+/// `_set_accept_now(loop_class, guard, ensure_fd, fallback)`: registers what [`accept_now`]
+/// stands for. Called once by `_loop.py`, only where the native set-up is registered.
+#[pyfunction]
+pub(crate) fn _set_accept_now(
+    loop_class: Bound<'_, PyType>,
+    guard: Bound<'_, ClassGuard>,
+    ensure_fd: bool,
+    fallback: Bound<'_, PyAny>,
+) {
+    let py = loop_class.py();
+    let a = AcceptNow {
+        loop_class: loop_class.unbind(),
+        guard: guard.unbind(),
+        ensure_fd,
+        fallback: fallback.unbind(),
+    };
+    drop(ACCEPT_NOW.set(py, a));
+}
+
+/// `_accept_now(loop, protocol_factory, conn, extra, server, context)` (python/oxloop/_loop.py)
+/// without its three Python frames (`_accept_now`, `Loop._make_socket_transport` and
+/// `_SocketTransport.__init__`), for an exact `oxloop.Loop` whose `_make_socket_transport` is
+/// still its own (on the class and not shadowed on the instance): the protocol made, then
+/// `_ensure_fd_no_transport` (3.12+) by name, then the transport as `type_call` makes it,
+/// `object.__new__` and its `__init__`, which is [`setup_transport`] or, where that declines,
+/// the class's `__init__`. As in `_accept_now`, an error other than SystemExit and
+/// KeyboardInterrupt is dropped (asyncio reports it in debug mode only, which keeps its Task);
+/// every other case calls the Python `_accept_now`.
+#[pyfunction]
+#[pyo3(signature = (loop_, protocol_factory, conn, extra, server, context=None))]
+pub(crate) fn accept_now(
+    loop_: &Bound<'_, PyAny>,
+    protocol_factory: &Bound<'_, PyAny>,
+    conn: &Bound<'_, PyAny>,
+    extra: &Bound<'_, PyAny>,
+    server: &Bound<'_, PyAny>,
+    context: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let py = loop_.py();
+    let (Some(a), Some(s)) = (ACCEPT_NOW.get(py), SETUP.get(py)) else {
+        return Err(pyo3::exceptions::PyRuntimeError::new_err(
+            "oxloop: accept_now before its registration",
+        ));
+    };
+    let none = py.None().into_bound(py);
+    let fast = loop_.get_type().is(a.loop_class.bind(py))
+        && a.guard.get().holds(py)
+        && !shadowed(loop_, intern!(py, "_make_socket_transport"))?;
+    if !fast {
+        a.fallback.bind(py).call1((
+            loop_,
+            protocol_factory,
+            conn,
+            extra,
+            server,
+            context.unwrap_or(&none),
+        ))?;
+        return Ok(());
+    }
+    NATIVE_ACCEPTS.fetch_add(1, Relaxed);
+    let made = (|| -> PyResult<()> {
+        let protocol = protocol_factory.call0()?;
+        if a.ensure_fd {
+            loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (conn,))?;
+        }
+        let class = s.transport.bind(py);
+        let t = cpython::socket::new_uninit(class)?;
+        if !setup_transport(&t, loop_, conn, &protocol, &none, extra, server)? {
+            class
+                .getattr(intern!(py, "__init__"))?
+                .call1((&t, loop_, conn, &protocol, &none, extra, server))?;
+        }
+        Ok(())
+    })();
+    match made {
+        Err(e)
+            if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+                || e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `obj`'s instance `__dict__` holds `name`, which an attribute lookup would find
+/// before the class's method (a loop always has a `__dict__`: `Loop` is a Python class).
+fn shadowed(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+    let py = obj.py();
+    // SAFETY: obj is live; PyObject_GenericGetDict returns a new reference to its instance
+    // dict (made if it had none), or NULL with an exception set (no __dict__).
+    let dict = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()),
+        )
+    };
+    match dict {
+        Ok(d) => d.cast::<PyDict>()?.contains(name),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

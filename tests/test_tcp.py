@@ -1376,14 +1376,9 @@ def test_the_plain_transport_setup_is_native(loop, loop_kind, monkeypatch):
         or _transports._SocketTransport is _transports._AsyncioTransport
     ):
         pytest.skip("the native set-up is oxloop's transport's, for the verified asyncio")
-    ran = []
-    setup = _transports._setup_transport
+    from oxloop import _oxloop
 
-    def spy(*args):
-        ran.append(setup(*args))
-        return ran[-1]
-
-    monkeypatch.setattr(_transports, "_setup_transport", spy)
+    before = _oxloop._transport_setup_counts()
 
     async def main():
         srv = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
@@ -1391,7 +1386,7 @@ def test_the_plain_transport_setup_is_native(loop, loop_kind, monkeypatch):
         # The accepted end is set up within a few iterations; a bound, so a set-up that never
         # comes fails the assertion below instead of hanging.
         for _ in range(100):
-            if len(ran) >= 2:
+            if _oxloop._transport_setup_counts()[0] - before[0] >= 2:
                 break
             await asyncio.sleep(0)
         transport.close()
@@ -1399,7 +1394,88 @@ def test_the_plain_transport_setup_is_native(loop, loop_kind, monkeypatch):
         await srv.wait_closed()
 
     loop.run_until_complete(main())
-    assert ran == [True, True]
+    after = _oxloop._transport_setup_counts()
+    # Both ends set up natively; the accepted one made by the native `_accept_now` (where
+    # `_loop` registered it: not with 3.15's `context`).
+    accepts = 1 if _transports.NATIVE_SETUP and not _transports.MAKE_TRANSPORT_CONTEXT else 0
+    assert (after[0] - before[0], after[1] - before[1]) == (2, accepts)
+
+
+@pytest.mark.parametrize("where", ["class", "instance"])
+def test_a_patched_make_socket_transport_makes_accepted_transports(loop, monkeypatch, where):
+    # oxloop makes an accepted connection's transport natively where the loop's
+    # `_make_socket_transport` is its own (src/transport_setup.rs `accept_now`); one patched
+    # on the loop's class or on the loop itself must make it, as on asyncio.
+    made = []
+    original = type(loop)._make_socket_transport
+
+    def patched(*args, **kwargs):
+        if where == "class":
+            made.append(args[0] is loop)
+            return original(*args, **kwargs)
+        made.append(True)
+        return original(loop, *args, **kwargs)
+
+    if where == "class":
+        monkeypatch.setattr(type(loop), "_make_socket_transport", patched)
+    else:
+        monkeypatch.setattr(loop, "_make_socket_transport", patched, raising=False)
+
+    async def main():
+        accepted = asyncio.Event()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set()
+
+        srv = await loop.create_server(Server, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        await asyncio.wait_for(accepted.wait(), 10)
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    # The connecting end's and the accepted end's.
+    assert made == [True, True]
+
+
+# asyncio leaves the dropped connection's socket to the garbage collector, unclosed.
+@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
+def test_a_failing_protocol_factory_drops_the_connection_and_serving_goes_on(loop):
+    # selector_events.py `_accept_connection2`: an error making the protocol (or its
+    # transport) closes nothing and is reported in debug mode only; the next connection is
+    # served.
+    calls = []
+
+    async def main():
+        served = asyncio.Event()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                served.set()
+                transport.close()
+
+        def factory():
+            calls.append(len(calls))
+            if len(calls) == 1:
+                raise ValueError("no protocol for the first")
+            return Server()
+
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
+        addr = srv.sockets[0].getsockname()
+        first, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        while not calls:
+            await asyncio.sleep(0)
+        second, _ = await loop.create_connection(asyncio.Protocol, *addr)
+        await asyncio.wait_for(served.wait(), 10)
+        first.close()
+        second.close()
+        srv.close()
+        await srv.wait_closed()
+
+    loop.run_until_complete(main())
+    assert calls == [0, 1]
 
 
 def test_a_setattr_on_the_transport_class_sees_the_setup(loop, monkeypatch):

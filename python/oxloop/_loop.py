@@ -441,7 +441,7 @@ class _AcceptingLoop:
         # (tasks.py: Task.__init__).
         context = kwargs.get("context")
         ctx = context if context is not None else copy_context()
-        ctx.run(_accept_now, loop, protocol_factory, conn, extra, server, context)
+        ctx.run(_accept_connection_now, loop, protocol_factory, conn, extra, server, context)
         return None
 
     def create_task(self, coro: Any, **kwargs: Any) -> Any:
@@ -1065,7 +1065,15 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
                     # The Task would run in the connection's context (3.15), else in a copy
                     # of this one (tasks.py: Task.__init__).
                     ctx = conn_context if conn_context is not None else copy_context()
-                    ctx.run(_accept_now, self, protocol_factory, conn, extra, server, conn_context)
+                    ctx.run(
+                        _accept_connection_now,
+                        self,
+                        protocol_factory,
+                        conn,
+                        extra,
+                        server,
+                        conn_context,
+                    )
         return None
 
     def _resume_accepting(
@@ -1234,6 +1242,27 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
 # methods of LoopCore (their only versions; src/loop_core/fastcall.rs says what they save over
 # PyO3 wrappers).
 _oxloop._install_fast_methods(Loop)
+
+# `_accept_now` in one native call (src/transport_setup.rs `accept_now`) where the set-up is
+# native: an exact Loop whose `_make_socket_transport` is this class's (above) gets the protocol,
+# `_ensure_fd_no_transport` (3.12+, by name) and the transport made as `_SocketTransport(...)`
+# would, without the three Python frames (`_accept_now`, `_make_socket_transport`, `__init__`).
+if _transports.NATIVE_SETUP and not _transports.MAKE_TRANSPORT_CONTEXT:
+    _oxloop._set_accept_now(
+        Loop,
+        _oxloop.ClassGuard(
+            [
+                (Loop, "_make_socket_transport", Loop._make_socket_transport),
+                (_SocketTransport, "__new__", object.__new__),
+                (_SocketTransport, "__init__", _SocketTransport.__init__),
+            ]
+        ),
+        sys.version_info >= (3, 12),
+        _accept_now,
+    )
+    _accept_connection_now = _oxloop.accept_now
+else:
+    _accept_connection_now = _accept_now
 
 if TYPE_CHECKING:
 

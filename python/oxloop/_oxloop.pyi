@@ -30,10 +30,13 @@ __all__ = [
     "_install_fast_methods",
     "_set_io_context_keyword",
     "_set_setsockopt_guard",
+    "_set_accept_now",
     "_set_transport_setup",
     "_set_sockname_guard",
     "_set_verified_handle_cancel",
     "_set_verified_socket_init",
+    "_transport_setup_counts",
+    "accept_now",
     "acceptor",
     "register_transport_slots",
     "set_nodelay",
@@ -335,6 +338,20 @@ def _set_transport_setup(
     """What ``setup_transport`` stands for, as ``_transports.py`` verified it (once);
     ``trsock_direct``: ``transport_socket`` may be made as ``object.__new__`` and its one
     ``_sock`` store (its ``__init__`` verified, guarded by ``guard``)."""
+
+def _transport_setup_counts() -> tuple[int, int]:
+    """``(transports set up natively, connections accepted natively)`` since import (tests)."""
+
+def _set_accept_now(loop_class: type, guard: ClassGuard, ensure_fd: bool, fallback: Any) -> None:
+    """What ``accept_now`` stands for (once): the loop class, the guard of its
+    ``_make_socket_transport`` and the transport class's ``__new__`` and ``__init__``, whether
+    ``_ensure_fd_no_transport`` runs first (3.12+), and the Python ``_accept_now``."""
+
+def accept_now(
+    loop_: Any, protocol_factory: Any, conn: Any, extra: Any, server: Any, context: Any = None
+) -> None:
+    """``_loop._accept_now`` in one call: the protocol and its transport, errors other than
+    SystemExit and KeyboardInterrupt dropped; the Python function where the case is not plain."""
 
 def sock_recv(lp: asyncio.AbstractEventLoop, sock: socket.socket, n: Any) -> Any:
     """``lp.sock_recv(sock, n)`` up to the wait: bytes, ``(future, handle, fd)`` when it

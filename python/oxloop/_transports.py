@@ -1020,6 +1020,9 @@ _TRSOCK_DIRECT = (
     and _same_code(_TRSOCK.__init__, _TRSOCK_SOURCE, "TransportSocket", "__init__")
 )
 
+# Whether `_SocketTransport` sets up a plain connection in one native call (below).
+NATIVE_SETUP = False
+
 if _contract.holds("socket_transport"):
     _oxloop.register_transport_slots(_SocketTransport)
     if (
@@ -1072,6 +1075,7 @@ if _contract.holds("socket_transport"):
             write_ready=_INIT_VARIANT == "write_ready",
             trsock_direct=_TRSOCK_DIRECT,
         )
+        NATIVE_SETUP = True
 else:
     # The contract's `socket_transport` entry failed: asyncio's transport, whose read and
     # write paths are its own Python code (python/oxloop/_contract.py).
