@@ -461,12 +461,15 @@ pub(crate) fn setup_transport(
 }
 
 /// What `_accept_now` (python/oxloop/_loop.py) needs to run natively, registered by
-/// [`_set_accept_now`] where the native set-up is on.
+/// [`_set_accept_now`] where the native set-up is on and the `get_method` contract holds.
 struct AcceptNow {
     /// `oxloop.Loop`: the loop must be exactly this class.
     loop_class: Py<PyType>,
-    /// `Loop._make_socket_transport`, `_SocketTransport.__init__` and its `__new__` (object's)
-    /// still the ones `_accept_now` would reach.
+    /// `Loop._make_socket_transport`: what `loop._make_socket_transport` must resolve to (the
+    /// class's function, not shadowed on the instance; `_PyObject_GetMethod`).
+    make_transport: Py<PyAny>,
+    /// `_SocketTransport.__init__` and its `__new__` (object's) still the ones
+    /// `_SocketTransport(...)` would run.
     guard: Py<ClassGuard>,
     /// `Loop._make_socket_transport` calls `self._ensure_fd_no_transport(sock)` first (3.12+).
     ensure_fd: bool,
@@ -477,22 +480,33 @@ struct AcceptNow {
 static ACCEPT_NOW: PyOnceLock<AcceptNow> = PyOnceLock::new();
 
 /// `_set_accept_now(loop_class, guard, ensure_fd, fallback)`: registers what [`accept_now`]
-/// stands for. Called once by `_loop.py`, only where the native set-up is registered.
+/// stands for (once, by `_loop.py`, where the native set-up is registered); whether it took
+/// it (the `get_method` contract holds).
 #[pyfunction]
 pub(crate) fn _set_accept_now(
     loop_class: Bound<'_, PyType>,
     guard: Bound<'_, ClassGuard>,
     ensure_fd: bool,
     fallback: Bound<'_, PyAny>,
-) {
+) -> PyResult<bool> {
     let py = loop_class.py();
+    if !cpython::check(Entry::GetMethod, || {
+        cpython::method::probe(py).unwrap_or(false)
+    }) {
+        return Ok(false);
+    }
     let a = AcceptNow {
+        make_transport: loop_class
+            .getattr(intern!(py, "__dict__"))?
+            .get_item(intern!(py, "_make_socket_transport"))?
+            .unbind(),
         loop_class: loop_class.unbind(),
         guard: guard.unbind(),
         ensure_fd,
         fallback: fallback.unbind(),
     };
     drop(ACCEPT_NOW.set(py, a));
+    Ok(true)
 }
 
 /// `_accept_now(loop, protocol_factory, conn, extra, server, context)` (python/oxloop/_loop.py)
@@ -523,7 +537,8 @@ pub(crate) fn accept_now(
     let none = py.None().into_bound(py);
     let fast = loop_.get_type().is(a.loop_class.bind(py))
         && a.guard.get().holds(py)
-        && !shadowed(loop_, intern!(py, "_make_socket_transport"))?;
+        && cpython::method::get_method(loop_, intern!(py, "_make_socket_transport"))
+            .is_some_and(|(found, f)| found && f.is(&a.make_transport));
     if !fast {
         a.fallback.bind(py).call1((
             loop_,
@@ -558,24 +573,5 @@ pub(crate) fn accept_now(
             Err(e)
         }
         _ => Ok(()),
-    }
-}
-
-/// Whether `obj`'s instance `__dict__` holds `name`, which an attribute lookup would find
-/// before the class's method (a loop always has a `__dict__`: `Loop` is a Python class).
-fn shadowed(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
-    let py = obj.py();
-    // SAFETY: obj is live; PyObject_GenericGetDict returns a new reference to its instance
-    // dict (made if it had none), or NULL with an exception set (no __dict__).
-    let dict = unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()),
-        )
-    };
-    match dict {
-        Ok(d) => d.cast::<PyDict>()?.contains(name),
-        Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => Ok(false),
-        Err(e) => Err(e),
     }
 }

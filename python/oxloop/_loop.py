@@ -1244,15 +1244,17 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
 _oxloop._install_fast_methods(Loop)
 
 # `_accept_now` in one native call (src/transport_setup.rs `accept_now`) where the set-up is
-# native: an exact Loop whose `_make_socket_transport` is this class's (above) gets the protocol,
-# `_ensure_fd_no_transport` (3.12+, by name) and the transport made as `_SocketTransport(...)`
-# would, without the three Python frames (`_accept_now`, `_make_socket_transport`, `__init__`).
-if _transports.NATIVE_SETUP and not _transports.MAKE_TRANSPORT_CONTEXT:
-    _oxloop._set_accept_now(
+# native: an exact Loop on which `_make_socket_transport` resolves to this class's (above) gets
+# the protocol, `_ensure_fd_no_transport` (3.12+, by name) and the transport made as
+# `_SocketTransport(...)` would, without the three Python frames (`_accept_now`,
+# `_make_socket_transport`, `__init__`).
+if (
+    _transports.NATIVE_SETUP
+    and not _transports.MAKE_TRANSPORT_CONTEXT
+    and _oxloop._set_accept_now(
         Loop,
         _oxloop.ClassGuard(
             [
-                (Loop, "_make_socket_transport", Loop._make_socket_transport),
                 (_SocketTransport, "__new__", object.__new__),
                 (_SocketTransport, "__init__", _SocketTransport.__init__),
             ]
@@ -1260,6 +1262,7 @@ if _transports.NATIVE_SETUP and not _transports.MAKE_TRANSPORT_CONTEXT:
         sys.version_info >= (3, 12),
         _accept_now,
     )
+):
     _accept_connection_now = _oxloop.accept_now
 else:
     _accept_connection_now = _accept_now

@@ -342,10 +342,11 @@ def _set_transport_setup(
 def _transport_setup_counts() -> tuple[int, int]:
     """``(transports set up natively, connections accepted natively)`` since import (tests)."""
 
-def _set_accept_now(loop_class: type, guard: ClassGuard, ensure_fd: bool, fallback: Any) -> None:
-    """What ``accept_now`` stands for (once): the loop class, the guard of its
-    ``_make_socket_transport`` and the transport class's ``__new__`` and ``__init__``, whether
-    ``_ensure_fd_no_transport`` runs first (3.12+), and the Python ``_accept_now``."""
+def _set_accept_now(loop_class: type, guard: ClassGuard, ensure_fd: bool, fallback: Any) -> bool:
+    """What ``accept_now`` stands for (once): the loop class (whose ``_make_socket_transport``
+    a loop must resolve to), the guard of the transport class's ``__new__`` and ``__init__``,
+    whether ``_ensure_fd_no_transport`` runs first (3.12+), and the Python ``_accept_now``;
+    False (nothing registered) where the ``get_method`` contract does not hold."""
 
 def accept_now(
     loop_: Any, protocol_factory: Any, conn: Any, extra: Any, server: Any, context: Any = None
