@@ -1440,6 +1440,38 @@ def test_a_patched_make_socket_transport_makes_accepted_transports(loop, monkeyp
     assert made == [True, True]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="3.12+ check the fd of a new transport")
+def test_an_accepted_connection_checks_its_fd_has_no_transport(loop, monkeypatch):
+    # selector_events.py `_make_socket_transport` (3.12+) asks `_ensure_fd_no_transport`
+    # first; oxloop's native accept calls it by name, so a patched one runs too.
+    seen = []
+    original = type(loop)._ensure_fd_no_transport
+
+    def ensure(self, fd):
+        seen.append(fd.fileno() if hasattr(fd, "fileno") else fd)
+        return original(self, fd)
+
+    monkeypatch.setattr(type(loop), "_ensure_fd_no_transport", ensure)
+
+    async def main():
+        accepted = asyncio.Future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport):
+                accepted.set_result(transport.get_extra_info("socket").fileno())
+
+        srv = await loop.create_server(Server, "127.0.0.1", 0)
+        transport, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        fd = await asyncio.wait_for(accepted, 10)
+        transport.close()
+        srv.close()
+        await srv.wait_closed()
+        return fd
+
+    fd = loop.run_until_complete(main())
+    assert fd in seen, (fd, seen)
+
+
 # asyncio leaves the dropped connection's socket to the garbage collector, unclosed.
 @pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
 def test_a_failing_protocol_factory_drops_the_connection_and_serving_goes_on(loop):
