@@ -566,12 +566,7 @@ pub(crate) fn accept_now(
         Ok(())
     })();
     match made {
-        Err(e)
-            if e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
-                || e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) =>
-        {
-            Err(e)
-        }
+        Err(e) if crate::transport::escapes(py, &e) => Err(e),
         _ => Ok(()),
     }
 }
