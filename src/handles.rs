@@ -38,12 +38,43 @@ use crate::guard::ClassGuard;
 pub struct Queued {
     pub handle: Py<PyAny>,
     pub hidden_ctx: Option<Py<PyAny>>,
-    /// A handle-less entry (a C Task's step or wakeup, `LoopCore::schedule_soon`) holds its
-    /// arguments here (`call_soon`'s `*args` tuple: empty for a step, `(future,)` for a
-    /// wakeup), `handle` is the callback itself and `hidden_ctx` its context, all tracked by
-    /// the GC as usual. `None` for an entry that is a Handle. (The tuple in place of a flag
-    /// keeps an entry at 24 bytes.)
-    pub bare: Option<Py<PyTuple>>,
+    /// A handle-less entry (a C Task's step or wakeup, a C Future's done callback,
+    /// `LoopCore::schedule_soon`) holds its arguments here, `handle` is the callback itself
+    /// and `hidden_ctx` its context, all tracked by the GC as usual. `None` for an entry that
+    /// is a Handle. The arguments are an exact tuple (`call_soon`'s `*args`: empty for a
+    /// step), or else the one argument itself (a future), which saves building a 1-tuple per
+    /// wakeup and done callback; a single argument that is itself an exact tuple is kept as
+    /// its 1-tuple (see [`BareArgs`]). (The object in place of a flag keeps an entry at 24
+    /// bytes.)
+    pub bare: Option<Py<PyAny>>,
+}
+
+/// A handle-less entry's arguments, as `Queued::bare` keeps them.
+pub enum BareArgs<'a, 'py> {
+    /// `*args` as a tuple.
+    Tuple(&'a Bound<'py, PyTuple>),
+    /// One argument, not an exact tuple.
+    One(&'a Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> BareArgs<'a, 'py> {
+    /// Reads `Queued::bare`'s object.
+    #[inline(always)]
+    pub fn of(a: &'a Bound<'py, PyAny>) -> Self {
+        match a.cast_exact::<PyTuple>() {
+            Ok(t) => Self::Tuple(t),
+            Err(_) => Self::One(a),
+        }
+    }
+
+    /// The `*args` tuple (made for a single argument: for the cold paths that build the
+    /// Handle asyncio would have run).
+    pub fn tuple(&self) -> PyResult<Bound<'py, PyTuple>> {
+        match self {
+            Self::Tuple(t) => Ok((*t).clone()),
+            Self::One(a) => PyTuple::new(a.py(), [*a]),
+        }
+    }
 }
 
 impl Queued {

@@ -62,6 +62,11 @@ FAST_PATH_TESTS: dict[str, list[str]] = {
         "-k",
         "oxloop",
     ],
+    "asyncio_call_soon": [
+        "tests/test_tasks.py",
+        "-k",
+        "oxloop and (done_callback or handle or step or wakeup or context)",
+    ],
     "type_version_tag": ["tests/test_timers.py", "-k", "oxloop and (time or patch)"],
     "socket_transport": [
         "tests/test_tcp.py",

@@ -11,6 +11,7 @@
 //! | `socket_init` | `_socket.socket.__init__(family, type \| SOCK_NONBLOCK, proto, fileno=fd)` (`sock_initobj`) of a socket fd does nothing but audit `socket.__new__`, validate the fd with `getsockname(2)` and write `init_sockobject`'s fields: the fd, family, type less SOCK_NONBLOCK and SOCK_CLOEXEC, protocol, `errorhandler` (as `sock_new` did), timeout 0, and on 3.12+ `state`, the module's, the one field after the timeout; `_socket.socket`'s `tp_basicsize` is the head's size, or that and one pointer | `accept.rs` (`accepted_socket`: the socket of each connection an IPv4 listener accepts) | [`socket`] `probe_init`: two sockets on `dup`s of one fd, one made by the constructor, the other by `tp_new` and `fill_accepted`, hold the same bytes after the object header but for the fd; needs `socket_head`, and socket.py's `__init__` the verified one | `sock_initobj` called (its syscall and argument parsing) |
 //! | `get_method` | `_PyObject_GetMethod` (exported, Objects/object.c) answers 1 and the class's function for an unshadowed method, 0 and the attribute otherwise; a heap type's `tp_dict` is the dict behind its `__dict__` | `streams.rs` (per-event identity checks of `StreamReaderProtocol.data_received`, `StreamReader.feed_data`, `_wakeup_waiter`) | [`method`]: both answers on a probe instance, and `tp_dict` of its class, at first use | no native `data_received` for streams: asyncio's Python frames |
 //! | `stream_fields` | `asyncio.streams` keeps the reader's state in `_buffer` (a bytearray), `_limit`, `_eof`, `_waiter`, `_transport`, `_paused`, and the protocol's reader in `_stream_reader_wr` (each read by attribute and its type checked per event) | `streams.rs` (`fast_feed`, `Feed::finish`) | [`streams`]: asyncio's own code of both classes uses every one of those names, at first use | asyncio's Python frames |
+//! | `asyncio_call_soon` | asyncio's C module (Modules/_asynciomodule.c, 3.10-3.15) makes every `call_soon` of its own through one helper, `call_soon`, which passes the module's one keyword-name tuple `("context",)` (made once with Py_BuildValue) and drops the handle the call returns (the helper returns an int): a C Task's steps, a C Future's done callbacks | `loop_core/fastcall.rs` (`ASYNCIO_KWNAMES`: a call with that tuple), `loop_core/mod.rs` (`schedule_unseen`: queued with no Handle and no `*args` tuple) | `fastcall.rs` `learn_asyncio_kwnames`: an `_asyncio.Future` on a probe loop gets a done callback and a result, and the tuple its `call_soon` receives is recorded, at import | each such call gets a Handle, but a C Task's steps and wakeups, recognised by their callback (`is_task_step`, `is_task_wakeup`) |
 //! | `type_version_tag` | `tp_version_tag` is nonzero after a lookup and changes (or drops to 0; before 3.11 `Py_TPFLAGS_VALID_VERSION_TAG` is cleared) whenever the type or a base is modified | `loop_core/mod.rs` (`TimePatch`: whether `type(loop).time` is still `LoopCore.time`); `guard.rs` (`ClassGuard`: whether the methods of the transport set-up and close, `Handle.cancel` and `StreamReaderProtocol._stream_reader` are still the verified ones) | [`typetag`]: a probe class's tag before and after a class attribute is set | `type(loop).time` is looked up every iteration; each guarded method looked up on every use |
 //!
 //! Verified: every entry holds (`tests/test_contract.py::test_every_probe_passes`) on CPython
@@ -59,11 +60,12 @@ pub(crate) enum Entry {
     SocketInit,
     GetMethod,
     StreamFields,
+    AsyncioCallSoon,
     TypeVersionTag,
 }
 
 /// Every entry, in the table's order.
-pub(crate) const ENTRIES: [Entry; 9] = [
+pub(crate) const ENTRIES: [Entry; 10] = [
     Entry::HandleSlots,
     Entry::GcUntrack,
     Entry::TransportSlots,
@@ -72,6 +74,7 @@ pub(crate) const ENTRIES: [Entry; 9] = [
     Entry::SocketInit,
     Entry::GetMethod,
     Entry::StreamFields,
+    Entry::AsyncioCallSoon,
     Entry::TypeVersionTag,
 ];
 
@@ -86,6 +89,7 @@ impl Entry {
             Entry::SocketInit => "socket_init",
             Entry::GetMethod => "get_method",
             Entry::StreamFields => "stream_fields",
+            Entry::AsyncioCallSoon => "asyncio_call_soon",
             Entry::TypeVersionTag => "type_version_tag",
         }
     }

@@ -240,6 +240,109 @@ unsafe fn context_by_chars(kwnames: *mut ffi::PyObject, name: *mut ffi::PyObject
     true
 }
 
+/// The keyword-name tuple `("context",)` that asyncio's C module passes to every
+/// `call_soon(callback[, arg], context=ctx)` it makes: the one tuple of its `call_soon` helper
+/// (Modules/_asynciomodule.c, a module global in 3.10-3.11, `state->context_kwname` in
+/// 3.12-3.15), made once with Py_BuildValue. That helper returns an int: it drops the handle
+/// as soon as `call_soon` returns it, for each of its callers (a Task's step, a Future's done
+/// callbacks, a callback added to a Future already done). Python code cannot pass this tuple:
+/// the interpreter passes keyword names from the calling code's constants, or a tuple it builds
+/// for `**kwargs`. So a call that comes with it is asyncio's own, and nobody sees what it
+/// returns (`LoopCore::schedule_unseen` then queues no Handle). Learnt once, by
+/// [`learn_asyncio_kwnames`] (the `asyncio_call_soon` contract entry: it stays NULL when that
+/// fails or is forced off); a strong reference keeps its address from being reused.
+static ASYNCIO_KWNAMES: AtomicPtr<ffi::PyObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Whether `kwnames` is [`ASYNCIO_KWNAMES`] (never true before it is learnt: NULL is no
+/// keyword).
+#[inline(always)]
+fn from_asyncio_c(kwnames: *mut ffi::PyObject) -> bool {
+    !kwnames.is_null() && kwnames == ASYNCIO_KWNAMES.load(Relaxed)
+}
+
+/// The probe's `call_soon`: records the keyword-name tuple of a `(callback, future,
+/// context=ctx)` call, and returns None (the C caller drops it).
+unsafe extern "C" fn record_kwnames(
+    _slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let _ = args;
+    // SAFETY: CPython calls this through the function made in `learn_asyncio_kwnames`, with
+    // the GIL held and the vectorcall arguments of the protocol; kwnames is NULL or a live
+    // tuple of str, only read here, and the stored reference is a new one.
+    unsafe {
+        let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
+        if nargs == 2
+            && !kwnames.is_null()
+            && ffi::PyTuple_CheckExact(kwnames) != 0
+            && ffi::PyTuple_GET_SIZE(kwnames) == 1
+            && ffi::PyUnicode_CompareWithASCIIString(
+                ffi::PyTuple_GET_ITEM(kwnames, 0),
+                c"context".as_ptr(),
+            ) == 0
+        {
+            ffi::Py_INCREF(kwnames);
+            let null = std::ptr::null_mut();
+            if ASYNCIO_KWNAMES
+                .compare_exchange(null, kwnames, Relaxed, Relaxed)
+                .is_err()
+            {
+                ffi::Py_DECREF(kwnames);
+            }
+        }
+        let none = ffi::Py_None();
+        ffi::Py_INCREF(none);
+        none
+    }
+}
+
+static RECORD_KWNAMES: MethodDef = def(
+    c"call_soon",
+    record_kwnames,
+    c"call_soon(callback, *args, context=None)\n--\n\nThe _asyncio probe's recorder.",
+);
+
+/// Learns [`ASYNCIO_KWNAMES`]: an `_asyncio.Future` whose loop is a namespace with
+/// `get_debug` and the recording `call_soon` gets a done callback and a result, so its
+/// `future_schedule_callbacks` calls the helper once. False (and the Handles asyncio would
+/// queue) where `_asyncio` is missing or made no such call.
+pub(crate) fn learn_asyncio_kwnames(py: Python<'_>) -> PyResult<bool> {
+    if !ASYNCIO_KWNAMES.load(Relaxed).is_null() {
+        return Ok(true);
+    }
+    let Ok(asyncio_c) = py.import("_asyncio") else {
+        return Ok(false);
+    };
+    // SAFETY: RECORD_KWNAMES has a 'static address; PyCFunction_NewEx returns a new
+    // reference or NULL with an error set.
+    let recorder = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyCFunction_NewEx(
+                &RECORD_KWNAMES.0 as *const ffi::PyMethodDef as *mut ffi::PyMethodDef,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            ),
+        )?
+    };
+    let builtins = py.import("builtins")?;
+    let kw = pyo3::types::PyDict::new(py);
+    kw.set_item("get_debug", builtins.getattr("bool")?)?;
+    kw.set_item("call_soon", recorder)?;
+    let fake_loop = py
+        .import("types")?
+        .getattr("SimpleNamespace")?
+        .call((), Some(&kw))?;
+    let fkw = pyo3::types::PyDict::new(py);
+    fkw.set_item("loop", fake_loop)?;
+    let fut = asyncio_c.getattr("Future")?.call((), Some(&fkw))?;
+    fut.call_method1("add_done_callback", (builtins.getattr("len")?,))?;
+    fut.call_method1("set_result", (py.None(),))?;
+    Ok(!ASYNCIO_KWNAMES.load(Relaxed).is_null())
+}
+
 /// A new tuple of the `n` objects at `items`.
 ///
 /// # Safety
@@ -269,6 +372,7 @@ fn dispatch<'py>(
     slf: &Bound<'py, LoopCore>,
     kind: Kind,
     b: Bound3<'py>,
+    unseen: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let Bound3 {
         lead: [first, second],
@@ -286,6 +390,7 @@ fn dispatch<'py>(
                 &args,
                 context,
                 matches!(kind, Kind::Threadsafe),
+                unseen,
             )
         }
         Kind::Later => {
@@ -320,9 +425,23 @@ unsafe fn entry(
         let slf = unsafe { Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<LoopCore>() };
         // SAFETY: arguments as the contract states.
         let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
+        if matches!(kind, Kind::Soon) && (nargs == 1 || nargs == 2) && from_asyncio_c(kwnames) {
+            // SAFETY: the vector holds nargs positional values, then the one keyword value
+            // (kwnames is `("context",)`), all live for the call.
+            let (cb, arg, ctx) = unsafe {
+                (
+                    Bound::from_borrowed_ptr(py, *args),
+                    (nargs == 2).then(|| Bound::from_borrowed_ptr(py, *args.add(1))),
+                    Bound::from_borrowed_ptr(py, *args.add(nargs)),
+                )
+            };
+            if let Some(r) = LoopCore::schedule_unseen(&slf, &cb, arg.as_ref(), &ctx) {
+                return Ok(r?.into_ptr());
+            }
+        }
         // SAFETY: as above.
         let bound = unsafe { bind(py, kind, args, nargs, kwnames) }?;
-        Ok(dispatch(&slf, kind, bound)?.into_ptr())
+        Ok(dispatch(&slf, kind, bound, from_asyncio_c(kwnames))?.into_ptr())
     };
     crate::pyutil::c_return(py, kind.name(), run)
 }
@@ -461,5 +580,10 @@ pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
     }
     // The sock_* fast paths bypass this class's Python methods only on exact instances.
     let _ = LOOP_CLASS.set(py, cls.clone().unbind());
+    // The `asyncio_call_soon` contract entry: a probe that fails (an error, or no such call)
+    // leaves every call_soon with a Handle but for the steps and wakeups recognised otherwise.
+    crate::cpython::check(crate::cpython::Entry::AsyncioCallSoon, || {
+        learn_asyncio_kwnames(py).unwrap_or(false)
+    });
     Ok(())
 }

@@ -40,7 +40,7 @@ use pyo3::{PyTraverseError, PyVisit};
 pub(crate) use self::cell::GilCell;
 use self::counters::{Activity, Counters, PollSample};
 use crate::errors::{closed_error, os_error};
-use crate::handles::{self, Layout, Queued, RunKind};
+use crate::handles::{self, BareArgs, Layout, Queued, RunKind};
 use crate::io::{self, FdTable, SIGNAL_TOKEN, WAKER_TOKEN};
 use crate::sys::clock;
 use crate::sys::epoll::{self, Epoll, READABLE, WRITABLE};
@@ -511,15 +511,55 @@ impl LoopCore {
         if Self::call_soon_patched(slf) {
             return None;
         }
-        Some(Self::schedule_soon(slf, callback, args, None, false))
+        Some(Self::schedule_soon(slf, callback, args, None, false, false))
     }
 
+    /// `call_soon(callback[, arg], context=ctx)` from asyncio's C module (fastcall.rs,
+    /// `ASYNCIO_KWNAMES`), which drops what it returns: queued with neither a Handle nor an
+    /// `*args` tuple (`Queued::bare`). `None` where `schedule_soon` decides instead: a closed
+    /// loop (its error), debug mode, a context that is not a Context, an argument that is an
+    /// exact tuple.
+    #[inline]
+    pub(crate) fn schedule_unseen<'py>(
+        slf: &Bound<'py, Self>,
+        callback: &Bound<'py, PyAny>,
+        arg: Option<&Bound<'py, PyAny>>,
+        ctx: &Bound<'py, PyAny>,
+    ) -> Option<PyResult<Bound<'py, PyAny>>> {
+        let py = slf.py();
+        let this = slf.get();
+        // SAFETY: reading the types of live objects.
+        let plain = unsafe {
+            ffi::PyContext_CheckExact(ctx.as_ptr()) != 0
+                && arg.is_none_or(|a| ffi::PyTuple_CheckExact(a.as_ptr()) == 0)
+        };
+        if !plain || this.closed.load(Relaxed) || this.is_debug() {
+            return None;
+        }
+        let bare = match arg {
+            Some(a) => a.clone(),
+            None => PyTuple::empty(py).into_any(),
+        };
+        let entry = Queued {
+            handle: callback.clone().unbind(),
+            hidden_ctx: Some(ctx.clone().unbind()),
+            bare: Some(bare.unbind()),
+        };
+        Some(
+            this.push_ready(py, entry, false)
+                .map(|_| py.None().into_bound(py)),
+        )
+    }
+
+    /// `unseen`: the call came from asyncio's C module, which drops what it returns
+    /// (fastcall.rs, `ASYNCIO_KWNAMES`).
     fn schedule_soon<'py>(
         slf: &Bound<'py, Self>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
         context: Option<&Bound<'py, PyAny>>,
         threadsafe: bool,
+        unseen: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
@@ -528,26 +568,34 @@ impl LoopCore {
             return Self::schedule_soon_debug(slf, callback, args, context, threadsafe);
         }
         if !threadsafe && args.len() <= 1 {
-            if let Some(ctx) = context.filter(|c| !c.is_none()) {
-                let unseen = if args.is_empty() {
-                    Self::is_task_step(slf, callback)
-                } else {
-                    Self::is_task_wakeup(slf, callback)
-                };
+            // Only a real Context: with anything else the run fails as `Handle._run` does
+            // (`self._context.run`: an AttributeError), which takes the Handle.
+            // SAFETY: reading the type of a live object.
+            if let Some(ctx) =
+                context.filter(|c| unsafe { ffi::PyContext_CheckExact(c.as_ptr()) } != 0)
+            {
+                let unseen = unseen
+                    || if args.is_empty() {
+                        Self::is_task_step(slf, callback)
+                    } else {
+                        Self::is_task_wakeup(slf, callback)
+                    };
                 if unseen {
-                    // A C Task scheduling its own step (`task_call_step_soon` in
-                    // Modules/_asynciomodule.c, 3.10-3.15), or a Future scheduling the
-                    // wakeup of the Task awaiting it (`future_schedule_callbacks`, or
-                    // futures.py `__schedule_callbacks`): each drops the handle `call_soon`
-                    // returns unseen, so the entry holds the callback, its arguments and its
-                    // context and no Handle is built. An `asyncio.Handle` is a GC object:
+                    // asyncio's C module calling (its `call_soon` helper in
+                    // Modules/_asynciomodule.c, 3.10-3.15, recognised by its keyword-name
+                    // tuple: a C Task's step, a C Future's done callbacks), else a C Task
+                    // scheduling its own step (`task_call_step_soon`) or a Future scheduling
+                    // the wakeup of the Task awaiting it (`future_schedule_callbacks`, or
+                    // futures.py `__schedule_callbacks`), each recognised by its callback:
+                    // each drops the handle `call_soon` returns unseen, so the entry holds the
+                    // callback, its arguments and its context and no Handle is built. An `asyncio.Handle` is a GC object:
                     // 100k tasks queued at once made 100k more gen-0 allocations (one more
                     // full collection of the tasks' heap in benches/micro.py's tasks_sleep0
                     // and gather; the same per sleep in sleep_100k).
                     let entry = Queued {
                         handle: callback.clone().unbind(),
                         hidden_ctx: Some(ctx.clone().unbind()),
-                        bare: Some(args.clone().unbind()),
+                        bare: Some(args.clone().into_any().unbind()),
                     };
                     this.push_ready(py, entry, false)?;
                     return Ok(py.None().into_bound(py));
@@ -1076,22 +1124,27 @@ impl LoopCore {
         let (Some(ctx), Some(args)) = (&q.hidden_ctx, &q.bare) else {
             return Ok(());
         };
-        let args = args.bind(py);
+        let args = BareArgs::of(args.bind(py));
         let activity = &slf.get().shared.activity;
         // The watchdog's sample gets the callback itself (`Loop._watchdog_sample`).
         activity.enter(cb.as_ptr().cast());
         // PyObject_Call with the empty tuple goes straight to a step's tp_call (the wrapper
-        // has no vectorcall), and with a wakeup's `(future,)` to the builtin's vectorcall.
-        // SAFETY: ctx is the Task's live Context (a strong reference in the entry); cb and
-        // args are live.
-        let result =
-            unsafe { call_in_context(py, ctx.as_ptr(), || call_discard(py, cb, args.as_any())) };
+        // has no vectorcall); one argument goes to the callback's vectorcall (a wakeup's
+        // builtin, a done callback's function) with no tuple.
+        // SAFETY: ctx is the entry's live Context (a strong reference in the entry, an exact
+        // Context: `schedule_soon`, `schedule_unseen`); cb and args are live.
+        let result = unsafe {
+            call_in_context(py, ctx.as_ptr(), || match &args {
+                BareArgs::Tuple(t) => call_discard(py, cb, t.as_any()),
+                BareArgs::One(a) => call_one_discard(py, cb, a),
+            })
+        };
         if let Some(seq) = activity.exit() {
-            Self::keep_slow_bare(slf, lay, cb, args, ctx.bind(py), seq)?;
+            Self::keep_slow_bare(slf, lay, cb, &args.tuple()?, ctx.bind(py), seq)?;
         }
         match result {
             Ok(()) => Ok(()),
-            Err(e) => Self::bare_failed(slf, lay, cb, args, ctx.bind(py), e),
+            Err(e) => Self::bare_failed(slf, lay, cb, &args, ctx.bind(py), e),
         }
     }
 
@@ -1117,11 +1170,13 @@ impl LoopCore {
     #[inline(never)]
     fn run_bare_debug(slf: &Bound<'_, Self>, lay: &Layout, q: &Queued) -> PyResult<()> {
         let py = slf.py();
-        let empty = PyTuple::empty(py);
-        let args = q.bare.as_ref().map_or(&empty, |a| a.bind(py));
+        let args = match &q.bare {
+            Some(a) => BareArgs::of(a.bind(py)).tuple()?,
+            None => PyTuple::empty(py),
+        };
         let ctx = q.hidden_ctx.as_ref().map(|c| c.bind(py));
         let cb = q.handle.bind(py);
-        let (h, _) = lay.build(py, None, false, None, cb, args, slf.as_any(), ctx)?;
+        let (h, _) = lay.build(py, None, false, None, cb, &args, slf.as_any(), ctx)?;
         Self::run_handle_debug(slf, &h)
     }
 
@@ -1132,7 +1187,7 @@ impl LoopCore {
         slf: &Bound<'_, Self>,
         lay: &Layout,
         cb: &Bound<'_, PyAny>,
-        args: &Bound<'_, PyTuple>,
+        args: &BareArgs<'_, '_>,
         ctx: &Bound<'_, PyAny>,
         e: PyErr,
     ) -> PyResult<()> {
@@ -1140,7 +1195,8 @@ impl LoopCore {
         if is_fatal(py, &e) {
             return Err(e);
         }
-        let (h, _) = lay.build(py, None, false, None, cb, args, slf.as_any(), Some(ctx))?;
+        let args = args.tuple()?;
+        let (h, _) = lay.build(py, None, false, None, cb, &args, slf.as_any(), Some(ctx))?;
         Self::callback_failed(slf, &h, e)
     }
 
@@ -2369,6 +2425,22 @@ unsafe fn call_in_context(
             Ok(())
         }
     })
+}
+
+/// `cb(arg)` with the result dropped.
+#[inline(always)]
+fn call_one_discard(py: Python<'_>, cb: &Bound<'_, PyAny>, arg: &Bound<'_, PyAny>) -> PyResult<()> {
+    // SAFETY: the GIL is held; cb and arg are live; a new reference or NULL with an
+    // exception set comes back.
+    unsafe {
+        let res = ffi::PyObject_CallOneArg(cb.as_ptr(), arg.as_ptr());
+        if res.is_null() {
+            Err(PyErr::fetch(py))
+        } else {
+            ffi::Py_DECREF(res);
+            Ok(())
+        }
+    }
 }
 
 /// `cb(*args)` with the result dropped; `args` is a tuple (checked by the caller:
