@@ -164,7 +164,17 @@ fn no_transport_entry(lp: &Bound<'_, PyAny>, fd: i32) -> PyResult<bool> {
         return Ok(false);
     };
     // No transport at all (a sock_* server): no int key to build and hash.
-    Ok(data.is_empty() || !data.contains(fd)?)
+    if data.is_empty() {
+        return Ok(true);
+    }
+    // A dead weak reference is no transport: `_ensure_fd_no_transport` reads it as absent
+    // (the native set-up's references have no callback to delete their entry).
+    Ok(match data.get_item(fd)? {
+        None => true,
+        Some(wr) => wr
+            .cast::<pyo3::types::PyWeakref>()
+            .is_ok_and(|r| r.upgrade().is_none()),
+    })
 }
 
 /// `self._ensure_fd_no_transport(fd)`.

@@ -115,8 +115,6 @@ struct Setup {
     /// (`object.__new__` and that one store: its `__init__` verified by `_transports.py`,
     /// guarded with its `__new__`); `None`: the class is called.
     trsock_sock: Option<isize>,
-    keyed_ref: Py<PyAny>,
-    ref_new: Py<PyAny>,
     weak_value_dict: Py<PyType>,
     deque: Py<PyAny>,
     start_reading: Py<PyAny>,
@@ -154,7 +152,7 @@ pub(crate) fn _transport_setup_counts() -> (u64, u64) {
 #[pyfunction]
 #[pyo3(signature = (
     transport, guard, base_events, nodelay, selector_events, socket, ssl_protocol,
-    buffered_protocol, transport_socket, keyed_ref, ref_new, weak_value_dict, deque,
+    buffered_protocol, transport_socket, weak_value_dict, deque,
     start_reading, set_result_unless_cancelled, *, selector_paused, deque_buffer, attach_self,
     weak_pending, init_paused, write_ready, trsock_direct
 ))]
@@ -169,8 +167,6 @@ pub(crate) fn _set_transport_setup(
     ssl_protocol: Bound<'_, PyType>,
     buffered_protocol: Bound<'_, PyType>,
     transport_socket: Bound<'_, PyType>,
-    keyed_ref: Bound<'_, PyAny>,
-    ref_new: Bound<'_, PyAny>,
     weak_value_dict: Bound<'_, PyType>,
     deque: Bound<'_, PyAny>,
     start_reading: Bound<'_, PyAny>,
@@ -213,8 +209,6 @@ pub(crate) fn _set_transport_setup(
         buffered_protocol: buffered_protocol.unbind(),
         transport_socket: transport_socket.unbind(),
         trsock_sock,
-        keyed_ref: keyed_ref.unbind(),
-        ref_new: ref_new.unbind(),
         weak_value_dict: weak_value_dict.unbind(),
         deque: deque.unbind(),
         start_reading: start_reading.unbind(),
@@ -404,12 +398,20 @@ pub(crate) fn setup_transport(
         {
             transports.call_method0(intern!(py, "_commit_removals"))?;
         }
-        let remove = transports.getattr(intern!(py, "_remove"))?;
-        let wr = s
-            .ref_new
-            .bind(py)
-            .call1((s.keyed_ref.bind(py), t, remove))?;
-        wr.setattr(intern!(py, "key"), &fd)?;
+        // A weak reference with no callback: `WeakValueDictionary`'s `KeyedRef` calls the
+        // dictionary's `remove` (a Python function, ~1,800 instructions per connection) when
+        // the transport dies, to delete its entry. Left dead, the entry reads as absent to
+        // every lookup (`__getitem__`, `get`, `in`, iteration all call the reference), and the
+        // next transport on the fd (the kernel reuses the lowest free one) replaces it; only
+        // `len()` counts it (docs/compatibility.md).
+        // SAFETY: t is a live object; PyWeakref_NewRef returns a new reference or NULL with
+        // an error set (a TypeError for an object without weak reference support).
+        let wr = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyWeakref_NewRef(t.as_ptr(), std::ptr::null_mut()),
+            )?
+        };
         transports.getattr(intern!(py, "data"))?.set_item(&fd, wr)?;
     } else {
         transports.set_item(&fd, t)?;

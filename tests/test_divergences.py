@@ -468,3 +468,58 @@ def test_stream_transport_fields_are_slots_on_oxloop(loop, loop_kind):
         assert in_dict == set()
     else:
         assert in_dict == slotted
+
+
+def test_a_dead_transports_entry_stays_until_its_fd_is_reused_on_oxloop(loop, loop_kind):
+    # asyncio: `loop._transports` (a WeakValueDictionary) registers each socket transport with a
+    # KeyedRef whose callback, a Python function, deletes the entry when the transport is freed.
+    # oxloop's set-up registers a weak reference without a callback (about 1,800 instructions
+    # per connection, benches/net_callgrind.sh churn-protocol): the dead entry reads as absent
+    # to every lookup and the next transport on the fd replaces it, but len() counts it.
+    import socket
+    import weakref
+
+    a, b = socket.socketpair()
+
+    async def main():
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, a)
+        fd = a.fileno()
+        assert loop._transports[fd] is transport
+        ref = loop._transports.data[fd]
+        transport.close()
+        await asyncio.sleep(0)  # connection_lost
+        return fd, ref
+
+    fd, ref = loop.run_until_complete(main())
+    b.close()
+    gc.collect()
+    assert fd not in loop._transports
+    assert loop._transports.get(fd) is None
+    with pytest.raises(KeyError):
+        loop._transports[fd]
+    assert list(loop._transports.items()) == []
+    # Where oxloop runs its own set-up (3.10-3.14: `_transports._DEEP`; 3.15's takes the
+    # connection's context and is asyncio's).
+    from oxloop import _transports
+
+    if fast_path(loop_kind, "socket_transport") and _transports._DEEP:
+        assert type(ref) is weakref.ref
+        assert ref() is None
+        assert len(loop._transports) == 1
+    else:
+        assert type(ref) is weakref.KeyedRef
+        assert len(loop._transports) == 0
+    # The fd's next user is not taken for that transport (`_ensure_fd_no_transport`).
+    c, d = socket.socketpair()
+    reused = next(s for s in (c, d) if s.fileno() == fd)
+    other = d if reused is c else c
+    c.setblocking(False)
+    d.setblocking(False)
+
+    async def echo():
+        await loop.sock_sendall(other, b"ping")
+        return await loop.sock_recv(reused, 4)
+
+    assert loop.run_until_complete(echo()) == b"ping"
+    c.close()
+    d.close()

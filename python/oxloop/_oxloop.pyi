@@ -320,8 +320,6 @@ def _set_transport_setup(
     ssl_protocol: type,
     buffered_protocol: type,
     transport_socket: type,
-    keyed_ref: Any,
-    ref_new: Any,
     weak_value_dict: type,
     deque: Any,
     start_reading: Any,

@@ -456,7 +456,7 @@ _oxloop._set_sockname_guard(
     _oxloop.ClassGuard([(socket.socket, "getsockname", _socket.socket.getsockname)])
 )
 _KeyedRef = weakref.KeyedRef
-_ref_new = weakref.ref.__new__
+_ref = weakref.ref
 
 
 def _chain() -> tuple[Any, ...]:
@@ -539,12 +539,12 @@ def _selector_init(self: Any, loop: Any, sock: Any, protocol: Any, extra: Any, s
             self._server._attach()
     transports_map = loop._transports
     if type(transports_map) is _WeakValueDictionary:
-        # WeakValueDictionary.__setitem__, its KeyedRef made as KeyedRef.__new__ does.
+        # WeakValueDictionary.__setitem__, with a weak reference that has no callback (as the
+        # native set-up, src/transport_setup.rs, says why): a dead entry reads as absent, and
+        # the next transport on the fd replaces it.
         if _WEAK_VARIANT == "pending" and transports_map._pending_removals:
             transports_map._commit_removals()
-        wr = _ref_new(_KeyedRef, self, transports_map._remove)
-        wr.key = fd
-        transports_map.data[fd] = wr
+        transports_map.data[fd] = _ref(self)
     else:
         transports_map[fd] = self
 
@@ -1061,8 +1061,6 @@ if _contract.holds("socket_transport"):
             _SSLProtocol,
             protocols.BufferedProtocol,
             _TRSOCK,
-            _KeyedRef,
-            _ref_new,
             _WeakValueDictionary,
             collections.deque,
             _start_reading,
