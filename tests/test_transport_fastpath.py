@@ -101,6 +101,7 @@ def test_unclosed_transport_is_reported_when_dropped(loop, run):
         issubclass(w.category, ResourceWarning) and "unclosed transport" in str(w.message)
         for w in caught
     ), [str(w.message) for w in caught]
+    assert a.fileno() == -1  # asyncio's __del__ closed the socket
     b.close()
 
 
