@@ -782,6 +782,12 @@ def test_task_steps_and_wakeups_are_queued_without_a_handle(loop_factory, loop_k
         assert round(slow_cost - fast_cost) == 0
 
 
+def _assert_reported_slow(caplog, prefix, name):
+    # asyncio's debug-mode report of a slow callback (base_events.py `_run_once`).
+    messages = [rec.getMessage() for rec in caplog.records]
+    assert any(m.startswith(prefix) and name in m and "took" in m for m in messages), messages
+
+
 def test_a_task_wakeup_queued_before_set_debug_runs_in_debug_mode(loop, caplog):
     _run_tasks(loop)  # oxloop queues the next wakeups without a Handle
 
@@ -799,12 +805,7 @@ def test_a_task_wakeup_queued_before_set_debug_runs_in_debug_mode(loop, caplog):
         loop.run_until_complete(task)
     loop.set_debug(False)
     # asyncio names a Task's wakeup by its Task (base_events.py `_format_handle`).
-    assert any(
-        rec.getMessage().startswith("Executing <Task")
-        and "slow-wakeup" in rec.getMessage()
-        and "took" in rec.getMessage()
-        for rec in caplog.records
-    ), [rec.getMessage() for rec in caplog.records]
+    _assert_reported_slow(caplog, "Executing <Task", "slow-wakeup")
 
 
 def test_a_task_step_queued_before_set_debug_runs_in_debug_mode(loop, caplog):
@@ -819,12 +820,7 @@ def test_a_task_step_queued_before_set_debug_runs_in_debug_mode(loop, caplog):
     with caplog.at_level(logging.WARNING, logger="asyncio"):
         loop.run_until_complete(task)
     loop.set_debug(False)
-    assert any(
-        rec.getMessage().startswith("Executing <Task")
-        and "slow-step" in rec.getMessage()
-        and "took" in rec.getMessage()
-        for rec in caplog.records
-    )
+    _assert_reported_slow(caplog, "Executing <Task", "slow-step")
 
 
 # A C Future's done callbacks come to the loop through asyncio's C `call_soon` helper, which
@@ -904,9 +900,4 @@ def test_a_done_callback_queued_before_set_debug_runs_in_debug_mode(loop, caplog
     with caplog.at_level(logging.WARNING, logger="asyncio"):
         loop.run_until_complete(asyncio.sleep(0))
     loop.set_debug(False)
-    assert any(
-        rec.getMessage().startswith("Executing <Handle")
-        and "slow" in rec.getMessage()
-        and "took" in rec.getMessage()
-        for rec in caplog.records
-    ), [rec.getMessage() for rec in caplog.records]
+    _assert_reported_slow(caplog, "Executing <Handle", "slow")

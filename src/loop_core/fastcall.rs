@@ -223,21 +223,30 @@ unsafe fn context_by_chars(kwnames: *mut ffi::PyObject, name: *mut ffi::PyObject
     if unsafe { ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) } != 0 {
         return false;
     }
-    // SAFETY: kwnames is live; the new reference is the cache's (released only if another
-    // thread filled the cache first).
-    unsafe {
-        if ffi::PyTuple_CheckExact(kwnames) != 0 {
-            ffi::Py_INCREF(kwnames);
-            let null = std::ptr::null_mut();
-            if CONTEXT_KWNAMES
-                .compare_exchange(null, kwnames, Relaxed, Relaxed)
-                .is_err()
-            {
-                ffi::Py_DECREF(kwnames);
-            }
-        }
+    // SAFETY: kwnames is live (this function's contract).
+    if unsafe { ffi::PyTuple_CheckExact(kwnames) } != 0 {
+        unsafe { remember(&CONTEXT_KWNAMES, kwnames) };
     }
     true
+}
+
+/// Stores a new strong reference to `kwnames` in `cache` if it is still empty (never released:
+/// one small tuple, whose address then cannot be reused by another object).
+///
+/// # Safety
+/// `kwnames` is a live object and the GIL is held.
+unsafe fn remember(cache: &AtomicPtr<ffi::PyObject>, kwnames: *mut ffi::PyObject) {
+    // SAFETY: as the contract says; the reference is released only if another thread filled
+    // the cache first.
+    unsafe {
+        ffi::Py_INCREF(kwnames);
+        if cache
+            .compare_exchange(std::ptr::null_mut(), kwnames, Relaxed, Relaxed)
+            .is_err()
+        {
+            ffi::Py_DECREF(kwnames);
+        }
+    }
 }
 
 /// The keyword-name tuple `("context",)` that asyncio's C module passes to every
@@ -283,14 +292,7 @@ unsafe extern "C" fn record_kwnames(
                 c"context".as_ptr(),
             ) == 0
         {
-            ffi::Py_INCREF(kwnames);
-            let null = std::ptr::null_mut();
-            if ASYNCIO_KWNAMES
-                .compare_exchange(null, kwnames, Relaxed, Relaxed)
-                .is_err()
-            {
-                ffi::Py_DECREF(kwnames);
-            }
+            remember(&ASYNCIO_KWNAMES, kwnames);
         }
         let none = ffi::Py_None();
         ffi::Py_INCREF(none);
