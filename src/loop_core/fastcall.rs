@@ -223,9 +223,12 @@ unsafe fn context_by_chars(kwnames: *mut ffi::PyObject, name: *mut ffi::PyObject
     if unsafe { ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) } != 0 {
         return false;
     }
-    // SAFETY: kwnames is live (this function's contract).
-    if unsafe { ffi::PyTuple_CheckExact(kwnames) } != 0 {
-        unsafe { remember(&CONTEXT_KWNAMES, kwnames) };
+    // SAFETY: kwnames is live and the GIL is held (this function's contract); only a tuple
+    // is remembered.
+    unsafe {
+        if ffi::PyTuple_CheckExact(kwnames) != 0 {
+            remember(&CONTEXT_KWNAMES, kwnames);
+        }
     }
     true
 }
