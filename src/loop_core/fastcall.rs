@@ -260,7 +260,8 @@ unsafe fn remember(cache: &AtomicPtr<ffi::PyObject>, kwnames: *mut ffi::PyObject
 /// callbacks, a callback added to a Future already done). Python code cannot pass this tuple:
 /// the interpreter passes keyword names from the calling code's constants, or a tuple it builds
 /// for `**kwargs`. So a call that comes with it is asyncio's own, and nobody sees what it
-/// returns (`LoopCore::schedule_unseen` then queues no Handle). Learnt once, by
+/// returns (`LoopCore::schedule_unseen` then queues no Handle; where it declines, the call is
+/// bound and scheduled as any other). Learnt once, by
 /// [`learn_asyncio_kwnames`] (the `asyncio_call_soon` contract entry: it stays NULL when that
 /// fails or is forced off); a strong reference keeps its address from being reused.
 static ASYNCIO_KWNAMES: AtomicPtr<ffi::PyObject> = AtomicPtr::new(std::ptr::null_mut());
@@ -377,7 +378,6 @@ fn dispatch<'py>(
     slf: &Bound<'py, LoopCore>,
     kind: Kind,
     b: Bound3<'py>,
-    unseen: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let Bound3 {
         lead: [first, second],
@@ -395,7 +395,6 @@ fn dispatch<'py>(
                 &args,
                 context,
                 matches!(kind, Kind::Threadsafe),
-                unseen,
             )
         }
         Kind::Later => {
@@ -446,7 +445,7 @@ unsafe fn entry(
         }
         // SAFETY: as above.
         let bound = unsafe { bind(py, kind, args, nargs, kwnames) }?;
-        Ok(dispatch(&slf, kind, bound, from_asyncio_c(kwnames))?.into_ptr())
+        Ok(dispatch(&slf, kind, bound)?.into_ptr())
     };
     crate::pyutil::c_return(py, kind.name(), run)
 }

@@ -511,7 +511,7 @@ impl LoopCore {
         if Self::call_soon_patched(slf) {
             return None;
         }
-        Some(Self::schedule_soon(slf, callback, args, None, false, false))
+        Some(Self::schedule_soon(slf, callback, args, None, false))
     }
 
     /// `call_soon(callback[, arg], context=ctx)` from asyncio's C module (fastcall.rs,
@@ -540,26 +540,33 @@ impl LoopCore {
             Some(a) => a.clone(),
             None => PyTuple::empty(py).into_any(),
         };
+        Some(this.push_bare(py, callback, bare, ctx))
+    }
+
+    /// Queues a handle-less entry (`Queued::bare`: `callback(*args)`, or `callback(arg)`, in
+    /// `ctx`, an exact Context) and returns what `call_soon` returns for it: None.
+    fn push_bare<'py>(
+        &self,
+        py: Python<'py>,
+        callback: &Bound<'py, PyAny>,
+        bare: Bound<'py, PyAny>,
+        ctx: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let entry = Queued {
             handle: callback.clone().unbind(),
             hidden_ctx: Some(ctx.clone().unbind()),
             bare: Some(bare.unbind()),
         };
-        Some(
-            this.push_ready(py, entry, false)
-                .map(|_| py.None().into_bound(py)),
-        )
+        self.push_ready(py, entry, false)?;
+        Ok(py.None().into_bound(py))
     }
 
-    /// `unseen`: the call came from asyncio's C module, which drops what it returns
-    /// (fastcall.rs, `ASYNCIO_KWNAMES`).
     fn schedule_soon<'py>(
         slf: &Bound<'py, Self>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
         context: Option<&Bound<'py, PyAny>>,
         threadsafe: bool,
-        unseen: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
@@ -574,31 +581,24 @@ impl LoopCore {
             if let Some(ctx) =
                 context.filter(|c| unsafe { ffi::PyContext_CheckExact(c.as_ptr()) } != 0)
             {
-                let unseen = unseen
-                    || if args.is_empty() {
-                        Self::is_task_step(slf, callback)
-                    } else {
-                        Self::is_task_wakeup(slf, callback)
-                    };
+                let unseen = if args.is_empty() {
+                    Self::is_task_step(slf, callback)
+                } else {
+                    Self::is_task_wakeup(slf, callback)
+                };
                 if unseen {
-                    // asyncio's C module calling (its `call_soon` helper in
-                    // Modules/_asynciomodule.c, 3.10-3.15, recognised by its keyword-name
-                    // tuple: a C Task's step, a C Future's done callbacks), else a C Task
-                    // scheduling its own step (`task_call_step_soon`) or a Future scheduling
-                    // the wakeup of the Task awaiting it (`future_schedule_callbacks`, or
-                    // futures.py `__schedule_callbacks`), each recognised by its callback:
-                    // each drops the handle `call_soon` returns unseen, so the entry holds the
-                    // callback, its arguments and its context and no Handle is built. An `asyncio.Handle` is a GC object:
-                    // 100k tasks queued at once made 100k more gen-0 allocations (one more
-                    // full collection of the tasks' heap in benches/micro.py's tasks_sleep0
-                    // and gather; the same per sleep in sleep_100k).
-                    let entry = Queued {
-                        handle: callback.clone().unbind(),
-                        hidden_ctx: Some(ctx.clone().unbind()),
-                        bare: Some(args.clone().into_any().unbind()),
-                    };
-                    this.push_ready(py, entry, false)?;
-                    return Ok(py.None().into_bound(py));
+                    // A C Task scheduling its own step (`task_call_step_soon` in
+                    // Modules/_asynciomodule.c, 3.10-3.15), or a Future scheduling the wakeup
+                    // of the Task awaiting it (`future_schedule_callbacks`, or futures.py
+                    // `__schedule_callbacks`), each recognised by its callback (where
+                    // asyncio's C module is recognised by its keyword names instead,
+                    // `schedule_unseen` has queued it already): each drops the handle
+                    // `call_soon` returns unseen, so the entry holds the callback, its
+                    // arguments and its context and no Handle is built. An `asyncio.Handle` is
+                    // a GC object: 100k tasks queued at once made 100k more gen-0 allocations
+                    // (one more full collection of the tasks' heap in benches/micro.py's
+                    // tasks_sleep0 and gather; the same per sleep in sleep_100k).
+                    return this.push_bare(py, callback, args.clone().into_any(), ctx);
                 }
             }
         }
