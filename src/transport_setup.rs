@@ -265,7 +265,8 @@ pub(crate) fn setup_transport(
         return Ok(false);
     };
     // An exact `oxloop.Loop` outside debug mode: its debug flag is read and `call_soon`
-    // scheduled without looking either up by name (`LoopCore::call_soon_unpatched`).
+    // scheduled without looking either up by name, and without the Handles asyncio's
+    // `__init__` drops (`LoopCore::call_soon_dropped`).
     let core = crate::sock::fast_loop(loop_);
     if !t.get_type().is(s.transport.bind(py))
         || !sock.get_type().is(s.socket.bind(py))
@@ -282,8 +283,8 @@ pub(crate) fn setup_transport(
     }
     // `loop.call_soon(callback, *args)`.
     let call_soon = |callback: &Bound<'_, PyAny>, args: Bound<'_, PyTuple>| -> PyResult<()> {
-        if let Some(done) = core.and_then(|c| LoopCore::call_soon_unpatched(c, callback, &args)) {
-            return done.map(drop);
+        if let Some(done) = core.and_then(|c| LoopCore::call_soon_dropped(c, callback, &args)) {
+            return done;
         }
         let all: Vec<Bound<'_, PyAny>> = std::iter::once(callback.clone())
             .chain(args.iter())

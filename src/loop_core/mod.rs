@@ -500,18 +500,43 @@ impl LoopCore {
         Ok(())
     }
 
-    /// `self.call_soon(callback, *args)` for a Rust caller that would otherwise look the
-    /// method up by name: the core's own scheduling where `call_soon` is not patched on the
-    /// instance or its class (`call_soon_patched`), `None` where it is (call it by name).
-    pub(crate) fn call_soon_unpatched<'py>(
+    /// `self.call_soon(callback, *args)` made by asyncio code that oxloop runs natively and
+    /// that drops the Handle unseen (`_SelectorSocketTransport.__init__`'s calls in
+    /// transport_setup.rs, `close`'s in transport.rs): the core's own scheduling where
+    /// `call_soon` is not patched on the instance or its class (`call_soon_patched`), `None`
+    /// where it is (call it by name). Outside debug mode the entry is queued without a Handle
+    /// (`Queued::bare`), in a copy of the current context as `Handle.__init__` makes; nothing
+    /// can tell, as nothing holds the Handle (an error or a slow-callback report builds the one
+    /// asyncio would have run).
+    pub(crate) fn call_soon_dropped<'py>(
         slf: &Bound<'py, Self>,
         callback: &Bound<'py, PyAny>,
         args: &Bound<'py, PyTuple>,
-    ) -> Option<PyResult<Bound<'py, PyAny>>> {
+    ) -> Option<PyResult<()>> {
         if Self::call_soon_patched(slf) {
             return None;
         }
-        Some(Self::schedule_soon(slf, callback, args, None, false))
+        let this = slf.get();
+        if this.closed.load(Relaxed) || this.is_debug() {
+            return Some(Self::schedule_soon(slf, callback, args, None, false).map(drop));
+        }
+        let py = slf.py();
+        // SAFETY: PyContext_CopyCurrent returns a new reference (an exact Context) or NULL
+        // with an error set.
+        let ctx = match unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) } {
+            Ok(ctx) => ctx,
+            Err(e) => return Some(Err(e)),
+        };
+        // One argument that is not itself an exact tuple is kept alone (`BareArgs`).
+        let bare = match args.len() {
+            1 => args
+                .get_item(0)
+                .ok()
+                .filter(|a| !a.is_exact_instance_of::<PyTuple>()),
+            _ => None,
+        }
+        .unwrap_or_else(|| args.clone().into_any());
+        Some(this.push_bare(py, callback, bare, &ctx).map(drop))
     }
 
     /// `call_soon(callback[, arg], context=ctx)` from asyncio's C module (fastcall.rs,
@@ -828,7 +853,7 @@ impl LoopCore {
 
     /// Registers `callback` for `fd` readiness (`mask` is READABLE or WRITABLE). `context`:
     /// the handle's context (3.15's keyword); None copies the current one, as `Handle` does.
-    fn add_io<'py>(
+    pub(crate) fn add_io<'py>(
         slf: &Bound<'py, Self>,
         fd: &Bound<'py, PyAny>,
         callback: &Bound<'py, PyAny>,
@@ -1042,7 +1067,11 @@ impl LoopCore {
         Ok(())
     }
 
-    fn remove_io(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>, mask: u32) -> PyResult<bool> {
+    pub(crate) fn remove_io(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        mask: u32,
+    ) -> PyResult<bool> {
         let py = slf.py();
         let this = slf.get();
         if this.closed.load(Relaxed) {
