@@ -16,6 +16,7 @@ mod sock;
 mod streams;
 mod tls;
 mod transport;
+mod transport_life;
 mod transport_setup;
 mod writebuf;
 
@@ -56,6 +57,8 @@ fn _oxloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(transport::register_transport_slots, m)?)?;
     m.add_function(wrap_pyfunction!(transport_setup::setup_transport, m)?)?;
     m.add_function(wrap_pyfunction!(transport_setup::_set_transport_setup, m)?)?;
+    m.add_function(wrap_pyfunction!(transport_life::_set_transport_life, m)?)?;
+    m.add_function(wrap_pyfunction!(transport_life::_start_reading, m)?)?;
     m.add_function(wrap_pyfunction!(transport_setup::_set_accept_now, m)?)?;
     m.add_function(wrap_pyfunction!(transport_setup::accept_now, m)?)?;
     m.add_function(wrap_pyfunction!(

@@ -149,7 +149,7 @@ pub(crate) fn escapes(py: Python<'_>, e: &PyErr) -> bool {
 }
 
 /// `transport._fatal_error(exc, message)`; only SystemExit and KeyboardInterrupt propagate.
-fn fatal(t: &Bound<'_, PyAny>, err: PyErr, message: &str) -> PyResult<()> {
+pub(crate) fn fatal(t: &Bound<'_, PyAny>, err: PyErr, message: &str) -> PyResult<()> {
     let py = t.py();
     if escapes(py, &err) {
         return Err(err);
@@ -624,7 +624,7 @@ impl SocketReader {
             .last_read
             .store(data.as_bytes().len(), Relaxed);
         if data.as_bytes().is_empty() {
-            t.call_method0(intern!(py, "_read_ready__on_eof"))?;
+            crate::transport_life::on_eof(t)?;
             return Ok(());
         }
         if let Err(e) = proto.call_method1(intern!(py, "data_received"), (&data,)) {
@@ -644,7 +644,6 @@ impl SocketReader {
         fd: i32,
         feed: Option<streams::Feed<'_>>,
     ) -> PyResult<()> {
-        let py = t.py();
         // (bytes received, the outcome of adding them to the reader's buffer); 0 bytes is the
         // end of the stream. A sized read lands in the buffer itself; otherwise the bytes are
         // copied in from the shared receive buffer.
@@ -663,7 +662,7 @@ impl SocketReader {
         };
         let extended = match got {
             Ok((0, _)) => {
-                t.call_method0(intern!(py, "_read_ready__on_eof"))?;
+                crate::transport_life::on_eof(t)?;
                 return Ok(());
             }
             Ok((n, added)) => {
@@ -704,7 +703,7 @@ impl SocketReader {
             Err(e) => return fatal(t, e, "Fatal read error on socket transport"),
         };
         if nbytes == 0 {
-            t.call_method0(intern!(py, "_read_ready__on_eof"))?;
+            crate::transport_life::on_eof(t)?;
             return Ok(());
         }
         let proto = a.get(Field::Protocol)?;

@@ -35,7 +35,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyModule, PyString, PyTuple, PyType};
 
-use crate::cpython::members::{slot_offset, write as write_slot};
+use crate::cpython::members::{read as read_slot, slot_offset, write as write_slot};
 use crate::cpython::{self, Entry};
 use crate::guard::ClassGuard;
 use crate::loop_core::LoopCore;
@@ -43,7 +43,7 @@ use crate::transport::{ReadState, SocketReader, SocketWriter};
 
 /// The attributes the set-up stores, in the order of [`FIELD_NAMES`].
 #[derive(Clone, Copy)]
-enum F {
+pub(crate) enum F {
     Write,
     ReadState,
     ReadReadyCb,
@@ -90,7 +90,7 @@ const FIELD_NAMES: [&str; 20] = [
 ];
 
 /// What `_transports.py` verified, registered once at its import ([`_set_transport_setup`]).
-struct Setup {
+pub(crate) struct Setup {
     /// Where the exact class keeps each of [`FIELD_NAMES`] (`None`: not a slot, or the
     /// `transport_slots` contract does not hold; stored with `setattr`).
     offsets: [Option<isize>; FIELD_NAMES.len()],
@@ -133,7 +133,7 @@ struct Setup {
     write_ready: bool,
 }
 
-static SETUP: PyOnceLock<Setup> = PyOnceLock::new();
+pub(crate) static SETUP: PyOnceLock<Setup> = PyOnceLock::new();
 
 /// How many transports [`setup_transport`] set up, and how many connections [`accept_now`]
 /// made without the Python `_accept_now`: what tests read to see that the native paths ran
@@ -226,11 +226,34 @@ pub(crate) fn _set_transport_setup(
 }
 
 impl Setup {
+    /// Whether `t` is exactly `_SocketTransport` (whose slots `get` and `set` read by offset).
+    pub(crate) fn is_exact(&self, t: &Bound<'_, PyAny>) -> bool {
+        // SAFETY: t is a live object; its type pointer is only compared.
+        unsafe { ffi::Py_TYPE(t.as_ptr()) }.cast::<ffi::PyObject>() == self.transport.as_ptr()
+    }
+
+    /// `t.<field>`: one load where `t` is exactly `_SocketTransport` and the field a slot
+    /// (what its member descriptor's `__get__` does, an unset slot its AttributeError),
+    /// `getattr` otherwise.
+    pub(crate) fn get<'py>(&self, t: &Bound<'py, PyAny>, f: F) -> PyResult<Bound<'py, PyAny>> {
+        let py = t.py();
+        if let Some(off) = self.offsets[f as usize].filter(|_| self.is_exact(t)) {
+            // SAFETY: t's type is exactly the class whose layout slot_offset checked; the slot
+            // holds a borrowed reference or NULL.
+            let p = unsafe { read_slot(t.as_ptr(), off) };
+            if !p.is_null() {
+                // SAFETY: a live object stored in the slot; we take a new reference.
+                return Ok(unsafe { Bound::from_borrowed_ptr(py, p) });
+            }
+        }
+        t.getattr(self.names[f as usize].bind(py))
+    }
+
     /// `t.<field> = val`: one store where `t` is exactly `_SocketTransport` and the field a
     /// slot (what its member descriptor's `__set__` does), `setattr` otherwise. The type is
     /// asked per store: Python code the set-up calls (a protocol's `__getattr__`, say) may
     /// have assigned `t.__class__` meanwhile.
-    fn set(&self, t: &Bound<'_, PyAny>, f: F, val: Bound<'_, PyAny>) -> PyResult<()> {
+    pub(crate) fn set(&self, t: &Bound<'_, PyAny>, f: F, val: Bound<'_, PyAny>) -> PyResult<()> {
         let py = t.py();
         // SAFETY: t is a live object; its type pointer is only compared.
         let exact =
@@ -450,7 +473,7 @@ pub(crate) fn setup_transport(
     // `_add_reader` without its three calls; debug mode took the Python path).
     let reader = Bound::new(py, SocketReader::new(t, Some(state))?)?;
     call_soon(
-        s.start_reading.bind(py),
+        &crate::transport_life::start_reading_callback(py, s.start_reading.bind(py)),
         PyTuple::new(py, [t.clone(), fd, reader.into_any()])?,
     )?;
     if !waiter.is_none() {

@@ -1784,6 +1784,11 @@ def test_a_connection_lost_error_is_reported_and_the_transport_still_closes(loop
         "base_events.Server._detach",
         "socket.socket.close",
         "socket.socket._real_close",
+        # The end of stream that precedes it (src/transport_life.rs).
+        "selector_events._SelectorSocketTransport._read_ready__on_eof",
+        "selector_events._SelectorSocketTransport.close",
+        "selector_events._SelectorTransport.close",
+        "protocols.Protocol.eof_received",
     ],
 )
 def test_a_patched_close_step_is_run(loop, monkeypatch, where):
@@ -1795,10 +1800,96 @@ def test_a_patched_close_step_is_run(loop, monkeypatch, where):
     assert errors == [] and count == 0 and sock.fileno() == -1
     if module_name == "socket":
         assert any(s is sock for s in seen)
-    elif class_name == "Server":
+    elif class_name in ("Server", "Protocol"):
         assert len(seen) == 1
     else:
         assert any(s is transport for s in seen)
+
+
+@pytest.mark.parametrize("where", ["class", "instance"])
+@pytest.mark.parametrize("name", ["_add_reader", "_remove_reader", "_remove_writer", "call_soon"])
+def test_a_patched_loop_method_is_called_by_the_transport(loop, monkeypatch, name, where):
+    # An accepted connection's reader registration, its end of stream and its close call
+    # these loop methods (selector_events.py); oxloop calls its own in Rust only where the
+    # loop's method is still the core's (src/transport_life.rs): one patched on the loop's
+    # class or on the loop itself is called, as on asyncio.
+    original = getattr(type(loop), name)
+    calls = []
+
+    def patched(*args, **kwargs):
+        if where == "class":
+            calls.append(args[1])
+            return original(*args, **kwargs)
+        calls.append(args[0])
+        return original(loop, *args, **kwargs)
+
+    if where == "class":
+        monkeypatch.setattr(type(loop), name, patched)
+    else:
+        monkeypatch.setattr(loop, name, patched)
+    transport, sock, count, errors = _server_side_lost(loop)
+    monkeypatch.undo()
+    assert errors == [] and count == 0 and sock.fileno() == -1
+    if name == "call_soon":
+        # `connection_made` from __init__, `_call_connection_lost` from close.
+        bound = [getattr(c, "__func__", None) for c in calls if getattr(c, "__self__", None)]
+        assert type(transport)._call_connection_lost in bound
+        assert any(getattr(c, "__name__", "") == "connection_made" for c in calls)
+    else:
+        # Called with the accepted connection's fd.
+        assert transport._sock_fd in calls
+
+
+def test_eof_is_logged_in_debug_mode(loop, caplog):
+    # selector_events.py `_read_ready__on_eof`: "%r received EOF" at DEBUG, in debug mode.
+    loop.set_debug(True)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="asyncio"):
+            transport, sock, count, errors = _server_side_lost(loop)
+    finally:
+        loop.set_debug(False)
+    assert errors == [] and count == 0
+    assert any(r.getMessage() == f"{transport!r} received EOF" for r in caplog.records), [
+        r.getMessage() for r in caplog.records
+    ]
+
+
+def test_the_end_of_stream_runs_natively(loop, loop_kind):
+    # src/transport_life.rs runs `_read_ready__on_eof` and `close` where _transports verified
+    # them (3.10-3.14, with the native set-up, which tests/test_contract.py turns off): no
+    # Python frame of either on oxloop there; asyncio's own on stock asyncio (which is what
+    # the profile checks there).
+    from oxloop import _transports
+
+    native = loop_kind == "oxloop" and _transports._EOF_NATIVE and _transports.NATIVE_SETUP
+    if sys.version_info < (3, 15):
+        assert _transports._EOF_NATIVE
+        assert _transports._CLOSE_VARIANT == (
+            "clear_read"
+            if sys.version_info >= (3, 14)
+            else "clear_both"
+            if sys.version_info >= (3, 12)
+            else "selector"
+        )
+    frames = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_name in ("_read_ready__on_eof", "close"):
+            if frame.f_code.co_filename.endswith("selector_events.py"):
+                frames.append((frame.f_code.co_name, frame.f_locals.get("self")))
+
+    sys.setprofile(profile)
+    try:
+        transport, sock, count, errors = _server_side_lost(loop)
+    finally:
+        sys.setprofile(None)
+    assert errors == [] and count == 0 and sock.fileno() == -1
+    # The server side's (the client closes its own from Python).
+    frames = [name for name, self in frames if self is transport]
+    if native:
+        assert frames == []
+    else:
+        assert "_read_ready__on_eof" in frames and "close" in frames
 
 
 def test_a_socket_subclass_close_is_called_by_the_transport(loop):

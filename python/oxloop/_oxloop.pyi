@@ -31,10 +31,12 @@ __all__ = [
     "_set_io_context_keyword",
     "_set_setsockopt_guard",
     "_set_accept_now",
+    "_set_transport_life",
     "_set_transport_setup",
     "_set_sockname_guard",
     "_set_verified_handle_cancel",
     "_set_verified_socket_init",
+    "_start_reading",
     "_transport_setup_counts",
     "accept_now",
     "acceptor",
@@ -336,6 +338,28 @@ def _set_transport_setup(
     """What ``setup_transport`` stands for, as ``_transports.py`` verified it (once);
     ``trsock_direct``: ``transport_socket`` may be made as ``object.__new__`` and its one
     ``_sock`` store (its ``__init__`` verified, guarded by ``guard``)."""
+
+def _set_transport_life(
+    native: Any,
+    start_reading: Any,
+    is_reading: Any,
+    is_closing: Any,
+    on_eof: Any,
+    close: Any,
+    selector_close: ClassGuard,
+    *,
+    clear_read_cb: bool,
+    clear_write_ready: bool,
+) -> bool:
+    """The reader's registration and the end of stream in Rust, as ``_transports.py`` verified
+    them (once; src/transport_life.rs): ``native`` is ``_start_reading``, ``start_reading``
+    the Python one it falls back to; ``is_reading``/``is_closing`` None for 3.10's
+    ``_add_reader``, ``on_eof``/``close`` None where the end of stream is not verified. Whether
+    it took them (the native set-up and the ``get_method`` contract are needed)."""
+
+def _start_reading(t: Any, fd: Any, reader: Any) -> None:
+    """``transport._add_reader(fd, reader)`` as the native set-up schedules it: the reader is
+    registered unless the transport is closing (3.11+: or paused)."""
 
 def _transport_setup_counts() -> tuple[int, int]:
     """``(transports set up natively, connections accepted natively)`` since import (tests)."""

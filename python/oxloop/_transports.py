@@ -183,7 +183,8 @@ class _SelectorSocketTransport(_SelectorTransport):
 _IMPORTS = (
     "import collections\nimport socket\nimport _collections_abc\n"
     "from . import base_events\nfrom . import futures\nfrom . import transports\n"
-    "from . import protocols\nfrom . import trsock\nfrom _weakref import ref\n"
+    "from . import protocols\nfrom . import trsock\nfrom .log import logger\n"
+    "from _weakref import ref\n"
 )
 _NODELAY_SOURCE = """
 def _set_nodelay(sock):
@@ -1003,6 +1004,83 @@ def _start_reading(transport: Any, fd: int, reader: Any) -> None:
     transport._loop._add_reader(fd, reader)
 
 
+# -- end of stream ----------------------------------------------------------------------------
+# A peer's EOF runs `_read_ready__on_eof`, which calls the protocol's `eof_received` and then
+# `close` (3.12+: `_SelectorSocketTransport.close` and its super's), and `close` schedules
+# `_call_connection_lost`: two or three Python frames per connection, each calling the loop's
+# `_remove_reader` / `_remove_writer` through their argument parsing. Where these functions are
+# the code below (checked as for `__init__` above), the native reader does their statements
+# itself (src/transport_life.rs), calling back into Python for the protocol and for whatever
+# has since been replaced.
+_EOF_SOURCE = """
+class _SelectorSocketTransport(_SelectorTransport):
+    def _read_ready__on_eof(self):
+        if self._loop.get_debug():
+            logger.debug("%r received EOF", self)
+
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(
+                exc, 'Fatal error: protocol.eof_received() call failed.')
+            return
+
+        if keep_open:
+            self._loop._remove_reader(self._sock_fd)
+        else:
+            self.close()
+"""
+_SELECTOR_CLOSE_SOURCE = """
+class _SelectorTransport(transports._FlowControlMixin, transports.Transport):
+    def close(self):
+        if self._closing:
+            return
+        self._closing = True
+        self._loop._remove_reader(self._sock_fd)
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop._remove_writer(self._sock_fd)
+            self._loop.call_soon(self._call_connection_lost, None)
+"""
+_TRANSPORT_CLOSE_SOURCES = {
+    # 3.12, 3.13 (gh-100348: the callbacks are cleared on close)
+    "clear_both": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def close(self):
+        self._read_ready_cb = None
+        self._write_ready = None
+        super().close()
+""",
+    # 3.14 (`_write_ready` is cleared in `_call_connection_lost` instead)
+    "clear_read": """
+class _SelectorSocketTransport(_SelectorTransport):
+    def close(self):
+        self._read_ready_cb = None
+        super().close()
+""",
+}
+# 3.10 and 3.11 have no `close` of their own: "selector".
+_CLOSE_VARIANT = (
+    "selector"
+    if "close" not in vars(_AsyncioTransport)
+    else _variant(
+        _AsyncioTransport.close, _TRANSPORT_CLOSE_SOURCES, "_SelectorSocketTransport", "close"
+    )
+)
+_EOF_NATIVE = (
+    _CLOSE_VARIANT is not None
+    and _same_code(_SelectorTransport.close, _SELECTOR_CLOSE_SOURCE, "_SelectorTransport", "close")
+    and _same_code(
+        _AsyncioTransport._read_ready__on_eof,
+        _EOF_SOURCE,
+        "_SelectorSocketTransport",
+        "_read_ready__on_eof",
+    )
+)
+
+
 # `trsock.TransportSocket(sock)`, which the set-up makes per connection: where the class is
 # this one (`__slots__`, an `__init__` of this code, `object`'s `__new__`, no metaclass), the
 # native set-up makes it as `type_call` would, `object.__new__` and the one slot store, without
@@ -1074,6 +1152,17 @@ if _contract.holds("socket_transport"):
             trsock_direct=_TRSOCK_DIRECT,
         )
         NATIVE_SETUP = True
+        # The reader's registration and the end of stream, natively (src/transport_life.rs).
+        _oxloop._set_transport_life(
+            _oxloop._start_reading,
+            _start_reading,
+            *(_READING_CHAIN[1:] if _ADD_READER_VARIANT == "is_reading" else (None, None)),
+            _AsyncioTransport._read_ready__on_eof if _EOF_NATIVE else None,
+            _SocketTransport.close if _EOF_NATIVE else None,
+            _oxloop.ClassGuard([(_SelectorTransport, "close", _SelectorTransport.close)]),
+            clear_read_cb=_CLOSE_VARIANT in ("clear_both", "clear_read"),
+            clear_write_ready=_CLOSE_VARIANT == "clear_both",
+        )
 else:
     # The contract's `socket_transport` entry failed: asyncio's transport, whose read and
     # write paths are its own Python code (python/oxloop/_contract.py).
