@@ -214,9 +214,50 @@ fn inet_address(
         buf[len] = b'0' + byte % 10;
         len += 1;
     }
-    // ASCII digits and dots only, at most 15 bytes: valid UTF-8 within the buffer.
-    let host = PyString::new(py, std::str::from_utf8(&buf[..len]).unwrap_or_default());
+    let host = host_string(py, [a, b, c, d], &buf[..len]);
     Ok(PyTuple::new(py, [host.into_any(), port.into_pyobject(py)?.into_any()])?.into_any())
+}
+
+/// The host strings made last, by address, the last used first: a server's own address (its
+/// `sockname` extra) is the same for every connection it accepts, and its clients' addresses
+/// often repeat. A string is immutable, so sharing one between tuples is invisible
+/// (`makesockaddr` makes a new one each time, but no code can rely on a str's identity). Two
+/// entries, the older replaced; never dropped (a static), so no reference outlives the
+/// interpreter in a destructor.
+static HOSTS: std::sync::Mutex<[Option<Host>; 2]> = std::sync::Mutex::new([None, None]);
+
+/// An IPv4 address and its dotted form.
+type Host = ([u8; 4], Py<PyString>);
+
+/// `text` (the dotted form of `addr`) as a str, from [`HOSTS`] when it is there.
+fn host_string<'py>(py: Python<'py>, addr: [u8; 4], text: &[u8]) -> Bound<'py, PyString> {
+    let Ok(mut hosts) = HOSTS.lock() else {
+        return new_host(py, text);
+    };
+    if let Some(i) = hosts
+        .iter()
+        .position(|h| h.as_ref().is_some_and(|(a, _)| *a == addr))
+    {
+        // The one found moves to the front: a server's own address, asked once per
+        // connection between its clients' ever-new ones, stays.
+        hosts.swap(0, i);
+        if let Some((_, s)) = &hosts[0] {
+            return s.bind(py).clone();
+        }
+    }
+    let host = new_host(py, text);
+    // The newer entry moves to the front; the older is dropped (a decref, with the GIL held).
+    let newer = hosts[0].take();
+    let old = std::mem::replace(&mut hosts[1], newer);
+    hosts[0] = Some((addr, host.clone().unbind()));
+    drop(hosts);
+    drop(old);
+    host
+}
+
+fn new_host<'py>(py: Python<'py>, text: &[u8]) -> Bound<'py, PyString> {
+    // ASCII digits and dots only, at most 15 bytes: valid UTF-8 within the buffer.
+    PyString::new(py, std::str::from_utf8(text).unwrap_or_default())
 }
 
 /// `sock.getsockname()`, what asyncio's transport set-up stores as the `sockname` extra: for

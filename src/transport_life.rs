@@ -133,53 +133,34 @@ fn resolves_to(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>, expected: &Py
 }
 
 /// The loop methods asyncio's transport code calls on `self._loop` that this module runs
-/// itself, in the order of [`LOOP_METHOD_NAMES`].
+/// itself.
 #[derive(Clone, Copy)]
 enum LoopMethod {
-    AddReader,
     RemoveReader,
     RemoveWriter,
 }
-
-const LOOP_METHOD_NAMES: [&str; 3] = ["_add_reader", "_remove_reader", "_remove_writer"];
 
 impl LoopMethod {
     /// The method's name, interned once.
     fn name<'py>(self, py: Python<'py>) -> &'py Bound<'py, PyString> {
         match self {
-            LoopMethod::AddReader => intern!(py, "_add_reader"),
             LoopMethod::RemoveReader => intern!(py, "_remove_reader"),
             LoopMethod::RemoveWriter => intern!(py, "_remove_writer"),
         }
     }
 }
 
-/// `LoopCore`'s own methods of [`LOOP_METHOD_NAMES`], looked up at first use.
-static CORE_METHODS: PyOnceLock<[Py<PyAny>; 3]> = PyOnceLock::new();
-
-/// `lp` as the core whose own method `lp.<m>` is: an exact `oxloop.Loop` outside debug mode
-/// (`sock::fast_loop`) where that name resolves to `LoopCore`'s method.
-fn core_for<'a, 'py>(lp: &'a Bound<'py, PyAny>, m: LoopMethod) -> Option<&'a Bound<'py, LoopCore>> {
-    let py = lp.py();
-    let core = crate::sock::fast_loop(lp)?;
-    let methods = CORE_METHODS
-        .get_or_try_init(py, || -> PyResult<[Py<PyAny>; 3]> {
-            let ty = py.get_type::<LoopCore>();
-            let get = |n: &str| ty.getattr(n).map(Bound::unbind);
-            Ok([
-                get(LOOP_METHOD_NAMES[0])?,
-                get(LOOP_METHOD_NAMES[1])?,
-                get(LOOP_METHOD_NAMES[2])?,
-            ])
-        })
-        .ok()?;
-    resolves_to(lp, m.name(py), &methods[m as usize]).then_some(core)
+/// `lp` as the core whose own methods `lp.get_debug`, `lp._add_reader`, `lp._remove_reader`
+/// and `lp._remove_writer` are: an exact `oxloop.Loop` outside debug mode
+/// (`sock::fast_loop`) on which none of them is patched (`LoopCore::io_patched`).
+fn core_for<'a, 'py>(lp: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, LoopCore>> {
+    crate::sock::fast_loop(lp).filter(|core| !LoopCore::io_patched(core))
 }
 
 /// `lp._remove_reader(fd)` or `lp._remove_writer(fd)`: the core's own where it is that,
 /// else called by name.
 fn loop_remove(lp: &Bound<'_, PyAny>, fd: &Bound<'_, PyAny>, m: LoopMethod) -> PyResult<()> {
-    if let Some(core) = core_for(lp, m) {
+    if let Some(core) = core_for(lp) {
         let mask = if matches!(m, LoopMethod::RemoveWriter) {
             WRITABLE
         } else {
@@ -222,7 +203,7 @@ pub(crate) fn _start_reading(
                 return Ok(());
             }
             let lp = s.get(t, F::Loop)?;
-            if let Some(core) = core_for(&lp, LoopMethod::AddReader) {
+            if let Some(core) = core_for(&lp) {
                 return LoopCore::add_io(core, fd, reader, &PyTuple::empty(py), READABLE, None)
                     .map(drop);
             }
@@ -240,28 +221,15 @@ pub(crate) fn on_eof(t: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Some(eof) = &life.eof {
             if s.is_exact(t) && resolves_to(t, intern!(py, "_read_ready__on_eof"), &eof.on_eof) {
                 let lp = s.get(t, F::Loop)?;
-                // `if self._loop.get_debug(): logger.debug(...)`: a loop outside debug mode,
-                // whose `get_debug` is the core's (`fast_loop`, and `_install_fast_methods`
-                // put it on `LoopCore`, which an exact `oxloop.Loop` does not override).
-                if crate::sock::fast_loop(&lp).is_some()
-                    && resolves_to(&lp, intern!(py, "get_debug"), core_get_debug(py)?)
-                {
+                // `if self._loop.get_debug(): logger.debug(...)`: a loop outside debug mode
+                // whose `get_debug` is the core's.
+                if core_for(&lp).is_some() {
                     return eof_body(s, eof, t);
                 }
             }
         }
     }
     t.call_method0(intern!(py, "_read_ready__on_eof")).map(drop)
-}
-
-/// `LoopCore.get_debug` as the class holds it now (set by `_install_fast_methods`).
-fn core_get_debug(py: Python<'_>) -> PyResult<&'static Py<PyAny>> {
-    static GET_DEBUG: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    GET_DEBUG.get_or_try_init(py, || {
-        py.get_type::<LoopCore>()
-            .getattr(intern!(py, "get_debug"))
-            .map(Bound::unbind)
-    })
 }
 
 /// `_read_ready__on_eof` after its debug test.

@@ -39,6 +39,7 @@ use crate::cpython::members::{read as read_slot, slot_offset, write as write_slo
 use crate::cpython::{self, Entry};
 use crate::guard::ClassGuard;
 use crate::loop_core::LoopCore;
+use crate::pyutil::{dict_get, instance_dict};
 use crate::transport::{ReadState, SocketReader, SocketWriter};
 
 /// The attributes the set-up stores, in the order of [`FIELD_NAMES`].
@@ -145,6 +146,18 @@ static NATIVE_ACCEPTS: AtomicU64 = AtomicU64::new(0);
 #[pyfunction]
 pub(crate) fn _transport_setup_counts() -> (u64, u64) {
     (NATIVE_SETUPS.load(Relaxed), NATIVE_ACCEPTS.load(Relaxed))
+}
+
+/// `module.name`, read from the module's dict (a module's attributes live there; the generic
+/// lookup first searches the module type), else looked up (a module `__getattr__`, an error).
+fn module_attr<'py>(
+    module: &Bound<'py, PyModule>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match dict_get(&module.dict(), name)? {
+        Some(v) => Ok(v),
+        None => module.as_any().getattr(name),
+    }
 }
 
 /// `_set_transport_setup(...)`: the verified pieces [`setup_transport`] stands for. Called once
@@ -295,11 +308,7 @@ pub(crate) fn setup_transport(
         || !sock.get_type().is(s.socket.bind(py))
         || protocol.get_type().is(s.ssl_protocol.bind(py))
         || !s.guard.get().holds(py)
-        || !s
-            .base_events
-            .bind(py)
-            .getattr(intern!(py, "_set_nodelay"))?
-            .is(s.nodelay.bind(py))
+        || !module_attr(s.base_events.bind(py), intern!(py, "_set_nodelay"))?.is(s.nodelay.bind(py))
         || (core.is_none() && loop_.call_method0(intern!(py, "get_debug"))?.is_truthy()?)
     {
         return Ok(false);
@@ -411,8 +420,15 @@ pub(crate) fn setup_transport(
             server.call_method0(intern!(py, "_attach"))?;
         }
     }
-    // loop._transports[self._sock_fd] = self
-    let transports = loop_.getattr(intern!(py, "_transports"))?;
+    // loop._transports[self._sock_fd] = self: on an exact `oxloop.Loop` (whose classes define
+    // no `_transports`) the instance dict's entry, as sock.rs reads it.
+    let transports = match core.and_then(|_| instance_dict(loop_)) {
+        Some(d) => match dict_get(&d, intern!(py, "_transports"))? {
+            Some(t) => t,
+            None => loop_.getattr(intern!(py, "_transports"))?,
+        },
+        None => loop_.getattr(intern!(py, "_transports"))?,
+    };
     if transports.get_type().is(s.weak_value_dict.bind(py)) {
         // WeakValueDictionary.__setitem__, its KeyedRef made as KeyedRef.__new__ does.
         if s.weak_pending
@@ -436,7 +452,15 @@ pub(crate) fn setup_transport(
                 ffi::PyWeakref_NewRef(t.as_ptr(), std::ptr::null_mut()),
             )?
         };
-        transports.getattr(intern!(py, "data"))?.set_item(&fd, wr)?;
+        // `self.data`: an instance attribute (the class defines no `data`).
+        let data = match instance_dict(&transports) {
+            Some(d) => dict_get(&d, intern!(py, "data"))?,
+            None => None,
+        };
+        match data {
+            Some(data) => data.set_item(&fd, wr)?,
+            None => transports.getattr(intern!(py, "data"))?.set_item(&fd, wr)?,
+        }
     } else {
         transports.set_item(&fd, t)?;
     }

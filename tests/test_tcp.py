@@ -1807,7 +1807,9 @@ def test_a_patched_close_step_is_run(loop, monkeypatch, where):
 
 
 @pytest.mark.parametrize("where", ["class", "instance"])
-@pytest.mark.parametrize("name", ["_add_reader", "_remove_reader", "_remove_writer", "call_soon"])
+@pytest.mark.parametrize(
+    "name", ["_add_reader", "_remove_reader", "_remove_writer", "call_soon", "get_debug"]
+)
 def test_a_patched_loop_method_is_called_by_the_transport(loop, monkeypatch, name, where):
     # An accepted connection's reader registration, its end of stream and its close call
     # these loop methods (selector_events.py); oxloop calls its own in Rust only where the
@@ -1817,10 +1819,13 @@ def test_a_patched_loop_method_is_called_by_the_transport(loop, monkeypatch, nam
     calls = []
 
     def patched(*args, **kwargs):
+        if name == "get_debug":
+            # Who asks: the end of stream must.
+            calls.append(sys._getframe(1).f_code.co_name)
+        else:
+            calls.append(args[1] if where == "class" else args[0])
         if where == "class":
-            calls.append(args[1])
             return original(*args, **kwargs)
-        calls.append(args[0])
         return original(loop, *args, **kwargs)
 
     if where == "class":
@@ -1835,6 +1840,8 @@ def test_a_patched_loop_method_is_called_by_the_transport(loop, monkeypatch, nam
         bound = [getattr(c, "__func__", None) for c in calls if getattr(c, "__self__", None)]
         assert type(transport)._call_connection_lost in bound
         assert any(getattr(c, "__name__", "") == "connection_made" for c in calls)
+    elif name == "get_debug":
+        assert "_read_ready__on_eof" in calls, calls
     else:
         # Called with the accepted connection's fd.
         assert transport._sock_fd in calls

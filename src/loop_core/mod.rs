@@ -162,6 +162,8 @@ pub struct LoopCore {
     patch: TimePatch,
     /// The same for `call_soon` (see `schedule_soon`'s handle-less Task steps).
     soon_patch: TimePatch,
+    /// The same for [`IO_METHODS`] together (see `io_patched`).
+    io_patch: TimePatch,
     /// `_asyncio`'s TaskStepMethWrapper type, learnt from the first Task this loop's
     /// `create_task` built (see `schedule_soon`).
     step_type: pyo3::sync::PyOnceLock<Py<PyAny>>,
@@ -298,6 +300,15 @@ fn virtual_clock_from(obj: &Bound<'_, PyAny>) -> PyResult<VirtualClock> {
     Ok(VirtualClock::new(start, threshold, end, seed))
 }
 
+/// The loop methods asyncio's transport code calls that src/transport_life.rs calls in Rust
+/// while they are the core's own (`io_patched`).
+pub(crate) const IO_METHODS: [&str; 4] = [
+    "get_debug",
+    "_add_reader",
+    "_remove_reader",
+    "_remove_writer",
+];
+
 /// `LoopCore.time`, the method every unpatched loop's `time` resolves to.
 static CORE_TIME: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
 /// `LoopCore.call_soon` (the raw method descriptor set at import, `fastcall.rs`).
@@ -413,7 +424,65 @@ impl LoopCore {
                 .instance
                 .store(!value.is_null(), Relaxed);
         }
+        // One of them set on the instance stays marked until the loop goes (a deletion of one
+        // does not say whether another is still there).
+        if !value.is_null() {
+            let io = [
+                pyo3::intern!(py, "get_debug"),
+                pyo3::intern!(py, "_add_reader"),
+                pyo3::intern!(py, "_remove_reader"),
+                pyo3::intern!(py, "_remove_writer"),
+            ];
+            for m in io {
+                if name.is(m) || name.eq(m)? {
+                    slf.get().io_patch.instance.store(true, Relaxed);
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Whether one of [`IO_METHODS`] may be something else on this loop than the core's own
+    /// (an instance attribute set through `setattr`, a subclass's or a patched class's
+    /// method), asked as [`Self::call_soon_patched`] asks it: the Rust paths that stand for
+    /// asyncio's transport code calling them (src/transport_life.rs) call them by name then.
+    #[inline]
+    pub(crate) fn io_patched(slf: &Bound<'_, Self>) -> bool {
+        let this = slf.get();
+        let p = &this.io_patch;
+        if p.instance.load(Relaxed) {
+            return true;
+        }
+        // SAFETY: the type of a live instance is live.
+        let ptr = unsafe { ffi::Py_TYPE(slf.as_ptr()) };
+        let tag = crate::cpython::typetag::tag(ptr, p.check_valid_flag);
+        if tag != 0 && ptr as usize == p.type_ptr.load(Relaxed) && tag == p.type_tag.load(Relaxed) {
+            return p.overridden.load(Relaxed);
+        }
+        Self::io_type_overrides(slf)
+    }
+
+    /// Looks up `type(self).<name>` of each of [`IO_METHODS`] and remembers whether one is not
+    /// `LoopCore`'s, for the type's version tag.
+    #[cold]
+    fn io_type_overrides(slf: &Bound<'_, Self>) -> bool {
+        let py = slf.py();
+        let p = &slf.get().io_patch;
+        let tp = slf.get_type();
+        let core = py.get_type::<LoopCore>();
+        let overridden = IO_METHODS
+            .iter()
+            .any(|m| match (tp.getattr(*m), core.getattr(*m)) {
+                (Ok(found), Ok(own)) => !found.is(&own),
+                _ => true,
+            });
+        let tag = crate::cpython::typetag::tag(tp.as_type_ptr(), false);
+        if crate::cpython::outcome(crate::cpython::Entry::TypeVersionTag) == Some(true) {
+            p.type_ptr.store(tp.as_type_ptr() as usize, Relaxed);
+        }
+        p.type_tag.store(tag, Relaxed);
+        p.overridden.store(overridden, Relaxed);
+        overridden
     }
 
     /// `self.time()` as a float (a patched clock).
@@ -1900,6 +1969,13 @@ impl LoopCore {
                 overridden: AtomicBool::new(false),
             },
             soon_patch: TimePatch {
+                check_valid_flag: py.version_info() < (3, 11),
+                instance: AtomicBool::new(false),
+                type_ptr: Default::default(),
+                type_tag: Default::default(),
+                overridden: AtomicBool::new(false),
+            },
+            io_patch: TimePatch {
                 check_valid_flag: py.version_info() < (3, 11),
                 instance: AtomicBool::new(false),
                 type_ptr: Default::default(),
