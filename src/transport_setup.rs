@@ -41,6 +41,7 @@ use crate::guard::ClassGuard;
 use crate::loop_core::LoopCore;
 use crate::pyutil::{dict_get, instance_dict};
 use crate::transport::{ReadState, SocketReader, SocketWriter};
+use crate::writebuf::WriteBuffer;
 
 /// The attributes the set-up stores, in the order of [`FIELD_NAMES`].
 #[derive(Clone, Copy)]
@@ -405,7 +406,18 @@ pub(crate) fn setup_transport(
     let buffer = if s.deque_buffer {
         s.deque.bind(py).call0()?
     } else {
-        t.call_method0(intern!(py, "_buffer_factory"))?
+        // `self._buffer_factory()`: `_SocketTransport`'s is `_oxloop.WriteBuffer` (3.10/3.11),
+        // made here without `type_call` and its argument parsing (about 1,100 instructions)
+        // while `t._buffer_factory` is still that class.
+        let name = intern!(py, "_buffer_factory");
+        let own = cpython::outcome(Entry::GetMethod) == Some(true)
+            && cpython::method::get_method(t, name)
+                .is_some_and(|(method, f)| !method && f.is(py.get_type::<WriteBuffer>()));
+        if own {
+            Bound::new(py, WriteBuffer::new())?.into_any()
+        } else {
+            t.call_method0(name)?
+        }
     };
     s.set(t, F::Buffer, buffer)?;
     s.set(t, F::ConnLost, 0i32.into_pyobject(py)?.into_any())?;

@@ -155,7 +155,7 @@ fn shared_bytes(data: &Bound<'_, PyAny>) -> Option<(Py<PyAny>, usize, usize)> {
 #[pymethods]
 impl WriteBuffer {
     #[new]
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             chunks: VecDeque::new(),
             front_off: 0,

@@ -1262,6 +1262,33 @@ def test_a_patched_transport_init_is_run(loop, monkeypatch, where):
     assert len(made) >= 2, made
 
 
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12), reason="3.12+ queue writes in a deque, not _buffer_factory()"
+)
+def test_a_patched_buffer_factory_makes_the_write_buffer(loop, loop_kind, monkeypatch):
+    # `self._buffer = self._buffer_factory()` (3.10/3.11): oxloop's transport class sets
+    # `_oxloop.WriteBuffer` there and the native set-up makes one directly while it is still
+    # that class (src/transport_setup.rs); a factory patched in later must be called.
+    if loop_kind == "oxloop":
+        from oxloop import _transports
+
+        cls = _transports._SocketTransport
+    else:
+        cls = asyncio.selector_events._SelectorSocketTransport
+    original = cls._buffer_factory
+    made = []
+
+    def factory():
+        made.append(original())
+        return made[-1]
+
+    monkeypatch.setattr(cls, "_buffer_factory", staticmethod(factory))
+    transport, sock, count, errors = _server_side_lost(loop)
+    assert errors == [] and count == 0
+    # The accepted end (and the client's).
+    assert len(made) >= 2 and any(b is transport._buffer for b in made)
+
+
 def test_transport_setup_fields_are_asyncios(loop):
     # What the set-up leaves on a connected transport, read on both loops.
     async def main():
