@@ -189,6 +189,36 @@ struct TimePatch {
     overridden: AtomicBool,
 }
 
+impl TimePatch {
+    /// The answer remembered for `obj`'s type while its version tag is the one the answer was
+    /// found for (`true` while an instance attribute may shadow the method); `None`: look up.
+    #[inline]
+    fn known(&self, obj: &Bound<'_, PyAny>) -> Option<bool> {
+        if self.instance.load(Relaxed) {
+            return Some(true);
+        }
+        // SAFETY: the type of a live instance is live.
+        let ptr = unsafe { ffi::Py_TYPE(obj.as_ptr()) };
+        let tag = crate::cpython::typetag::tag(ptr, self.check_valid_flag);
+        // `type_ptr` stays 0 without the `type_version_tag` contract: every call looks up.
+        (tag != 0
+            && ptr as usize == self.type_ptr.load(Relaxed)
+            && tag == self.type_tag.load(Relaxed))
+        .then(|| self.overridden.load(Relaxed))
+    }
+
+    /// Remembers `overridden` for `tp` at the version tag the lookup just gave it; returns it.
+    fn remember(&self, tp: &Bound<'_, pyo3::types::PyType>, overridden: bool) -> bool {
+        let tag = crate::cpython::typetag::tag(tp.as_type_ptr(), false);
+        if crate::cpython::outcome(crate::cpython::Entry::TypeVersionTag) == Some(true) {
+            self.type_ptr.store(tp.as_type_ptr() as usize, Relaxed);
+        }
+        self.type_tag.store(tag, Relaxed);
+        self.overridden.store(overridden, Relaxed);
+        overridden
+    }
+}
+
 /// What dropping one interest of an fd releases, to be dropped once the state is unborrowed.
 struct Released {
     /// The reader or writer handle that was registered.
@@ -354,15 +384,8 @@ impl LoopCore {
         name: &Bound<'_, pyo3::types::PyString>,
         core: &pyo3::sync::PyOnceLock<Py<PyAny>>,
     ) -> bool {
-        if p.instance.load(Relaxed) {
-            return true;
-        }
-        // SAFETY: the type of a live instance is live.
-        let ptr = unsafe { ffi::Py_TYPE(slf.as_ptr()) };
-        let tag = crate::cpython::typetag::tag(ptr, p.check_valid_flag);
-        // `type_ptr` stays 0 without the `type_version_tag` contract: every call looks up.
-        if tag != 0 && ptr as usize == p.type_ptr.load(Relaxed) && tag == p.type_tag.load(Relaxed) {
-            return p.overridden.load(Relaxed);
+        if let Some(known) = p.known(slf.as_any()) {
+            return known;
         }
         let tp = slf.get_type();
         Self::type_overrides(slf, &tp, p, name, core)
@@ -389,18 +412,12 @@ impl LoopCore {
             Ok(found) => !found.is(core),
             Err(_) => true,
         };
-        // The lookup gave the type a version tag, if it can have one.
-        let tag = crate::cpython::typetag::tag(tp.as_type_ptr(), false);
-        if crate::cpython::outcome(crate::cpython::Entry::TypeVersionTag) == Some(true) {
-            p.type_ptr.store(tp.as_type_ptr() as usize, Relaxed);
-        }
-        p.type_tag.store(tag, Relaxed);
-        p.overridden.store(overridden, Relaxed);
-        overridden
+        p.remember(tp, overridden)
     }
 
     /// `PyObject_GenericSetAttr` (a deletion when `value` is None); an instance attribute
-    /// `time` set marks the clock patched, deleted unmarks it.
+    /// `time` set marks the clock patched, deleted unmarks it (so `call_soon`); one of
+    /// [`IO_METHODS`] set marks them patched for good.
     fn generic_setattr(
         slf: &Bound<'_, Self>,
         name: &Bound<'_, PyAny>,
@@ -448,18 +465,10 @@ impl LoopCore {
     /// asyncio's transport code calling them (src/transport_life.rs) call them by name then.
     #[inline]
     pub(crate) fn io_patched(slf: &Bound<'_, Self>) -> bool {
-        let this = slf.get();
-        let p = &this.io_patch;
-        if p.instance.load(Relaxed) {
-            return true;
+        match slf.get().io_patch.known(slf.as_any()) {
+            Some(known) => known,
+            None => Self::io_type_overrides(slf),
         }
-        // SAFETY: the type of a live instance is live.
-        let ptr = unsafe { ffi::Py_TYPE(slf.as_ptr()) };
-        let tag = crate::cpython::typetag::tag(ptr, p.check_valid_flag);
-        if tag != 0 && ptr as usize == p.type_ptr.load(Relaxed) && tag == p.type_tag.load(Relaxed) {
-            return p.overridden.load(Relaxed);
-        }
-        Self::io_type_overrides(slf)
     }
 
     /// Looks up `type(self).<name>` of each of [`IO_METHODS`] and remembers whether one is not
@@ -476,13 +485,7 @@ impl LoopCore {
                 (Ok(found), Ok(own)) => !found.is(&own),
                 _ => true,
             });
-        let tag = crate::cpython::typetag::tag(tp.as_type_ptr(), false);
-        if crate::cpython::outcome(crate::cpython::Entry::TypeVersionTag) == Some(true) {
-            p.type_ptr.store(tp.as_type_ptr() as usize, Relaxed);
-        }
-        p.type_tag.store(tag, Relaxed);
-        p.overridden.store(overridden, Relaxed);
-        overridden
+        p.remember(&tp, overridden)
     }
 
     /// `self.time()` as a float (a patched clock).
