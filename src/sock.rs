@@ -141,7 +141,7 @@ static WEAK_VALUE_DICT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 /// True when `self._transports` (a plain `WeakValueDictionary`) has no entry for `fd`, so
 /// `Loop._ensure_fd_no_transport(fd)` would find no transport; false when only that method
 /// can tell.
-fn no_transport_entry(lp: &Bound<'_, PyAny>, fd: i32) -> PyResult<bool> {
+pub(crate) fn no_transport_entry(lp: &Bound<'_, PyAny>, fd: i32) -> PyResult<bool> {
     let py = lp.py();
     let Some(d) = instance_dict(lp) else {
         return Ok(false);

@@ -615,8 +615,16 @@ pub(crate) fn accept_now(
     NATIVE_ACCEPTS.fetch_add(1, Relaxed);
     let made = (|| -> PyResult<()> {
         let protocol = protocol_factory.call0()?;
+        // `self._ensure_fd_no_transport(sock)` (3.12+): nothing to ask where the loop's
+        // `_transports` has no entry for the fd and the method is not patched (as the `sock_*`
+        // paths ask it, src/sock.rs); the method, with the socket, otherwise.
         if a.ensure_fd {
-            loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (conn,))?;
+            let known_free = crate::sock::fast_loop(loop_)
+                .is_some_and(|core| !LoopCore::io_patched(core))
+                && crate::sock::no_transport_entry(loop_, crate::sock::fileno(conn)?)?;
+            if !known_free {
+                loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (conn,))?;
+            }
         }
         let class = s.transport.bind(py);
         let t = cpython::socket::new_uninit(class)?;

@@ -1835,7 +1835,15 @@ def test_a_patched_close_step_is_run(loop, monkeypatch, where):
 
 @pytest.mark.parametrize("where", ["class", "instance"])
 @pytest.mark.parametrize(
-    "name", ["_add_reader", "_remove_reader", "_remove_writer", "call_soon", "get_debug"]
+    "name",
+    [
+        "_add_reader",
+        "_remove_reader",
+        "_remove_writer",
+        "call_soon",
+        "get_debug",
+        "_ensure_fd_no_transport",
+    ],
 )
 def test_a_patched_loop_method_is_called_by_the_transport(loop, monkeypatch, name, where):
     # An accepted connection's reader registration, its end of stream and its close call
@@ -1869,6 +1877,10 @@ def test_a_patched_loop_method_is_called_by_the_transport(loop, monkeypatch, nam
         assert any(getattr(c, "__name__", "") == "connection_made" for c in calls)
     elif name == "get_debug":
         assert "_read_ready__on_eof" in calls, calls
+    elif name == "_ensure_fd_no_transport":
+        # 3.12+'s `_make_socket_transport` asks it of the accepted socket.
+        if sys.version_info >= (3, 12):
+            assert sock in calls
     else:
         # Called with the accepted connection's fd.
         assert transport._sock_fd in calls

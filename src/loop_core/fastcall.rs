@@ -567,6 +567,10 @@ static DEFS: [MethodDef; 6] = [
 /// recorded by `_install_fast_methods` (src/sock.rs reads it; the core names no handler).
 pub(crate) static LOOP_CLASS: pyo3::sync::PyOnceLock<Py<PyType>> = pyo3::sync::PyOnceLock::new();
 
+/// The loop class's `_ensure_fd_no_transport` as it was when the class was registered: what
+/// `LoopCore::io_patched` compares the class's with.
+pub(crate) static LOOP_ENSURE_FD: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+
 /// `_install_fast_methods(cls)`: sets the four scheduling methods, `get_debug` and
 /// `create_future` on
 /// `LoopCore` (from which `cls`, a subclass, inherits them) as method descriptors of the raw
@@ -584,6 +588,9 @@ pub fn _install_fast_methods(cls: &Bound<'_, PyType>) -> PyResult<()> {
     }
     // The sock_* fast paths bypass this class's Python methods only on exact instances.
     let _ = LOOP_CLASS.set(py, cls.clone().unbind());
+    if let Ok(f) = cls.getattr(pyo3::intern!(py, "_ensure_fd_no_transport")) {
+        let _ = LOOP_ENSURE_FD.set(py, f.unbind());
+    }
     // The `asyncio_call_soon` contract entry: a probe that fails (an error, or no such call)
     // leaves every call_soon with a Handle but for the steps and wakeups recognised otherwise.
     crate::cpython::check(crate::cpython::Entry::AsyncioCallSoon, || {

@@ -330,13 +330,15 @@ fn virtual_clock_from(obj: &Bound<'_, PyAny>) -> PyResult<VirtualClock> {
     Ok(VirtualClock::new(start, threshold, end, seed))
 }
 
-/// The loop methods asyncio's transport code calls that src/transport_life.rs calls in Rust
-/// while they are the core's own (`io_patched`).
-pub(crate) const IO_METHODS: [&str; 4] = [
+/// The loop methods asyncio's transport code calls that src/transport_life.rs and the native
+/// `accept_now` (src/transport_setup.rs) run in Rust while they are the loop class's own
+/// (`io_patched`; `_ensure_fd_no_transport` is `Loop`'s, the others `LoopCore`'s).
+pub(crate) const IO_METHODS: [&str; 5] = [
     "get_debug",
     "_add_reader",
     "_remove_reader",
     "_remove_writer",
+    "_ensure_fd_no_transport",
 ];
 
 /// `LoopCore.time`, the method every unpatched loop's `time` resolves to.
@@ -449,6 +451,7 @@ impl LoopCore {
                 pyo3::intern!(py, "_add_reader"),
                 pyo3::intern!(py, "_remove_reader"),
                 pyo3::intern!(py, "_remove_writer"),
+                pyo3::intern!(py, "_ensure_fd_no_transport"),
             ];
             for m in io {
                 if name.is(m) || name.eq(m)? {
@@ -479,12 +482,18 @@ impl LoopCore {
         let p = &slf.get().io_patch;
         let tp = slf.get_type();
         let core = py.get_type::<LoopCore>();
-        let overridden = IO_METHODS
-            .iter()
-            .any(|m| match (tp.getattr(*m), core.getattr(*m)) {
-                (Ok(found), Ok(own)) => !found.is(&own),
-                _ => true,
-            });
+        let own = |m: &str| match m {
+            // Not the core's: the loop class's, as `_install_fast_methods` found it.
+            "_ensure_fd_no_transport" => fastcall::LOOP_ENSURE_FD
+                .get(py)
+                .map(|f| f.bind(py).clone())
+                .ok_or_else(|| pyo3::exceptions::PyAttributeError::new_err(m.to_string())),
+            _ => core.getattr(m),
+        };
+        let overridden = IO_METHODS.iter().any(|m| match (tp.getattr(*m), own(m)) {
+            (Ok(found), Ok(own)) => !found.is(&own),
+            _ => true,
+        });
         p.remember(&tp, overridden)
     }
 
