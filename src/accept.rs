@@ -75,6 +75,72 @@ impl Acceptor {
         )
     }
 
+    /// `accept_batch(loop, protocol_factory, server, limit)`: up to `limit` iterations of
+    /// `Loop._accept_plain`'s loop (python/oxloop/_loop.py) for a plain connection, each
+    /// `conn, addr, nonblocking = self.accept_nonblocking()`, `conn.setblocking(False)` unless
+    /// `nonblocking`, then its `else` branch: `extra = {"peername": addr}` and
+    /// `copy_context().run(accept_now, loop, protocol_factory, conn, extra, server, None)`.
+    /// Returns `(n, error)`: `n` connections set up; `error` the exception of the iteration
+    /// after them when its accept or `setblocking` raised one (that iteration is spent: the
+    /// caller handles the exception as its `except` clauses do), else None: `limit` reached,
+    /// or the loop is in debug mode or has a task factory now (the protocol factory may have
+    /// set either), which the caller's loop then handles. The caller checks both before the
+    /// first iteration.
+    fn accept_batch<'py>(
+        &self,
+        py: Python<'py>,
+        lp: &Bound<'py, PyAny>,
+        protocol_factory: &Bound<'py, PyAny>,
+        server: &Bound<'py, PyAny>,
+        limit: usize,
+    ) -> PyResult<(usize, Option<Bound<'py, PyAny>>)> {
+        for n in 0..limit {
+            if n > 0 && !plain_accepting(lp)? {
+                return Ok((n, None));
+            }
+            let taken = self.take(py, true).and_then(|(conn, addr, nonblocking)| {
+                if !nonblocking {
+                    conn.call_method1(intern!(py, "setblocking"), (false,))?;
+                }
+                Ok((conn, addr))
+            });
+            let (conn, addr) = match taken {
+                Ok(pair) => pair,
+                // Only Exception subclasses reach the caller's `except` clauses.
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyException>(py) => {
+                    return Ok((n, Some(e.into_value(py).into_bound(py).into_any())))
+                }
+                Err(e) => return Err(e),
+            };
+            let extra = PyDict::new(py);
+            extra.set_item(intern!(py, "peername"), addr)?;
+            // `copy_context().run(...)`: the Task asyncio would make runs in a copy of the
+            // current context (tasks.py `Task.__init__`).
+            // SAFETY: PyContext_CopyCurrent returns a new reference or NULL with an error set.
+            let ctx =
+                unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyContext_CopyCurrent())? };
+            // SAFETY: ctx is a fresh Context, entered once here and exited below whatever the
+            // call's outcome (a fresh context cannot be entered already).
+            if unsafe { pyo3::ffi::PyContext_Enter(ctx.as_ptr()) } < 0 {
+                return Err(PyErr::fetch(py));
+            }
+            let made = crate::transport_setup::accept_now(
+                lp,
+                protocol_factory,
+                &conn,
+                extra.as_any(),
+                server,
+                None,
+            );
+            // SAFETY: ctx is the context entered above, the current one again now.
+            if unsafe { pyo3::ffi::PyContext_Exit(ctx.as_ptr()) } < 0 {
+                return Err(PyErr::fetch(py));
+            }
+            made?;
+        }
+        Ok((limit, None))
+    }
+
     /// The listener's `fileno()`.
     fn fileno<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.sock.bind(py).call_method0(intern!(py, "fileno"))
@@ -92,6 +158,15 @@ impl Acceptor {
             self.sock.bind(py).repr()?
         ))
     }
+}
+
+/// `not self._debug and self._task_factory is None` of `Loop._accept_plain`, for an exact
+/// `oxloop.Loop` (`sock::fast_loop`: not in debug mode); false for any other loop.
+fn plain_accepting(lp: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if crate::sock::fast_loop(lp).is_none() {
+        return Ok(false);
+    }
+    Ok(lp.getattr(intern!(lp.py(), "_task_factory"))?.is_none())
 }
 
 impl Acceptor {

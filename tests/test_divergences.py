@@ -340,6 +340,58 @@ def test_accepts_keep_their_task_in_debug_mode_and_with_a_task_factory(loop, mod
     assert all(task.get_coro().__name__ == "_accept_connection2" for task, _ in seen)
 
 
+def test_a_task_factory_set_while_accepting_applies_to_the_next_connections_on_oxloop(
+    loop, loop_kind
+):
+    # One read event accepts every queued connection (up to backlog). asyncio makes all their
+    # Tasks first, so a task factory set by the first connection's protocol_factory applies to
+    # none of them; oxloop sets each connection up at once (natively, a batch per event:
+    # src/accept.rs `accept_batch`) and asks for a task factory before each, so the ones after
+    # it keep asyncio's Task, made by the factory. (Debug mode, likewise.)
+    import asyncio
+    import socket
+
+    made = []
+    protocols = []
+
+    def factory(lp, coro, **kwargs):
+        made.append(coro.__name__)
+        return asyncio.Task(coro, loop=lp, **kwargs)
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+    def protocol_factory():
+        loop.set_task_factory(factory)
+        protocols.append(P())
+        return protocols[-1]
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)
+    srv = loop.run_until_complete(
+        loop.create_server(protocol_factory, sock=lst, start_serving=False)
+    )
+    clients = [socket.create_connection(lst.getsockname()) for _ in range(4)]
+    try:
+        # start_serving() without its sleep(0): the four wait in the queue for one event.
+        srv._start_serving()
+        for _ in range(10):
+            loop.run_until_complete(asyncio.sleep(0))
+        assert len(protocols) == 4
+        assert all(hasattr(p, "transport") for p in protocols)
+        assert made.count("_accept_connection2") == (3 if loop_kind == "oxloop" else 0)
+    finally:
+        loop.set_task_factory(None)
+        for c in clients:
+            c.close()
+        for p in protocols:
+            p.transport.close()
+        srv.close()
+        loop.run_until_complete(srv.wait_closed())
+
+
 _MALLOC_PROBE = r"""
 import asyncio, ctypes, socket, sys
 

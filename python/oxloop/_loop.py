@@ -992,9 +992,29 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
         (see "accepting without asyncio's setblocking(False)")."""
         server = args[1]
         take = listener.accept_nonblocking if _SETBLOCKING_GUARD() else None
+        # The iterations whose connection is set up as the `else` branch below does, in one
+        # native call (`Acceptor.accept_batch`, src/accept.rs), where that branch calls the
+        # native `accept_now`: `(n, error)`, n connections made, then the exception of the
+        # next iteration's accept or setblocking (spent, handled here), or None (the count
+        # spent, or the loop now in debug mode or with a task factory: this loop goes on).
+        batch = (
+            listener.accept_batch
+            if take is not None and _accept_connection_now is _oxloop.accept_now
+            else None
+        )
         # backlog; 3.14's loop accepts one more (_ACCEPT_SOURCE_314).
-        for _ in range(args[2] + 1 if _ACCEPT_314 else args[2]):
+        remaining = args[2] + 1 if _ACCEPT_314 else args[2]
+        while remaining > 0:
             try:
+                if batch is not None and not self._debug and self._task_factory is None:
+                    done, error = batch(self, protocol_factory, server, remaining)
+                    remaining -= done
+                    if error is not None:
+                        remaining -= 1
+                        raise error
+                    if done:
+                        continue
+                remaining -= 1
                 if take is not None:
                     conn, addr, nonblocking = take()
                 else:
