@@ -1011,7 +1011,11 @@ class Loop(_signals.SignalHandlers, _oxloop.LoopCore, unix_events._UnixSelectorE
                     remaining -= done
                     if error is not None:
                         remaining -= 1
-                        raise error
+                        try:
+                            raise error
+                        finally:
+                            # No local keeps the exception: its traceback holds this frame.
+                            error = None
                     if done:
                         continue
                 remaining -= 1
