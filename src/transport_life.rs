@@ -66,8 +66,8 @@ static LIFE: PyOnceLock<Life> = PyOnceLock::new();
 /// `_set_transport_life(native, start_reading, is_reading, is_closing, on_eof, close,
 /// selector_close, *, clear_read_cb, clear_write_ready)`: the verified pieces (see the
 /// module's invariants); `is_reading`/`is_closing` None for 3.10's `_add_reader`, `on_eof`
-/// None where the end-of-stream path is not verified. Whether it took them: the native set-up and the
-/// `get_method` contract are needed.
+/// None where the end-of-stream path is not verified. Whether it took them: the native set-up
+/// and the `get_method` contract are needed.
 #[pyfunction]
 #[pyo3(signature = (
     native, start_reading, is_reading, is_closing, on_eof, close, selector_close, *,

@@ -190,6 +190,17 @@ struct TimePatch {
 }
 
 impl TimePatch {
+    /// Nothing remembered yet.
+    fn new(py: Python<'_>) -> Self {
+        Self {
+            check_valid_flag: py.version_info() < (3, 11),
+            instance: AtomicBool::new(false),
+            type_ptr: Default::default(),
+            type_tag: Default::default(),
+            overridden: AtomicBool::new(false),
+        }
+    }
+
     /// The answer remembered for `obj`'s type while its version tag is the one the answer was
     /// found for (`true` while an instance attribute may shadow the method); `None`: look up.
     #[inline]
@@ -445,19 +456,15 @@ impl LoopCore {
         }
         // One of them set on the instance stays marked until the loop goes (a deletion of one
         // does not say whether another is still there).
-        if !value.is_null() {
-            let io = [
-                pyo3::intern!(py, "get_debug"),
-                pyo3::intern!(py, "_add_reader"),
-                pyo3::intern!(py, "_remove_reader"),
-                pyo3::intern!(py, "_remove_writer"),
-                pyo3::intern!(py, "_ensure_fd_no_transport"),
-            ];
-            for m in io {
-                if name.is(m) || name.eq(m)? {
-                    slf.get().io_patch.instance.store(true, Relaxed);
-                }
-            }
+        // (`PyObject_GenericSetAttr` took only a str name; its UTF-8 form is cached.)
+        if !value.is_null()
+            && name
+                .cast::<pyo3::types::PyString>()
+                .ok()
+                .and_then(|n| n.to_str().ok())
+                .is_some_and(|n| IO_METHODS.contains(&n))
+        {
+            slf.get().io_patch.instance.store(true, Relaxed);
         }
         Ok(())
     }
@@ -1973,27 +1980,9 @@ impl LoopCore {
             },
             clock,
             resolution: clock::resolution(),
-            patch: TimePatch {
-                check_valid_flag: py.version_info() < (3, 11),
-                instance: AtomicBool::new(false),
-                type_ptr: Default::default(),
-                type_tag: Default::default(),
-                overridden: AtomicBool::new(false),
-            },
-            soon_patch: TimePatch {
-                check_valid_flag: py.version_info() < (3, 11),
-                instance: AtomicBool::new(false),
-                type_ptr: Default::default(),
-                type_tag: Default::default(),
-                overridden: AtomicBool::new(false),
-            },
-            io_patch: TimePatch {
-                check_valid_flag: py.version_info() < (3, 11),
-                instance: AtomicBool::new(false),
-                type_ptr: Default::default(),
-                type_tag: Default::default(),
-                overridden: AtomicBool::new(false),
-            },
+            patch: TimePatch::new(py),
+            soon_patch: TimePatch::new(py),
+            io_patch: TimePatch::new(py),
             step_type: pyo3::sync::PyOnceLock::new(),
         })
     }
